@@ -1,0 +1,68 @@
+"""The engine Protocol and the plain data that crosses process boundaries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Kind = Literal["speech", "music"]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Which engine renders one kind of job, as a profile names it."""
+
+    kind: Kind
+    engine: str
+    model: str
+    params: dict[str, Any] = field(default_factory=dict)
+    # Longest text one call may take; the planner splits speech on sentence bounds below it.
+    max_chars: int = 400
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """One job's inputs. Everything here is part of the job key (see planner.job_key)."""
+
+    key: str
+    kind: Kind
+    text: str  # speech: the words; music: the prompt
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)
+    voice_path: str | None = None  # speech: reference audio
+    lyrics: str | None = None  # music: optional lyrics
+    duration_s: float | None = None  # music: target length
+
+
+@dataclass
+class RenderResult:
+    """Audio as float32 in [-1, 1], shape (samples,) for mono or (samples, channels)."""
+
+    audio: npt.NDArray[np.float32]
+    sample_rate: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.audio.shape[0]) / float(self.sample_rate)
+
+
+# Engines call this whenever they make progress; the worker turns calls into lease heartbeats.
+ProgressFn = Callable[[], None]
+
+
+class Engine(Protocol):
+    """Loaded once per worker process; renders requests one batch at a time."""
+
+    spec: EngineSpec
+    sample_rate: int
+
+    def render(self, requests: Sequence[RenderRequest], progress: ProgressFn) -> list[RenderResult]:
+        """Render each request; a failure of one raises EngineError for the batch."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,73 @@
+"""Typed errors. Each carries what a person needs; the CLI turns it into one line and an exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SongbatchError(Exception):
+    """Base class; `exit_code` is what the CLI exits with (see DESIGN.md)."""
+
+    exit_code = 1
+
+
+class InputError(SongbatchError):
+    """Bad input or usage: nothing was written."""
+
+    exit_code = 2
+
+
+class ManifestError(InputError):
+    """A manifest, profile or referenced file is wrong. Renders as `file:line:col: field: message`."""
+
+    def __init__(
+        self,
+        file: Path | str,
+        message: str,
+        *,
+        line: int | None = None,
+        col: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file = Path(file)
+        self.line = line
+        self.col = col
+        self.field = field
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = str(self.file)
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.col is not None:
+                where += f":{self.col}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class ProfileError(ManifestError):
+    """A profile file is wrong or cannot be found."""
+
+
+class EngineUnavailable(InputError):
+    """The engine a profile names cannot be used here (extra not installed, weights missing)."""
+
+
+class EngineError(SongbatchError):
+    """A render failed. `retryable` says whether another attempt may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class LedgerBusy(SongbatchError):
+    """Another live run holds this ledger."""
+
+    exit_code = 75
+
+
+class BudgetExceeded(SongbatchError):
+    """The next job does not fit under the spend cap; the rest stays pending."""
+
+    exit_code = 3
