@@ -1,0 +1,618 @@
+"""Manifests: strict YAML -> validated, fully resolved audiobooks and albums.
+
+Loading happens in two passes. Pydantic validates the YAML as written (`_Raw*` models: types,
+unknown fields, ranges). Then `_Builder` resolves what needs the file system or the whole document
+(text files, covers, voice clips, merged voice/pauses/params, output file names) into the public
+models, whose fields are the *effective* values later stages use without looking back at YAML.
+Every failure is one ManifestError pointing at the manifest's line and column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import soundfile
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+
+from songbatch.errors import ManifestError
+from songbatch.yamlstrict import (
+    FieldPath,
+    StrictDocument,
+    TextEncodingError,
+    decode_utf8,
+    format_path,
+    parse_yaml,
+    validation_error,
+)
+
+Format = Literal["m4b", "mp3", "flac", "opus", "wav"]
+KINDS = ("audiobook", "album")
+
+
+def _book_formats() -> list[Format]:
+    return ["m4b", "mp3"]
+
+
+def _album_formats() -> list[Format]:
+    return ["mp3"]
+
+
+# --- value parsers --------------------------------------------------------------------------
+
+_DURATION = re.compile(
+    r"(?:(?P<h>\d+(?:\.\d+)?)h)?\s*(?:(?P<m>\d+(?:\.\d+)?)m(?!s))?\s*"
+    r"(?:(?P<s>\d+(?:\.\d+)?)s)?\s*(?:(?P<ms>\d+(?:\.\d+)?)ms)?"
+)
+_LANGUAGE = re.compile(
+    r"[A-Za-z]{2,3}(-[A-Za-z]{4})?(-(?:[A-Za-z]{2}|[0-9]{3}))?(-[A-Za-z0-9]{5,8})*"
+)
+
+
+def parse_seconds(value: Any) -> float:
+    """Seconds from a number (210, 0.4) or a string ("210", "3m30s", "90s", "2m", "400ms", "1h")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected seconds as a number or a string like '1m30s', got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    match = _DURATION.fullmatch(text)
+    if not text or match is None or not any(match.groupdict().values()):
+        raise ValueError(
+            f"cannot read {value!r} as a duration; write seconds (90) or e.g. '1m30s', '400ms'"
+        )
+    parts = {k: float(v) for k, v in match.groupdict().items() if v is not None}
+    return (
+        parts.get("h", 0.0) * 3600
+        + parts.get("m", 0.0) * 60
+        + parts.get("s", 0.0)
+        + parts.get("ms", 0.0) / 1000
+    )
+
+
+def _pause_seconds(value: Any) -> float:
+    seconds = parse_seconds(value)
+    if not 0.0 <= seconds <= 60.0:  # also rejects NaN
+        raise ValueError(f"a pause must be between 0 and 60 seconds, got {seconds:g}")
+    return seconds
+
+
+def _track_seconds(value: Any) -> float:
+    seconds = parse_seconds(value)
+    if not 0.0 < seconds <= 3600.0:
+        raise ValueError(f"duration must be more than 0 and at most 3600 seconds, got {seconds:g}")
+    return seconds
+
+
+def _not_blank(value: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("must not be empty")
+    return stripped
+
+
+def _year(value: int) -> int:
+    if not 1000 <= value <= 2999:
+        raise ValueError(f"year must be between 1000 and 2999, got {value}")
+    return value
+
+
+def _language(value: str) -> str:
+    if not _LANGUAGE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a language tag like 'en', 'en-GB' or 'pt-BR'")
+    return value
+
+
+PauseSeconds = Annotated[float, BeforeValidator(_pause_seconds)]
+TrackSeconds = Annotated[float, BeforeValidator(_track_seconds)]
+Title = Annotated[str, AfterValidator(_not_blank)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy/torch generators take 32-bit seeds
+Year = Annotated[int, AfterValidator(_year)]
+Language = Annotated[str, AfterValidator(_language)]
+
+# --- public models (effective values) -------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pauses(_Model):
+    """Silence in seconds after a sentence, a paragraph and a chapter (YAML: 0.4, "400ms")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    sentence: PauseSeconds = 0.35
+    paragraph: PauseSeconds = 0.9
+    chapter: PauseSeconds = 2.0
+
+
+class Voice(_Model):
+    reference: Path | None = None  # absolute; checked to be decodable audio
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Chapter(_Model):
+    title: str
+    text: str
+    text_file: Path | None = None
+    voice: Voice
+    pauses: Pauses
+    seed: int
+    file: str  # output file stem, already safe
+    line: int  # 1-based manifest line where the chapter starts
+
+
+class Audiobook(_Model):
+    kind: Literal["audiobook"] = "audiobook"
+    title: str
+    author: str
+    narrator: str | None = None
+    language: str = "en"
+    cover: Path | None = None
+    description: str | None = None
+    year: int | None = None
+    voice: Voice = Field(default_factory=Voice)
+    seed: int = 0
+    pauses: Pauses = Field(default_factory=Pauses)
+    speak_titles: bool = True
+    formats: list[Format] = Field(default_factory=_book_formats)
+    output: Path | None = None
+    profile: str | None = None
+    chapters: list[Chapter]
+
+
+class Track(_Model):
+    title: str
+    prompt: str
+    lyrics: str | None = None
+    lyrics_file: Path | None = None
+    duration: float
+    seed: int
+    params: dict[str, Any] = Field(default_factory=dict)
+    file: str
+    line: int
+
+
+class Album(_Model):
+    kind: Literal["album"] = "album"
+    title: str
+    artist: str
+    genre: str | None = None
+    year: int | None = None
+    cover: Path | None = None
+    description: str | None = None
+    seed: int = 0
+    params: dict[str, Any] = Field(default_factory=dict)
+    formats: list[Format] = Field(default_factory=_album_formats)
+    output: Path | None = None
+    profile: str | None = None
+    tracks: list[Track]
+
+
+Manifest = Annotated[Audiobook | Album, Field(discriminator="kind")]
+
+
+@dataclass(frozen=True)
+class LoadedManifest:
+    path: Path  # absolute
+    source_sha256: str  # of the manifest file's bytes
+    manifest: Audiobook | Album
+    slug: str  # from the title; names the output folder
+
+
+# --- raw models (the YAML as written) -------------------------------------------------------
+
+
+class _Raw(BaseModel):
+    # strict: YAML already gave us typed values, so "5" for a number or "yes" for a bool is a
+    # mistake to report, not to coerce.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _RawVoice(_Raw):
+    reference: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class _RawChapter(_Raw):
+    title: Title
+    text: str | None = None
+    text_file: str | None = None
+    voice: _RawVoice | None = None
+    pauses: Pauses | None = None
+    seed: Seed | None = None
+    file: str | None = None
+
+
+class _RawAudiobook(_Raw):
+    kind: Literal["audiobook"]
+    title: Title
+    author: Title
+    narrator: str | None = None
+    language: Language = "en"
+    cover: str | None = None
+    description: str | None = None
+    year: Year | None = None
+    voice: _RawVoice = Field(default_factory=_RawVoice)
+    seed: Seed = 0
+    pauses: Pauses = Field(default_factory=Pauses)
+    speak_titles: bool = True
+    formats: list[Format] = Field(default_factory=_book_formats, min_length=1)
+    output: str | None = None
+    profile: str | None = None
+    chapters: list[_RawChapter] = Field(min_length=1)
+
+
+class _RawTrack(_Raw):
+    title: Title
+    prompt: Title
+    lyrics: str | None = None
+    lyrics_file: str | None = None
+    duration: TrackSeconds
+    seed: Seed | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    file: str | None = None
+
+
+class _RawAlbum(_Raw):
+    kind: Literal["album"]
+    title: Title
+    artist: Title
+    genre: str | None = None
+    year: Year | None = None
+    cover: str | None = None
+    description: str | None = None
+    seed: Seed = 0
+    params: dict[str, Any] = Field(default_factory=dict)
+    formats: list[Format] = Field(default_factory=_album_formats, min_length=1)
+    output: str | None = None
+    profile: str | None = None
+    tracks: list[_RawTrack] = Field(min_length=1)
+
+
+_RawT = TypeVar("_RawT", bound=_Raw)
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_manifest(path: Path | str) -> LoadedManifest:
+    """Read, validate and resolve a manifest; raises ManifestError (one line) on any problem."""
+    shown = Path(path)  # errors name the file as the user wrote it
+    absolute = shown.expanduser().resolve()
+    try:
+        data = absolute.read_bytes()
+    except OSError as exc:
+        raise ManifestError(shown, f"cannot read manifest: {exc.strerror or exc}") from None
+    doc = parse_yaml(data, shown)
+    builder = _Builder(doc, absolute.parent)
+    manifest: Audiobook | Album
+    if _kind(doc) == "audiobook":
+        manifest = builder.audiobook(_validate(doc, _RawAudiobook))
+    else:
+        manifest = builder.album(_validate(doc, _RawAlbum))
+    return LoadedManifest(
+        path=absolute,
+        source_sha256=hashlib.sha256(data).hexdigest(),
+        manifest=manifest,
+        slug=slugify(manifest.title),
+    )
+
+
+def _kind(doc: StrictDocument) -> str:
+    """Check `kind` first so a wrong kind is reported as such, not as a pile of field errors."""
+    expected = "expected 'audiobook' or 'album'"
+    if "kind" not in doc.data:
+        line, col = doc.position(())
+        raise ManifestError(
+            doc.file, f"required field is missing; {expected}", line=line, col=col, field="kind"
+        )
+    kind = doc.data["kind"]
+    if kind not in KINDS:
+        raise doc.error(("kind",), f"unknown kind {kind!r}; {expected}")
+    return str(kind)
+
+
+def _validate(doc: StrictDocument, model: type[_RawT]) -> _RawT:
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as exc:
+        raise validation_error(exc, doc, model) from None
+
+
+class _Builder:
+    """Second pass: file checks, merging and output names, with positions from the document."""
+
+    def __init__(self, doc: StrictDocument, base: Path) -> None:
+        self.doc = doc
+        self.base = base
+
+    def fail(self, path: FieldPath, message: str) -> ManifestError:
+        return self.doc.error(path, message)
+
+    # audiobooks
+
+    def audiobook(self, raw: _RawAudiobook) -> Audiobook:
+        # Checked in document order, so the first problem reported is the first one written.
+        cover = self.cover(raw.cover)
+        self.check_formats(raw.formats, allow_m4b=True)
+        voice = self.voice(raw.voice, ("voice",), Voice())
+        chapters = [self.chapter(item, i, raw, voice) for i, item in enumerate(raw.chapters)]
+        self.check_unique_files([c.file for c in chapters], "chapters", "chapter")
+        return Audiobook(
+            title=raw.title,
+            author=raw.author,
+            narrator=raw.narrator,
+            language=raw.language,
+            cover=cover,
+            description=raw.description,
+            year=raw.year,
+            voice=voice,
+            seed=raw.seed,
+            pauses=raw.pauses,
+            speak_titles=raw.speak_titles,
+            formats=raw.formats,
+            output=self.output(raw.output),
+            profile=raw.profile,
+            chapters=chapters,
+        )
+
+    def chapter(self, raw: _RawChapter, i: int, book: _RawAudiobook, voice: Voice) -> Chapter:
+        path: FieldPath = ("chapters", i)
+        text, text_file = self.text_or_file(
+            raw.text, raw.text_file, path, ("text", "text_file"), required=True
+        )
+        assert text is not None
+        overrides = raw.pauses.model_dump(include=raw.pauses.model_fields_set) if raw.pauses else {}
+        return Chapter(
+            title=raw.title,
+            text=text,
+            text_file=text_file,
+            voice=self.voice(raw.voice, (*path, "voice"), voice) if raw.voice else voice,
+            pauses=book.pauses.model_copy(update=overrides),
+            seed=book.seed if raw.seed is None else raw.seed,
+            file=self.stem(raw.file, i, raw.title),
+            line=self.doc.position(path)[0],
+        )
+
+    def voice(self, raw: _RawVoice, path: FieldPath, inherited: Voice) -> Voice:
+        self.check_scalars(raw.params, (*path, "params"))
+        reference = inherited.reference
+        if raw.reference is not None:
+            reference = self.audio_file(raw.reference, (*path, "reference"))
+        return Voice(reference=reference, params={**inherited.params, **raw.params})
+
+    # albums
+
+    def album(self, raw: _RawAlbum) -> Album:
+        cover = self.cover(raw.cover)
+        self.check_formats(raw.formats, allow_m4b=False)
+        self.check_scalars(raw.params, ("params",))
+        tracks = [self.track(item, i, raw) for i, item in enumerate(raw.tracks)]
+        self.check_unique_files([t.file for t in tracks], "tracks", "track")
+        return Album(
+            title=raw.title,
+            artist=raw.artist,
+            genre=raw.genre,
+            year=raw.year,
+            cover=cover,
+            description=raw.description,
+            seed=raw.seed,
+            params=raw.params,
+            formats=raw.formats,
+            output=self.output(raw.output),
+            profile=raw.profile,
+            tracks=tracks,
+        )
+
+    def track(self, raw: _RawTrack, i: int, album: _RawAlbum) -> Track:
+        path: FieldPath = ("tracks", i)
+        self.check_scalars(raw.params, (*path, "params"))
+        lyrics, lyrics_file = self.text_or_file(
+            raw.lyrics, raw.lyrics_file, path, ("lyrics", "lyrics_file"), required=False
+        )
+        return Track(
+            title=raw.title,
+            prompt=raw.prompt,
+            lyrics=lyrics,
+            lyrics_file=lyrics_file,
+            duration=raw.duration,
+            seed=album.seed if raw.seed is None else raw.seed,
+            params={**album.params, **raw.params},
+            file=self.stem(raw.file, i, raw.title),
+            line=self.doc.position(path)[0],
+        )
+
+    # shared checks
+
+    def check_formats(self, formats: list[Format], *, allow_m4b: bool) -> None:
+        seen: set[str] = set()
+        for i, fmt in enumerate(formats):
+            if fmt == "m4b" and not allow_m4b:
+                raise self.fail(
+                    ("formats", i),
+                    "m4b is an audiobook format; albums can use mp3, flac, opus, wav",
+                )
+            if fmt in seen:
+                raise self.fail(("formats", i), f"{fmt!r} is listed twice")
+            seen.add(fmt)
+
+    def check_scalars(self, params: dict[str, Any], path: FieldPath) -> None:
+        # Engine parameters end up in job keys and API calls: plain values only.
+        for key, value in params.items():
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                raise self.fail(
+                    (*path, key), "engine parameters must be single values (text, number, bool)"
+                )
+
+    def check_unique_files(self, stems: list[str], items: str, noun: str) -> None:
+        first: dict[str, int] = {}
+        for i, stem in enumerate(stems):
+            key = stem.casefold()  # macOS and Windows file names ignore case
+            if key in first:
+                j = first[key]
+                line = self.doc.position((items, j))[0]
+                where = (items, i, "file") if "file" in self.doc.data[items][i] else (items, i)
+                raise self.fail(
+                    where,
+                    f"output file name {stem!r} is the same as {noun} {j + 1}'s (line {line}); "
+                    "give one of them a different `file:`",
+                )
+            first[key] = i
+
+    def stem(self, given: str | None, i: int, title: str) -> str:
+        return safe_filename(given if given is not None else f"{i + 1:02d} - {title}")
+
+    def text_or_file(
+        self,
+        inline: str | None,
+        file: str | None,
+        path: FieldPath,
+        names: tuple[str, str],
+        *,
+        required: bool,
+    ) -> tuple[str | None, Path | None]:
+        """Exactly one of `inline`/`file` (at most one if not `required`), never blank."""
+        text_name, file_name = names
+        if inline is not None and file is not None:
+            raise self.fail((*path, file_name), f"give either {text_name} or {file_name}, not both")
+        if file is not None:
+            resolved, text = self.read_text(file, (*path, file_name))
+            if not text.strip():
+                raise self.fail((*path, file_name), f"{file_name} {file!r} has no text")
+            return text, resolved
+        if inline is None:
+            if required:
+                raise self.fail(path, f"needs {text_name} or {file_name}")
+            return None, None
+        if not inline.strip():
+            raise self.fail((*path, text_name), f"{text_name} is empty")
+        return inline, None
+
+    def resolve(self, value: str) -> Path:
+        return (self.base / Path(value).expanduser()).resolve()
+
+    def existing_file(self, value: str, path: FieldPath) -> Path:
+        resolved = self.resolve(value)
+        if resolved.is_dir():
+            raise self.fail(path, f"{value!r} is a folder, not a file")
+        if not resolved.is_file():
+            raise self.fail(path, f"{value!r} not found (looked for {resolved})")
+        return resolved
+
+    def read_bytes(self, value: str, path: FieldPath) -> tuple[Path, bytes]:
+        resolved = self.existing_file(value, path)
+        try:
+            return resolved, resolved.read_bytes()
+        except OSError as exc:
+            raise self.fail(path, f"cannot read {value!r}: {exc.strerror or exc}") from None
+
+    def read_text(self, value: str, path: FieldPath) -> tuple[Path, str]:
+        resolved, data = self.read_bytes(value, path)
+        try:
+            text = decode_utf8(data, what=repr(value))
+        except TextEncodingError as exc:
+            raise self.fail(path, exc.message) from None
+        return resolved, text.replace("\r\n", "\n").replace("\r", "\n")
+
+    def audio_file(self, value: str, path: FieldPath) -> Path:
+        resolved, data = self.read_bytes(value, path)
+        if not data:
+            raise self.fail(path, f"{value!r} is empty (0 bytes)")
+        try:
+            frames = soundfile.info(str(resolved)).frames
+        except Exception as exc:  # libsndfile raises several types; any means "not audio"
+            raise self.fail(path, f"{value!r} is not readable audio ({_one_line(exc)})") from None
+        if frames <= 0:
+            raise self.fail(path, f"{value!r} has no audio frames")
+        return resolved
+
+    def cover(self, value: str | None) -> Path | None:
+        if value is None:
+            return None
+        resolved, data = self.read_bytes(value, ("cover",))
+        if not (data.startswith(b"\xff\xd8\xff") or data.startswith(b"\x89PNG\r\n\x1a\n")):
+            raise self.fail(("cover",), f"{value!r} is not a JPEG or PNG image")
+        return resolved
+
+    def output(self, value: str | None) -> Path | None:
+        return None if value is None else self.resolve(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    # libsndfile's messages start with "Error opening '<absolute path>': "; the field says which.
+    text = re.sub(r"^Error opening .*?: ", "", " ".join(str(exc).split()))
+    return text or type(exc).__name__
+
+
+# --- names ----------------------------------------------------------------------------------
+
+_WINDOWS_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"]
+    + [f"COM{i}" for i in range(1, 10)]
+    + [f"LPT{i}" for i in range(1, 10)]
+)
+_REPLACEMENTS = str.maketrans(
+    {"/": "-", "\\": "-", "|": "-", ":": " -", "*": " ", "?": " ", '"': " ", "<": " ", ">": " "}
+)
+
+
+def safe_filename(name: str, max_bytes: int = 120) -> str:
+    """A file name stem that is valid on Windows, macOS and Linux and at most `max_bytes` long."""
+    text = unicodedata.normalize("NFC", name)
+    text = "".join(" " if ch.isspace() else ch for ch in text)
+    # Cc: control characters; Cf: format characters, including bidi overrides (U+202E) that
+    # make a name display differently from what it is; Cs: lone surrogates.
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
+    text = " ".join(text.translate(_REPLACEMENTS).split())
+    text = _truncate_utf8(text.strip(" ."), max_bytes).strip(" .")
+    base = text.split(".", 1)[0].rstrip(" ")
+    if base.upper() in _WINDOWS_RESERVED:
+        # Windows reserves these with any extension, so mark the part before the first dot.
+        text = text[: len(base)] + "_" + text[len(base) :]
+        text = _truncate_utf8(text, max_bytes).strip(" .")
+    return text or "untitled"
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def slugify(title: str, max_len: int = 60) -> str:
+    """Lowercase ASCII a-z0-9 and '-', for folder names and URLs; 'untitled' if nothing is left."""
+    ascii_text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:max_len].rstrip("-") or "untitled"
+
+
+__all__ = [
+    "Album",
+    "Audiobook",
+    "Chapter",
+    "Format",
+    "LoadedManifest",
+    "Manifest",
+    "Pauses",
+    "Track",
+    "Voice",
+    "format_path",
+    "load_manifest",
+    "parse_seconds",
+    "safe_filename",
+    "slugify",
+]
