@@ -1,0 +1,764 @@
+"""All SQL lives here: migrations, planning writes, claims, heartbeats, publish, failures, status.
+
+Concurrency rules (FIELD-NOTES.md): every read-then-write runs in `BEGIN IMMEDIATE`, so a claim
+takes the write lock before it reads and never meets SQLITE_BUSY half way; busy_timeout covers the
+wait. The connection is in autocommit mode (isolation_level=None) so no transaction opens by
+accident and holds the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from songbatch.crashpoints import crash_point
+from songbatch.fsutil import remove_quietly, replace_durably
+
+Clock = Callable[[], float]
+
+migrations = Migrations("songbatch")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE manifests (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            title TEXT NOT NULL,
+            slug TEXT NOT NULL,
+            source_sha256 TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            plan_sha256 TEXT NOT NULL,
+            assembly TEXT NOT NULL,
+            planned_utc TEXT NOT NULL
+        );
+        CREATE TABLE jobs (
+            key TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            engine TEXT NOT NULL,
+            model TEXT NOT NULL,
+            request TEXT NOT NULL,
+            chars INTEGER NOT NULL,
+            est_ms INTEGER NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'leased', 'done', 'failed')),
+            lease_token INTEGER,
+            lease_expires_utc TEXT,
+            failures INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            out_path TEXT,
+            sha256 TEXT,
+            duration_ms INTEGER,
+            created_utc TEXT NOT NULL,
+            done_utc TEXT
+        );
+        CREATE INDEX jobs_by_state ON jobs (state, est_ms DESC);
+        CREATE TABLE manifest_jobs (
+            manifest_id INTEGER NOT NULL REFERENCES manifests (id) ON DELETE CASCADE,
+            unit INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            job_key TEXT NOT NULL REFERENCES jobs (key),
+            pause_after_ms INTEGER NOT NULL,
+            PRIMARY KEY (manifest_id, unit, seq)
+        );
+        CREATE INDEX manifest_jobs_by_key ON manifest_jobs (job_key, manifest_id);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            argv TEXT NOT NULL,
+            started_utc TEXT NOT NULL,
+            finished_utc TEXT,
+            exit_code INTEGER
+        );
+        -- One row per lease; its token is the fencing token the lease carries.
+        CREATE TABLE attempts (
+            token INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_key TEXT NOT NULL REFERENCES jobs (key),
+            run_id INTEGER REFERENCES runs (id),
+            worker TEXT NOT NULL,
+            device TEXT NOT NULL,
+            started_utc TEXT NOT NULL,
+            finished_utc TEXT,
+            outcome TEXT,
+            render_ms INTEGER,
+            cost_usd REAL,
+            error TEXT
+        );
+        CREATE INDEX attempts_by_job ON attempts (job_key);
+        CREATE TABLE outputs (
+            path TEXT PRIMARY KEY,
+            manifest_id INTEGER NOT NULL REFERENCES manifests (id) ON DELETE CASCADE,
+            unit INTEGER,
+            format TEXT NOT NULL,
+            inputs_sha256 TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            duration_ms INTEGER NOT NULL,
+            written_utc TEXT NOT NULL
+        );
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            utc TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            job_key TEXT,
+            manifest_id INTEGER,
+            detail TEXT
+        );
+        """
+    )
+
+
+def utc_iso(at: float) -> str:
+    """Fixed-width ISO text, so string comparison in SQL is time comparison."""
+    return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class JobRow:
+    key: str
+    kind: str
+    engine: str
+    model: str
+    request: dict[str, Any]
+    chars: int
+    est_ms: int
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    unit: int
+    seq: int
+    key: str
+    pause_after_ms: int
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    path: str
+    kind: str
+    title: str
+    slug: str
+    source_sha256: str
+    profile: str
+    plan_sha256: str
+    assembly: dict[str, Any]
+
+
+@dataclass
+class PlanDiff:
+    """What planning a manifest changes. `new` jobs are rendered; `reused` ones are in the cache."""
+
+    new: int = 0
+    reused: int = 0
+    unchanged: int = 0
+    dropped: int = 0
+    manifest_changed: bool = False
+
+    @property
+    def changed_anything(self) -> bool:
+        return self.manifest_changed or bool(self.new or self.reused or self.dropped)
+
+
+@dataclass(frozen=True)
+class Lease:
+    key: str
+    token: int
+    kind: str
+    engine: str
+    model: str
+    request: dict[str, Any]
+    est_ms: int
+
+
+@dataclass(frozen=True)
+class StateCount:
+    manifest_id: int
+    state: str
+    jobs: int
+    chars: int
+    est_ms: int
+    duration_ms: int
+
+
+@dataclass
+class ManifestInfo:
+    id: int
+    path: str
+    kind: str
+    title: str
+    slug: str
+    profile: str
+    plan_sha256: str
+    assembly: dict[str, Any]
+    planned_utc: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    seq: int
+    key: str
+    state: str
+    pause_after_ms: int
+    out_path: str | None
+    sha256: str | None
+    duration_ms: int | None
+
+
+class StaleLease(Exception):
+    """The lease's token is no longer the job's: its output must be discarded."""
+
+
+class Ledger:
+    def __init__(self, path: Path, *, clock: Clock = time.time, busy_timeout_s: float = 60.0):
+        self.path = path
+        self.state_dir = path.parent
+        self.clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(
+            path, isolation_level=None, timeout=busy_timeout_s, check_same_thread=False
+        )
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.db = Database(self.conn)
+        if migrations.pending(self.db):
+            with self.immediate():
+                # Re-checked under the write lock: another process may have migrated meanwhile.
+                migrations.apply(self.db)
+
+    @classmethod
+    def open(cls, path: Path, **kwargs: Any) -> Ledger:
+        return cls(path, **kwargs)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def immediate(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def now(self) -> str:
+        return utc_iso(self.clock())
+
+    # ------------------------------------------------------------------ planning
+
+    def manifest_id(self, path: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM manifests WHERE path = ?", (path,)).fetchone()
+        return None if row is None else int(row["id"])
+
+    def diff_plan(self, record: ManifestRecord, rows: Sequence[PlanRow]) -> PlanDiff:
+        """What `apply_plan` would do, without writing (the `plan` command's dry run)."""
+        manifest_id = self.manifest_id(record.path)
+        old_keys = self._plan_keys(manifest_id)
+        new_keys = {row.key for row in rows}
+        fresh = new_keys - old_keys
+        known = self._existing_keys(fresh)
+        old = self.conn.execute(
+            "SELECT plan_sha256 FROM manifests WHERE id = ?", (manifest_id,)
+        ).fetchone()
+        return PlanDiff(
+            new=len(fresh - known),
+            reused=len(fresh & known),
+            unchanged=len(new_keys & old_keys),
+            dropped=len(old_keys - new_keys),
+            manifest_changed=old is None or old["plan_sha256"] != record.plan_sha256,
+        )
+
+    def apply_plan(
+        self, record: ManifestRecord, jobs: Sequence[JobRow], rows: Sequence[PlanRow]
+    ) -> PlanDiff:
+        """Record a manifest's plan in one transaction; an unchanged plan writes nothing."""
+        with self.immediate() as conn:
+            diff = self.diff_plan(record, rows)
+            if not diff.changed_anything:
+                return diff
+            now = self.now()
+            conn.executemany(
+                "INSERT OR IGNORE INTO jobs (key, kind, engine, model, request, chars, est_ms,"
+                " created_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (j.key, j.kind, j.engine, j.model, _dumps(j.request), j.chars, j.est_ms, now)
+                    for j in jobs
+                ),
+            )
+            manifest_id = self._upsert_manifest(record, now)
+            conn.execute("DELETE FROM manifest_jobs WHERE manifest_id = ?", (manifest_id,))
+            conn.executemany(
+                "INSERT INTO manifest_jobs (manifest_id, unit, seq, job_key, pause_after_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                ((manifest_id, r.unit, r.seq, r.key, r.pause_after_ms) for r in rows),
+            )
+            self._event(conn, "plan", manifest_id=manifest_id, detail=diff.__dict__)
+            return diff
+
+    def _upsert_manifest(self, record: ManifestRecord, now: str) -> int:
+        values = (
+            record.kind,
+            record.title,
+            record.slug,
+            record.source_sha256,
+            record.profile,
+            record.plan_sha256,
+            _dumps(record.assembly),
+            now,
+        )
+        row = self.conn.execute(
+            "INSERT INTO manifests (kind, title, slug, source_sha256, profile, plan_sha256,"
+            " assembly, planned_utc, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (path) DO UPDATE SET kind = excluded.kind, title = excluded.title,"
+            " slug = excluded.slug, source_sha256 = excluded.source_sha256,"
+            " profile = excluded.profile, plan_sha256 = excluded.plan_sha256,"
+            " assembly = excluded.assembly, planned_utc = excluded.planned_utc RETURNING id",
+            (*values, record.path),
+        ).fetchone()
+        return int(row["id"])
+
+    def _plan_keys(self, manifest_id: int | None) -> set[str]:
+        if manifest_id is None:
+            return set()
+        cursor = self.conn.execute(
+            "SELECT job_key FROM manifest_jobs WHERE manifest_id = ?", (manifest_id,)
+        )
+        return {row[0] for row in cursor}
+
+    def _existing_keys(self, keys: set[str]) -> set[str]:
+        found: set[str] = set()
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), 500):
+            batch = ordered[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            cursor = self.conn.execute(f"SELECT key FROM jobs WHERE key IN ({marks})", batch)
+            found.update(row[0] for row in cursor)
+        return found
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(self, argv: Sequence[str]) -> int:
+        """Called with the run lock held: every lease still open belongs to a dead run."""
+        with self.immediate() as conn:
+            now = self.now()
+            conn.execute(
+                "UPDATE attempts SET finished_utc = ?, outcome = 'abandoned' WHERE outcome IS NULL",
+                (now,),
+            )
+            # Not the job's fault: the run died, so the job's failure count is not charged.
+            conn.execute(
+                "UPDATE jobs SET state = 'pending', lease_token = NULL, lease_expires_utc = NULL"
+                " WHERE state = 'leased'"
+            )
+            conn.execute("UPDATE runs SET finished_utc = ? WHERE finished_utc IS NULL", (now,))
+            row = conn.execute(
+                "INSERT INTO runs (pid, host, argv, started_utc) VALUES (?, ?, ?, ?) RETURNING id",
+                (os.getpid(), socket.gethostname(), _dumps(list(argv)), now),
+            ).fetchone()
+            return int(row["id"])
+
+    def finish_run(self, run_id: int, exit_code: int) -> None:
+        with self.immediate() as conn:
+            conn.execute(
+                "UPDATE runs SET finished_utc = ?, exit_code = ? WHERE id = ?",
+                (self.now(), exit_code, run_id),
+            )
+
+    # ------------------------------------------------------------------ leases
+
+    def claim(
+        self,
+        *,
+        limit: int,
+        worker: str,
+        device: str,
+        lease_s: float,
+        run_id: int | None = None,
+        manifest_ids: Sequence[int] | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> list[Lease]:
+        """Lease up to `limit` pending jobs, longest first, each with a new fencing token."""
+        where: list[str] = ["j.state = 'pending'"]
+        params: list[Any] = []
+        if kinds:
+            where.append(f"j.kind IN ({','.join('?' * len(kinds))})")
+            params.extend(kinds)
+        if manifest_ids is not None:
+            where.append(
+                "EXISTS (SELECT 1 FROM manifest_jobs mj WHERE mj.job_key = j.key"
+                f" AND mj.manifest_id IN ({','.join('?' * len(manifest_ids))}))"
+            )
+            params.extend(manifest_ids)
+        sql = (
+            f"SELECT j.key, j.kind, j.engine, j.model, j.request, j.est_ms FROM jobs j WHERE {' AND '.join(where)}"
+            " ORDER BY j.est_ms DESC, j.key LIMIT ?"
+        )
+        with self.immediate() as conn:
+            rows = conn.execute(sql, (*params, limit)).fetchall()
+            now = self.clock()
+            started, expires = utc_iso(now), utc_iso(now + lease_s)
+            leases = []
+            for row in rows:
+                token = conn.execute(
+                    "INSERT INTO attempts (job_key, run_id, worker, device, started_utc)"
+                    " VALUES (?, ?, ?, ?, ?) RETURNING token",
+                    (row["key"], run_id, worker, device, started),
+                ).fetchone()[0]
+                conn.execute(
+                    "UPDATE jobs SET state = 'leased', lease_token = ?, lease_expires_utc = ?"
+                    " WHERE key = ?",
+                    (token, expires, row["key"]),
+                )
+                leases.append(
+                    Lease(
+                        key=row["key"],
+                        token=int(token),
+                        kind=row["kind"],
+                        engine=row["engine"],
+                        model=row["model"],
+                        request=json.loads(row["request"]),
+                        est_ms=int(row["est_ms"]),
+                    )
+                )
+            return leases
+
+    def heartbeat(self, tokens: Sequence[int], lease_s: float) -> int:
+        """Extend the leases of jobs that made progress; returns how many are still ours."""
+        if not tokens:
+            return 0
+        marks = ",".join("?" * len(tokens))
+        with self.immediate() as conn:
+            cursor = conn.execute(
+                f"UPDATE jobs SET lease_expires_utc = ? WHERE state = 'leased'"
+                f" AND lease_token IN ({marks})",
+                (utc_iso(self.clock() + lease_s), *tokens),
+            )
+            return int(cursor.rowcount)
+
+    def publish(
+        self,
+        lease: Lease,
+        tmp: Path,
+        final: Path,
+        *,
+        sha256: str,
+        duration_ms: int,
+        render_ms: int,
+        cost_usd: float | None = None,
+    ) -> bool:
+        """The publish protocol's second half: under the write lock, check the token, move the
+        finished file into place, sync the folder, mark done. A stale lease's file is deleted."""
+        with self.immediate() as conn:
+            if not self._holds(conn, lease):
+                conn.execute(
+                    "UPDATE attempts SET finished_utc = ?, outcome = 'discarded'"
+                    " WHERE token = ? AND outcome IS NULL",
+                    (self.now(), lease.token),
+                )
+                remove_quietly(tmp)
+                return False
+            replace_durably(tmp, final)
+            crash_point("after-replace")
+            now = self.now()
+            conn.execute(
+                "UPDATE jobs SET state = 'done', lease_token = NULL, lease_expires_utc = NULL,"
+                " out_path = ?, sha256 = ?, duration_ms = ?, error = NULL, done_utc = ?"
+                " WHERE key = ?",
+                (self._relative(final), sha256, duration_ms, now, lease.key),
+            )
+            conn.execute(
+                "UPDATE attempts SET finished_utc = ?, outcome = 'done', render_ms = ?,"
+                " cost_usd = ? WHERE token = ?",
+                (now, render_ms, cost_usd, lease.token),
+            )
+            return True
+
+    def fail(
+        self,
+        lease: Lease,
+        error: str,
+        *,
+        retryable: bool,
+        max_failures: int,
+        outcome: str = "failed",
+        render_ms: int | None = None,
+    ) -> str | None:
+        """Charge a failed attempt to the job: back to pending while it has tries left, else
+        failed. Returns the job's new state, or None if the lease was stale (nothing changed)."""
+        with self.immediate() as conn:
+            if not self._holds(conn, lease):
+                return None
+            row = conn.execute("SELECT failures FROM jobs WHERE key = ?", (lease.key,)).fetchone()
+            failures = int(row["failures"]) + 1
+            state = "pending" if retryable and failures < max_failures else "failed"
+            now = self.now()
+            conn.execute(
+                "UPDATE jobs SET state = ?, failures = ?, error = ?, lease_token = NULL,"
+                " lease_expires_utc = NULL WHERE key = ?",
+                (state, failures, error, lease.key),
+            )
+            conn.execute(
+                "UPDATE attempts SET finished_utc = ?, outcome = ?, error = ?, render_ms = ?"
+                " WHERE token = ?",
+                (now, outcome, error, render_ms, lease.token),
+            )
+            return state
+
+    def release(self, lease: Lease, outcome: str = "released") -> bool:
+        """Give a lease back without charging the job (a stop, a cancelled prefetch)."""
+        with self.immediate() as conn:
+            if not self._holds(conn, lease):
+                return False
+            conn.execute(
+                "UPDATE jobs SET state = 'pending', lease_token = NULL, lease_expires_utc = NULL"
+                " WHERE key = ?",
+                (lease.key,),
+            )
+            conn.execute(
+                "UPDATE attempts SET finished_utc = ?, outcome = ? WHERE token = ?",
+                (self.now(), outcome, lease.token),
+            )
+            return True
+
+    def reap_expired(self, max_failures: int) -> list[str]:
+        """Leases whose holder stopped making progress go back to pending, charged."""
+        with self.immediate() as conn:
+            now = self.now()
+            rows = conn.execute(
+                "SELECT key, lease_token, failures FROM jobs"
+                " WHERE state = 'leased' AND lease_expires_utc < ?",
+                (now,),
+            ).fetchall()
+            for row in rows:
+                failures = int(row["failures"]) + 1
+                state = "pending" if failures < max_failures else "failed"
+                conn.execute(
+                    "UPDATE jobs SET state = ?, failures = ?, lease_token = NULL,"
+                    " lease_expires_utc = NULL, error = ? WHERE key = ?",
+                    (state, failures, "lease expired: no progress", row["key"]),
+                )
+                conn.execute(
+                    "UPDATE attempts SET finished_utc = ?, outcome = 'expired' WHERE token = ?",
+                    (now, row["lease_token"]),
+                )
+            return [row["key"] for row in rows]
+
+    def _holds(self, conn: sqlite3.Connection, lease: Lease) -> bool:
+        row = conn.execute(
+            "SELECT state, lease_token FROM jobs WHERE key = ?", (lease.key,)
+        ).fetchone()
+        return row is not None and row["state"] == "leased" and row["lease_token"] == lease.token
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return path.resolve().relative_to(self.state_dir.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    def resolve(self, out_path: str) -> Path:
+        """A job's recorded file as a path on this machine."""
+        path = Path(out_path)
+        return path if path.is_absolute() else self.state_dir / path
+
+    # ------------------------------------------------------------------ reading
+
+    def manifests(self, paths: Sequence[str] | None = None) -> list[ManifestInfo]:
+        sql = "SELECT * FROM manifests"
+        params: list[str] = []
+        if paths is not None:
+            sql += f" WHERE path IN ({','.join('?' * len(paths))})"
+            params = list(paths)
+        infos = [
+            ManifestInfo(
+                id=row["id"],
+                path=row["path"],
+                kind=row["kind"],
+                title=row["title"],
+                slug=row["slug"],
+                profile=row["profile"],
+                plan_sha256=row["plan_sha256"],
+                assembly=json.loads(row["assembly"]),
+                planned_utc=row["planned_utc"],
+            )
+            for row in self.conn.execute(sql + " ORDER BY id", params)
+        ]
+        return infos
+
+    def state_counts(self, manifest_ids: Sequence[int] | None = None) -> list[StateCount]:
+        sql = (
+            "SELECT mj.manifest_id, j.state, COUNT(*) AS jobs, SUM(j.chars) AS chars,"
+            " SUM(j.est_ms) AS est_ms, SUM(COALESCE(j.duration_ms, 0)) AS duration_ms"
+            " FROM manifest_jobs mj JOIN jobs j ON j.key = mj.job_key"
+        )
+        params: list[int] = []
+        if manifest_ids is not None:
+            sql += f" WHERE mj.manifest_id IN ({','.join('?' * len(manifest_ids))})"
+            params = list(manifest_ids)
+        sql += " GROUP BY mj.manifest_id, j.state ORDER BY mj.manifest_id, j.state"
+        return [
+            StateCount(
+                manifest_id=row["manifest_id"],
+                state=row["state"],
+                jobs=row["jobs"],
+                chars=row["chars"] or 0,
+                est_ms=row["est_ms"] or 0,
+                duration_ms=row["duration_ms"] or 0,
+            )
+            for row in self.conn.execute(sql, params)
+        ]
+
+    def unit_jobs(self, manifest_id: int, unit: int) -> list[UnitJob]:
+        cursor = self.conn.execute(
+            "SELECT mj.seq, mj.job_key, mj.pause_after_ms, j.state, j.out_path, j.sha256,"
+            " j.duration_ms FROM manifest_jobs mj JOIN jobs j ON j.key = mj.job_key"
+            " WHERE mj.manifest_id = ? AND mj.unit = ? ORDER BY mj.seq",
+            (manifest_id, unit),
+        )
+        return [
+            UnitJob(
+                seq=row["seq"],
+                key=row["job_key"],
+                state=row["state"],
+                pause_after_ms=row["pause_after_ms"],
+                out_path=row["out_path"],
+                sha256=row["sha256"],
+                duration_ms=row["duration_ms"],
+            )
+            for row in cursor
+        ]
+
+    def unit_states(self, manifest_id: int) -> dict[int, dict[str, int]]:
+        """Per unit (chapter or track): how many of its jobs are in each state."""
+        result: dict[int, dict[str, int]] = {}
+        cursor = self.conn.execute(
+            "SELECT mj.unit, j.state, COUNT(*) FROM manifest_jobs mj"
+            " JOIN jobs j ON j.key = mj.job_key WHERE mj.manifest_id = ?"
+            " GROUP BY mj.unit, j.state",
+            (manifest_id,),
+        )
+        for unit, state, count in cursor:
+            result.setdefault(unit, {})[state] = count
+        return result
+
+    def failed_jobs(self, manifest_ids: Sequence[int]) -> list[tuple[str, int, int, str | None]]:
+        """(key, manifest id, unit, error) of each failed job of these manifests."""
+        marks = ",".join("?" * len(manifest_ids))
+        cursor = self.conn.execute(
+            "SELECT j.key, mj.manifest_id, mj.unit, j.error FROM jobs j JOIN manifest_jobs mj"
+            f" ON mj.job_key = j.key WHERE j.state = 'failed' AND mj.manifest_id IN ({marks})"
+            " GROUP BY j.key, mj.manifest_id, mj.unit ORDER BY mj.manifest_id, mj.unit",
+            list(manifest_ids),
+        )
+        return [(row[0], row[1], row[2], row[3]) for row in cursor]
+
+    def job(self, key: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+        return None if row is None else dict(row)
+
+    # ------------------------------------------------------------------ retry
+
+    def retry(self, manifest_ids: Sequence[int], *, force: bool = False) -> int:
+        """Failed jobs (and with `force` done ones too) go back to pending; forcing is recorded."""
+        states = ("failed", "done") if force else ("failed",)
+        marks = ",".join("?" * len(manifest_ids))
+        with self.immediate() as conn:
+            keys = [
+                row[0]
+                for row in conn.execute(
+                    f"SELECT DISTINCT j.key FROM jobs j JOIN manifest_jobs mj"
+                    f" ON mj.job_key = j.key WHERE mj.manifest_id IN ({marks})"
+                    f" AND j.state IN ({','.join('?' * len(states))})",
+                    (*manifest_ids, *states),
+                )
+            ]
+            for key in keys:
+                row = conn.execute(
+                    "UPDATE jobs SET state = 'pending', failures = 0, error = NULL"
+                    " WHERE key = ? RETURNING sha256",
+                    (key,),
+                ).fetchone()
+                kind = "retry-forced" if row["sha256"] else "retry"
+                self._event(conn, kind, job_key=key)
+            return len(keys)
+
+    # ------------------------------------------------------------------ outputs
+
+    def output_current(self, path: str, inputs_sha256: str) -> bool:
+        row = self.conn.execute(
+            "SELECT inputs_sha256, sha256 FROM outputs WHERE path = ?", (path,)
+        ).fetchone()
+        return row is not None and row["inputs_sha256"] == inputs_sha256
+
+    def record_output(
+        self,
+        *,
+        path: str,
+        manifest_id: int,
+        unit: int | None,
+        fmt: str,
+        inputs_sha256: str,
+        sha256: str,
+        duration_ms: int,
+    ) -> None:
+        with self.immediate() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO outputs (path, manifest_id, unit, format, inputs_sha256,"
+                " sha256, duration_ms, written_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (path, manifest_id, unit, fmt, inputs_sha256, sha256, duration_ms, self.now()),
+            )
+
+    def outputs(self, manifest_id: int) -> list[dict[str, Any]]:
+        cursor = self.conn.execute(
+            "SELECT * FROM outputs WHERE manifest_id = ? ORDER BY unit, format", (manifest_id,)
+        )
+        return [dict(row) for row in cursor]
+
+    # ------------------------------------------------------------------ misc
+
+    def _event(
+        self,
+        conn: sqlite3.Connection,
+        kind: str,
+        *,
+        job_key: str | None = None,
+        manifest_id: int | None = None,
+        detail: Any = None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events (utc, kind, job_key, manifest_id, detail) VALUES (?, ?, ?, ?, ?)",
+            (self.now(), kind, job_key, manifest_id, None if detail is None else _dumps(detail)),
+        )
+
+    def integrity_ok(self) -> bool:
+        row = self.conn.execute("PRAGMA integrity_check").fetchone()
+        return bool(row[0] == "ok")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
