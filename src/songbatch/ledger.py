@@ -24,7 +24,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from songbatch.crashpoints import crash_point
-from songbatch.fsutil import remove_quietly, replace_durably
+from songbatch.fsutil import fsync_dir, remove_quietly
 
 Clock = Callable[[], float]
 
@@ -186,6 +186,21 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class Publication:
+    """A finished file waiting to be published under its lease."""
+
+    lease: Lease
+    tmp: Path
+    final: Path
+    sha256: str
+    duration_ms: int
+    render_ms: int
+    cost_usd: float | None = None
+    worker: str | None = None  # who rendered it, where the lease was claimed for a pool
+    device: str | None = None
+
+
+@dataclass(frozen=True)
 class StateCount:
     manifest_id: int
     state: str
@@ -228,6 +243,7 @@ class Ledger:
     def __init__(self, path: Path, *, clock: Clock = time.time, busy_timeout_s: float = 60.0):
         self.path = path
         self.state_dir = path.parent
+        self._state_prefix = str(self.state_dir) + os.sep
         self.clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(
@@ -472,32 +488,55 @@ class Ledger:
         render_ms: int,
         cost_usd: float | None = None,
     ) -> bool:
-        """The publish protocol's second half: under the write lock, check the token, move the
-        finished file into place, sync the folder, mark done. A stale lease's file is deleted."""
+        [published] = self.publish_many(
+            [Publication(lease, tmp, final, sha256, duration_ms, render_ms, cost_usd)]
+        )
+        return published
+
+    def publish_many(self, items: Sequence[Publication]) -> list[bool]:
+        """The publish protocol's second half, for one or more finished files in one transaction:
+        under the write lock check each token, move each file into place, sync the folders,
+        mark done. A stale lease's file is deleted, never published."""
+        results: list[bool] = []
         with self.immediate() as conn:
-            if not self._holds(conn, lease):
-                conn.execute(
-                    "UPDATE attempts SET finished_utc = ?, outcome = 'discarded'"
-                    " WHERE token = ? AND outcome IS NULL",
-                    (self.now(), lease.token),
-                )
-                remove_quietly(tmp)
-                return False
-            replace_durably(tmp, final)
-            crash_point("after-replace")
             now = self.now()
-            conn.execute(
+            folders: set[Path] = set()
+            for item in items:
+                if not self._holds(conn, item.lease):
+                    conn.execute(
+                        "UPDATE attempts SET finished_utc = ?, outcome = 'discarded'"
+                        " WHERE token = ? AND outcome IS NULL",
+                        (now, item.lease.token),
+                    )
+                    remove_quietly(item.tmp)
+                    results.append(False)
+                    continue
+                os.replace(item.tmp, item.final)
+                folders.add(item.final.parent)
+                results.append(True)
+            for folder in folders:
+                fsync_dir(folder)
+            crash_point("after-replace")
+            done = [item for item, ok in zip(items, results) if ok]
+            conn.executemany(
                 "UPDATE jobs SET state = 'done', lease_token = NULL, lease_expires_utc = NULL,"
                 " out_path = ?, sha256 = ?, duration_ms = ?, error = NULL, done_utc = ?"
                 " WHERE key = ?",
-                (self._relative(final), sha256, duration_ms, now, lease.key),
+                [
+                    (self._relative(i.final), i.sha256, i.duration_ms, now, i.lease.key)
+                    for i in done
+                ],
             )
-            conn.execute(
+            conn.executemany(
                 "UPDATE attempts SET finished_utc = ?, outcome = 'done', render_ms = ?,"
-                " cost_usd = ? WHERE token = ?",
-                (now, render_ms, cost_usd, lease.token),
+                " cost_usd = ?, worker = COALESCE(?, worker), device = COALESCE(?, device)"
+                " WHERE token = ?",
+                [
+                    (now, i.render_ms, i.cost_usd, i.worker, i.device, i.lease.token)
+                    for i in done
+                ],
             )
-            return True
+        return results
 
     def fail(
         self,
@@ -508,6 +547,8 @@ class Ledger:
         max_failures: int,
         outcome: str = "failed",
         render_ms: int | None = None,
+        worker: str | None = None,
+        device: str | None = None,
     ) -> str | None:
         """Charge a failed attempt to the job: back to pending while it has tries left, else
         failed. Returns the job's new state, or None if the lease was stale (nothing changed)."""
@@ -524,9 +565,9 @@ class Ledger:
                 (state, failures, error, lease.key),
             )
             conn.execute(
-                "UPDATE attempts SET finished_utc = ?, outcome = ?, error = ?, render_ms = ?"
-                " WHERE token = ?",
-                (now, outcome, error, render_ms, lease.token),
+                "UPDATE attempts SET finished_utc = ?, outcome = ?, error = ?, render_ms = ?,"
+                " worker = COALESCE(?, worker), device = COALESCE(?, device) WHERE token = ?",
+                (now, outcome, error, render_ms, worker, device, lease.token),
             )
             return state
 
@@ -576,10 +617,11 @@ class Ledger:
         return row is not None and row["state"] == "leased" and row["lease_token"] == lease.token
 
     def _relative(self, path: Path) -> str:
-        try:
-            return path.resolve().relative_to(self.state_dir.resolve()).as_posix()
-        except ValueError:
-            return str(path)
+        """Stored relative to the state folder, so a workspace can move."""
+        text = str(path)
+        if text.startswith(self._state_prefix):
+            return Path(text[len(self._state_prefix) :]).as_posix()
+        return text
 
     def resolve(self, out_path: str) -> Path:
         """A job's recorded file as a path on this machine."""

@@ -1,0 +1,50 @@
+"""A stand-in engine with a fixed latency: a tone whose length follows the text.
+
+For benchmarks and chaos tests of everything around the model (ledger, workers, publish,
+assembly), where a real model's seconds per job would only hide the orchestrator's cost. It is
+never a default; a profile has to name `engine: synthetic`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from songbatch.engines.base import EngineSpec, ProgressFn, RenderRequest, RenderResult
+
+SAMPLE_RATE = 16000
+
+
+class SyntheticEngine:
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+        self.sample_rate = SAMPLE_RATE
+        self.latency_s = float(spec.params.get("latency_ms", 50)) / 1000
+        self.chars_per_second = float(spec.params.get("chars_per_second", 14.0))
+
+    def render(self, requests: Sequence[RenderRequest], progress: ProgressFn) -> list[RenderResult]:
+        results = []
+        for request in requests:
+            time.sleep(self.latency_s)
+            progress()
+            results.append(self._tone(request))
+        return results
+
+    def _tone(self, request: RenderRequest) -> RenderResult:
+        seconds = request.duration_s or max(0.2, len(request.text) / self.chars_per_second)
+        samples = round(seconds * self.sample_rate)
+        rng = np.random.default_rng(request.seed + len(request.text))
+        frequency = 180 + 200 * rng.random()
+        t = np.arange(samples, dtype=np.float32) / self.sample_rate
+        audio = (0.2 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+        return RenderResult(audio=audio, sample_rate=self.sample_rate, info={"synthetic": True})
+
+    def close(self) -> None:
+        pass
+
+
+def load(spec: EngineSpec, device: str) -> SyntheticEngine:
+    del device
+    return SyntheticEngine(spec)

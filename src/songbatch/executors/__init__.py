@@ -1,0 +1,1 @@
+"""Executors take leases from the ledger and hand them to something that renders."""

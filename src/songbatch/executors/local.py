@@ -1,0 +1,437 @@
+"""The local executor: one long-lived worker process per device, fed by this coordinator.
+
+The coordinator owns the ledger. It claims leases, keeps each worker's queue `depth` deep so a
+device never waits on it, turns worker progress into lease heartbeats, and publishes finished
+files with the fencing check. A worker that dies is replaced; its job goes back to pending.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from songbatch.crashpoints import crash_point
+from songbatch.engines.base import EngineSpec
+from songbatch.errors import EngineUnavailable, SongbatchError
+from songbatch.events import Observer, RunEvent, ignore
+from songbatch.executors.devices import DeviceSlot
+from songbatch.executors.worker import Ticket, WorkerConfig, spec_id, worker_main
+from songbatch.fsutil import remove_quietly
+from songbatch.ledger import Lease, Ledger, Publication
+from songbatch.workspace import Workspace
+
+# A slot whose worker dies this many times in a row without finishing a job is given up.
+MAX_CONSECUTIVE_DEATHS = 5
+
+
+class Interrupted(SongbatchError):
+    """Ctrl-C or SIGTERM: in-flight jobs went back to pending."""
+
+    exit_code = 130
+
+
+@dataclass
+class ExecutorSettings:
+    lease_s: float = 120.0
+    max_failures: int = 3
+    depth: int = 2
+    deadline: float | None = None  # time.monotonic() after which no new job is handed out
+
+
+@dataclass
+class ExecutorSummary:
+    published: int = 0
+    failed: int = 0
+    retried: int = 0
+    discarded: int = 0
+    deaths: int = 0
+    stopped_at_deadline: bool = False
+
+
+@dataclass
+class _Worker:
+    slot: DeviceSlot
+    process: BaseProcess
+    conn: Connection
+    ready: bool = False
+    queue: deque[Lease] = field(default_factory=deque)
+    rendering: int | None = None  # token of the job the worker has started
+    last_progress: float = 0.0
+    consecutive_deaths: int = 0
+    kill_reason: str | None = None
+
+
+class LocalExecutor:
+    def __init__(
+        self,
+        ledger: Ledger,
+        workspace: Workspace,
+        slots: Sequence[DeviceSlot],
+        specs: dict[str, EngineSpec],
+        *,
+        run_id: int,
+        manifest_ids: Sequence[int],
+        settings: ExecutorSettings,
+        observer: Observer = ignore,
+        on_published: Callable[[str], None] = lambda key: None,
+    ) -> None:
+        self.ledger = ledger
+        self.workspace = workspace
+        self.slots = list(slots)
+        self.specs = specs
+        self.run_id = run_id
+        self.manifest_ids = list(manifest_ids)
+        self.settings = settings
+        self.observer = observer
+        self.on_published = on_published
+        self.summary = ExecutorSummary()
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._stopping = False
+        # Set when a claim comes back short; cleared whenever a job goes back to pending.
+        self._drained = False
+        self._made_dirs: set[Path] = set()
+        self._finished_jobs: list[tuple[str, Lease, dict[str, Any]]] = []
+        self._pool: deque[Lease] = deque()
+        self._device_of = {slot.name: slot.device for slot in self.slots}
+        self._tmp_dir = workspace.state_dir / "tmp"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> ExecutorSummary:
+        self._tmp_dir.mkdir(parents=True, exist_ok=True)
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            self._workers = [self._spawn(slot) for slot in self.slots]
+            self._loop()
+        except KeyboardInterrupt:
+            self._abandon_all("interrupted")
+            raise Interrupted("interrupted: jobs in flight went back to pending") from None
+        except BaseException:
+            self._abandon_all("aborted")
+            raise
+        finally:
+            self._shutdown()
+            signal.signal(signal.SIGTERM, previous)
+        return self.summary
+
+    def _spawn(self, slot: DeviceSlot, deaths: int = 0) -> _Worker:
+        parent, child = self._context.Pipe()
+        config = WorkerConfig(name=slot.name, device=slot.device, env=slot.env, specs=self.specs)
+        process = self._context.Process(
+            target=_worker_entry, args=(child, config), name=f"songbatch-{slot.name}", daemon=True
+        )
+        process.start()
+        child.close()
+        return _Worker(slot=slot, process=process, conn=parent, consecutive_deaths=deaths)
+
+    def _shutdown(self) -> None:
+        for worker in self._workers:
+            if worker.process.is_alive():
+                try:
+                    worker.conn.send(("stop",))
+                except (OSError, ValueError):
+                    pass
+        for worker in self._workers:
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
+            worker.conn.close()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        tick = min(5.0, self.settings.lease_s / 4)
+        next_beat = time.monotonic() + tick
+        while True:
+            self._check_deadline()
+            if not self._stopping:
+                self._fill()
+            if self._all_done():
+                return
+            timeout = max(0.0, next_beat - time.monotonic())
+            waitables: list[Any] = [w.conn for w in self._workers]
+            waitables += [w.process.sentinel for w in self._workers]
+            for ready in wait(waitables, timeout=timeout):
+                worker = self._owner(ready)
+                if worker is not None and ready is worker.conn:
+                    self._drain(worker)
+            self._publish_finished()
+            self._reap_dead()
+            if time.monotonic() >= next_beat:
+                self._heartbeat()
+                next_beat = time.monotonic() + tick
+
+    def _all_done(self) -> bool:
+        if any(w.queue for w in self._workers):
+            return False
+        if self._stopping:
+            self._release_pool("stopped")
+            return True
+        if not self._workers:
+            raise SongbatchError("every worker died repeatedly; see the worker errors above")
+        # Every worker is idle and a claim found nothing more to hand out.
+        return self._drained and not self._pool and all(w.ready for w in self._workers)
+
+    def _check_deadline(self) -> None:
+        deadline = self.settings.deadline
+        if deadline is not None and not self._stopping and time.monotonic() >= deadline:
+            self._stopping = True
+            self.summary.stopped_at_deadline = True
+            self.observer(RunEvent("deadline", "time limit reached: finishing jobs in flight"))
+
+    def _fill(self) -> None:
+        for worker in self._workers:
+            while worker.ready and len(worker.queue) < self.settings.depth:
+                lease = self._next_lease()
+                if lease is None:
+                    return
+                self._send(worker, lease)
+
+    def _next_lease(self) -> Lease | None:
+        """From a small pool of leases claimed together: one transaction serves many jobs."""
+        if not self._pool and not self._drained:
+            want = max(1, len(self._workers) * self.settings.depth)
+            leases = self.ledger.claim(
+                limit=want,
+                worker="coordinator",
+                device="pool",
+                lease_s=self.settings.lease_s,
+                run_id=self.run_id,
+                manifest_ids=self.manifest_ids,
+            )
+            crash_point("after-claim")
+            self._drained = len(leases) < want
+            self._pool.extend(leases)
+        return self._pool.popleft() if self._pool else None
+
+    def _send(self, worker: _Worker, lease: Lease) -> None:
+        request = lease.request
+        voice = request.get("voice")
+        ticket = Ticket(
+            key=lease.key,
+            token=lease.token,
+            spec_id=spec_id(lease.engine, lease.model),
+            request=request,
+            tmp_path=str(self._tmp_path(lease)),
+            voice_path=None if voice is None else str(self.workspace.state_dir / "voices" / voice),
+        )
+        worker.queue.append(lease)
+        worker.conn.send(("job", ticket))
+
+    def _tmp_path(self, lease: Lease) -> Path:
+        return self._tmp_dir / f"{lease.key}.{lease.token}.tmp"
+
+    # ------------------------------------------------------------------ messages
+
+    def _owner(self, waitable: Any) -> _Worker | None:
+        for worker in self._workers:
+            if waitable is worker.conn or waitable == worker.process.sentinel:
+                return worker
+        return None
+
+    def _drain(self, worker: _Worker) -> None:
+        try:
+            while worker.conn.poll():
+                self._handle(worker, worker.conn.recv())
+        except (EOFError, OSError):
+            pass  # the worker died; _reap_dead deals with it
+
+    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        now = time.monotonic()
+        if kind == "ready":
+            worker.ready = True
+            worker.last_progress = now
+            self.observer(RunEvent("worker-ready", worker=worker.slot.name, data=message[1]))
+        elif kind == "loaded":
+            self.observer(
+                RunEvent("engine-loaded", worker=worker.slot.name, data={"seconds": message[2]})
+            )
+        elif kind == "started":
+            worker.rendering = message[1]
+            worker.last_progress = now
+            lease = self._lease(worker, message[1])
+            self.observer(RunEvent("job-started", worker=worker.slot.name, job=lease.key))
+        elif kind == "progress":
+            worker.last_progress = now
+        elif kind == "rendered":
+            lease = self._pop(worker, message[1])
+            self._finished_jobs.append((worker.slot.name, lease, message[2]))
+        elif kind == "failed":
+            self._failed(worker, self._pop(worker, message[1]), message[2], bool(message[3]))
+        elif kind == "fatal":
+            raise EngineUnavailable(message[2])
+
+    def _lease(self, worker: _Worker, token: int) -> Lease:
+        for lease in worker.queue:
+            if lease.token == token:
+                return lease
+        raise SongbatchError(f"worker {worker.slot.name} reported an unknown lease {token}")
+
+    def _pop(self, worker: _Worker, token: int) -> Lease:
+        lease = self._lease(worker, token)
+        worker.queue.remove(lease)
+        if worker.rendering == token:
+            worker.rendering = None
+        worker.consecutive_deaths = 0
+        return lease
+
+    def _publish_finished(self) -> None:
+        """Every file that finished since the last wake-up, in one ledger transaction."""
+        if not self._finished_jobs:
+            return
+        batch, self._finished_jobs = self._finished_jobs, []
+        items = []
+        for worker_name, lease, result in batch:
+            final = self.workspace.chunk_path(lease.key)
+            if final.parent not in self._made_dirs:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                self._made_dirs.add(final.parent)
+            items.append(
+                Publication(
+                    lease,
+                    self._tmp_path(lease),
+                    final,
+                    sha256=result["sha256"],
+                    duration_ms=int(result["duration_ms"]),
+                    render_ms=int(result["render_ms"]),
+                    worker=worker_name,
+                    device=self._device_of.get(worker_name),
+                )
+            )
+        outcomes = self.ledger.publish_many(items)
+        crash_point("after-done")
+        for (worker_name, lease, result), ok in zip(batch, outcomes):
+            if not ok:
+                self.summary.discarded += 1
+                self.observer(RunEvent("job-discarded", worker=worker_name, job=lease.key))
+                continue
+            self.summary.published += 1
+            self.observer(RunEvent("job-done", worker=worker_name, job=lease.key, data=result))
+            self.on_published(lease.key)
+
+    def _failed(self, worker: _Worker, lease: Lease, error: str, retryable: bool) -> None:
+        remove_quietly(self._tmp_path(lease))
+        state = self.ledger.fail(
+            lease,
+            error,
+            retryable=retryable,
+            max_failures=self.settings.max_failures,
+            worker=worker.slot.name,
+            device=worker.slot.device,
+        )
+        self._count_failure(worker, lease, error, state)
+
+    def _count_failure(self, worker: _Worker, lease: Lease, error: str, state: str | None) -> None:
+        if state == "failed":
+            self.summary.failed += 1
+        elif state == "pending":
+            self.summary.retried += 1
+            self._drained = False
+        self.observer(
+            RunEvent(
+                "job-failed",
+                error,
+                worker=worker.slot.name,
+                job=lease.key,
+                data={"state": state},
+            )
+        )
+
+    # ------------------------------------------------------------------ deaths and heartbeats
+
+    def _reap_dead(self) -> None:
+        survivors: list[_Worker] = []
+        for worker in self._workers:
+            if worker.process.is_alive():
+                survivors.append(worker)
+                continue
+            self._drain(worker)
+            self._requeue(worker)
+            worker.conn.close()
+            self.summary.deaths += 1
+            reason = worker.kill_reason or f"exit code {worker.process.exitcode}"
+            self.observer(RunEvent("worker-died", reason, worker=worker.slot.name))
+            deaths = worker.consecutive_deaths + 1
+            if deaths >= MAX_CONSECUTIVE_DEATHS:
+                self.observer(RunEvent("worker-gave-up", reason, worker=worker.slot.name))
+                continue
+            survivors.append(self._spawn(worker.slot, deaths))
+        self._workers = survivors
+
+    def _requeue(self, worker: _Worker) -> None:
+        """The job being rendered is charged (it may be what killed the worker); queued ones
+        are given back free."""
+        for lease in worker.queue:
+            remove_quietly(self._tmp_path(lease))
+            if lease.token == worker.rendering:
+                error = worker.kill_reason or "worker died while rendering"
+                outcome = "expired" if worker.kill_reason else "lost"
+                state = self.ledger.fail(
+                    lease,
+                    error,
+                    retryable=True,
+                    max_failures=self.settings.max_failures,
+                    outcome=outcome,
+                    worker=worker.slot.name,
+                    device=worker.slot.device,
+                )
+                self._count_failure(worker, lease, error, state)
+            else:
+                self.ledger.release(lease, "requeued")
+                self._drained = False
+        worker.queue.clear()
+        worker.rendering = None
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        tokens: list[int] = []
+        for worker in self._workers:
+            if worker.rendering is not None and now - worker.last_progress > self.settings.lease_s:
+                worker.kill_reason = f"no progress for {self.settings.lease_s:.0f} s"
+                worker.process.kill()
+                continue
+            tokens.extend(lease.token for lease in worker.queue)
+        tokens.extend(lease.token for lease in self._pool)
+        self.ledger.heartbeat(tokens, self.settings.lease_s)
+
+    def _release_pool(self, outcome: str) -> None:
+        while self._pool:
+            self.ledger.release(self._pool.popleft(), outcome)
+
+    def _abandon_all(self, outcome: str) -> None:
+        """Stop now: kill the workers, keep what finished, give every other lease back."""
+        for worker in self._workers:
+            if worker.process.is_alive():
+                worker.process.kill()
+        try:
+            self._publish_finished()
+            self._release_pool(outcome)
+            for worker in self._workers:
+                for lease in worker.queue:
+                    remove_quietly(self._tmp_path(lease))
+                    self.ledger.release(lease, outcome)
+                worker.queue.clear()
+        except Exception:
+            pass  # the ledger is unreachable; the next run recovers these leases
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _worker_entry(conn: Connection, config: WorkerConfig) -> None:
+    # Ctrl-C reaches the whole process group; the coordinator decides what stops, not each worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker_main(conn, config)

@@ -1,0 +1,168 @@
+"""The worker process: one per device, engines loaded once and kept, one render at a time.
+
+It never touches the ledger. It renders a ticket, and a writer thread encodes the result into
+the temp path it was given, syncs it and reports its sha256, while the device already renders
+the next ticket; the coordinator does the fenced publish. The environment (for instance
+CUDA_VISIBLE_DEVICES) is set before any engine module, and so CUDA, is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from songbatch.engines.base import EngineSpec, RenderRequest, RenderResult
+
+PROGRESS_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One leased job, as a worker sees it."""
+
+    key: str
+    token: int
+    spec_id: str
+    request: dict[str, Any]
+    tmp_path: str
+    voice_path: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    name: str
+    device: str
+    env: dict[str, str] = field(default_factory=dict)
+    specs: dict[str, EngineSpec] = field(default_factory=dict)
+
+
+def spec_id(engine: str, model: str) -> str:
+    return f"{engine}|{model}"
+
+
+def worker_main(conn: Connection, config: WorkerConfig) -> None:
+    os.environ.update(config.env)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        _Worker(conn, config).serve()
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the coordinator is gone or stopping us: nothing to report to
+
+
+class _Worker:
+    def __init__(self, conn: Connection, config: WorkerConfig) -> None:
+        self.conn = conn
+        self.config = config
+        self.engines: dict[str, Any] = {}
+        # Sends come from the render loop and the writer thread.
+        self._send_lock = threading.Lock()
+        self._written: queue.Queue[tuple[Ticket, RenderResult, float] | None] = queue.Queue(1)
+        self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self.conn.send(message)
+
+    def serve(self) -> None:
+        from songbatch.errors import SongbatchError
+
+        self._writer.start()
+        self.send(("ready", {"pid": os.getpid()}))
+        try:
+            while (message := self.conn.recv())[0] != "stop":
+                ticket: Ticket = message[1]
+                try:
+                    engine = self._engine(ticket.spec_id)
+                except SongbatchError as exc:
+                    self.send(("fatal", ticket.token, str(exc)))
+                    return
+                self._render(engine, ticket)
+        finally:
+            self._written.put(None)
+            self._writer.join()
+            for engine in self.engines.values():
+                engine.close()
+
+    def _engine(self, spec: str) -> Any:
+        from songbatch.engines import load_engine
+
+        if spec not in self.engines:
+            started = time.monotonic()
+            self.engines[spec] = load_engine(self.config.specs[spec], self.config.device)
+            self.send(("loaded", spec, time.monotonic() - started))
+        return self.engines[spec]
+
+    def _render(self, engine: Any, ticket: Ticket) -> None:
+        from songbatch.crashpoints import crash_point
+        from songbatch.errors import EngineError
+
+        self.send(("started", ticket.token))
+        last_sent = time.monotonic()
+
+        def progress() -> None:
+            nonlocal last_sent
+            now = time.monotonic()
+            if now - last_sent >= PROGRESS_EVERY_S:
+                self.send(("progress", ticket.token))
+                last_sent = now
+
+        started = time.monotonic()
+        try:
+            [result] = engine.render([_request(ticket)], progress)
+        except EngineError as exc:
+            self.send(("failed", ticket.token, str(exc), exc.retryable))
+            return
+        except Exception as exc:  # an engine bug fails this job, not the run
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self.send(("failed", ticket.token, detail, True))
+            return
+        crash_point("after-render")
+        self._written.put((ticket, result, time.monotonic() - started))
+
+    def _write_loop(self) -> None:
+        from songbatch import audio
+        from songbatch.crashpoints import crash_point
+
+        while (item := self._written.get()) is not None:
+            ticket, result, engine_s = item
+            started = time.monotonic()
+            try:
+                sha256 = audio.write_chunk(Path(ticket.tmp_path), result, key=ticket.key)
+            except Exception as exc:
+                self.send(("failed", ticket.token, f"could not write the audio: {exc}", True))
+                continue
+            crash_point("after-tag")
+            self.send(
+                (
+                    "rendered",
+                    ticket.token,
+                    {
+                        "sha256": sha256,
+                        "duration_ms": round(result.duration_s * 1000),
+                        "engine_ms": round(engine_s * 1000),
+                        "render_ms": round((engine_s + time.monotonic() - started) * 1000),
+                        "info": result.info,
+                    },
+                )
+            )
+
+
+def _request(ticket: Ticket) -> RenderRequest:
+    request = ticket.request
+    return RenderRequest(
+        key=ticket.key,
+        kind=request["kind"],
+        text=request["text"],
+        seed=int(request["seed"]),
+        params=dict(request.get("params") or {}),
+        voice_path=ticket.voice_path,
+        lyrics=request.get("lyrics"),
+        duration_s=request.get("duration_s"),
+    )

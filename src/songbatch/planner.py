@@ -1,0 +1,281 @@
+"""Manifest + profile -> job rows and an assembly spec. Pure: writing is `commit_plan`'s job.
+
+A job's key is the sha256 of everything that shapes its audio (text, voice file hash, engine,
+model, params, seed, duration), so the same inputs are never rendered twice, across manifests too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from songbatch import text as textlib
+from songbatch.engines.base import EngineSpec
+from songbatch.fsutil import replace_durably
+from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanDiff, PlanRow
+from songbatch.manifest import Album, Audiobook, Chapter, LoadedManifest, Track, safe_filename
+from songbatch.profiles import Profile
+from songbatch.workspace import Workspace
+
+KEY_VERSION = 1
+CHAPTER_LEAD_IN_MS = 500
+
+
+@dataclass
+class Plan:
+    record: ManifestRecord
+    jobs: list[JobRow]
+    rows: list[PlanRow]
+    voices: dict[str, Path]  # voice file sha256 -> source path, copied into the state dir
+
+    @property
+    def chars(self) -> int:
+        return sum(job.chars for job in self.jobs)
+
+    @property
+    def est_ms(self) -> int:
+        """Estimated audio length: every planned job plus the pauses between them."""
+        by_key = {job.key: job.est_ms for job in self.jobs}
+        return sum(by_key[row.key] + row.pause_after_ms for row in self.rows)
+
+
+def job_key(fields: dict[str, Any]) -> str:
+    canonical = json.dumps(
+        {"v": KEY_VERSION, **fields}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace) -> Plan:
+    manifest = loaded.manifest
+    if isinstance(manifest, Audiobook):
+        jobs, rows, voices = _plan_book(manifest, profile.engine_spec("speech"), profile)
+        units = [_unit(i, ch.title, ch.file) for i, ch in enumerate(manifest.chapters)]
+    else:
+        jobs, rows = _plan_album(manifest, profile.engine_spec("music"))
+        voices = {}
+        units = [_unit(i, tr.title, tr.file) for i, tr in enumerate(manifest.tracks)]
+    assembly = _assembly_spec(loaded, workspace, units, _comment(manifest, profile))
+    record = ManifestRecord(
+        path=str(loaded.path),
+        kind=manifest.kind,
+        title=manifest.title,
+        slug=loaded.slug,
+        source_sha256=loaded.source_sha256,
+        profile=profile.name,
+        plan_sha256=job_key({"assembly": assembly, "rows": [list(_row(r)) for r in rows]}),
+        assembly=assembly,
+    )
+    return Plan(record=record, jobs=_unique(jobs), rows=rows, voices=voices)
+
+
+def commit_plan(ledger: Ledger, plan: Plan, workspace: Workspace) -> PlanDiff:
+    """Copy voices into the content-keyed store, then record the plan in one transaction."""
+    for sha, source in plan.voices.items():
+        _store_voice(workspace, sha, source)
+    return ledger.apply_plan(plan.record, plan.jobs, plan.rows)
+
+
+def preview_plan(ledger: Ledger, plan: Plan) -> PlanDiff:
+    return ledger.diff_plan(plan.record, plan.rows)
+
+
+# ---------------------------------------------------------------------- audiobooks
+
+
+def _plan_book(
+    book: Audiobook, spec: EngineSpec, profile: Profile
+) -> tuple[list[JobRow], list[PlanRow], dict[str, Path]]:
+    jobs: list[JobRow] = []
+    rows: list[PlanRow] = []
+    voices: dict[str, Path] = {}
+    chars_per_second = profile.speech.chars_per_second
+    for unit, chapter in enumerate(book.chapters):
+        voice_sha = None
+        if chapter.voice.reference is not None:
+            voice_sha = file_sha256(chapter.voice.reference)
+            voices[voice_sha] = chapter.voice.reference
+        for seq, (chunk_text, pause_ms) in enumerate(_chapter_chunks(book, chapter, spec)):
+            job = _speech_job(spec, chapter, chunk_text, voice_sha, chars_per_second)
+            jobs.append(job)
+            rows.append(PlanRow(unit=unit, seq=seq, key=job.key, pause_after_ms=pause_ms))
+    return jobs, rows, voices
+
+
+def _chapter_chunks(book: Audiobook, chapter: Chapter, spec: EngineSpec) -> list[tuple[str, int]]:
+    pauses = chapter.pauses
+    sentence, paragraph = round(pauses.sentence * 1000), round(pauses.paragraph * 1000)
+    pieces: list[tuple[str, int]] = []
+    if book.speak_titles:
+        pieces.extend(
+            (c.text, paragraph) for c in textlib.chunk_text(chapter.title, spec.max_chars)
+        )
+    for chunk in textlib.chunk_text(chapter.text, spec.max_chars):
+        pieces.append((chunk.text, paragraph if chunk.paragraph_end else sentence))
+    # The chapter pause closes the chapter file; in the m4b it is the gap before the next one.
+    last_text, _ = pieces[-1]
+    pieces[-1] = (last_text, round(pauses.chapter * 1000))
+    return pieces
+
+
+def _speech_job(
+    spec: EngineSpec,
+    chapter: Chapter,
+    text: str,
+    voice_sha: str | None,
+    chars_per_second: float,
+) -> JobRow:
+    params = {**spec.params, **chapter.voice.params}
+    key = job_key(
+        {
+            "kind": "speech",
+            "engine": spec.engine,
+            "model": spec.model,
+            "text": text,
+            "voice_sha256": voice_sha,
+            "params": params,
+            "seed": chapter.seed,
+        }
+    )
+    request = {
+        "kind": "speech",
+        "text": text,
+        "seed": chapter.seed,
+        "params": params,
+        "voice": voice_sha,
+    }
+    est_ms = round(textlib.estimate_seconds(len(text), chars_per_second) * 1000)
+    return JobRow(key, "speech", spec.engine, spec.model, request, len(text), est_ms)
+
+
+# ---------------------------------------------------------------------- albums
+
+
+def _plan_album(album: Album, spec: EngineSpec) -> tuple[list[JobRow], list[PlanRow]]:
+    jobs: list[JobRow] = []
+    rows: list[PlanRow] = []
+    for unit, track in enumerate(album.tracks):
+        job = _music_job(spec, track)
+        jobs.append(job)
+        rows.append(PlanRow(unit=unit, seq=0, key=job.key, pause_after_ms=0))
+    return jobs, rows
+
+
+def _music_job(spec: EngineSpec, track: Track) -> JobRow:
+    params = {**spec.params, **track.params}
+    duration_ms = round(track.duration * 1000)
+    fields = {
+        "kind": "music",
+        "engine": spec.engine,
+        "model": spec.model,
+        "prompt": track.prompt,
+        "lyrics": track.lyrics,
+        "duration_ms": duration_ms,
+        "params": params,
+        "seed": track.seed,
+    }
+    request = {
+        "kind": "music",
+        "text": track.prompt,
+        "lyrics": track.lyrics,
+        "duration_s": duration_ms / 1000,
+        "seed": track.seed,
+        "params": params,
+    }
+    chars = len(track.prompt) + len(track.lyrics or "")
+    return JobRow(job_key(fields), "music", spec.engine, spec.model, request, chars, duration_ms)
+
+
+# ---------------------------------------------------------------------- shared
+
+
+def _unit(index: int, title: str, file: str) -> dict[str, Any]:
+    return {"unit": index, "title": title, "file": file}
+
+
+def _comment(manifest: Audiobook | Album, profile: Profile) -> str:
+    """Says what made the audio, so a placeholder is never mistaken for the real thing."""
+    kind = "speech" if isinstance(manifest, Audiobook) else "music"
+    spec = profile.engine_spec(kind)
+    if spec.engine == "offline" and kind == "music":
+        return "SKETCH: placeholder audio from songbatch's offline engine, not a real render"
+    if spec.engine == "musicgen":
+        return f"Made with {spec.model} (MusicGen weights: CC-BY-NC 4.0)"
+    return f"Rendered by songbatch with {spec.engine} ({spec.model})"
+
+
+def _assembly_spec(
+    loaded: LoadedManifest, workspace: Workspace, units: list[dict[str, Any]], comment: str
+) -> dict[str, Any]:
+    """Everything assembly needs, so that stage reads the ledger and never the manifest."""
+    manifest = loaded.manifest
+    output = manifest.output or workspace.root / "outputs" / loaded.slug
+    cover = manifest.cover
+    tags: dict[str, Any] = {
+        "album": manifest.title,
+        "year": manifest.year,
+        "description": manifest.description,
+        "comment": comment,
+    }
+    if isinstance(manifest, Audiobook):
+        tags |= {
+            "artist": manifest.author,
+            "album_artist": manifest.author,
+            "narrator": manifest.narrator,
+            "genre": "Audiobook",
+            "language": manifest.language,
+        }
+        lead_in_ms = CHAPTER_LEAD_IN_MS
+    else:
+        tags |= {"artist": manifest.artist, "album_artist": manifest.artist}
+        tags["genre"] = manifest.genre
+        lead_in_ms = 0
+    return {
+        "kind": manifest.kind,
+        "output_dir": str(output),
+        "formats": list(manifest.formats),
+        "cover": None if cover is None else str(cover),
+        "cover_sha256": None if cover is None else file_sha256(cover),
+        "tags": tags,
+        "lead_in_ms": lead_in_ms,
+        "book_file": safe_filename(manifest.title),
+        "units": units,
+    }
+
+
+def _row(row: PlanRow) -> tuple[int, int, str, int]:
+    return (row.unit, row.seq, row.key, row.pause_after_ms)
+
+
+def _unique(jobs: list[JobRow]) -> list[JobRow]:
+    """A repeated sentence is one job that two places use."""
+    seen: dict[str, JobRow] = {}
+    for job in jobs:
+        seen.setdefault(job.key, job)
+    return list(seen.values())
+
+
+def voice_path(workspace: Workspace, sha: str) -> Path:
+    return workspace.state_dir / "voices" / sha
+
+
+def _store_voice(workspace: Workspace, sha: str, source: Path) -> None:
+    target = voice_path(workspace, sha)
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{sha}.tmp")
+    shutil.copyfile(source, tmp)
+    replace_durably(tmp, target)
