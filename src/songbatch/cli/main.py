@@ -1,0 +1,162 @@
+"""The command line: parse, call the library, print. No SQL and no rendering logic here."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from songbatch import __version__
+from songbatch.cli.reporter import make_reporter, print_plan, print_report, print_status
+from songbatch.errors import InputError, SongbatchError
+from songbatch.render import RenderOptions, preview, render
+from songbatch.status import manifest_status, retry_jobs
+from songbatch.workspace import resolve_workspace
+
+app = typer.Typer(
+    name="songbatch",
+    help="Render audiobooks and albums from YAML manifests, resumably.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+Manifests = Annotated[list[Path], typer.Argument(help="Manifest YAML files.", show_default=False)]
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        help="Folder holding .songbatch/ (default: $SONGBATCH_HOME, else the current folder).",
+    ),
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile", "-p", help="Profile name or YAML path (default: the manifest's, else local)."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"songbatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """songbatch: batch renderer for audiobooks and albums."""
+
+
+@app.command()
+def plan(
+    manifests: Manifests,
+    workspace: WorkspaceOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Dry run: what rendering would do (new, reused, unchanged jobs; length). Writes nothing."""
+    previews = _guard(lambda: preview(manifests, profile, resolve_workspace(workspace)))
+    print_plan(previews, as_json=as_json)
+
+
+@app.command(name="render")
+def render_command(
+    manifests: Manifests,
+    workspace: WorkspaceOpt = None,
+    profile: ProfileOpt = None,
+    devices: Annotated[
+        str | None,
+        typer.Option("--devices", "-d", help="auto, cpu, cpu:N, or CUDA indices like 0,1."),
+    ] = None,
+    time_limit: Annotated[
+        str | None,
+        typer.Option("--time-limit", help="Stop handing out jobs after this long (90m, 6h)."),
+    ] = None,
+) -> None:
+    """Plan the manifests into the ledger and render everything not yet done."""
+    options = RenderOptions(
+        workspace=resolve_workspace(workspace),
+        profile=profile,
+        devices=devices,
+        time_limit_s=None if time_limit is None else _guard(lambda: parse_span(time_limit)),
+        argv=sys.argv,
+    )
+    reporter = make_reporter(sys.stderr)
+    with reporter:
+        report = _guard(lambda: render(manifests, options, reporter.observe))
+    print_report(report)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def status(
+    manifests: Annotated[
+        list[Path] | None, typer.Argument(help="Manifests (default: every planned one).")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Jobs per manifest and per state, audio rendered, outputs written."""
+    rows = _guard(lambda: manifest_status(resolve_workspace(workspace), manifests or []))
+    print_status(rows, as_json=as_json)
+
+
+@app.command()
+def retry(
+    manifests: Annotated[
+        list[Path] | None, typer.Argument(help="Manifests (default: every planned one).")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also render done jobs again (recorded in the ledger).")
+    ] = False,
+) -> None:
+    """Put failed jobs back to pending; the next `render` tries them again."""
+    count = _guard(lambda: retry_jobs(resolve_workspace(workspace), manifests or [], force=force))
+    typer.echo(f"{count} job(s) back to pending" + (" (forced)" if force else ""))
+
+
+def parse_span(text: str) -> float:
+    """`90`, `90s`, `45m`, `6h`, `1h30m` -> seconds."""
+    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or match is None or not any(match.groups()):
+        raise InputError(f"--time-limit {text!r}: expected a span like 90m, 6h or 1h30m")
+    hours, minutes, seconds = match.groups()
+    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+
+
+def _guard(action: Any) -> Any:
+    """Typed errors become one line and their exit code; anything else is a bug, said as such."""
+    try:
+        return action()
+    except SongbatchError as exc:
+        typer.echo(f"songbatch: error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("songbatch: interrupted", err=True)
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if os.environ.get("SONGBATCH_DEBUG"):
+            traceback.print_exc()
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        typer.echo(
+            f"songbatch: internal error: {detail} (set SONGBATCH_DEBUG=1 for a traceback)",
+            err=True,
+        )
+        raise typer.Exit(70) from None
+
+
+def run() -> None:
+    app()
