@@ -1,0 +1,113 @@
+"""Ledger and orchestrator cost, measured side by side in one run.
+
+1. Ledger: claim + heartbeat + publish (fenced replace, folder fsync, commit) per job, on a real
+   SQLite file: median and p95 milliseconds, against the 2 ms target.
+2. Orchestrator share: a synthetic book rendered by the real executor with a fixed-latency
+   engine on N CPU workers. Devices are busy while their engine renders; the share is the rest
+   of the steady-state window (first job started to last job done), against the 1 % target.
+
+    python bench/ledger.py [--jobs 2000] [--render-jobs 800] [--latency-ms 50] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from songbatch.events import RunEvent
+from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow
+from songbatch.render import RenderOptions, render
+from songbatch.workspace import Workspace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers.books import book_manifest, synthetic_profile  # noqa: E402
+
+
+def ledger_ops(folder: Path, count: int) -> list[float]:
+    jobs = [
+        JobRow(f"{i:064x}", "speech", "synthetic", "tone", {"text": str(i)}, 10, 1000)
+        for i in range(count)
+    ]
+    rows = [PlanRow(0, i, job.key, 0) for i, job in enumerate(jobs)]
+    record = ManifestRecord("/bench.yaml", "audiobook", "B", "b", "s", "p", "x", {"units": []})
+    out = folder / "chunks"
+    out.mkdir()
+    timings = []
+    with Ledger(folder / "ledger.db") as ledger:
+        ledger.apply_plan(record, jobs, rows)
+        for _ in range(count):
+            tmp = folder / "chunk.tmp"
+            tmp.write_bytes(b"x" * 4096)  # the worker's file; not the ledger's cost
+            started = time.perf_counter()
+            [lease] = ledger.claim(limit=1, worker="w", device="cpu", lease_s=60)
+            ledger.heartbeat([lease.token], 60)
+            ledger.publish(lease, tmp, out / lease.key, sha256="s", duration_ms=1000, render_ms=50)
+            timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def orchestrator_share(folder: Path, jobs: int, latency_ms: int, workers: int) -> dict[str, float]:
+    chapters = max(1, jobs // 20)
+    synthetic_profile(folder, latency_ms=latency_ms, devices=f"cpu:{workers}")
+    manifest = book_manifest(
+        folder, chapters=chapters, sentences=jobs // chapters, formats="[flac]"
+    )
+    stamps: dict[str, list[float]] = {"job-started": [], "job-done": []}
+    engine_ms: list[float] = []
+
+    def observe(event: RunEvent) -> None:
+        if event.kind in stamps:
+            stamps[event.kind].append(time.monotonic())
+        if event.kind == "job-done":
+            engine_ms.append(float(event.data["engine_ms"]))
+
+    cpu_started = time.process_time()
+    report = render([manifest], RenderOptions(workspace=Workspace(folder)), observe)
+    coordinator_cpu = time.process_time() - cpu_started
+    assert report.exit_code == 0, report
+    window = max(stamps["job-done"]) - min(stamps["job-started"])
+    busy = sum(engine_ms) / 1000
+    return {
+        "jobs": len(engine_ms),
+        "window_s": window,
+        "device_busy": busy / (workers * window),
+        "ideal_s": len(engine_ms) * latency_ms / 1000 / workers,
+        "coordinator_cpu_s": coordinator_cpu,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--render-jobs", type=int, default=800)
+    parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        timings = ledger_ops(Path(folder), args.jobs)
+    median = statistics.median(timings)
+    p95 = statistics.quantiles(timings, n=20)[-1]
+    print(f"ledger claim+heartbeat+publish: {args.jobs} jobs")
+    print(
+        f"  median {median:.2f} ms, p95 {p95:.2f} ms; target median <= 2 ms:"
+        f" ratio {median / 2:.2f} of the budget"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        share = orchestrator_share(Path(folder), args.render_jobs, args.latency_ms, args.workers)
+    overhead = 1 - share["device_busy"]
+    print(
+        f"orchestrator: {share['jobs']:.0f} jobs x {args.latency_ms} ms on {args.workers} workers"
+    )
+    print(
+        f"  steady-state window {share['window_s']:.2f} s vs ideal {share['ideal_s']:.2f} s;"
+        f" devices busy {share['device_busy']:.2%}; orchestrator share {overhead:.2%}"
+        f" (target <= 1 %); coordinator CPU {share['coordinator_cpu_s']:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Builders for generated manifests and profiles used by the end-to-end and chaos tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+SENTENCES = [
+    "The tide came in at noon.",
+    "A gull watched from the rail.",
+    "Rope creaked against the post.",
+    "Someone was singing below.",
+    "The lamp would need oil soon.",
+    "Fog crept along the harbour.",
+    "Boots rang on the iron stair.",
+    "The kettle began to whistle.",
+    "A letter lay on the table.",
+    "Night fell without a sound.",
+]
+
+
+def synthetic_profile(folder: Path, *, latency_ms: int = 20, devices: str = "cpu:4") -> Path:
+    """A profile whose engine is the fixed-latency synthetic one (see engines/synthetic.py)."""
+    path = folder / "synthetic.yaml"
+    path.write_text(
+        "name: synthetic\n"
+        "speech:\n"
+        "  engine: synthetic\n"
+        "  model: tone\n"
+        f"  params: {{latency_ms: {latency_ms}}}\n"
+        "  max_chars: 40\n"
+        "music:\n"
+        "  engine: synthetic\n"
+        "  model: tone\n"
+        f"  params: {{latency_ms: {latency_ms}}}\n"
+        f"devices: 'cpu:4'\n".replace("cpu:4", devices)
+        + "lease_seconds: 30\n"
+        "max_attempts: 3\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def book_manifest(
+    folder: Path,
+    *,
+    chapters: int,
+    sentences: int,
+    formats: str = "[m4b, flac]",
+    profile: str = "synthetic.yaml",
+    tag: str = "",
+) -> Path:
+    """A book of `chapters` x `sentences` one-sentence chunks (max_chars 40): one job each,
+    all distinct, plus one title chunk per chapter (speak_titles: false keeps the count exact)."""
+    lines = [
+        "kind: audiobook",
+        f"title: Chaos Book{tag}",
+        "author: Test Author",
+        f"profile: {profile}",
+        f"formats: {formats}",
+        "speak_titles: false",
+        "chapters:",
+    ]
+    for c in range(chapters):
+        text = " ".join(f"{SENTENCES[s % len(SENTENCES)][:-1]} {c}-{s}." for s in range(sentences))
+        lines += [f"  - title: Chapter {c + 1}", f'    text: "{text}"']
+    path = folder / "book.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def songbatch_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "songbatch", *args]
+
+
+def run_songbatch(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        songbatch_command(*args),
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        # Its own process group, like a shell job: crash points kill the group, not pytest.
+        start_new_session=True,
+    )
