@@ -24,7 +24,7 @@ from songbatch.render import RenderOptions, render
 from songbatch.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers.books import book_manifest, synthetic_profile  # noqa: E402
+from helpers.books import book_manifest, synthetic_profile
 
 
 def ledger_ops(folder: Path, count: int) -> list[float]:
@@ -56,26 +56,33 @@ def orchestrator_share(folder: Path, jobs: int, latency_ms: int, workers: int) -
     manifest = book_manifest(
         folder, chapters=chapters, sentences=jobs // chapters, formats="[flac]"
     )
-    stamps: dict[str, list[float]] = {"job-started": [], "job-done": []}
-    engine_ms: list[float] = []
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    engine_ms: dict[str, float] = {}
 
     def observe(event: RunEvent) -> None:
-        if event.kind in stamps:
-            stamps[event.kind].append(time.monotonic())
+        now = time.monotonic()
+        if event.worker is None:
+            return
+        if event.kind == "job-started":
+            starts.setdefault(event.worker, now)
         if event.kind == "job-done":
-            engine_ms.append(float(event.data["engine_ms"]))
+            ends[event.worker] = now
+            engine_ms[event.worker] = engine_ms.get(event.worker, 0) + event.data["engine_ms"]
 
     cpu_started = time.process_time()
     report = render([manifest], RenderOptions(workspace=Workspace(folder)), observe)
     coordinator_cpu = time.process_time() - cpu_started
     assert report.exit_code == 0, report
-    window = max(stamps["job-done"]) - min(stamps["job-started"])
-    busy = sum(engine_ms) / 1000
+    # Per device, from its first job to its last: a device's start-up (spawn, imports, engine
+    # load) is not orchestration, and the devices start a little apart on a small machine.
+    windows = {w: ends[w] - starts[w] for w in starts}
+    busy = sum(engine_ms.values()) / 1000
     return {
-        "jobs": len(engine_ms),
-        "window_s": window,
-        "device_busy": busy / (workers * window),
-        "ideal_s": len(engine_ms) * latency_ms / 1000 / workers,
+        "jobs": report.summary.published,
+        "window_s": max(ends.values()) - min(starts.values()),
+        "device_busy": busy / sum(windows.values()),
+        "ideal_s": report.summary.published * latency_ms / 1000 / workers,
         "coordinator_cpu_s": coordinator_cpu,
     }
 
@@ -103,8 +110,9 @@ def main() -> None:
         f"orchestrator: {share['jobs']:.0f} jobs x {args.latency_ms} ms on {args.workers} workers"
     )
     print(
-        f"  steady-state window {share['window_s']:.2f} s vs ideal {share['ideal_s']:.2f} s;"
-        f" devices busy {share['device_busy']:.2%}; orchestrator share {overhead:.2%}"
+        f"  first job to last {share['window_s']:.2f} s vs ideal {share['ideal_s']:.2f} s;"
+        f" devices busy {share['device_busy']:.2%} of their windows;"
+        f" orchestrator share {overhead:.2%}"
         f" (target <= 1 %); coordinator CPU {share['coordinator_cpu_s']:.2f} s"
     )
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from songbatch.crashpoints import ENV, POINTS
 from helpers.books import book_manifest, run_songbatch, songbatch_command, synthetic_profile
 from helpers.verify import Watcher, verify_done_exactly_once
+from songbatch.crashpoints import ENV, POINTS
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="kill -9 of a process group is POSIX")
 

@@ -24,14 +24,16 @@ class FakeClock:
         return self.now
 
 
-def make_plan(count: int, *, prefix: str = "k", path: str = "/m.yaml") -> tuple[
-    ManifestRecord, list[JobRow], list[PlanRow]
-]:
+def make_plan(
+    count: int, *, prefix: str = "k", path: str = "/m.yaml"
+) -> tuple[ManifestRecord, list[JobRow], list[PlanRow]]:
     jobs = [
         JobRow(f"{prefix}{i:05d}", "speech", "synthetic", "m", {"text": str(i)}, 10, 100 + i)
         for i in range(count)
     ]
-    rows = [PlanRow(unit=i // 10, seq=i % 10, key=j.key, pause_after_ms=300) for i, j in enumerate(jobs)]
+    rows = [
+        PlanRow(unit=i // 10, seq=i % 10, key=j.key, pause_after_ms=300) for i, j in enumerate(jobs)
+    ]
     record = ManifestRecord(
         path=path,
         kind="audiobook",
@@ -120,7 +122,11 @@ def test_a_stale_lease_never_publishes(tmp_path: Path) -> None:
         assert ledger.publish(new, fresh, final, sha256="b", duration_ms=1, render_ms=1)
         assert final.read_bytes() == b"b"
         job = ledger.job(new.key)
-        assert job is not None and (job["state"], job["sha256"], job["failures"]) == ("done", "b", 1)
+        assert job is not None and (job["state"], job["sha256"], job["failures"]) == (
+            "done",
+            "b",
+            1,
+        )
         outcomes = ledger.conn.execute("SELECT outcome FROM attempts ORDER BY token").fetchall()
         assert [row[0] for row in outcomes] == ["expired", "done"]
 

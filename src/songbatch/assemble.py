@@ -125,13 +125,13 @@ class Assembler:
     # ------------------------------------------------------------------ the book
 
     def assemble_book(self, info: ManifestInfo) -> Path | None:
-        """The .m4b with one chapter mark per chapter; None if none is asked for or it is current."""
+        """The .m4b with a chapter mark per chapter; None if none is asked for or it is current."""
         spec = info.assembly
         if "m4b" not in spec["formats"]:
             return None
         masters = [self.master(info, unit["unit"]) for unit in spec["units"]]
         marks, start = [], 0
-        for unit, master in zip(spec["units"], masters):
+        for unit, master in zip(spec["units"], masters, strict=True):
             marks.append(audio.ChapterMark(unit["title"], start, start + master.duration_ms))
             start += master.duration_ms
         base = spec["tags"]

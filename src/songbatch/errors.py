@@ -1,4 +1,4 @@
-"""Typed errors. Each carries what a person needs; the CLI turns it into one line and an exit code."""
+"""Typed errors: each carries what a person needs; the CLI makes it one line and an exit code."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class InputError(SongbatchError):
 
 
 class ManifestError(InputError):
-    """A manifest, profile or referenced file is wrong. Renders as `file:line:col: field: message`."""
+    """A manifest, profile or file it names is wrong; reads `file:line:col: field: message`."""
 
     def __init__(
         self,
@@ -42,7 +42,9 @@ class ManifestError(InputError):
             where += f":{self.line}"
             if self.col is not None:
                 where += f":{self.col}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
 
 class ProfileError(ManifestError):

@@ -1,4 +1,4 @@
-"""Durability helpers for the publish protocol: a rename is only durable once its folder is synced."""
+"""Durability for the publish protocol: a rename is durable once its folder is synced."""
 
 from __future__ import annotations
 

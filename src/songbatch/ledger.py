@@ -432,7 +432,8 @@ class Ledger:
             )
             params.extend(manifest_ids)
         sql = (
-            f"SELECT j.key, j.kind, j.engine, j.model, j.request, j.est_ms FROM jobs j WHERE {' AND '.join(where)}"
+            "SELECT j.key, j.kind, j.engine, j.model, j.request, j.est_ms FROM jobs j"
+            f" WHERE {' AND '.join(where)}"
             " ORDER BY j.est_ms DESC, j.key LIMIT ?"
         )
         with self.immediate() as conn:
@@ -517,7 +518,7 @@ class Ledger:
             for folder in folders:
                 fsync_dir(folder)
             crash_point("after-replace")
-            done = [item for item, ok in zip(items, results) if ok]
+            done = [item for item, ok in zip(items, results, strict=True) if ok]
             conn.executemany(
                 "UPDATE jobs SET state = 'done', lease_token = NULL, lease_expires_utc = NULL,"
                 " out_path = ?, sha256 = ?, duration_ms = ?, error = NULL, done_utc = ?"
@@ -531,10 +532,7 @@ class Ledger:
                 "UPDATE attempts SET finished_utc = ?, outcome = 'done', render_ms = ?,"
                 " cost_usd = ?, worker = COALESCE(?, worker), device = COALESCE(?, device)"
                 " WHERE token = ?",
-                [
-                    (now, i.render_ms, i.cost_usd, i.worker, i.device, i.lease.token)
-                    for i in done
-                ],
+                [(now, i.render_ms, i.cost_usd, i.worker, i.device, i.lease.token) for i in done],
             )
         return results
 

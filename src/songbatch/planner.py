@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from songbatch import text as textlib
-from songbatch.engines.base import EngineSpec
+from songbatch.engines.base import EngineSpec, Kind
 from songbatch.fsutil import replace_durably
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanDiff, PlanRow
 from songbatch.manifest import Album, Audiobook, Chapter, LoadedManifest, Track, safe_filename
@@ -207,7 +207,7 @@ def _unit(index: int, title: str, file: str) -> dict[str, Any]:
 
 def _comment(manifest: Audiobook | Album, profile: Profile) -> str:
     """Says what made the audio, so a placeholder is never mistaken for the real thing."""
-    kind = "speech" if isinstance(manifest, Audiobook) else "music"
+    kind: Kind = "speech" if isinstance(manifest, Audiobook) else "music"
     spec = profile.engine_spec(kind)
     if spec.engine == "offline" and kind == "music":
         return "SKETCH: placeholder audio from songbatch's offline engine, not a real render"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from songbatch.assemble import Assembler, sweep_temps
-from songbatch.engines.base import EngineSpec
+from songbatch.engines.base import EngineSpec, Kind
 from songbatch.errors import SongbatchError
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.devices import DeviceSlot, parse_devices
@@ -154,8 +154,9 @@ def _on_published(tracker: UnitTracker, assembly: AssemblyThread, key: str) -> N
 def _engine_specs(planned: list[Planned]) -> dict[str, EngineSpec]:
     specs: dict[str, EngineSpec] = {}
     for item in planned:
-        for kind in ("speech", "music"):
-            spec = item.profile.engine_spec(kind)  # type: ignore[arg-type]
+        kinds: tuple[Kind, ...] = ("speech", "music")
+        for kind in kinds:
+            spec = item.profile.engine_spec(kind)
             specs.setdefault(spec_id(spec.engine, spec.model), spec)
     return specs
 

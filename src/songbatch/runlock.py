@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 from types import TracebackType
 
 from songbatch.errors import LedgerBusy
 
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
     def _try_lock(fd: int) -> bool:

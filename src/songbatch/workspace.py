@@ -1,4 +1,4 @@
-"""Where state lives: `<workspace>/.songbatch/` holds the ledger, the run lock and the chunk cache."""
+"""Where state lives: `<workspace>/.songbatch/` holds the ledger, run lock and chunk cache."""
 
 from __future__ import annotations
 

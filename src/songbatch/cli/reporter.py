@@ -130,7 +130,7 @@ def _print_json(value: Any) -> None:
 
 
 def print_plan(previews: Sequence[Preview], *, as_json: bool) -> None:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for item in previews:
         plan, diff = item.planned.plan, item.diff
         rows.append(
@@ -150,7 +150,17 @@ def print_plan(previews: Sequence[Preview], *, as_json: bool) -> None:
     if as_json:
         _print_json(rows)
         return
-    table = Table("manifest", "profile", "jobs", "new", "reused", "unchanged", "dropped", "chars", "est. length")
+    table = Table(
+        "manifest",
+        "profile",
+        "jobs",
+        "new",
+        "reused",
+        "unchanged",
+        "dropped",
+        "chars",
+        "est. length",
+    )
     for row in rows:
         table.add_row(
             row["title"],
@@ -168,7 +178,9 @@ def print_status(rows: Sequence[ManifestStatus], *, as_json: bool) -> None:
     if not rows:
         Console().print("nothing planned in this workspace yet")
         return
-    table = Table("manifest", "kind", "pending", "leased", "done", "failed", "rendered", "est. length")
+    table = Table(
+        "manifest", "kind", "pending", "leased", "done", "failed", "rendered", "est. length"
+    )
     for row in rows:
         table.add_row(
             row.title,

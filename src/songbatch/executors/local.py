@@ -7,6 +7,7 @@ files with the fencing check. A worker that dies is replaced; its job goes back 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import signal
 import time
@@ -137,10 +138,8 @@ class LocalExecutor:
     def _shutdown(self) -> None:
         for worker in self._workers:
             if worker.process.is_alive():
-                try:
+                with contextlib.suppress(OSError, ValueError):
                     worker.conn.send(("stop",))
-                except (OSError, ValueError):
-                    pass
         for worker in self._workers:
             worker.process.join(timeout=5)
             if worker.process.is_alive():
@@ -312,7 +311,7 @@ class LocalExecutor:
             )
         outcomes = self.ledger.publish_many(items)
         crash_point("after-done")
-        for (worker_name, lease, result), ok in zip(batch, outcomes):
+        for (worker_name, lease, result), ok in zip(batch, outcomes, strict=True):
             if not ok:
                 self.summary.discarded += 1
                 self.observer(RunEvent("job-discarded", worker=worker_name, job=lease.key))

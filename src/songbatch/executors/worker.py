@@ -8,6 +8,7 @@ CUDA_VISIBLE_DEVICES) is set before any engine module, and so CUDA, is imported.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -50,10 +51,9 @@ def spec_id(engine: str, model: str) -> str:
 def worker_main(conn: Connection, config: WorkerConfig) -> None:
     os.environ.update(config.env)
     os.environ.setdefault("TQDM_DISABLE", "1")
-    try:
+    # EOF or a broken pipe: the coordinator is gone or stopping us, nothing to report to.
+    with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
         _Worker(conn, config).serve()
-    except (EOFError, BrokenPipeError, KeyboardInterrupt):
-        pass  # the coordinator is gone or stopping us: nothing to report to
 
 
 class _Worker:
