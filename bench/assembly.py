@@ -1,0 +1,146 @@
+"""Benchmark: streaming assembly and encoding of a long audiobook stays small in memory.
+
+Builds HOURS of 10-second 22050 Hz mono FLAC chunks (a few distinct espeak renders, copied as
+separate files), assembles one master per chapter with pauses, encodes one m4b with chapters,
+and prints wall times and peak RSS (this process, and the largest ffmpeg child) against the
+300 MB target. Memory must not grow with book length: compare --hours 0.5 with --hours 10.
+
+    .venv/bin/python bench/assembly.py --hours 10
+    .venv/bin/python bench/assembly.py --hours 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from songbatch.audio import Segment, assemble_master, chapter_marks, encode, write_chunk
+from songbatch.engines import EngineSpec, RenderRequest, load_engine
+from songbatch.engines.base import RenderResult
+from songbatch.tagging import Tags, read_chapters
+
+TARGET_MB = 300
+SAMPLE_RATE = 22050
+PAUSE_S = 0.4
+CHAPTER_END_S = 1.5
+SENTENCES = (
+    "It was a bright cold day in April, and the clocks were striking thirteen.",
+    "The sky above the port was the colour of television, tuned to a dead channel.",
+    "All happy families are alike; each unhappy family is unhappy in its own way.",
+    "Call me Ishmael. Some years ago, never mind how long precisely, I went to sea.",
+)
+
+
+def peak_rss_mb(who: int) -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(who).ru_maxrss * scale / 1e6
+
+
+def distinct_chunks(folder: Path, seconds: float) -> list[Path]:
+    """A few chunk files of exactly `seconds` each, rendered by the offline speech engine."""
+    engine = load_engine(EngineSpec(kind="speech", engine="offline", model="espeak"), "cpu")
+    frames = round(seconds * SAMPLE_RATE)
+    paths = []
+    for i, sentence in enumerate(SENTENCES):
+        request = RenderRequest(key=f"d{i}", kind="speech", text=sentence, seed=0)
+        speech = engine.render([request], lambda: None)[0].audio
+        gap = np.zeros(round(PAUSE_S * SAMPLE_RATE), dtype=np.float32)
+        audio = np.tile(np.concatenate([speech, gap]), frames // (speech.size + gap.size) + 1)
+        path = folder / f"distinct-{i}.flac"
+        write_chunk(path, RenderResult(audio[:frames], SAMPLE_RATE), key=f"d{i}")
+        paths.append(path)
+    return paths
+
+
+def build_chunks(folder: Path, count: int, seconds: float) -> list[Path]:
+    sources = distinct_chunks(folder, seconds)
+    chunks = []
+    for i in range(count):
+        path = folder / f"{i:06d}.flac"
+        shutil.copyfile(sources[i % len(sources)], path)
+        chunks.append(path)
+    return chunks
+
+
+def chapter_segments(chunks: list[Path]) -> list[Segment]:
+    segments = [Segment(path, silence_s=PAUSE_S) for path in chunks]
+    return [*segments, Segment(silence_s=CHAPTER_END_S)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=10.0, help="book length (default 10)")
+    parser.add_argument("--chunk-seconds", type=float, default=10.0)
+    parser.add_argument("--chapter-minutes", type=float, default=30.0)
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a temp folder")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="songbatch-bench-", dir=args.workdir))
+    try:
+        return run(args.hours, args.chunk_seconds, args.chapter_minutes, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(hours: float, chunk_s: float, chapter_min: float, work: Path) -> int:
+    count = max(1, round(hours * 3600 / chunk_s))
+    per_chapter = max(1, round(chapter_min * 60 / chunk_s))
+    (work / "chunks").mkdir()
+    (work / "masters").mkdir()
+
+    started = time.perf_counter()
+    chunks = build_chunks(work / "chunks", count, chunk_s)
+    built = time.perf_counter()
+    rss_after_build = peak_rss_mb(resource.RUSAGE_SELF)
+
+    masters, durations = [], []
+    for number, first in enumerate(range(0, count, per_chapter), start=1):
+        master = work / "masters" / f"chapter-{number:03d}.flac"
+        segments = chapter_segments(chunks[first : first + per_chapter])
+        durations.append(assemble_master(segments, master, sample_rate=SAMPLE_RATE, channels=1))
+        masters.append(master)
+    assembled = time.perf_counter()
+
+    titles = [f"Chapter {n}" for n in range(1, len(masters) + 1)]
+    book = work / "book.m4b"
+    tags = Tags(title="Benchmark Book", album="Benchmark Book", narrator="espeak-ng")
+    encode(masters, book, "m4b", tags=tags, chapters=chapter_marks(titles, durations))
+    encoded = time.perf_counter()
+
+    audio_s = sum(durations) / 1000
+    assert len(read_chapters(book)) == len(masters)
+    self_mb = peak_rss_mb(resource.RUSAGE_SELF)
+    child_mb = peak_rss_mb(resource.RUSAGE_CHILDREN)
+    assemble_s, encode_s = assembled - built, encoded - assembled
+    report(
+        {
+            "chunks": f"{count} x {chunk_s:g} s -> {len(masters)} chapters, {audio_s / 3600:.2f} h",
+            "build chunks": f"{built - started:.1f} s (peak RSS so far {rss_after_build:.0f} MB)",
+            "assemble masters": f"{assemble_s:.1f} s ({audio_s / assemble_s:.0f}x realtime)",
+            "encode m4b": f"{encode_s:.1f} s ({audio_s / encode_s:.0f}x realtime)",
+            "m4b size": f"{book.stat().st_size / 1e6:.0f} MB",
+            "peak RSS python": f"{self_mb:.0f} MB ({self_mb / TARGET_MB:.2f} of target)",
+            "peak RSS ffmpeg": f"{child_mb:.0f} MB ({child_mb / TARGET_MB:.2f} of target)",
+            "target": f"{TARGET_MB} MB each",
+            "wall time": f"{encoded - started:.1f} s",
+        }
+    )
+    return 0 if max(self_mb, child_mb) <= TARGET_MB else 1
+
+
+def report(rows: dict[str, str]) -> None:
+    width = max(map(len, rows))
+    for name, value in rows.items():
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

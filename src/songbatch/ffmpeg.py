@@ -1,0 +1,68 @@
+"""Locating and running ffmpeg: the binary bundled in the imageio-ffmpeg wheel by default.
+
+`IMAGEIO_FFMPEG_EXE` (read by imageio-ffmpeg itself) points at another binary if needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from collections.abc import Sequence
+
+from songbatch.errors import EngineError
+
+# Quiet, never interactive: ffmpeg reading stdin would steal a terminal or hang under cron.
+_BASE_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error", "-y")
+_ERROR_LINES = 8
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary; EngineError(retryable=False) when there is none."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise EngineError("imageio-ffmpeg is not installed", retryable=False) from exc
+    try:
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+    except RuntimeError as exc:
+        raise EngineError(f"no ffmpeg binary: {exc}", retryable=False) from exc
+
+
+@functools.lru_cache(maxsize=1)
+def encoders() -> frozenset[str]:
+    """Names of the audio encoders this ffmpeg was built with (`ffmpeg -encoders`)."""
+    result = subprocess.run(
+        [ffmpeg_exe(), "-nostdin", "-hide_banner", "-encoders"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    names = set()
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        # Rows look like " A....D aac   AAC (Advanced Audio Coding)"; the header rows do not.
+        if len(fields) >= 2 and len(fields[0]) == 6 and fields[0].startswith("A"):
+            names.add(fields[1])
+    return frozenset(names)
+
+
+def require_encoder(name: str) -> None:
+    if name not in encoders():
+        raise EngineError(f"this ffmpeg ({ffmpeg_exe()}) has no {name} encoder", retryable=False)
+
+
+def run_ffmpeg(args: Sequence[str]) -> None:
+    """Run ffmpeg with `args`; raise EngineError(retryable=False) with its last stderr lines."""
+    command = [ffmpeg_exe(), *_BASE_ARGS, *args]
+    try:
+        result = subprocess.run(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+    except OSError as exc:
+        raise EngineError(f"cannot run ffmpeg: {exc}", retryable=False) from exc
+    if result.returncode != 0:
+        lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        tail = " | ".join(lines[-_ERROR_LINES:]) or "no message"
+        raise EngineError(f"ffmpeg exited {result.returncode}: {tail}", retryable=False)

@@ -1,0 +1,447 @@
+"""Writing and reading tags with mutagen: ID3v2.4 (MP3, WAV), MP4/M4B atoms, Vorbis comments.
+
+Narrator placement follows what audiobook servers read: Audiobookshelf takes the narrator from
+the composer tag (TCOM / ©wrt / COMPOSER), so a narrator goes there, and also into an explicit
+NARRATOR field (TXXX:NARRATOR, ----:com.apple.iTunes:NARRATOR, Vorbis NARRATOR). When a file has
+both a narrator and a different composer, the composer tag holds the narrator and the composer is
+kept in an explicit COMPOSER field instead.
+"""
+
+# mutagen's classes have no annotations on their constructors and save methods; calling them is
+# the whole point of this module.
+# mypy: disallow-untyped-calls=False
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mutagen
+from mutagen.flac import FLAC, Picture
+from mutagen.id3 import (
+    APIC,
+    COMM,
+    ID3,
+    TALB,
+    TCOM,
+    TCON,
+    TDRC,
+    TIT2,
+    TLAN,
+    TPE1,
+    TPE2,
+    TPOS,
+    TRCK,
+    TXXX,
+    ID3NoHeaderError,
+    PictureType,
+)
+from mutagen.mp3 import MP3
+from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
+from mutagen.oggopus import OggOpus
+from mutagen.wave import WAVE
+
+from songbatch.errors import InputError
+
+_ITUNES = "----:com.apple.iTunes:"
+_STIK_AUDIOBOOK = 2
+
+
+@dataclass
+class Tags:
+    """What a finished file is labelled with. `cover` is a path to write; `cover_bytes` is what
+    `read_tags` found."""
+
+    title: str
+    album: str | None = None
+    artist: str | None = None
+    album_artist: str | None = None
+    narrator: str | None = None
+    composer: str | None = None
+    track: tuple[int, int] | None = None
+    disc: tuple[int, int] | None = None
+    genre: str | None = None
+    year: int | None = None
+    language: str | None = None
+    description: str | None = None
+    comment: str | None = None
+    cover: Path | None = None
+    cover_bytes: bytes | None = None
+
+
+def cover_mime(data: bytes) -> str:
+    """MIME type from magic bytes; only JPEG and PNG are accepted by every player."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    raise InputError("cover image must be a JPEG or PNG file")
+
+
+def _cover(tags: Tags) -> tuple[bytes, str] | None:
+    if tags.cover is None:
+        return None
+    data = Path(tags.cover).read_bytes()
+    try:
+        return data, cover_mime(data)
+    except InputError:
+        raise InputError(f"{tags.cover}: cover image must be a JPEG or PNG file") from None
+
+
+def _composer_fields(tags: Tags) -> tuple[str | None, str | None]:
+    """(value for the composer tag, composer to keep in an explicit field, if displaced)."""
+    if tags.narrator:
+        displaced = tags.composer if tags.composer and tags.composer != tags.narrator else None
+        return tags.narrator, displaced
+    return tags.composer, None
+
+
+def write_tags(path: Path, fmt: str, tags: Tags) -> None:
+    """Write `tags` into the file at `path`, an encoded `fmt` ("m4b", "m4a", "mp3", "flac",
+    "opus" or "wav"). Existing tags of the same names are replaced; others are left alone."""
+    if fmt in ("m4b", "m4a", "mp4"):
+        _write_mp4(path, tags, audiobook=fmt == "m4b")
+    elif fmt == "mp3":
+        _write_mp3(path, tags)
+    elif fmt == "flac":
+        _write_flac(path, tags)
+    elif fmt == "opus":
+        _write_opus(path, tags)
+    elif fmt == "wav":
+        _write_wav(path, tags)
+    else:
+        raise InputError(f"cannot tag format {fmt!r}")
+
+
+# --- ID3 (MP3 and WAV) -----------------------------------------------------------------------
+
+
+def _fill_id3(id3: Any, tags: Tags) -> None:
+    composer, displaced = _composer_fields(tags)
+    text_frames: list[tuple[type[Any], str | None]] = [
+        (TIT2, tags.title),
+        (TALB, tags.album),
+        (TPE1, tags.artist),
+        (TPE2, tags.album_artist),
+        (TCOM, composer),
+        (TCON, tags.genre),
+        (TDRC, None if tags.year is None else str(tags.year)),
+        (TLAN, tags.language),
+        (TRCK, _pair(tags.track)),
+        (TPOS, _pair(tags.disc)),
+    ]
+    for frame, value in text_frames:
+        id3.delall(frame.__name__)
+        if value:
+            id3.add(frame(encoding=3, text=[value]))
+    for desc, value in (
+        ("NARRATOR", tags.narrator),
+        ("DESCRIPTION", tags.description),
+        ("COMPOSER", displaced),
+    ):
+        id3.delall(f"TXXX:{desc}")
+        if value:
+            id3.add(TXXX(encoding=3, desc=desc, text=[value]))
+    id3.delall("COMM")
+    if tags.comment:
+        id3.add(COMM(encoding=3, lang="eng", desc="", text=[tags.comment]))
+    id3.delall("APIC")
+    cover = _cover(tags)
+    if cover is not None:
+        data, mime = cover
+        id3.add(APIC(encoding=3, mime=mime, type=PictureType.COVER_FRONT, desc="", data=data))
+
+
+def _pair(value: tuple[int, int] | None) -> str | None:
+    return None if value is None else f"{value[0]}/{value[1]}"
+
+
+def _write_mp3(path: Path, tags: Tags) -> None:
+    try:
+        id3 = ID3(path)
+    except ID3NoHeaderError:
+        id3 = ID3()
+    _fill_id3(id3, tags)
+    id3.save(path, v2_version=4)
+
+
+def _write_wav(path: Path, tags: Tags) -> None:
+    wave = WAVE(path)
+    if wave.tags is None:
+        wave.add_tags()
+    _fill_id3(wave.tags, tags)
+    wave.save(v2_version=4)
+
+
+# --- MP4 / M4B -------------------------------------------------------------------------------
+
+
+def _freeform(value: str) -> list[MP4FreeForm]:
+    return [MP4FreeForm(value.encode("utf-8"))]
+
+
+def _write_mp4(path: Path, tags: Tags, *, audiobook: bool) -> None:
+    mp4 = MP4(path)
+    if mp4.tags is None:
+        mp4.add_tags()
+    atoms: Any = mp4.tags
+    composer, displaced = _composer_fields(tags)
+    values: dict[str, Any] = {
+        "\xa9nam": tags.title,
+        "\xa9alb": tags.album,
+        "\xa9ART": tags.artist,
+        "aART": tags.album_artist,
+        "\xa9wrt": composer,
+        "\xa9gen": tags.genre,
+        "\xa9day": None if tags.year is None else str(tags.year),
+        "desc": tags.description,
+        "\xa9cmt": tags.comment,
+        "trkn": None if tags.track is None else [tags.track],
+        "disk": None if tags.disc is None else [tags.disc],
+        "stik": [_STIK_AUDIOBOOK] if audiobook else None,
+        _ITUNES + "NARRATOR": tags.narrator and _freeform(tags.narrator),
+        _ITUNES + "LANGUAGE": tags.language and _freeform(tags.language),
+        _ITUNES + "COMPOSER": displaced and _freeform(displaced),
+    }
+    cover = _cover(tags)
+    if cover is not None:
+        data, mime = cover
+        kind = MP4Cover.FORMAT_PNG if mime == "image/png" else MP4Cover.FORMAT_JPEG
+        values["covr"] = [MP4Cover(data, imageformat=kind)]
+    else:
+        values["covr"] = None
+    for name, value in values.items():
+        if value:
+            atoms[name] = value
+        else:
+            atoms.pop(name, None)
+    mp4.save()
+
+
+# --- Vorbis comments (FLAC and Opus) ---------------------------------------------------------
+
+
+def _vorbis_fields(tags: Tags) -> dict[str, str | None]:
+    composer, displaced = _composer_fields(tags)
+    return {
+        "TITLE": tags.title,
+        "ALBUM": tags.album,
+        "ARTIST": tags.artist,
+        "ALBUMARTIST": tags.album_artist,
+        "COMPOSER": composer,
+        "SONGBATCH_COMPOSER": displaced,
+        "NARRATOR": tags.narrator,
+        "PERFORMER": tags.narrator,
+        "TRACKNUMBER": None if tags.track is None else str(tags.track[0]),
+        "TRACKTOTAL": None if tags.track is None else str(tags.track[1]),
+        "DISCNUMBER": None if tags.disc is None else str(tags.disc[0]),
+        "DISCTOTAL": None if tags.disc is None else str(tags.disc[1]),
+        "GENRE": tags.genre,
+        "DATE": None if tags.year is None else str(tags.year),
+        "LANGUAGE": tags.language,
+        "DESCRIPTION": tags.description,
+        "COMMENT": tags.comment,
+    }
+
+
+def _fill_vorbis(comments: Any, tags: Tags) -> None:
+    for name, value in _vorbis_fields(tags).items():
+        if name in comments:
+            del comments[name]
+        if value:
+            comments[name] = [value]
+
+
+def _picture(tags: Tags) -> Picture | None:
+    cover = _cover(tags)
+    if cover is None:
+        return None
+    picture = Picture()
+    picture.type = PictureType.COVER_FRONT
+    picture.data, picture.mime = cover
+    return picture
+
+
+def _write_flac(path: Path, tags: Tags) -> None:
+    flac = FLAC(path)
+    if flac.tags is None:
+        flac.add_tags()
+    _fill_vorbis(flac.tags, tags)
+    flac.clear_pictures()
+    picture = _picture(tags)
+    if picture is not None:
+        flac.add_picture(picture)
+    flac.save()
+
+
+def _write_opus(path: Path, tags: Tags) -> None:
+    opus = OggOpus(path)
+    comments: Any = opus.tags
+    _fill_vorbis(comments, tags)
+    if "METADATA_BLOCK_PICTURE" in comments:
+        del comments["METADATA_BLOCK_PICTURE"]
+    picture = _picture(tags)
+    if picture is not None:
+        encoded = base64.b64encode(picture.write()).decode("ascii")
+        comments["METADATA_BLOCK_PICTURE"] = [encoded]
+    opus.save()
+
+
+def set_vorbis_comment(path: Path, name: str, value: str) -> None:
+    """Set one Vorbis comment in a FLAC file (chunk files carry their job key this way)."""
+    flac = FLAC(path)
+    if flac.tags is None:
+        flac.add_tags()
+    comments: Any = flac.tags
+    comments[name] = [value]
+    flac.save()
+
+
+# --- Reading back ----------------------------------------------------------------------------
+
+
+def read_tags(path: Path) -> Tags:
+    """Read what `write_tags` wrote; the format is sniffed from the file's content."""
+    audio = mutagen.File(path)
+    if isinstance(audio, MP4):
+        return _read_mp4(audio)
+    if isinstance(audio, FLAC):
+        return _read_flac(audio)
+    if isinstance(audio, OggOpus):
+        return _read_opus(audio)
+    if isinstance(audio, (MP3, WAVE)) and audio.tags is not None:
+        return _read_id3(audio.tags)
+    raise InputError(f"{path}: no tags that songbatch can read")
+
+
+def _first(values: Any) -> str | None:
+    if not values:
+        return None
+    value = values[0]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return None if value is None else int(value.split("-")[0])
+    except ValueError:
+        return None
+
+
+def _split_composer(
+    composer: str | None, narrator: str | None, displaced: str | None
+) -> str | None:
+    """Undo `_composer_fields`: the composer tag holds the narrator when one is set."""
+    if displaced:
+        return displaced
+    return None if composer == narrator else composer
+
+
+def _read_id3(id3: Any) -> Tags:
+    def text(name: str) -> str | None:
+        frame = id3.get(name)
+        return None if frame is None else _first(frame.text)
+
+    comments = [f for f in id3.getall("COMM") if f.desc == ""]
+    pictures = id3.getall("APIC")
+    narrator = text("TXXX:NARRATOR")
+    return Tags(
+        title=text("TIT2") or "",
+        album=text("TALB"),
+        artist=text("TPE1"),
+        album_artist=text("TPE2"),
+        narrator=narrator,
+        composer=_split_composer(text("TCOM"), narrator, text("TXXX:COMPOSER")),
+        track=_parse_pair(text("TRCK")),
+        disc=_parse_pair(text("TPOS")),
+        genre=text("TCON"),
+        year=_int_or_none(text("TDRC")),
+        language=text("TLAN"),
+        description=text("TXXX:DESCRIPTION"),
+        comment=_first(comments[0].text) if comments else None,
+        cover_bytes=bytes(pictures[0].data) if pictures else None,
+    )
+
+
+def _parse_pair(value: str | None) -> tuple[int, int] | None:
+    if not value or "/" not in value:
+        return None
+    number, total = value.split("/", 1)
+    return int(number), int(total)
+
+
+def _read_mp4(mp4: Any) -> Tags:
+    atoms = mp4.tags or {}
+
+    def text(name: str) -> str | None:
+        return _first(atoms.get(name))
+
+    def pair(name: str) -> tuple[int, int] | None:
+        values = atoms.get(name)
+        return (int(values[0][0]), int(values[0][1])) if values else None
+
+    narrator = text(_ITUNES + "NARRATOR")
+    covers = atoms.get("covr")
+    return Tags(
+        title=text("\xa9nam") or "",
+        album=text("\xa9alb"),
+        artist=text("\xa9ART"),
+        album_artist=text("aART"),
+        narrator=narrator,
+        composer=_split_composer(text("\xa9wrt"), narrator, text(_ITUNES + "COMPOSER")),
+        track=pair("trkn"),
+        disc=pair("disk"),
+        genre=text("\xa9gen"),
+        year=_int_or_none(text("\xa9day")),
+        language=text(_ITUNES + "LANGUAGE"),
+        description=text("desc"),
+        comment=text("\xa9cmt"),
+        cover_bytes=bytes(covers[0]) if covers else None,
+    )
+
+
+def _read_vorbis(comments: Any, cover_bytes: bytes | None) -> Tags:
+    def text(name: str) -> str | None:
+        return _first(comments.get(name)) if comments is not None else None
+
+    def pair(number: str, total: str) -> tuple[int, int] | None:
+        n, t = _int_or_none(text(number)), _int_or_none(text(total))
+        return None if n is None or t is None else (n, t)
+
+    narrator = text("NARRATOR")
+    return Tags(
+        title=text("TITLE") or "",
+        album=text("ALBUM"),
+        artist=text("ARTIST"),
+        album_artist=text("ALBUMARTIST"),
+        narrator=narrator,
+        composer=_split_composer(text("COMPOSER"), narrator, text("SONGBATCH_COMPOSER")),
+        track=pair("TRACKNUMBER", "TRACKTOTAL"),
+        disc=pair("DISCNUMBER", "DISCTOTAL"),
+        genre=text("GENRE"),
+        year=_int_or_none(text("DATE")),
+        language=text("LANGUAGE"),
+        description=text("DESCRIPTION"),
+        comment=text("COMMENT"),
+        cover_bytes=cover_bytes,
+    )
+
+
+def _read_flac(flac: Any) -> Tags:
+    pictures = flac.pictures
+    return _read_vorbis(flac.tags, bytes(pictures[0].data) if pictures else None)
+
+
+def _read_opus(opus: Any) -> Tags:
+    encoded = opus.tags.get("METADATA_BLOCK_PICTURE") if opus.tags is not None else None
+    cover = Picture(base64.b64decode(encoded[0])).data if encoded else None
+    return _read_vorbis(opus.tags, None if cover is None else bytes(cover))
+
+
+def read_chapters(path: Path) -> list[tuple[str, int]]:
+    """(title, start_ms) of each chapter of an MP4/M4B file (its Nero `chpl` list)."""
+    chapters = MP4(path).chapters
+    if chapters is None:
+        return []
+    return [(chapter.title, round(chapter.start * 1000)) for chapter in chapters]
