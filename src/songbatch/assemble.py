@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import soundfile
 
 from songbatch import audio
 from songbatch.errors import SongbatchError
-from songbatch.fsutil import remove_quietly, replace_durably
+from songbatch.fsutil import file_sha256, remove_quietly, replace_durably, temp_sibling
 from songbatch.ledger import Ledger, ManifestInfo, UnitJob
 from songbatch.tagging import Tags
 from songbatch.workspace import Workspace
@@ -177,7 +176,7 @@ class Assembler:
         if final.exists() and self.ledger.output_current(str(final), inputs):
             return False
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.{EXTENSIONS[fmt]}")
+        tmp = temp_sibling(final)
         try:
             audio.encode(
                 [m.path for m in masters],
@@ -187,7 +186,7 @@ class Assembler:
                 cover=tags.cover,
                 chapters=chapters,
             )
-            sha = audio.file_sha256(tmp)
+            sha = file_sha256(tmp)
             replace_durably(tmp, final)
         finally:
             remove_quietly(tmp)
@@ -201,20 +200,3 @@ class Assembler:
             duration_ms=sum(m.duration_ms for m in masters),
         )
         return True
-
-
-def is_temp_name(name: str) -> bool:
-    """Temp files left behind by a killed run (`.<name>.<tag>.tmp` from audio, and our
-    `.<name>.<pid>.tmp.<ext>`): swept at the next run's start."""
-    return name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name)
-
-
-def sweep_temps(folder: Path) -> int:
-    if not folder.is_dir():
-        return 0
-    removed = 0
-    for entry in folder.iterdir():
-        if entry.is_file() and is_temp_name(entry.name):
-            remove_quietly(entry)
-            removed += 1
-    return removed

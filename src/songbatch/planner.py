@@ -15,7 +15,7 @@ from typing import Any
 
 from songbatch import text as textlib
 from songbatch.engines.base import EngineSpec, Kind
-from songbatch.fsutil import replace_durably
+from songbatch.fsutil import file_sha256, replace_durably
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanDiff, PlanRow
 from songbatch.manifest import Album, Audiobook, Chapter, LoadedManifest, Track, safe_filename
 from songbatch.profiles import Profile
@@ -48,14 +48,6 @@ def job_key(fields: dict[str, Any]) -> str:
         {"v": KEY_VERSION, **fields}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace) -> Plan:

@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from songbatch.assemble import Assembler, sweep_temps
+from songbatch.assemble import Assembler
 from songbatch.engines.base import EngineSpec, Kind
 from songbatch.errors import SongbatchError
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.devices import DeviceSlot, parse_devices
 from songbatch.executors.local import ExecutorSettings, ExecutorSummary, LocalExecutor
 from songbatch.executors.worker import spec_id
+from songbatch.fsutil import sweep_temps
 from songbatch.ledger import Ledger, ManifestInfo, PlanDiff
 from songbatch.manifest import LoadedManifest, load_manifest
 from songbatch.planner import Plan, commit_plan, plan_manifest
