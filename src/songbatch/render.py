@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from songbatch.assemble import Assembler
+from songbatch.engines import check_engine
 from songbatch.engines.base import EngineSpec, Kind
 from songbatch.errors import SongbatchError
 from songbatch.events import Observer, RunEvent, ignore
@@ -65,6 +66,8 @@ def load_all(paths: Sequence[Path], profile: str | None, workspace: Workspace) -
         chosen = resolve_profile(
             profile, loaded.manifest.profile, workspace, base_dir=loaded.path.parent
         )
+        kind: Kind = "speech" if loaded.manifest.kind == "audiobook" else "music"
+        check_engine(chosen.engine_spec(kind))
         planned.append(Planned(loaded, chosen, plan_manifest(loaded, chosen, workspace)))
     return planned
 

@@ -23,7 +23,9 @@ SENTENCES = [
 ]
 
 
-def synthetic_profile(folder: Path, *, latency_ms: int = 20, devices: str = "cpu:4") -> Path:
+def synthetic_profile(
+    folder: Path, *, latency_ms: int = 20, devices: str = "cpu:4", fail_marker: str = "POISON"
+) -> Path:
     """A profile whose engine is the fixed-latency synthetic one (see engines/synthetic.py)."""
     path = folder / "synthetic.yaml"
     path.write_text(
@@ -31,7 +33,7 @@ def synthetic_profile(folder: Path, *, latency_ms: int = 20, devices: str = "cpu
         "speech:\n"
         "  engine: synthetic\n"
         "  model: tone\n"
-        f"  params: {{latency_ms: {latency_ms}}}\n"
+        f"  params: {{latency_ms: {latency_ms}, fail_marker: {fail_marker}}}\n"
         "  max_chars: 40\n"
         "music:\n"
         "  engine: synthetic\n"

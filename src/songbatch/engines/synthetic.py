@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from songbatch.engines.base import EngineSpec, ProgressFn, RenderRequest, RenderResult
+from songbatch.errors import EngineError
 
 SAMPLE_RATE = 16000
 
@@ -23,10 +24,16 @@ class SyntheticEngine:
         self.sample_rate = SAMPLE_RATE
         self.latency_s = float(spec.params.get("latency_ms", 50)) / 1000
         self.chars_per_second = float(spec.params.get("chars_per_second", 14.0))
+        # Tests of failure handling: a job whose text contains this marker fails for good.
+        self.fail_marker = spec.params.get("fail_marker")
 
     def render(self, requests: Sequence[RenderRequest], progress: ProgressFn) -> list[RenderResult]:
         results = []
         for request in requests:
+            if self.fail_marker and str(self.fail_marker) in request.text:
+                raise EngineError(
+                    f"synthetic failure: text contains {self.fail_marker!r}", retryable=False
+                )
             time.sleep(self.latency_s)
             progress()
             results.append(self._tone(request))
