@@ -20,10 +20,11 @@ import pytest
 from helpers.books import book_manifest, run_songbatch, songbatch_command, synthetic_profile
 from helpers.verify import Watcher, verify_done_exactly_once
 from songbatch.crashpoints import ENV, POINTS
+from songbatch.ledger import Ledger
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="kill -9 of a process group is POSIX")
 
-KILLS_PER_SEED = int(os.environ.get("SONGBATCH_CHAOS_KILLS", "10"))
+KILLS_PER_SEED = int(os.environ.get("SONGBATCH_CHAOS_KILLS", "50"))
 SEEDS = [int(s) for s in os.environ.get("SONGBATCH_CHAOS_SEEDS", "1,2,3,4,5").split(",")]
 
 
@@ -37,25 +38,39 @@ def _start(workspace: Path, manifest: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def _done_jobs(workspace: Path) -> int:
+    path = workspace / ".songbatch" / "ledger.db"
+    if not path.exists():
+        return 0
+    with Ledger(path) as ledger:
+        return sum(c.jobs for c in ledger.state_counts() if c.state == "done")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_kill_minus_nine_at_random_points(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
-    synthetic_profile(tmp_path, latency_ms=15)
+    # 200 jobs of 500 ms on 4 workers: about 25 s of rendering, so the kills land all through
+    # the work (claims, renders, publishes, assembly), not after it.
+    synthetic_profile(tmp_path, latency_ms=500)
     manifest = book_manifest(tmp_path, chapters=20, sentences=10)  # 200 jobs
     watcher = Watcher(tmp_path / ".songbatch" / "chunks", tmp_path / "outputs")
     watcher.start()
+    mid_work = 0
     try:
         for kill in range(KILLS_PER_SEED):
             proc = _start(tmp_path, manifest)
-            time.sleep(rng.uniform(0.3, 4.0))
+            time.sleep(rng.uniform(0.5, 2.5))
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
-            print(f"seed {seed} kill {kill}: exit {proc.returncode}")
+            done = _done_jobs(tmp_path)
+            mid_work += proc.returncode == -signal.SIGKILL and done < 200
+            print(f"seed {seed} kill {kill}: exit {proc.returncode}, {done} jobs done")
         final = run_songbatch("render", str(manifest), "--workspace", str(tmp_path), cwd=tmp_path)
     finally:
         watcher.stop()
+    assert mid_work >= min(10, KILLS_PER_SEED), f"seed {seed}: only {mid_work} kills mid-work"
     assert final.returncode == 0, f"seed {seed}: {final.stderr[-2000:]}"
     assert watcher.torn == [], f"seed {seed}: torn files seen: {watcher.torn[:5]}"
     assert watcher.checked > 0

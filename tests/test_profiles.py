@@ -39,7 +39,7 @@ def test_builtin_profiles_load() -> None:
     assert {"local", "offline"} <= set(available_profiles(None))
     offline = resolve_profile("offline", None, None)
     assert offline.speech.engine == "offline" and offline.speech.model == "espeak-ng"
-    assert offline.speech.params == {"voice": "en", "rate": 165, "pitch": 50}
+    assert offline.speech.params == {"rate": 165, "pitch": 50}
     assert (offline.speech.max_chars, offline.speech.chars_per_second) == (400, 14.0)
     assert offline.music.engine == "offline" and offline.music.model == "sketch"
     assert offline.devices == "cpu:2" and offline.path.is_absolute()

@@ -41,16 +41,32 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _tags(spec: dict[str, Any], title: str, track: tuple[int, int] | None = None) -> Tags:
+    """A chapter's or track's tags (with its number), or the whole book's (without)."""
+    base = spec["tags"]
+    return Tags(
+        title=title,
+        album=base.get("album"),
+        artist=base.get("artist"),
+        album_artist=base.get("album_artist"),
+        narrator=base.get("narrator"),
+        track=track,
+        disc=None if track is None else (1, 1),
+        genre=base.get("genre"),
+        year=base.get("year"),
+        language=base.get("language"),
+        description=base.get("description"),
+        comment=base.get("comment"),
+        cover=None if spec.get("cover") is None else Path(spec["cover"]),
+    )
+
+
 class Assembler:
     def __init__(self, ledger: Ledger, workspace: Workspace) -> None:
         self.ledger = ledger
         self.workspace = workspace
 
     # ------------------------------------------------------------------ units
-
-    def unit_ready(self, info: ManifestInfo, unit: int) -> bool:
-        jobs = self.ledger.unit_jobs(info.id, unit)
-        return bool(jobs) and all(job.state == "done" for job in jobs)
 
     def assemble_unit(self, info: ManifestInfo, unit: int) -> list[Path]:
         """Write the unit's file in every format but m4b; returns the files (re)written."""
@@ -62,7 +78,7 @@ class Assembler:
             if fmt == "m4b":
                 continue
             final = Path(spec["output_dir"]) / f"{meta['file']}.{EXTENSIONS[fmt]}"
-            tags = self._unit_tags(spec, unit)
+            tags = _tags(spec, meta["title"], track=(unit + 1, len(spec["units"])))
             if self._publish(info, unit, fmt, [master], final, tags, chapters=None):
                 written.append(final)
         return written
@@ -102,25 +118,6 @@ class Assembler:
             )
         return path
 
-    def _unit_tags(self, spec: dict[str, Any], unit: int) -> Tags:
-        base = spec["tags"]
-        meta = spec["units"][unit]
-        return Tags(
-            title=meta["title"],
-            album=base.get("album"),
-            artist=base.get("artist"),
-            album_artist=base.get("album_artist"),
-            narrator=base.get("narrator"),
-            track=(unit + 1, len(spec["units"])),
-            disc=(1, 1),
-            genre=base.get("genre"),
-            year=base.get("year"),
-            language=base.get("language"),
-            description=base.get("description"),
-            comment=base.get("comment"),
-            cover=None if spec.get("cover") is None else Path(spec["cover"]),
-        )
-
     # ------------------------------------------------------------------ the book
 
     def assemble_book(self, info: ManifestInfo) -> Path | None:
@@ -133,20 +130,7 @@ class Assembler:
         for unit, master in zip(spec["units"], masters, strict=True):
             marks.append(audio.ChapterMark(unit["title"], start, start + master.duration_ms))
             start += master.duration_ms
-        base = spec["tags"]
-        tags = Tags(
-            title=base["album"],
-            album=base.get("album"),
-            artist=base.get("artist"),
-            album_artist=base.get("album_artist"),
-            narrator=base.get("narrator"),
-            genre=base.get("genre"),
-            year=base.get("year"),
-            language=base.get("language"),
-            description=base.get("description"),
-            comment=base.get("comment"),
-            cover=None if spec.get("cover") is None else Path(spec["cover"]),
-        )
+        tags = _tags(spec, spec["tags"]["album"])
         final = Path(spec["output_dir"]) / f"{spec['book_file']}.m4b"
         written = self._publish(info, None, "m4b", masters, final, tags, chapters=marks)
         return final if written else None

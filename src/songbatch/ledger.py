@@ -693,19 +693,6 @@ class Ledger:
             for row in cursor
         ]
 
-    def unit_states(self, manifest_id: int) -> dict[int, dict[str, int]]:
-        """Per unit (chapter or track): how many of its jobs are in each state."""
-        result: dict[int, dict[str, int]] = {}
-        cursor = self.conn.execute(
-            "SELECT mj.unit, j.state, COUNT(*) FROM manifest_jobs mj"
-            " JOIN jobs j ON j.key = mj.job_key WHERE mj.manifest_id = ?"
-            " GROUP BY mj.unit, j.state",
-            (manifest_id,),
-        )
-        for unit, state, count in cursor:
-            result.setdefault(unit, {})[state] = count
-        return result
-
     def failed_jobs(self, manifest_ids: Sequence[int]) -> list[tuple[str, int, int, str | None]]:
         """(key, manifest id, unit, error) of each failed job of these manifests."""
         marks = ",".join("?" * len(manifest_ids))

@@ -100,7 +100,7 @@ def _plan_book(
             voice_sha = file_sha256(chapter.voice.reference)
             voices[voice_sha] = chapter.voice.reference
         for seq, (chunk_text, pause_ms) in enumerate(_chapter_chunks(book, chapter, spec)):
-            job = _speech_job(spec, chapter, chunk_text, voice_sha, chars_per_second)
+            job = _speech_job(spec, book, chapter, chunk_text, voice_sha, chars_per_second)
             jobs.append(job)
             rows.append(PlanRow(unit=unit, seq=seq, key=job.key, pause_after_ms=pause_ms))
     return jobs, rows, voices
@@ -124,12 +124,15 @@ def _chapter_chunks(book: Audiobook, chapter: Chapter, spec: EngineSpec) -> list
 
 def _speech_job(
     spec: EngineSpec,
+    book: Audiobook,
     chapter: Chapter,
     text: str,
     voice_sha: str | None,
     chars_per_second: float,
 ) -> JobRow:
-    params = {**spec.params, **chapter.voice.params}
+    # The book's language reaches every engine (voice choice, multilingual models) unless the
+    # profile or the voice pins one.
+    params = {"language": book.language, **spec.params, **chapter.voice.params}
     key = job_key(
         {
             "kind": "speech",

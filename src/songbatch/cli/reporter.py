@@ -111,7 +111,7 @@ class RichReporter:
         elif event.kind == "job-started" and event.worker:
             self.progress.update(self._device(event.worker), note=f"rendering {event.job[:12]}")  # type: ignore[index]
         elif event.kind == "job-done" and event.worker:
-            self.progress.advance(self._device(event.worker))
+            self.progress.update(self._device(event.worker), advance=1, note="idle")
             if self._overall is not None:
                 self.progress.advance(self._overall)
         elif event.kind in {"job-failed", "worker-died", "warning", "assembly-failed", "deadline"}:

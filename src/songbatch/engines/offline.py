@@ -8,6 +8,7 @@ can be exercised end to end. It is a placeholder and says so in every result's `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -64,8 +65,30 @@ class _Voice:
     pitch: int | None
 
 
+# Languages whose espeak voice file is named otherwise (espeak's "en" is British English).
+_ESPEAK_ALIASES = {"zh": "cmn"}
+
+
+@functools.lru_cache(maxsize=64)
+def voice_for_language(language: str) -> str:
+    """espeak's voice for a BCP-47 tag: the whole tag if espeak has it (`en-gb`, `pt-br`), else
+    its language (`zh-Hant-TW` -> `zh`); a language espeak lacks fails the job with its name."""
+    primary = language.split("-")[0].lower()
+    candidates = [language, language.lower(), primary, _ESPEAK_ALIASES.get(primary, primary)]
+    for candidate in dict.fromkeys(candidates):
+        try:
+            espeak.check_voice(candidate)
+        except EngineError:
+            continue
+        return candidate
+    raise EngineError(f"espeak-ng has no voice for language {language!r}", retryable=False)
+
+
 def _voice_params(params: dict[str, Any]) -> _Voice:
-    name = params.get("voice") or params.get("language") or "en"
+    if params.get("voice"):
+        name = str(params["voice"])
+    else:
+        name = voice_for_language(str(params.get("language") or "en"))
     rate = params.get("rate")
     pitch = params.get("pitch")
     return _Voice(
@@ -78,8 +101,9 @@ def _voice_params(params: dict[str, Any]) -> _Voice:
 class OfflineSpeech:
     """espeak-ng speech: 22050 Hz mono float32.
 
-    Params (profile, overridable per request): `voice` (espeak voice name; defaults to the
-    `language` param, else "en"), `rate` (words per minute, 80-450), `pitch` (0-99).
+    Params (profile, overridable per request): `voice` (espeak voice name; by default the one
+    for the `language` param, which the planner sets from the manifest's language), `rate`
+    (words per minute, 80-450), `pitch` (0-99).
     """
 
     def __init__(self, spec: EngineSpec) -> None:
