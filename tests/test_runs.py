@@ -140,3 +140,16 @@ def test_an_engine_that_is_not_installed_is_one_line_exit_2(tmp_path: Path) -> N
     assert "speech engine 'nosuchengine' is unknown" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / ".songbatch").exists()
+
+
+def test_a_deleted_chunk_file_is_rendered_again(tmp_path: Path) -> None:
+    synthetic_profile(tmp_path, latency_ms=1, devices="cpu:1")
+    manifest = book_manifest(tmp_path, chapters=1, sentences=3, formats="[flac]")
+    assert render(tmp_path, manifest).returncode == 0
+    chunks = sorted((tmp_path / ".songbatch" / "chunks").rglob("*.flac"))
+    chunks[0].unlink()
+    again = render(tmp_path, manifest)
+    assert again.returncode == 0, again.stderr
+    assert "1 rendered file(s) were missing" in again.stderr
+    assert "rendered 1 job(s)" in again.stderr
+    assert chunks[0].exists()

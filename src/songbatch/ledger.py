@@ -708,6 +708,27 @@ class Ledger:
         row = self.conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return None if row is None else dict(row)
 
+    def done_files(self, manifest_ids: Sequence[int]) -> list[tuple[str, Path]]:
+        """(key, file) of each done job these manifests use."""
+        marks = ",".join("?" * len(manifest_ids))
+        cursor = self.conn.execute(
+            "SELECT DISTINCT j.key, j.out_path FROM jobs j JOIN manifest_jobs mj"
+            f" ON mj.job_key = j.key WHERE j.state = 'done' AND mj.manifest_id IN ({marks})",
+            list(manifest_ids),
+        )
+        return [(row[0], self.resolve(row[1])) for row in cursor]
+
+    def requeue_missing(self, keys: Sequence[str]) -> None:
+        """Done jobs whose file was deleted from the cache go back to pending, recorded."""
+        with self.immediate() as conn:
+            for key in keys:
+                conn.execute(
+                    "UPDATE jobs SET state = 'pending', out_path = NULL, sha256 = NULL"
+                    " WHERE key = ? AND state = 'done'",
+                    (key,),
+                )
+                self._event(conn, "missing-file", job_key=key)
+
     # ------------------------------------------------------------------ retry
 
     def retry(self, manifest_ids: Sequence[int], *, force: bool = False) -> int:

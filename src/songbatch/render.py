@@ -87,6 +87,16 @@ def render(
         run_id = ledger.start_run(list(options.argv))
         infos = ledger.manifests([str(item.loaded.path) for item in planned])
         _sweep(workspace, infos)
+        missing = [
+            key for key, path in ledger.done_files([i.id for i in infos]) if not path.exists()
+        ]
+        if missing:
+            ledger.requeue_missing(missing)
+            observer(
+                RunEvent(
+                    "warning", f"{len(missing)} rendered file(s) were missing: rendering again"
+                )
+            )
         if warning:
             observer(RunEvent("warning", warning))
         exit_code = 1
