@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +55,54 @@ def seeded_workspace(tmp_path: Path) -> Path:
 def test_bad_input_is_one_line_exit_2_and_the_ledger_is_untouched(
     case: dict[str, Any], tmp_path: Path, seeded_workspace: Path
 ) -> None:
-    folder = tmp_path / case["case"]
-    shutil.copytree(BAD_INPUTS / case["case"], folder)
-    if case.get("unreadable"):
-        (folder / case["unreadable"]).chmod(0)
-        if os.access(folder / case["unreadable"], os.R_OK):
-            pytest.skip("running as root: chmod 000 does not stop reads")
     state = seeded_workspace / ".songbatch"
     before = {p.name: p.read_bytes() for p in state.iterdir() if p.is_file()}
-    result = invoke("render", str(folder / "manifest.yaml"), "--workspace", str(seeded_workspace))
-    assert result.exit_code == 2
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
+    if case.get("unreadable"):
+        folder, exit_code, output = _render_unreadable(case, seeded_workspace)
+    else:
+        folder = tmp_path / case["case"]
+        shutil.copytree(BAD_INPUTS / case["case"], folder)
+        result = invoke(
+            "render", str(folder / "manifest.yaml"), "--workspace", str(seeded_workspace)
+        )
+        exit_code, output = result.exit_code, result.output
+    assert exit_code == 2
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
     where = f"{folder / 'manifest.yaml'}:{case['line']}:{case['col']}: "
     assert lines[0].startswith(f"songbatch: error: {where}")
     if case["field"]:
         assert f": {case['field']}: " in lines[0]
-    assert "Traceback" not in result.output
+    assert case["message"] in lines[0]
+    assert "Traceback" not in output
     after = {p.name: p.read_bytes() for p in state.iterdir() if p.is_file()}
     assert after == before
+
+
+def _render_unreadable(case: dict[str, Any], workspace: Path) -> tuple[Path, int, str]:
+    """chmod 000 stops nobody running as root (as CI does), so there the CLI runs as an
+    unprivileged user, from a folder that user may enter."""
+    folder = Path(tempfile.mkdtemp(prefix="songbatch-unreadable-")) / case["case"]
+    folder.parent.chmod(0o755)
+    shutil.copytree(BAD_INPUTS / case["case"], folder)
+    (folder / case["unreadable"]).chmod(0)
+    command = ["render", str(folder / "manifest.yaml"), "--workspace", str(workspace)]
+    if os.name != "posix" or os.geteuid() != 0:
+        result = invoke(*command)
+        return folder, result.exit_code, result.output
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot drop privileges to test this")
+    drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    done = subprocess.run(
+        [*drop, sys.executable, "-m", "songbatch", *command],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env={**os.environ, "HOME": str(folder)},
+        timeout=120,
+    )
+    return folder, done.returncode, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(
