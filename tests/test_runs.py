@@ -153,3 +153,46 @@ def test_a_deleted_chunk_file_is_rendered_again(tmp_path: Path) -> None:
     assert "1 rendered file(s) were missing" in again.stderr
     assert "rendered 1 job(s)" in again.stderr
     assert chunks[0].exists()
+
+
+def album_manifest(folder: Path, tracks: list[tuple[str, str]]) -> Path:
+    """An album of (prompt, duration) tracks on the synthetic profile."""
+    lines = ["kind: album", "title: Batch Album", "artist: Tester", "profile: synthetic.yaml"]
+    lines += ["formats: [flac]", "tracks:"]
+    for number, (prompt, duration) in enumerate(tracks, start=1):
+        lines += [
+            f"  - title: Track {number}",
+            f"    prompt: {prompt}",
+            f"    duration: {duration}",
+        ]
+    path = folder / "album.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_equal_length_tracks_share_one_engine_call_and_fail_alone(tmp_path: Path) -> None:
+    profile = synthetic_profile(tmp_path, latency_ms=50, devices="cpu:1")
+    profile.write_text(
+        profile.read_text(encoding="utf-8").replace(
+            "music:\n  engine: synthetic\n", "music:\n  engine: synthetic\n  batch_size: 3\n"
+        ),
+        encoding="utf-8",
+    )
+    tracks = [("calm piano", "4s")] * 2 + [("POISON drums", "4s")] + [("warm strings", "2s")] * 2
+    tracks = [(f"{prompt} {i}", duration) for i, (prompt, duration) in enumerate(tracks)]
+    manifest = album_manifest(tmp_path, tracks)
+    result = render(tmp_path, manifest)
+    assert result.returncode == 1, result.stderr  # the poisoned track fails, alone
+    with Ledger(tmp_path / ".songbatch" / "ledger.db") as ledger:
+        rows = ledger.conn.execute(
+            "SELECT est_ms, state, info FROM jobs ORDER BY est_ms"
+        ).fetchall()
+    batches = [(row[0], row[1], json.loads(row[2])["batch"] if row[2] else None) for row in rows]
+    # Longest first: the three 4 s tracks went together, then the two 2 s ones.
+    assert batches == [
+        (2000, "done", 2),
+        (2000, "done", 2),
+        (4000, "done", 3),
+        (4000, "done", 3),
+        (4000, "failed", None),
+    ]

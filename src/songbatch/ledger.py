@@ -123,6 +123,13 @@ def m001_initial(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_render_info(db: Database) -> None:
+    """What the engine said about a render (QA duration ratio, seed used, batch, device)."""
+    db.execute("ALTER TABLE jobs ADD COLUMN info TEXT")
+    db.execute("ALTER TABLE attempts ADD COLUMN info TEXT")
+
+
 def utc_iso(at: float) -> str:
     """Fixed-width ISO text, so string comparison in SQL is time comparison."""
     return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -198,6 +205,7 @@ class Publication:
     cost_usd: float | None = None
     worker: str | None = None  # who rendered it, where the lease was claimed for a pool
     device: str | None = None
+    info: dict[str, Any] | None = None  # the engine's notes on the render
 
 
 @dataclass(frozen=True)
@@ -521,18 +529,28 @@ class Ledger:
             done = [item for item, ok in zip(items, results, strict=True) if ok]
             conn.executemany(
                 "UPDATE jobs SET state = 'done', lease_token = NULL, lease_expires_utc = NULL,"
-                " out_path = ?, sha256 = ?, duration_ms = ?, error = NULL, done_utc = ?"
-                " WHERE key = ?",
+                " out_path = ?, sha256 = ?, duration_ms = ?, error = NULL, done_utc = ?,"
+                " info = ? WHERE key = ?",
                 [
-                    (self._relative(i.final), i.sha256, i.duration_ms, now, i.lease.key)
+                    (
+                        self._relative(i.final),
+                        i.sha256,
+                        i.duration_ms,
+                        now,
+                        _json(i.info),
+                        i.lease.key,
+                    )
                     for i in done
                 ],
             )
             conn.executemany(
                 "UPDATE attempts SET finished_utc = ?, outcome = 'done', render_ms = ?,"
-                " cost_usd = ?, worker = COALESCE(?, worker), device = COALESCE(?, device)"
-                " WHERE token = ?",
-                [(now, i.render_ms, i.cost_usd, i.worker, i.device, i.lease.token) for i in done],
+                " cost_usd = ?, worker = COALESCE(?, worker), device = COALESCE(?, device),"
+                " info = ? WHERE token = ?",
+                [
+                    (now, i.render_ms, i.cost_usd, i.worker, i.device, _json(i.info), i.lease.token)
+                    for i in done
+                ],
             )
         return results
 
@@ -806,6 +824,10 @@ class Ledger:
     def integrity_ok(self) -> bool:
         row = self.conn.execute("PRAGMA integrity_check").fetchone()
         return bool(row[0] == "ok")
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else _dumps(value)
 
 
 def _dumps(value: Any) -> str:

@@ -31,6 +31,7 @@ class EngineConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     max_chars: int = Field(default=400, gt=0)  # speech: longest chunk one call gets
     chars_per_second: float = Field(default=14.0, gt=0)  # speech: for duration estimates
+    batch_size: int = Field(default=1, ge=1, le=256)  # jobs per engine call (equal-length music)
 
 
 class _ProfileFile(_Strict):
@@ -56,6 +57,7 @@ class Profile(_ProfileFile):
             model=config.model,
             params=dict(config.params),
             max_chars=config.max_chars,
+            batch_size=config.batch_size,
         )
 
 

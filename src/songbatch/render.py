@@ -171,7 +171,7 @@ def _engine_specs(planned: list[Planned]) -> dict[str, EngineSpec]:
         kinds: tuple[Kind, ...] = ("speech", "music")
         for kind in kinds:
             spec = item.profile.engine_spec(kind)
-            specs.setdefault(spec_id(spec.engine, spec.model), spec)
+            specs.setdefault(spec_id(spec.kind, spec.engine, spec.model), spec)
     return specs
 
 

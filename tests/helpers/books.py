@@ -38,9 +38,9 @@ def synthetic_profile(
         "music:\n"
         "  engine: synthetic\n"
         "  model: tone\n"
-        f"  params: {{latency_ms: {latency_ms}}}\n"
-        f"devices: 'cpu:4'\n".replace("cpu:4", devices)
-        + "lease_seconds: 30\n"
+        f"  params: {{latency_ms: {latency_ms}, fail_marker: {fail_marker}}}\n"
+        f"devices: '{devices}'\n"
+        "lease_seconds: 30\n"
         "max_attempts: 3\n",
         encoding="utf-8",
     )

@@ -26,6 +26,12 @@ class EngineEntry:
 _REGISTRY: dict[str, EngineEntry] = {
     "offline": EngineEntry("songbatch.engines.offline"),
     "synthetic": EngineEntry("songbatch.engines.synthetic"),
+    "musicgen": EngineEntry(
+        "songbatch.engines.musicgen", extra="local", requires=("torch", "transformers")
+    ),
+    "chatterbox": EngineEntry(
+        "songbatch.engines.chatterbox", extra="chatterbox", requires=("torch", "chatterbox")
+    ),
 }
 
 

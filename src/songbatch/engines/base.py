@@ -9,6 +9,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from songbatch.errors import EngineError
+
 Kind = Literal["speech", "music"]
 
 
@@ -22,6 +24,9 @@ class EngineSpec:
     params: dict[str, Any] = field(default_factory=dict)
     # Longest text one call may take; the planner splits speech on sentence bounds below it.
     max_chars: int = 400
+    # Most jobs the coordinator hands an engine in one call (equal-length music tracks); the
+    # engine may split a batch further to fit its device's memory.
+    batch_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,11 @@ class Engine(Protocol):
     spec: EngineSpec
     sample_rate: int
 
-    def render(self, requests: Sequence[RenderRequest], progress: ProgressFn) -> list[RenderResult]:
-        """Render each request; a failure of one raises EngineError for the batch."""
+    def render(
+        self, requests: Sequence[RenderRequest], progress: ProgressFn
+    ) -> Sequence[RenderResult | EngineError]:
+        """One result per request, in order. An EngineError in a request's place fails that job
+        alone; raising fails every job of the batch."""
         ...
 
     def close(self) -> None: ...

@@ -27,16 +27,21 @@ class SyntheticEngine:
         # Tests of failure handling: a job whose text contains this marker fails for good.
         self.fail_marker = spec.params.get("fail_marker")
 
-    def render(self, requests: Sequence[RenderRequest], progress: ProgressFn) -> list[RenderResult]:
-        results = []
+    def render(
+        self, requests: Sequence[RenderRequest], progress: ProgressFn
+    ) -> list[RenderResult | EngineError]:
+        """Like a batched model: one latency for the whole call; a marked request fails alone."""
+        time.sleep(self.latency_s)
+        progress()
+        results: list[RenderResult | EngineError] = []
         for request in requests:
             if self.fail_marker and str(self.fail_marker) in request.text:
-                raise EngineError(
-                    f"synthetic failure: text contains {self.fail_marker!r}", retryable=False
-                )
-            time.sleep(self.latency_s)
-            progress()
-            results.append(self._tone(request))
+                message = f"synthetic failure: text contains {self.fail_marker!r}"
+                results.append(EngineError(message, retryable=False))
+                continue
+            result = self._tone(request)
+            result.info["batch"] = len(requests)
+            results.append(result)
         return results
 
     def _tone(self, request: RenderRequest) -> RenderResult:

@@ -63,8 +63,9 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     ready: bool = False
-    queue: deque[Lease] = field(default_factory=deque)
-    rendering: int | None = None  # token of the job the worker has started
+    queue: deque[Lease] = field(default_factory=deque)  # every lease sent, in order
+    batches: list[set[int]] = field(default_factory=list)  # tokens of each batch in flight
+    rendering: set[int] = field(default_factory=set)  # tokens of the batch it has started
     last_progress: float = 0.0
     consecutive_deaths: int = 0
     kill_reason: str | None = None
@@ -191,16 +192,34 @@ class LocalExecutor:
 
     def _fill(self) -> None:
         for worker in self._workers:
-            while worker.ready and len(worker.queue) < self.settings.depth:
-                lease = self._next_lease()
-                if lease is None:
+            while worker.ready and len(worker.batches) < self.settings.depth:
+                batch = self._next_batch()
+                if not batch:
                     return
-                self._send(worker, lease)
+                self._send(worker, batch)
+
+    def _next_batch(self) -> list[Lease]:
+        """The longest pending job, with as many jobs of the same engine and the same length as
+        its engine takes in one call (equal-length music tracks share one generate)."""
+        first = self._next_lease()
+        if first is None:
+            return []
+        batch = [first]
+        size = self.specs[spec_id(first.kind, first.engine, first.model)].batch_size
+        for lease in list(self._pool):
+            if len(batch) >= size:
+                break
+            same = (lease.engine, lease.model, lease.kind, lease.est_ms)
+            if same == (first.engine, first.model, first.kind, first.est_ms):
+                self._pool.remove(lease)
+                batch.append(lease)
+        return batch
 
     def _next_lease(self) -> Lease | None:
-        """From a small pool of leases claimed together: one transaction serves many jobs."""
+        """From a pool of leases claimed together: one transaction serves many jobs."""
         if not self._pool and not self._drained:
-            want = max(1, len(self._workers) * self.settings.depth)
+            widest = max(spec.batch_size for spec in self.specs.values())
+            want = max(1, len(self._workers) * self.settings.depth * widest)
             leases = self.ledger.claim(
                 limit=want,
                 worker="coordinator",
@@ -214,19 +233,22 @@ class LocalExecutor:
             self._pool.extend(leases)
         return self._pool.popleft() if self._pool else None
 
-    def _send(self, worker: _Worker, lease: Lease) -> None:
-        request = lease.request
-        voice = request.get("voice")
-        ticket = Ticket(
+    def _send(self, worker: _Worker, batch: list[Lease]) -> None:
+        tickets = [self._ticket(lease) for lease in batch]
+        worker.queue.extend(batch)
+        worker.batches.append({lease.token for lease in batch})
+        worker.conn.send(("jobs", tickets))
+
+    def _ticket(self, lease: Lease) -> Ticket:
+        voice = lease.request.get("voice")
+        return Ticket(
             key=lease.key,
             token=lease.token,
-            spec_id=spec_id(lease.engine, lease.model),
-            request=request,
+            spec_id=spec_id(lease.kind, lease.engine, lease.model),
+            request=lease.request,
             tmp_path=str(self._tmp_path(lease)),
             voice_path=None if voice is None else str(self.workspace.state_dir / "voices" / voice),
         )
-        worker.queue.append(lease)
-        worker.conn.send(("job", ticket))
 
     def _tmp_path(self, lease: Lease) -> Path:
         return self._tmp_dir / f"{lease.key}.{lease.token}.tmp"
@@ -258,10 +280,11 @@ class LocalExecutor:
                 RunEvent("engine-loaded", worker=worker.slot.name, data={"seconds": message[2]})
             )
         elif kind == "started":
-            worker.rendering = message[1]
+            worker.rendering = set(message[1])
             worker.last_progress = now
-            lease = self._lease(worker, message[1])
-            self.observer(RunEvent("job-started", worker=worker.slot.name, job=lease.key))
+            for token in message[1]:
+                lease = self._lease(worker, token)
+                self.observer(RunEvent("job-started", worker=worker.slot.name, job=lease.key))
         elif kind == "progress":
             worker.last_progress = now
         elif kind == "rendered":
@@ -281,8 +304,10 @@ class LocalExecutor:
     def _pop(self, worker: _Worker, token: int) -> Lease:
         lease = self._lease(worker, token)
         worker.queue.remove(lease)
-        if worker.rendering == token:
-            worker.rendering = None
+        worker.rendering.discard(token)
+        for batch in worker.batches:
+            batch.discard(token)
+        worker.batches = [batch for batch in worker.batches if batch]
         worker.consecutive_deaths = 0
         return lease
 
@@ -307,6 +332,7 @@ class LocalExecutor:
                     render_ms=int(result["render_ms"]),
                     worker=worker_name,
                     device=self._device_of.get(worker_name),
+                    info=result.get("info") or None,
                 )
             )
         outcomes = self.ledger.publish_many(items)
@@ -374,7 +400,7 @@ class LocalExecutor:
         are given back free."""
         for lease in worker.queue:
             remove_quietly(self._tmp_path(lease))
-            if lease.token == worker.rendering:
+            if lease.token in worker.rendering:
                 error = worker.kill_reason or "worker died while rendering"
                 outcome = "expired" if worker.kill_reason else "lost"
                 state = self.ledger.fail(
@@ -391,13 +417,14 @@ class LocalExecutor:
                 self.ledger.release(lease, "requeued")
                 self._drained = False
         worker.queue.clear()
-        worker.rendering = None
+        worker.batches.clear()
+        worker.rendering.clear()
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
         tokens: list[int] = []
         for worker in self._workers:
-            if worker.rendering is not None and now - worker.last_progress > self.settings.lease_s:
+            if worker.rendering and now - worker.last_progress > self.settings.lease_s:
                 worker.kill_reason = f"no progress for {self.settings.lease_s:.0f} s"
                 worker.process.kill()
                 continue

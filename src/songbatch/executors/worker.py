@@ -44,8 +44,10 @@ class WorkerConfig:
     specs: dict[str, EngineSpec] = field(default_factory=dict)
 
 
-def spec_id(engine: str, model: str) -> str:
-    return f"{engine}|{model}"
+def spec_id(kind: str, engine: str, model: str) -> str:
+    """One engine instance per worker for each of these: a profile may use one engine name for
+    both kinds (with different settings)."""
+    return f"{kind}|{engine}|{model}"
 
 
 def worker_main(conn: Connection, config: WorkerConfig) -> None:
@@ -77,13 +79,13 @@ class _Worker:
         self.send(("ready", {"pid": os.getpid()}))
         try:
             while (message := self.conn.recv())[0] != "stop":
-                ticket: Ticket = message[1]
+                tickets: list[Ticket] = message[1]
                 try:
-                    engine = self._engine(ticket.spec_id)
+                    engine = self._engine(tickets[0].spec_id)
                 except SongbatchError as exc:
-                    self.send(("fatal", ticket.token, str(exc)))
+                    self.send(("fatal", tickets[0].token, str(exc)))
                     return
-                self._render(engine, ticket)
+                self._render(engine, tickets)
         finally:
             self._written.put(None)
             self._writer.join()
@@ -99,32 +101,38 @@ class _Worker:
             self.send(("loaded", spec, time.monotonic() - started))
         return self.engines[spec]
 
-    def _render(self, engine: Any, ticket: Ticket) -> None:
+    def _render(self, engine: Any, tickets: list[Ticket]) -> None:
+        """One engine call for the batch; each result goes to the writer, each error is that
+        job's alone."""
         from songbatch.crashpoints import crash_point
         from songbatch.errors import EngineError
 
-        self.send(("started", ticket.token))
+        self.send(("started", [ticket.token for ticket in tickets]))
         last_sent = time.monotonic()
 
         def progress() -> None:
             nonlocal last_sent
             now = time.monotonic()
             if now - last_sent >= PROGRESS_EVERY_S:
-                self.send(("progress", ticket.token))
+                self.send(("progress",))
                 last_sent = now
 
         started = time.monotonic()
         try:
-            [result] = engine.render([_request(ticket)], progress)
-        except EngineError as exc:
-            self.send(("failed", ticket.token, str(exc), exc.retryable))
-            return
-        except Exception as exc:  # an engine bug fails this job, not the run
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self.send(("failed", ticket.token, detail, True))
+            results = list(engine.render([_request(t) for t in tickets], progress))
+            if len(results) != len(tickets):
+                raise EngineError(f"engine gave {len(results)} results for {len(tickets)} jobs")
+        except Exception as exc:  # the whole call failed: every job of the batch, not the run
+            for ticket in tickets:
+                self.send(("failed", ticket.token, *_describe(exc)))
             return
         crash_point("after-render")
-        self._written.put((ticket, result, time.monotonic() - started))
+        elapsed = (time.monotonic() - started) / len(tickets)
+        for ticket, result in zip(tickets, results, strict=True):
+            if isinstance(result, EngineError):
+                self.send(("failed", ticket.token, *_describe(result)))
+            else:
+                self._written.put((ticket, result, elapsed))
 
     def _write_loop(self) -> None:
         from songbatch import audio
@@ -152,6 +160,16 @@ class _Worker:
                     },
                 )
             )
+
+
+def _describe(exc: BaseException) -> tuple[str, bool]:
+    """The message and whether another attempt may help; an unexpected exception is an engine
+    bug, worth one more try on a fresh attempt."""
+    from songbatch.errors import EngineError
+
+    if isinstance(exc, EngineError):
+        return str(exc), exc.retryable
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip(), True
 
 
 def _request(ticket: Ticket) -> RenderRequest:
