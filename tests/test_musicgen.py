@@ -1,0 +1,249 @@
+"""The MusicGen engine on a tiny random MusicGen: CPU, offline, the real transformers code path.
+
+The tiny model's audio is noise; these tests check lengths, batching, windows, seeds and errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from helpers.tiny_musicgen import build_tiny_musicgen  # noqa: E402
+from songbatch.engines import EngineSpec, RenderRequest, load_engine  # noqa: E402
+from songbatch.engines.base import RenderResult  # noqa: E402
+from songbatch.engines.musicgen import MusicGenEngine, Window, plan_windows  # noqa: E402
+from songbatch.errors import EngineError, EngineUnavailable  # noqa: E402
+
+SR = 32000
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_musicgen(tmp_path_factory.mktemp("tiny-musicgen"))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_folder: Path) -> Iterator[MusicGenEngine]:
+    # A model this small is all thread-sync overhead: one thread is faster, and does not stall
+    # when other processes share the CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    loaded = load_engine(
+        EngineSpec(kind="music", engine="musicgen", model=str(tiny_folder), batch_size=2), "cpu"
+    )
+    assert isinstance(loaded, MusicGenEngine)
+    yield loaded
+    loaded.close()
+    torch.set_num_threads(threads)
+
+
+def track(
+    seed: int = 1, duration_s: float = 1.0, prompt: str = "calm piano", **params: Any
+) -> RenderRequest:
+    return RenderRequest(
+        key=f"{prompt}-{seed}-{duration_s}",
+        kind="music",
+        text=prompt,
+        seed=seed,
+        params=params,
+        duration_s=duration_s,
+    )
+
+
+def ok(results: object) -> list[RenderResult]:
+    assert isinstance(results, list)
+    assert all(isinstance(result, RenderResult) for result in results), results
+    return results
+
+
+def test_equal_tracks_are_one_generate_call(engine: MusicGenEngine) -> None:
+    calls = engine.generate_calls
+    beats: list[int] = []
+    requests = [track(1, 4.0), track(2, 4.0, "fast rock drums")]
+    results = ok(engine.render(requests, lambda: beats.append(1)))
+    assert engine.generate_calls == calls + 1
+    for result in results:
+        assert result.audio.shape == (4 * SR,)
+        assert result.audio.dtype == np.float32
+        assert np.isfinite(result.audio).all()
+        assert np.abs(result.audio).max() <= 1.0
+        assert result.sample_rate == SR
+        assert result.info["batch"] == 2
+        assert result.info["windows"] == 1
+        assert result.info["device"] == "cpu"
+    # progress() once per decoding step: 4 s at 50 Hz plus the 3-step codebook delay
+    assert len(beats) >= 4 * 50
+
+
+def test_long_track_is_continued_in_windows(
+    engine: MusicGenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, Any]] = []
+    real = engine.model.generate
+
+    def generate(**kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(engine.model, "generate", generate)
+    beats: list[int] = []
+    (result,) = ok(engine.render([track(5, 40.0)], lambda: beats.append(1)))
+    assert result.audio.shape == (40 * SR,)
+    assert np.isfinite(result.audio).all()
+    assert len(beats) >= 40 * 50
+    # 30 s, then a window prompted with the last 12 s that adds the missing 10 s
+    assert result.info["windows"] == 2
+    first, second = seen
+    assert "input_values" not in first
+    assert first["generation_config"].max_new_tokens == 30 * 50 + 3
+    prompt = second["input_values"]
+    assert prompt.shape == (1, 1, 12 * SR)
+    assert prompt.dtype == engine.dtype
+    assert second["generation_config"].max_new_tokens == 10 * 50 + 3
+
+
+def test_lengths_are_exact_for_odd_durations(engine: MusicGenEngine) -> None:
+    (result,) = ok(engine.render([track(1, 1.23456)], lambda: None))
+    assert result.audio.shape == (round(1.23456 * SR),)
+
+
+def test_same_seed_same_audio_other_seed_other_audio(engine: MusicGenEngine) -> None:
+    first, again, other = (ok(engine.render([track(seed)], lambda: None))[0] for seed in (7, 7, 8))
+    assert np.array_equal(first.audio, again.audio)
+    assert not np.allclose(first.audio, other.audio)
+
+
+def test_track_does_not_depend_on_its_batch_mates(engine: MusicGenEngine) -> None:
+    alone = ok(engine.render([track(3)], lambda: None))[0]
+    mates = ok(engine.render([track(9, prompt="jazz guitar song"), track(3)], lambda: None))
+    # Same tokens; the codec's batched convolutions may round the last bit differently.
+    np.testing.assert_allclose(mates[1].audio, alone.audio, atol=1e-5)
+
+
+def test_mixed_lengths_and_params_are_grouped(engine: MusicGenEngine) -> None:
+    calls = engine.generate_calls
+    requests = [
+        track(1, 1.0),
+        track(2, 0.5),
+        track(3, 1.0),
+        track(4, 1.0, guidance_scale=1.0),
+        track(5, 1.0, lyrics_style="ignored key"),
+    ]
+    results = ok(engine.render(requests, lambda: None))
+    lengths = [result.audio.shape[0] for result in results]
+    assert lengths == [SR, SR // 2, SR, SR, SR]
+    # (1 s, defaults) x3 in batches of 2 -> 2 calls; (0.5 s) -> 1; (1 s, no guidance) -> 1
+    assert engine.generate_calls == calls + 4
+    assert [result.info["batch"] for result in results] == [2, 1, 2, 1, 1]
+
+
+def test_top_k_1_sampling_is_greedy(engine: MusicGenEngine) -> None:
+    greedy = ok(engine.render([track(1, do_sample=False)], lambda: None))[0]
+    top1 = ok(engine.render([track(2, top_k=1, temperature=0.7)], lambda: None))[0]
+    assert np.array_equal(greedy.audio, top1.audio)
+
+
+def test_lyrics_are_ignored_and_said_so(engine: MusicGenEngine) -> None:
+    request = RenderRequest(
+        key="lyrics", kind="music", text="song", seed=1, duration_s=0.5, lyrics="la la la"
+    )
+    (result,) = ok(engine.render([request], lambda: None))
+    assert result.info["lyrics_ignored"] is True
+
+
+def test_bad_params_fail_only_their_job(engine: MusicGenEngine) -> None:
+    results = engine.render([track(1, extend_stride=45), track(2), track(3, 0.0)], lambda: None)
+    assert isinstance(results[0], EngineError)
+    assert "extend_stride" in str(results[0])
+    assert not results[0].retryable
+    assert isinstance(results[1], RenderResult)
+    assert isinstance(results[2], EngineError)
+
+
+def _oom_when(engine: MusicGenEngine, monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    """Make generate() run out of memory for batches larger than `limit`."""
+    real = engine.model.generate
+
+    def generate(**kwargs: Any) -> Any:
+        if kwargs["input_ids"].shape[0] > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(**kwargs)
+
+    monkeypatch.setattr(engine.model, "generate", generate)
+
+
+def test_out_of_memory_halves_the_batch(
+    engine: MusicGenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = [track(1), track(2, prompt="rock")]
+    together = ok(engine.render(requests, lambda: None))
+    _oom_when(engine, monkeypatch, limit=1)
+    split = ok(engine.render(requests, lambda: None))
+    assert [result.info["batch"] for result in split] == [1, 1]
+    for before, after in zip(together, split, strict=True):
+        np.testing.assert_allclose(after.audio, before.audio, atol=1e-5)
+
+
+def test_out_of_memory_alone_fails_that_job_only(
+    engine: MusicGenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _oom_when(engine, monkeypatch, limit=0)
+    results = engine.render([track(1), track(2)], lambda: None)
+    for result in results:
+        assert isinstance(result, EngineError)
+        assert "out of memory" in str(result)
+        assert not result.retryable
+
+
+def test_missing_weights_say_how_to_provide_them(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    spec = EngineSpec(kind="music", engine="musicgen", model=str(missing))
+    with pytest.raises(EngineUnavailable) as caught:
+        load_engine(spec, "cpu")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(missing) in message
+    assert "Hugging Face cache" in message
+    assert "model:" in message
+    assert "--profile offline" in message
+
+
+def test_window_schedule_matches_audiocraft() -> None:
+    # 50 Hz: 30 s window = 1500 frames, stride 18 s = 900 frames, prompt 12 s = 600 frames
+    assert plan_windows(1000, 1500, 900) == [Window(0, 1000)]
+    assert plan_windows(1500, 1500, 900) == [Window(0, 1500)]
+    assert plan_windows(2000, 1500, 900) == [Window(0, 1500), Window(600, 500)]
+    assert plan_windows(3300, 1500, 900) == [Window(0, 1500), Window(600, 900), Window(600, 900)]
+
+
+def test_stereo_checkpoints_give_samples_by_channels(tmp_path: Path) -> None:
+    folder = build_tiny_musicgen(tmp_path / "stereo", stereo=True)
+    stereo = load_engine(EngineSpec(kind="music", engine="musicgen", model=str(folder)), "cpu")
+    (result,) = ok(stereo.render([track(1, 0.5)], lambda: None))
+    assert result.audio.shape == (SR // 2, 2)
+    assert result.audio.flags.c_contiguous
+
+
+@pytest.mark.parametrize("guidance", [3.0, 1.0])
+def test_greedy_matches_transformers_own_generate(engine: MusicGenEngine, guidance: float) -> None:
+    """Our sampler hands generate() one-hot scores, before its own guidance step: the result must
+    be exactly what transformers makes by itself."""
+    prompts = ["calm piano", "fast rock drums"]
+    requests = [
+        track(i, 1.0, p, do_sample=False, guidance_scale=guidance) for i, p in enumerate(prompts)
+    ]
+    ours = ok(engine.render(requests, lambda: None))
+    inputs = engine.processor(text=prompts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        theirs = engine.model.generate(
+            **inputs, do_sample=False, guidance_scale=guidance, max_new_tokens=50 + 3
+        )
+    for row, result in enumerate(ours):
+        np.testing.assert_array_equal(result.audio, np.clip(theirs[row, 0].numpy(), -1, 1))
