@@ -287,13 +287,25 @@ def _small_config() -> MusicgenConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# chatterbox: add `bench_chatterbox(args: argparse.Namespace) -> None` here (one voice, N
-# sentences one at a time vs whatever batching it offers; reuse Measurement and _print_table)
-# and register it in SECTIONS below.
+# chatterbox: its package pins other versions, so it lives in its own environment and script.
+
+
+def bench_chatterbox(args: argparse.Namespace) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("chatterbox") is None:
+        print("chatterbox: not installed in this environment; run it in its own:")
+        print("  bash .ci/chatterbox-env && .venv-chatterbox/bin/python bench/gpu_chatterbox.py")
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gpu_chatterbox import chatterbox_bench
+
+    chatterbox_bench(args.device or "cpu", chunks=args.tracks)
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "musicgen": bench_musicgen,
+    "chatterbox": bench_chatterbox,
 }
 
 

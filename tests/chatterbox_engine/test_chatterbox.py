@@ -1,0 +1,297 @@
+"""The chatterbox engine on the REAL chatterbox-tts 0.1.7 code with tiny random weights.
+
+Runs in the separate environment (`bash .ci/chatterbox-env`, then
+`.venv-chatterbox/bin/pytest tests/chatterbox_engine`); anywhere without the package it skips.
+Random weights never sample the stop token, so every call is capped to a few speech tokens
+(`tiny_chatterbox.cap_speech_tokens`); durations are then a handful of 40 ms frames, and the QA
+bounds below are set around them.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported, which reads it once
+
+import dataclasses
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("chatterbox.tts", reason="needs the chatterbox env: bash .ci/chatterbox-env")
+
+import tiny_chatterbox as tiny
+import torch
+from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
+from safetensors.torch import save_file
+
+from songbatch.engines import chatterbox as cb
+from songbatch.engines.base import EngineSpec, RenderRequest, RenderResult
+from songbatch.errors import EngineError, EngineUnavailable
+
+# A normal tiny render (12 tokens) lasts about 0.4 s against an expected 1.0 s (the floor for
+# short texts): these bounds pass it and still fail a 3-token render (about 0.08 s).
+LOOSE_QA = {"qa_min_ratio": 0.25, "qa_max_ratio": 5.0, "qa_retries": 2}
+TEXT = "Hello there."
+
+
+def spec(**params: Any) -> EngineSpec:
+    return EngineSpec(
+        kind="speech",
+        engine="chatterbox",
+        model="ResembleAI/chatterbox",
+        params={"variant": "english", **LOOSE_QA, **params},
+        max_chars=300,
+    )
+
+
+def request(voice: Path | None, *, seed: int = 1, text: str = TEXT, **params: Any) -> RenderRequest:
+    return RenderRequest(
+        key=f"k{seed}",
+        kind="speech",
+        text=text,
+        seed=seed,
+        params={"language": "en-GB", **params},
+        voice_path=None if voice is None else str(voice),
+    )
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    # One intra-op thread: with two on a 2-core machine that is busy with anything else, OpenMP's
+    # spinning threads wait on each other and a 3 s render took 100 s (seen here).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # diffusers' deprecation notices while S3Gen is built
+        model = tiny.build_tiny_model(tmp_path_factory.mktemp("tiny"))
+    yield model
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def model(built: Any) -> Iterator[Any]:
+    """The module's model, with whatever a test or an engine changed on it put back."""
+    saved = {name: getattr(built, name) for name in ("watermarker", "conds")}
+    inference = built.t3.inference
+    prepares = Counter()
+    real_prepare = built.prepare_conditionals
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        prepares()
+        return real_prepare(*args, **kwargs)
+
+    built.prepare_conditionals = counted
+    built.prepares = prepares
+    yield built
+    for name, value in saved.items():
+        setattr(built, name, value)
+    built.t3.inference = inference
+    del built.prepare_conditionals, built.prepares
+
+
+@pytest.fixture
+def voice(tmp_path: Path) -> Path:
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    return tiny.write_voice(voices / ("ab" * 32))  # named like <state>/voices/<sha256>
+
+
+def render_one(engine: cb.ChatterboxEngine, req: RenderRequest) -> RenderResult | EngineError:
+    [result] = engine.render([req], Counter())
+    return result
+
+
+def ok(result: RenderResult | EngineError) -> RenderResult:
+    assert isinstance(result, RenderResult), result
+    return result
+
+
+def test_renders_a_chunk_with_a_voice_reference(
+    model: Any, voice: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    engine = cb.ChatterboxEngine.from_model(model, spec())
+    progress = Counter()
+    capfd.readouterr()
+    [result] = engine.render([request(voice, seed=3)], progress)
+    assert capfd.readouterr() == ("", ""), "the library printed"
+    result = ok(result)
+    assert result.sample_rate == 24000 == engine.sample_rate
+    assert result.audio.dtype == np.float32 and result.audio.ndim == 1
+    assert 0.2 < result.duration_s < 1.0
+    assert np.abs(result.audio).max() <= 1.0 and np.abs(result.audio).max() > 0
+    assert result.info["variant"] == "english"
+    assert result.info["qa_renders"] == 1 and result.info["seed_used"] == 3
+    assert result.info["qa_ratio"] == pytest.approx(result.duration_s / 1.0, abs=1e-3)
+    assert result.info["watermarked"] is True
+    assert progress.calls >= 2
+
+
+def test_conditionals_are_prepared_once_then_cached_on_disk(model: Any, voice: Path) -> None:
+    engine = cb.ChatterboxEngine.from_model(model, spec())
+    ok(render_one(engine, request(voice, seed=1)))
+    ok(render_one(engine, request(voice, seed=2)))
+    cache = voice.with_name(f"{voice.name}.english.conds.pt")
+    assert cache.is_file() and model.prepares.calls == 1
+    assert sorted(p.name for p in voice.parent.iterdir()) == [voice.name, cache.name]
+    # Another worker (a second engine) loads the file instead of analysing the voice again.
+    again = cb.ChatterboxEngine.from_model(model, spec())
+    first = ok(render_one(again, request(voice, seed=1)))
+    assert model.prepares.calls == 1
+    # ... and renders exactly what the engine that prepared it rendered for the same seed.
+    fresh = cb.ChatterboxEngine.from_model(model, spec())
+    cache.unlink()
+    assert np.array_equal(ok(render_one(fresh, request(voice, seed=1))).audio, first.audio)
+    assert model.prepares.calls == 2
+
+
+def test_a_seed_makes_a_render_reproducible(model: Any, voice: Path) -> None:
+    engine = cb.ChatterboxEngine.from_model(model, spec())
+    a = ok(render_one(engine, request(voice, seed=11))).audio
+    b = ok(render_one(engine, request(voice, seed=11))).audio
+    c = ok(render_one(engine, request(voice, seed=12))).audio
+    assert np.array_equal(a, b)
+    assert a.shape != c.shape or not np.array_equal(a, c)
+
+
+def test_qa_fails_after_every_seed_with_the_ratio(model: Any, voice: Path) -> None:
+    calls = Counter()
+
+    def counted_cap() -> int:
+        calls()
+        return tiny.DEFAULT_TOKENS
+
+    tiny.cap_speech_tokens(model, counted_cap)
+    engine = cb.ChatterboxEngine.from_model(model, spec(qa_min_ratio=0.0, qa_max_ratio=0.01))
+    result = render_one(engine, request(voice, seed=5))
+    assert isinstance(result, EngineError) and not result.retryable
+    assert calls.calls == 3
+    message = str(result)
+    assert message.startswith("QA: duration ratio 0.")
+    assert "outside 0.0-0.01 after 3 seeds" in message
+
+
+def test_qa_renders_again_with_another_seed(model: Any, voice: Path) -> None:
+    tiny.cap_speech_tokens(model, tiny.token_schedule([3]))  # the first render is truncated
+    engine = cb.ChatterboxEngine.from_model(model, spec())
+    result = ok(render_one(engine, request(voice, seed=7)))
+    assert result.info["qa_renders"] == 2
+    assert result.info["seed_used"] == 7 + cb.SEED_STRIDE
+    assert LOOSE_QA["qa_min_ratio"] <= result.info["qa_ratio"] <= LOOSE_QA["qa_max_ratio"]
+
+
+def test_watermark_is_on_by_default_and_can_be_switched_off(model: Any, voice: Path) -> None:
+    marked = cb.ChatterboxEngine.from_model(model, spec())
+    with_mark = ok(render_one(marked, request(voice, seed=9)))
+    plain = cb.ChatterboxEngine.from_model(model, spec(watermark=False))
+    without = ok(render_one(plain, request(voice, seed=9)))
+    assert with_mark.info["watermarked"] is True and without.info["watermarked"] is False
+    assert with_mark.audio.shape == without.audio.shape
+    assert not np.allclose(with_mark.audio, without.audio)
+
+
+def test_bf16_autocast_wraps_only_the_token_loop(model: Any, voice: Path) -> None:
+    """On a GPU `auto` means this; the CPU's autocast runs the same code path here."""
+    engine = cb.ChatterboxEngine.from_model(model, spec(dtype="bfloat16"))
+    assert engine.autocast_dtype is torch.bfloat16
+    result = ok(render_one(engine, request(voice, seed=2)))
+    assert result.audio.dtype == np.float32
+    assert next(model.s3gen.parameters()).dtype == torch.float32
+    assert cb.ChatterboxEngine.from_model(model, spec()).autocast_dtype is None  # auto on a CPU
+
+
+def test_one_bad_request_fails_alone(model: Any, voice: Path, tmp_path: Path) -> None:
+    engine = cb.ChatterboxEngine.from_model(model, spec())
+    requests = [
+        request(tmp_path / "missing-voice", seed=1),
+        request(voice, seed=1, language="de-DE"),
+        request(voice, seed=1, cfg_weight=0.0),  # 0.1.7's English path breaks on exactly 0
+        request(None, seed=1),  # no voice, and the tiny checkpoint has no built-in one
+        request(voice, seed=1, text="* * *"),
+    ]
+    missing, german, cfg_zero, no_voice, scene_break = engine.render(requests, Counter())
+    assert isinstance(missing, EngineError) and "missing" in str(missing)
+    assert isinstance(german, EngineError) and "variant: multilingual" in str(german)
+    assert not german.retryable
+    assert ok(cfg_zero).info["qa_renders"] >= 1
+    assert isinstance(no_voice, EngineError) and "built-in voice" in str(no_voice)
+    assert ok(scene_break).info["silent"] is True
+
+
+def test_language_ids_for_the_multilingual_variant() -> None:
+    assert cb.language_id("pt-BR") == "pt"
+    assert cb.language_id("zh-Hant-TW") == "zh"
+    assert cb.language_id("nb-NO") == "no"
+    assert cb.language_id(None) == "en"
+    with pytest.raises(EngineError, match="cannot speak language 'tlh'"):
+        cb.language_id("tlh")
+
+
+def test_unknown_variant_and_missing_local_folder_are_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(EngineUnavailable, match="variant 'huge' is unknown"):
+        cb.load(spec(variant="huge"), "cpu")
+    missing = tmp_path / "no-such-checkpoint"
+    with pytest.raises(EngineUnavailable, match=r"no-such-checkpoint.*does not exist"):
+        cb.load(dataclasses.replace(spec(), model=str(missing)), "cpu")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EngineUnavailable, match=r"lacks ve\.safetensors, t3_cfg\.safetensors"):
+        cb.load(dataclasses.replace(spec(), model=str(empty)), "cpu")
+
+
+def test_weights_not_cached_and_no_network_is_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    with pytest.raises(EngineUnavailable) as caught:
+        cb.load(spec(), "cpu")
+    message = str(caught.value)
+    assert "ResembleAI/chatterbox" in message and "hf download" in message
+    assert "--profile offline|replicate" in message
+
+
+def test_load_runs_the_librarys_from_local(
+    model: Any, voice: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint folder in the layout from_local reads, holding the tiny model's weights and
+    a built-in voice; from_local's T3() gets the tiny Llama under the default config's name."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    save_file(model.ve.state_dict(), folder / "ve.safetensors")
+    # After a first generate T3 also holds `patched_model`, which shares its tensors: a fresh
+    # T3() has no such keys, so the checkpoint must not either.
+    t3_state = {k: v for k, v in model.t3.state_dict().items() if not k.startswith("patched_")}
+    save_file(t3_state, folder / "t3_cfg.safetensors")
+    # from_local loads S3Gen with strict=False: a partial file keeps this test's disk use small.
+    s3gen_part = {k: v for k, v in model.s3gen.state_dict().items() if k.startswith("mel2wav.f0")}
+    save_file({k: v.contiguous() for k, v in s3gen_part.items()}, folder / "s3gen.safetensors")
+    model.tokenizer.tokenizer.save(str(folder / "tokenizer.json"))
+    model.prepare_conditionals(str(voice))
+    model.conds.save(folder / "conds.pt")
+    monkeypatch.setitem(LLAMA_CONFIGS, "Llama_520M", LLAMA_CONFIGS[tiny.TINY_LLAMA])
+
+    engine = cb.load(dataclasses.replace(spec(), model=str(folder)), "cpu")
+    assert torch.equal(engine.model.t3.speech_emb.weight, model.t3.speech_emb.weight), (
+        "from_local did not load the checkpoint"
+    )
+    tiny.cap_speech_tokens(engine.model, lambda: tiny.DEFAULT_TOKENS)
+    result = ok(render_one(engine, request(None, seed=4)))  # the checkpoint's built-in voice
+    assert result.info["voice"] == "builtin"
+    engine.close()

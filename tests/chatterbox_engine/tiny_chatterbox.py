@@ -1,0 +1,100 @@
+"""A tiny random Chatterbox (English variant) built from the real package's classes.
+
+Real `T3`, `S3Gen` (`S3Token2Wav`), `VoiceEncoder`, `EnTokenizer` and `ChatterboxTTS`, with random
+weights: every code path our engine drives is the library's own, only the weights are fake. T3
+gets a one-layer Llama (hidden size 1024 because the library's Perceiver is fixed at that size);
+S3Gen and the voice encoder are full size, as the library hard-codes their shapes. Random weights
+never sample the stop token, so `cap_speech_tokens` bounds each call's token loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from chatterbox.models.s3gen import S3Gen
+from chatterbox.models.t3 import T3
+from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
+from chatterbox.models.t3.modules.t3_config import T3Config
+from chatterbox.models.tokenizers import EnTokenizer
+from chatterbox.models.voice_encoder import VoiceEncoder
+from chatterbox.tts import ChatterboxTTS
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+TINY_LLAMA = "songbatch_tiny_llama"
+# Default speech tokens per call: 25 tokens are one second of audio.
+DEFAULT_TOKENS = 12
+
+
+def _register_tiny_llama() -> None:
+    """One Llama layer; same fields as the library's 520M config otherwise."""
+    config = dict(LLAMA_CONFIGS["Llama_520M"])
+    config.update(num_hidden_layers=1, intermediate_size=256)
+    LLAMA_CONFIGS[TINY_LLAMA] = config
+
+
+def write_tokenizer(path: Path) -> Path:
+    """A character-level WordLevel tokenizer with the ids the model expects: [STOP]=0,
+    [START]=255, everything below the English vocabulary size of 704."""
+    vocab = {"[STOP]": 0, "[UNK]": 1, "[SPACE]": 2, "[START]": 255}
+    chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'\"-"
+    vocab.update({c: 3 + i for i, c in enumerate(chars)})
+    # Fill the ids in between: tokenizers warns about (and may mangle) a vocabulary with holes.
+    used = set(vocab.values())
+    vocab.update({f"[UNUSED{i}]": i for i in range(256) if i not in used})
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tokenizer.add_special_tokens(["[STOP]", "[UNK]", "[SPACE]", "[START]"])
+    tokenizer.save(str(path))
+    json.loads(path.read_text())  # fail here, not in the model, if it did not serialise
+    return path
+
+
+def cap_speech_tokens(model: ChatterboxTTS, caps: Callable[[], int]) -> None:
+    """Wrap `model.t3.inference` so each call samples at most `caps()` tokens."""
+    inner = model.t3.inference
+
+    @functools.wraps(inner)
+    def capped(*args: Any, **kwargs: Any) -> Any:
+        kwargs["max_new_tokens"] = min(int(kwargs.get("max_new_tokens") or 1000), caps())
+        return inner(*args, **kwargs)
+
+    model.t3.inference = capped
+
+
+def token_schedule(first: list[int], then: int = DEFAULT_TOKENS) -> Callable[[], int]:
+    """Caps for successive calls: the `first` ones in order, then `then` for ever."""
+    pending: Iterator[int] = iter(first)
+    return lambda: next(pending, then)
+
+
+def build_tiny_model(folder: Path, *, seed: int = 0, device: str = "cpu") -> ChatterboxTTS:
+    """The real ChatterboxTTS around tiny random parts, in eval mode, with no built-in voice."""
+    _register_tiny_llama()
+    torch.manual_seed(seed)
+    hp = T3Config.english_only()
+    hp.llama_config_name = TINY_LLAMA
+    t3 = T3(hp).to(device).eval()
+    s3gen = S3Gen().to(device).eval()
+    ve = VoiceEncoder().to(device).eval()
+    tokenizer = EnTokenizer(str(write_tokenizer(folder / "tokenizer.json")))
+    model = ChatterboxTTS(t3, s3gen, ve, tokenizer, device=device)
+    cap_speech_tokens(model, lambda: DEFAULT_TOKENS)
+    return model
+
+
+def write_voice(path: Path, *, seconds: float = 1.5, sample_rate: int = 24000) -> Path:
+    """A voice reference: a voiced-sounding tone stack with noise, as a WAV (the file name may
+    have no extension, like `<state>/voices/<sha256>`; soundfile is told the format)."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    rng = np.random.default_rng(7)
+    wave = sum(np.sin(2 * np.pi * f * t) / (k + 1) for k, f in enumerate((140, 280, 420, 560)))
+    wave = 0.2 * wave / np.abs(wave).max() + 0.01 * rng.standard_normal(t.size)
+    sf.write(str(path), wave.astype(np.float32), sample_rate, format="WAV", subtype="PCM_16")
+    return path
