@@ -85,7 +85,7 @@ def test_workspace_profile_shadows_builtin(tmp_path: Path) -> None:
     profile = resolve_profile("offline", None, Workspace(tmp_path))
     assert profile.name == "my-offline"
     assert profile.path == (tmp_path / "profiles" / "offline.yaml").resolve()
-    assert available_profiles(Workspace(tmp_path)) == ["local", "offline"]
+    assert available_profiles(Workspace(tmp_path)) == ["local", "offline", "replicate"]
 
 
 def test_paths_explicit_relative_to_cwd_manifest_relative_to_base(

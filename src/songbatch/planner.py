@@ -6,6 +6,7 @@ model, params, seed, duration), so the same inputs are never rendered twice, acr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -56,7 +57,7 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
         jobs, rows, voices = _plan_book(manifest, profile.engine_spec("speech"), profile)
         units = [_unit(i, ch.title, ch.file) for i, ch in enumerate(manifest.chapters)]
     else:
-        jobs, rows = _plan_album(manifest, profile.engine_spec("music"))
+        jobs, rows = _plan_album(manifest, _music_specs(profile))
         voices = {}
         units = [_unit(i, tr.title, tr.file) for i, tr in enumerate(manifest.tracks)]
     assembly = _assembly_spec(loaded, workspace, units, _comment(manifest, profile))
@@ -158,11 +159,21 @@ def _speech_job(
 # ---------------------------------------------------------------------- albums
 
 
-def _plan_album(album: Album, spec: EngineSpec) -> tuple[list[JobRow], list[PlanRow]]:
+def _music_specs(profile: Profile) -> tuple[EngineSpec, EngineSpec]:
+    """The music engine for tracks without lyrics, and for songs with them: a remote profile
+    may send songs to another model, which must then be part of their keys."""
+    spec = profile.engine_spec("music")
+    lyrics_model = profile.replicate.lyrics_model if profile.replicate else None
+    return spec, dataclasses.replace(spec, model=lyrics_model) if lyrics_model else spec
+
+
+def _plan_album(
+    album: Album, specs: tuple[EngineSpec, EngineSpec]
+) -> tuple[list[JobRow], list[PlanRow]]:
     jobs: list[JobRow] = []
     rows: list[PlanRow] = []
     for unit, track in enumerate(album.tracks):
-        job = _music_job(spec, track)
+        job = _music_job(specs[1] if track.lyrics else specs[0], track)
         jobs.append(job)
         rows.append(PlanRow(unit=unit, seq=0, key=job.key, pause_after_ms=0))
     return jobs, rows

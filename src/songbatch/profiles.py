@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import songbatch
 from songbatch.engines.base import EngineSpec
@@ -34,6 +34,100 @@ class EngineConfig(_Strict):
     batch_size: int = Field(default=1, ge=1, le=256)  # jobs per engine call (equal-length music)
 
 
+class PriceRule(_Strict):
+    """How Replicate bills one prediction of a model. No defaults: a price is never guessed."""
+
+    per: Literal["second", "1k_chars", "output"]
+    hardware: str | None = None  # per second: a key of `hardware_usd_per_s`
+    usd: float | None = Field(default=None, ge=0)  # per 1k_chars or per output
+    chars_from: str = "text"  # per 1k_chars: which model input is counted
+
+    @model_validator(mode="after")
+    def _complete(self) -> PriceRule:
+        if self.per == "second" and self.hardware is None:
+            raise ValueError("a per-second price needs `hardware`")
+        if self.per != "second" and self.usd is None:
+            raise ValueError(f"a per-{self.per} price needs `usd`")
+        return self
+
+
+class PredictEstimate(_Strict):
+    """Expected predict time: base_s + per_audio_s x seconds of audio asked for. A prediction
+    running past `worst_factor` times this is cancelled; that bound is what the budget reserves."""
+
+    base_s: float = Field(ge=0)
+    per_audio_s: float = Field(ge=0)
+    worst_factor: float = Field(default=3.0, ge=1)
+
+
+class RemoteModel(_Strict):
+    """One Replicate model: where to send it, how a job becomes its input, what it costs."""
+
+    ref: str = Field(min_length=3)  # "owner/name" (official) or "owner/name:version"
+    inputs: dict[str, str]  # model input -> text | lyrics | seed | duration | voice | params.X
+    fixed: dict[str, Any] = Field(default_factory=dict)  # constant inputs
+    limits: dict[str, list[int]] = Field(default_factory=dict)  # input -> [min, max] chars
+    price: PriceRule
+    predict: PredictEstimate
+
+    @model_validator(mode="after")
+    def _pairs(self) -> RemoteModel:
+        for name, bounds in self.limits.items():
+            if len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise ValueError(f"limits.{name}: expected [min, max] characters")
+        return self
+
+
+class RateLimit(_Strict):
+    """Creates per minute (a sliding 60 s window, like Replicate's), a token-bucket burst and
+    the most predictions in flight at once."""
+
+    creates_per_min: int = Field(default=600, ge=1)
+    burst: int = Field(default=10, ge=1)
+    concurrency: int = Field(default=32, ge=1)
+
+
+RATE_PRESETS: dict[str, RateLimit] = {
+    "standard": RateLimit(),
+    # Replicate's documented limit for accounts with little credit.
+    "low-credit": RateLimit(creates_per_min=6, burst=1, concurrency=6),
+}
+
+
+class RetryPolicy(_Strict):
+    max_attempts: int = Field(default=6, ge=1)  # creates per job for 5xx/timeouts/lost replies
+    base_s: float = Field(default=1.0, gt=0)
+    cap_s: float = Field(default=60.0, gt=0)
+    max_total_s: float = Field(default=900.0, gt=0)  # per job, from its first create
+
+
+class ReplicateConfig(_Strict):
+    hardware_usd_per_s: dict[str, float]
+    models: dict[str, RemoteModel]
+    lyrics_model: str | None = None  # music jobs with lyrics go here (a key of `models`)
+    rate: Literal["standard", "low-credit"] | RateLimit = "standard"
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    poll_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)  # HTTP read timeout
+    cancel_grace_s: float = Field(default=5.0, ge=0)  # reserved beyond the cancel point
+    max_spend_per_run: float | None = Field(default=None, ge=0)
+    max_spend_per_day: float | None = Field(default=None, ge=0)
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        return RATE_PRESETS[self.rate] if isinstance(self.rate, str) else self.rate
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReplicateConfig:
+        for name, model in self.models.items():
+            hardware = model.price.hardware
+            if hardware is not None and hardware not in self.hardware_usd_per_s:
+                raise ValueError(f"model {name!r}: hardware {hardware!r} has no price")
+        if self.lyrics_model is not None and self.lyrics_model not in self.models:
+            raise ValueError(f"lyrics_model {self.lyrics_model!r} is not in `models`")
+        return self
+
+
 class _ProfileFile(_Strict):
     """The fields a profile YAML may set."""
 
@@ -44,6 +138,26 @@ class _ProfileFile(_Strict):
     devices: str = Field(default="auto", min_length=1)
     lease_seconds: float = Field(default=120, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    replicate: ReplicateConfig | None = None  # required when an engine is "replicate"
+
+    @model_validator(mode="after")
+    def _remote_models_known(self) -> _ProfileFile:
+        if (self.speech.engine == "replicate") != (self.music.engine == "replicate"):
+            # One executor runs a whole run; mixing local and remote kinds is not supported yet.
+            raise ValueError("use the replicate engine for both speech and music, or for neither")
+        for kind, config in (("speech", self.speech), ("music", self.music)):
+            if config.engine != "replicate":
+                continue
+            if self.replicate is None:
+                raise ValueError(f"{kind} uses the replicate engine: add a `replicate:` section")
+            if config.model not in self.replicate.models:
+                raise ValueError(f"{kind} model {config.model!r} is not in replicate.models")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        """Whether jobs render through the Replicate API rather than on local devices."""
+        return "replicate" in (self.speech.engine, self.music.engine)
 
 
 class Profile(_ProfileFile):
@@ -132,8 +246,13 @@ def _yamls(folder: Path) -> list[Path]:
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "RATE_PRESETS",
     "EngineConfig",
+    "PriceRule",
     "Profile",
+    "RateLimit",
+    "RemoteModel",
+    "ReplicateConfig",
     "available_profiles",
     "builtin_profiles_dir",
     "load_profile",

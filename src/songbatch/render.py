@@ -14,11 +14,12 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from songbatch.assemble import Assembler
 from songbatch.engines import check_engine
 from songbatch.engines.base import EngineSpec, Kind
-from songbatch.errors import SongbatchError
+from songbatch.errors import BudgetExceeded, EngineUnavailable, InputError, SongbatchError
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.devices import DeviceSlot, parse_devices
 from songbatch.executors.local import ExecutorSettings, ExecutorSummary, LocalExecutor
@@ -30,6 +31,9 @@ from songbatch.planner import Plan, commit_plan, plan_manifest
 from songbatch.profiles import Profile, resolve_profile
 from songbatch.runlock import RunLock
 from songbatch.workspace import Workspace
+
+if TYPE_CHECKING:
+    from songbatch.remote.executor import RemoteHooks
 
 
 @dataclass
@@ -45,7 +49,9 @@ class RenderOptions:
     profile: str | None = None
     devices: str | None = None
     time_limit_s: float | None = None
+    max_spend: float | None = None  # USD this run may spend on remote predictions
     argv: Sequence[str] = ()
+    remote_hooks: RemoteHooks | None = None  # tests and benchmarks: virtual clock, fake API
 
 
 @dataclass
@@ -56,6 +62,7 @@ class RenderReport:
     failed: list[tuple[str, str, str | None]] = field(default_factory=list)  # book, unit, error
     assembly_errors: list[str] = field(default_factory=list)
     exit_code: int = 0
+    stop_reason: str | None = None  # why a run stopped early (the budget cap)
 
 
 def load_all(paths: Sequence[Path], profile: str | None, workspace: Workspace) -> list[Planned]:
@@ -67,15 +74,30 @@ def load_all(paths: Sequence[Path], profile: str | None, workspace: Workspace) -
             profile, loaded.manifest.profile, workspace, base_dir=loaded.path.parent
         )
         kind: Kind = "speech" if loaded.manifest.kind == "audiobook" else "music"
-        check_engine(chosen.engine_spec(kind))
+        if chosen.remote:
+            _check_remote()
+        else:
+            check_engine(chosen.engine_spec(kind))
         planned.append(Planned(loaded, chosen, plan_manifest(loaded, chosen, workspace)))
     return planned
+
+
+def _check_remote() -> None:
+    """Before anything is written: the remote engine's package is importable."""
+    import importlib.util
+
+    if importlib.util.find_spec("replicate") is None:
+        raise EngineUnavailable(
+            "the replicate engine needs the 'replicate' package: pip install 'songbatch[replicate]'"
+        )
 
 
 def render(
     paths: Sequence[Path], options: RenderOptions, observer: Observer = ignore
 ) -> RenderReport:
     workspace = options.workspace
+    if options.max_spend is not None and options.max_spend < 0:
+        raise InputError(f"--max-spend {options.max_spend}: expected an amount in USD >= 0")
     planned = load_all(paths, options.profile, workspace)
     devices = options.devices or planned[0].profile.devices
     slots, warning = parse_devices(devices)
@@ -129,7 +151,12 @@ def _execute(
         deadline = time.monotonic() + options.time_limit_s
     observer(RunEvent("run-started", data={"jobs": tracker.remaining, "workers": len(slots)}))
     try:
-        if tracker.remaining:
+        if tracker.remaining and profile.remote:
+            report.summary = _run_remote(
+                ledger, workspace, profile, infos, options, observer, run_id, tracker, assembly
+            )
+            report.stop_reason = getattr(report.summary, "stop_reason", None)
+        elif tracker.remaining:
             executor = LocalExecutor(
                 ledger,
                 workspace,
@@ -158,6 +185,43 @@ def _execute(
             if book is not None:
                 report.outputs.append(book)
                 observer(RunEvent("output", str(book)))
+
+
+def _run_remote(
+    ledger: Ledger,
+    workspace: Workspace,
+    profile: Profile,
+    infos: list[ManifestInfo],
+    options: RenderOptions,
+    observer: Observer,
+    run_id: int,
+    tracker: UnitTracker,
+    assembly: AssemblyThread,
+) -> ExecutorSummary:
+    from songbatch.remote.executor import RemoteExecutor, RemoteHooks, RemoteSettings
+
+    assert profile.replicate is not None  # the profile validator guarantees it
+    hooks = options.remote_hooks or RemoteHooks()
+    deadline = None
+    if options.time_limit_s is not None:
+        deadline = hooks.clock() + options.time_limit_s
+    executor = RemoteExecutor(
+        ledger,
+        workspace,
+        profile.replicate,
+        run_id=run_id,
+        manifest_ids=[info.id for info in infos],
+        settings=RemoteSettings(
+            max_failures=profile.max_attempts,
+            lease_s=profile.lease_seconds,
+            deadline=deadline,
+            max_spend=options.max_spend,
+        ),
+        observer=observer,
+        on_published=lambda key: _on_published(tracker, assembly, key),
+        hooks=hooks,
+    )
+    return executor.run()
 
 
 def _on_published(tracker: UnitTracker, assembly: AssemblyThread, key: str) -> None:
@@ -197,6 +261,8 @@ def _exit_code(report: RenderReport, ledger: Ledger, infos: list[ManifestInfo]) 
     if counts["failed"] or report.assembly_errors:
         return 1
     if counts["pending"] or counts["leased"]:
+        if getattr(report.summary, "stopped_at_budget", False):
+            return BudgetExceeded.exit_code
         return 4 if report.summary.stopped_at_deadline else 1
     return 0
 

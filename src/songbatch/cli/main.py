@@ -84,6 +84,14 @@ def render_command(
         str | None,
         typer.Option("--time-limit", help="Stop handing out jobs after this long (90m, 6h)."),
     ] = None,
+    max_spend: Annotated[
+        float | None,
+        typer.Option(
+            "--max-spend",
+            help="Remote profiles: most USD this run may spend (reserved before each call).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Plan the manifests into the ledger and render everything not yet done."""
     options = RenderOptions(
@@ -91,12 +99,15 @@ def render_command(
         profile=profile,
         devices=devices,
         time_limit_s=None if time_limit is None else _guard(lambda: parse_span(time_limit)),
+        max_spend=max_spend,
         argv=sys.argv,
     )
     reporter = make_reporter(sys.stderr)
     with reporter:
         report = _guard(lambda: render(manifests, options, reporter.observe))
     print_report(report)
+    if report.stop_reason:
+        typer.echo(f"songbatch: stopped: {report.stop_reason}; the rest stays pending", err=True)
     raise typer.Exit(report.exit_code)
 
 

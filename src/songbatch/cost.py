@@ -1,0 +1,81 @@
+"""Prices of remote predictions: the worst case a job may cost (what the budget reserves before a
+create) and what a finished prediction cost (what the reservation settles at).
+
+A per-second model is cancelled once its predict time reaches the estimate times `worst_factor`;
+the reservation adds `cancel_grace_s` for the poll interval and the cancel's own latency, so the
+bill of a prediction that is cancelled in time never exceeds its reservation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from songbatch.profiles import RemoteModel, ReplicateConfig
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What one create may cost at most, and the predict time after which it is cancelled."""
+
+    usd: float
+    cancel_after_s: float  # predict seconds; past this the prediction is cancelled
+    reserved_s: float  # cancel_after_s + grace: the predict time the amount covers
+
+
+def expected_predict_s(model: RemoteModel, audio_s: float) -> float:
+    return model.predict.base_s + model.predict.per_audio_s * max(0.0, audio_s)
+
+
+def worst_case(
+    config: ReplicateConfig, model: RemoteModel, model_input: dict[str, Any], audio_s: float
+) -> Reservation:
+    cancel_after = expected_predict_s(model, audio_s) * model.predict.worst_factor
+    reserved_s = cancel_after + config.cancel_grace_s
+    rule = model.price
+    if rule.per == "second":
+        usd = reserved_s * _hardware_price(config, model)
+    elif rule.per == "1k_chars":
+        usd = _chars(model_input, rule.chars_from) / 1000 * float(rule.usd or 0.0)
+    else:
+        usd = float(rule.usd or 0.0)
+    return Reservation(usd=_round_up(usd), cancel_after_s=cancel_after, reserved_s=reserved_s)
+
+
+def settled_cost(
+    config: ReplicateConfig,
+    model: RemoteModel,
+    model_input: dict[str, Any],
+    *,
+    succeeded: bool,
+    predict_s: float | None,
+    reserved_usd: float,
+) -> float:
+    """What a finished prediction cost. Per-second models bill their predict time whatever the
+    outcome; without a reported predict time the reservation is kept (the worst case). Per-output
+    and per-character models bill successful predictions only."""
+    rule = model.price
+    if rule.per == "second":
+        if predict_s is None:
+            return reserved_usd
+        return _round_up(predict_s * _hardware_price(config, model))
+    if not succeeded:
+        return 0.0
+    if rule.per == "1k_chars":
+        return _round_up(_chars(model_input, rule.chars_from) / 1000 * float(rule.usd or 0.0))
+    return float(rule.usd or 0.0)
+
+
+def _hardware_price(config: ReplicateConfig, model: RemoteModel) -> float:
+    return config.hardware_usd_per_s[str(model.price.hardware)]
+
+
+def _chars(model_input: dict[str, Any], field: str) -> int:
+    value = model_input.get(field)
+    return len(value) if isinstance(value, str) else 0
+
+
+def _round_up(usd: float) -> float:
+    """Whole micro-dollars, rounded up: sums in SQL stay exact enough and never undercount."""
+    return math.ceil(usd * 1_000_000 - 1e-6) / 1_000_000

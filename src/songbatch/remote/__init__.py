@@ -1,0 +1,1 @@
+"""Rendering through the Replicate API: the client wrapper, input mapping and the executor."""

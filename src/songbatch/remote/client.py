@@ -1,0 +1,248 @@
+"""The official `replicate` client, wrapped: every call returns plain data or raises CallFailed
+with a class the executor acts on (rate limited, transient, unknown outcome, fatal).
+
+Why a wrapper: the client never retries a create (POST), hides the 429's Retry-After header,
+and raises pydantic's ValidationError on a prediction whose status is `aborted`. Each of those is
+handled here once. The token comes from REPLICATE_API_TOKEN and the base URL from
+REPLICATE_BASE_URL, read by the client itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+import soundfile as sf
+
+from songbatch.engines.base import RenderResult
+from songbatch.errors import EngineUnavailable
+
+ErrorClass = Literal["rate-limited", "transient", "unknown-outcome", "fatal"]
+TERMINAL = ("succeeded", "failed", "canceled", "aborted")
+
+
+class CallFailed(Exception):
+    def __init__(
+        self, kind: ErrorClass, message: str, *, status: int | None = None, hint_s: float | None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.hint_s = hint_s
+
+
+@dataclass(frozen=True)
+class PredictionState:
+    id: str
+    status: str  # starting | processing | succeeded | failed | canceled | aborted
+    model: str | None
+    version: str | None
+    input: dict[str, Any]
+    output: Any
+    error: str | None
+    predict_s: float | None
+    created_at: float | None  # epoch seconds
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class ReplicateApi:
+    def __init__(self, *, timeout_s: float, base_url: str | None = None) -> None:
+        try:
+            from replicate.client import Client
+        except ImportError as exc:
+            raise EngineUnavailable(
+                "the replicate engine needs the 'replicate' package:"
+                " pip install 'songbatch[replicate]'"
+            ) from exc
+        if not os.environ.get("REPLICATE_API_TOKEN"):
+            raise EngineUnavailable(
+                "REPLICATE_API_TOKEN is not set: the replicate profile needs it"
+            )
+        self._retry_after: str | None = None
+        timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+        self.client = Client(
+            base_url=base_url, timeout=timeout, event_hooks={"response": [self._on_response]}
+        )
+        self._download = httpx.Client(timeout=timeout, follow_redirects=True)
+
+    def close(self) -> None:
+        self._download.close()
+
+    def _on_response(self, response: httpx.Response) -> None:
+        # The client drops headers when it raises; keep the 429's hint for _classify.
+        if response.status_code == 429:
+            self._retry_after = response.headers.get("retry-after")
+
+    # ------------------------------------------------------------------ calls
+
+    def create(self, ref: str, model_input: dict[str, Any]) -> PredictionState:
+        """One POST, never retried here: the caller owns pacing and reconciliation."""
+        self._retry_after = None
+        owner_name, _, version = ref.partition(":")
+        try:
+            if version:
+                prediction = self.client.predictions.create(version=version, input=model_input)
+            else:
+                prediction = self.client.models.predictions.create(
+                    model=owner_name, input=model_input
+                )
+        except Exception as exc:
+            raise self._classify(exc, posting=True) from exc
+        return _state(dict(prediction))
+
+    def get(self, prediction_id: str) -> PredictionState:
+        import pydantic
+
+        try:
+            return _state(dict(self.client.predictions.get(prediction_id)))
+        except pydantic.ValidationError:
+            # `aborted` is not in the client's status Literal: read the raw reply instead.
+            return _state(self._raw("GET", f"/v1/predictions/{prediction_id}"))
+        except Exception as exc:
+            raise self._classify(exc, posting=False) from exc
+
+    def cancel(self, prediction_id: str) -> None:
+        try:
+            self._raw("POST", f"/v1/predictions/{prediction_id}/cancel")
+        except CallFailed:
+            raise
+        except Exception as exc:
+            raise self._classify(exc, posting=False) from exc
+
+    def recent(self, max_pages: int = 5) -> Iterator[PredictionState]:
+        """Predictions newest first. Raw pages: one aborted prediction would make the client's
+        typed page fail to parse as a whole."""
+        cursor: str | None = "/v1/predictions"
+        for _ in range(max_pages):
+            if cursor is None:
+                return
+            page = self._raw("GET", cursor)
+            for item in page.get("results") or []:
+                yield _state(item)
+            cursor = page.get("next")
+
+    def upload(self, path: Path) -> tuple[str, str | None]:
+        """Upload a file once; returns its URL and when it expires."""
+        try:
+            file = self.client.files.create(path)
+        except Exception as exc:
+            raise self._classify(exc, posting=True) from exc
+        return str(file.urls["get"]), file.expires_at
+
+    def fetch(self, output: Any) -> RenderResult:
+        """Download the first audio output at once (Replicate deletes outputs after about an
+        hour) and check that it decodes."""
+        url = _first_url(output)
+        if url is None:
+            raise CallFailed("fatal", f"the prediction returned no file: {output!r}", hint_s=None)
+        data = _data_url(url) if url.startswith("data:") else self._get_bytes(url)
+        try:
+            audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+        except Exception as exc:
+            raise CallFailed(
+                "transient", f"the output does not decode: {exc}", hint_s=None
+            ) from exc
+        return RenderResult(audio=np.asarray(audio, dtype=np.float32), sample_rate=int(rate))
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _get_bytes(self, url: str) -> bytes:
+        try:
+            response = self._download.get(url)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise CallFailed("transient", f"download failed: {exc}", hint_s=None) from exc
+        return response.content
+
+    def _raw(self, method: str, path: str) -> dict[str, Any]:
+        try:
+            response = self.client._request(method, path)
+        except Exception as exc:
+            raise self._classify(exc, posting=method == "POST") from exc
+        body: dict[str, Any] = response.json()
+        return body
+
+    def _classify(self, exc: Exception, *, posting: bool) -> CallFailed:
+        from replicate.exceptions import ReplicateError
+
+        from songbatch.ratelimit import retry_hint_s
+
+        if isinstance(exc, CallFailed):
+            return exc
+        if isinstance(exc, ReplicateError):
+            status = exc.status or 0
+            message = f"HTTP {status}: {exc.detail or exc.title or 'no detail'}"
+            if status == 429:
+                hint = retry_hint_s(self._retry_after, exc.detail)
+                return CallFailed("rate-limited", message, status=status, hint_s=hint)
+            if status in (502, 504) and posting:
+                # A gateway gave up waiting: the create may have gone through.
+                return CallFailed("unknown-outcome", message, status=status, hint_s=None)
+            if status in (408, 409) or status >= 500:
+                return CallFailed("transient", message, status=status, hint_s=None)
+            return CallFailed("fatal", message, status=status, hint_s=None)
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+            return CallFailed("transient", f"could not connect: {exc}", hint_s=None)
+        if isinstance(exc, httpx.TransportError):
+            # Sent, reply lost (read timeout, dropped connection): a POST may have happened.
+            kind: ErrorClass = "unknown-outcome" if posting else "transient"
+            return CallFailed(kind, f"{type(exc).__name__}: {exc}", hint_s=None)
+        raise exc
+
+
+def _state(data: dict[str, Any]) -> PredictionState:
+    metrics = data.get("metrics") or {}
+    predict = metrics.get("predict_time")
+    return PredictionState(
+        id=str(data["id"]),
+        status=str(data.get("status")),
+        model=data.get("model"),
+        version=data.get("version"),
+        input=dict(data.get("input") or {}),
+        output=data.get("output"),
+        error=data.get("error"),
+        predict_s=None if predict is None else float(predict),
+        created_at=_epoch(data.get("created_at")),
+    )
+
+
+def _epoch(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _first_url(output: Any) -> str | None:
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        return next((item for item in output if isinstance(item, str)), None)
+    if isinstance(output, dict):
+        return next((item for item in output.values() if isinstance(item, str)), None)
+    return None
+
+
+def _data_url(url: str) -> bytes:
+    header, _, payload = url.partition(",")
+    try:
+        if header.endswith(";base64"):
+            return base64.b64decode(payload, validate=True)
+        return urllib.parse.unquote_to_bytes(payload)
+    except binascii.Error as exc:
+        raise CallFailed("transient", f"bad data: URL in the output: {exc}", hint_s=None) from exc

@@ -1,0 +1,139 @@
+"""Reservations a run left open (it was killed, or interrupted mid-create) are closed before new
+work starts, so no job is paid for twice where the ledger could know about it.
+
+- With a prediction id: fetch it. Finished: settle at its cost (a success is adopted: its output
+  is downloaded and published instead of paying for the job again). Still running: adopted.
+- Without one (killed between reserve and the reply of the create): list recent predictions and
+  match model + input. Found: as above. Not found: the create never happened; settle at zero.
+- What cannot be checked now (the API is unreachable) stays open and is reported; open
+  reservations keep counting against the caps until a later run settles them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from songbatch.cost import settled_cost
+from songbatch.ledger import Ledger, OpenReservation
+from songbatch.profiles import RemoteModel, ReplicateConfig
+from songbatch.remote.client import CallFailed, PredictionState, ReplicateApi
+
+Note = Callable[[str, str], None]
+# How far back to look for a create whose reply was lost, beyond its reservation time.
+LIST_SLACK_S = 300.0
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """A prediction an earlier run created for a job still pending: poll it, don't create."""
+
+    reservation_id: int
+    prediction_id: str
+    reserved_usd: float
+    reserved_s: float
+
+
+def same_model(ref: str, state: PredictionState) -> bool:
+    owner_name, _, version = ref.partition(":")
+    if version:
+        return state.version == version
+    return state.model == owner_name
+
+
+def find_prediction(
+    api: ReplicateApi, ref: str, model_input: dict[str, Any], *, since: float
+) -> PredictionState | None:
+    """The newest prediction of this model with exactly this input, created after `since`."""
+    for state in api.recent():
+        if state.created_at is not None and state.created_at < since:
+            return None
+        if same_model(ref, state) and state.input == model_input:
+            return state
+    return None
+
+
+def reconcile_open(
+    ledger: Ledger, api: ReplicateApi, config: ReplicateConfig, note: Note
+) -> dict[str, Adopted]:
+    adopted: dict[str, Adopted] = {}
+    for reservation in ledger.open_reservations():
+        try:
+            found = _lookup(api, reservation)
+        except CallFailed as exc:
+            note("unreconciled", f"reservation {reservation.id} left open: {exc}")
+            continue
+        if found is None:
+            ledger.settle(reservation.id, usd=0.0, predict_ms=None, outcome="never-created")
+            note("reconciled", f"reservation {reservation.id}: no prediction was created")
+            continue
+        if reservation.prediction_id is None:
+            ledger.attach_prediction(reservation.id, found.id)
+        job = ledger.job(reservation.job_key)
+        if (
+            job is not None
+            and job["state"] == "pending"
+            and found.status
+            not in (
+                "failed",
+                "canceled",
+                "aborted",
+            )
+        ):
+            adopted[reservation.job_key] = Adopted(
+                reservation.id, found.id, reservation.reserved_usd, reservation.reserved_s
+            )
+            note("reconciled", f"prediction {found.id} adopted for job {reservation.job_key[:12]}")
+            continue
+        try:
+            _close(ledger, api, config, reservation, found, note)
+        except CallFailed as exc:
+            note("unreconciled", f"reservation {reservation.id} left open: {exc}")
+    return adopted
+
+
+def _lookup(api: ReplicateApi, reservation: OpenReservation) -> PredictionState | None:
+    if reservation.prediction_id is not None:
+        return api.get(reservation.prediction_id)
+    since = _epoch(reservation.created_utc) - LIST_SLACK_S
+    return find_prediction(api, reservation.model, reservation.input, since=since)
+
+
+def _close(
+    ledger: Ledger,
+    api: ReplicateApi,
+    config: ReplicateConfig,
+    reservation: OpenReservation,
+    state: PredictionState,
+    note: Note,
+) -> None:
+    """A prediction nobody will use: settle it if it finished, else cancel it and leave the
+    reservation open for the next run to settle at its real cost."""
+    if not state.terminal:
+        api.cancel(state.id)
+        note("unreconciled", f"prediction {state.id} cancelled; its cost is settled next run")
+        return
+    model = _model(config, reservation.model)
+    usd = reservation.reserved_usd
+    if model is not None:
+        usd = settled_cost(
+            config,
+            model,
+            reservation.input,
+            succeeded=state.status == "succeeded",
+            predict_s=state.predict_s,
+            reserved_usd=reservation.reserved_usd,
+        )
+    predict_ms = None if state.predict_s is None else round(state.predict_s * 1000)
+    ledger.settle(reservation.id, usd=usd, predict_ms=predict_ms, outcome=state.status)
+    note("reconciled", f"reservation {reservation.id} settled at ${usd:.4f} ({state.status})")
+
+
+def _model(config: ReplicateConfig, ref: str) -> RemoteModel | None:
+    return next((m for m in config.models.values() if m.ref == ref), None)
+
+
+def _epoch(utc: str) -> float:
+    return datetime.strptime(utc, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()

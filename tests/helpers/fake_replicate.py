@@ -1,0 +1,381 @@
+"""A fake Replicate HTTP API on 127.0.0.1, for driving the real `replicate` client in tests.
+
+Why a fake: Replicate is a paid API. This is the only fake in the remote tests: songbatch's own
+code and the official client run unchanged against it (REPLICATE_BASE_URL, no /v1 suffix).
+
+It implements what songbatch calls: model and version creates, get, cancel, list (newest first,
+paginated) and file uploads. Time comes from an injected clock, so a virtual clock shared with the
+executor runs hours of predictions in seconds. It injects faults on creates (429 with and without
+Retry-After, 500/503, read timeouts, lost replies, model errors, 401), enforces its own create
+limit over any sliding 60 s window, and records what happened for the tests to assert on.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import itertools
+import json
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+Clock = Callable[[], float]
+FaultPlan = Callable[[int, dict[str, Any]], "str | None"]
+TOKEN = "r8_fake_token_for_tests"
+FAULTS = ("429-header", "429-body", "500", "503", "timeout", "lost", "model-error", "401")
+
+
+class VirtualClock:
+    """Shared by the fake and the executor: sleeping advances it at once."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self._now = time.time() if start is None else start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self._now += max(0.0, seconds)
+
+
+@dataclass
+class Prediction:
+    id: str
+    model: str
+    version: str
+    input: dict[str, Any]
+    created: float
+    latency_s: float
+    fail_with: str | None = None
+    canceled_at: float | None = None
+    aborted: bool = False
+
+
+@dataclass
+class CreateRecord:
+    at: float
+    input_key: str
+    outcome: str  # created | a fault name | throttled (the fake's own limit)
+
+
+@dataclass
+class FakeState:
+    clock: Clock
+    latency_s: float = 0.2
+    limit_per_min: int | None = None
+    faults: FaultPlan | None = None
+    stall_s: float = 0.6  # real seconds a "timeout" fault holds the reply back
+    serve_files: bool = False
+    output_s: float = 0.25
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    creates: list[CreateRecord] = field(default_factory=list)
+    window: deque[float] = field(default_factory=deque)
+    hint_until: float = 0.0
+    early_creates: int = 0  # creates sent before the last 429's hint had passed
+    throttled: int = 0  # 429s the fake's own limit gave (songbatch went too fast)
+    max_in_window: int = 0
+    uploads: int = 0
+    cancels: int = 0
+    gets: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+
+
+class FakeReplicate:
+    """`with FakeReplicate(clock) as fake:` serves on `fake.base_url` until the block ends."""
+
+    def __init__(self, clock: Clock | None = None, **options: Any) -> None:
+        self.state = FakeState(clock=clock or time.time, **options)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.state_base = self.base_url
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeReplicate:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def env(self) -> dict[str, str]:
+        return {"REPLICATE_API_TOKEN": TOKEN, "REPLICATE_BASE_URL": self.base_url}
+
+    def creates_by_input(self) -> Counter[str]:
+        """Predictions actually created (paid for), per distinct input."""
+        return Counter(p_key(p.input) for p in self.state.predictions.values())
+
+
+def p_key(model_input: dict[str, Any]) -> str:
+    return json.dumps(model_input, sort_keys=True)
+
+
+def _iso(at: float | None) -> str | None:
+    if at is None:
+        return None
+    return datetime.fromtimestamp(at, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@functools.lru_cache(maxsize=8)
+def wav_data_url(seconds: float, rate: int = 16000) -> str:
+    buffer = io.BytesIO()
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(buffer, 0.2 * np.sin(2 * np.pi * 440 * t), rate, format="WAV", subtype="PCM_16")
+    return "data:audio/wav;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _view(state: FakeState, p: Prediction, base: str) -> dict[str, Any]:
+    """A prediction as the API shows it at the fake's current time."""
+    now = state.clock()
+    done_at = p.created + p.latency_s
+    status, output, error, completed = "processing", None, None, None
+    if p.canceled_at is not None:
+        status, completed = "canceled", p.canceled_at
+    elif now >= done_at:
+        completed = done_at
+        if p.aborted:
+            status = "aborted"
+        elif p.fail_with:
+            status, error = "failed", p.fail_with
+        else:
+            status = "succeeded"
+            output = (
+                f"{base}/files/{p.id}.wav" if state.serve_files else wav_data_url(state.output_s)
+            )
+    metrics = {} if completed is None else {"predict_time": round(completed - p.created, 3)}
+    return {
+        "id": p.id,
+        "model": p.model,
+        "version": p.version,
+        "status": status,
+        "input": p.input,
+        "output": output,
+        "logs": "",
+        "error": error,
+        "metrics": metrics,
+        "created_at": _iso(p.created),
+        "started_at": _iso(p.created),
+        "completed_at": _iso(completed),
+        "urls": {
+            "get": f"{base}/v1/predictions/{p.id}",
+            "cancel": f"{base}/v1/predictions/{p.id}/cancel",
+        },
+    }
+
+
+def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # One write per reply: headers and body written apart meet delayed ACKs (40 ms each).
+        disable_nagle_algorithm = True
+        wbufsize = 1 << 16
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        @property
+        def base(self) -> str:
+            return f"http://{self.headers.get('Host')}"
+
+        def reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def body(self) -> bytes:
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def authorised(self) -> bool:
+            if self.headers.get("Authorization") == f"Bearer {TOKEN}":
+                return True
+            self.reply(401, {"detail": "Invalid token"})
+            return False
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/files/"):
+                self.serve_file()
+                return
+            if not self.authorised():
+                return
+            with state.lock:
+                state.gets += 1
+            if self.path.startswith("/v1/predictions/"):
+                p = state.predictions.get(self.path.rsplit("/", 1)[1])
+                if p is None:
+                    self.reply(404, {"detail": "Not found"})
+                else:
+                    self.reply(200, _view(state, p, self.base))
+            elif self.path.startswith("/v1/predictions"):
+                self.list_page()
+            else:
+                self.reply(404, {"detail": "Not found"})
+
+        def list_page(self) -> None:
+            start = int(self.path.partition("cursor=")[2] or 0)
+            ids = list(reversed(state.order))[start : start + 100]
+            results = [_view(state, state.predictions[i], self.base) for i in ids]
+            more = start + 100 < len(state.order)
+            nxt = f"{self.base}/v1/predictions?cursor={start + 100}" if more else None
+            self.reply(200, {"previous": None, "next": nxt, "results": results})
+
+        def serve_file(self) -> None:
+            pid = self.path.removeprefix("/files/").removesuffix(".wav")
+            _, _, payload = wav_data_url(state.output_s).partition(",")
+            data = base64.b64decode(payload)
+            if pid not in state.predictions:
+                self.reply(404, {"detail": "Not found"})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/wav")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            raw = self.body()
+            if not self.authorised():
+                return
+            if self.path.endswith("/cancel"):
+                self.cancel()
+            elif self.path == "/v1/files":
+                self.upload(raw)
+            elif self.path == "/v1/predictions":
+                body = json.loads(raw)
+                self.create(f"versioned/{body['version'][:8]}", body["version"], body["input"])
+            elif self.path.startswith("/v1/models/") and self.path.endswith("/predictions"):
+                model = self.path.removeprefix("/v1/models/").removesuffix("/predictions")
+                self.create(model, "official", json.loads(raw)["input"])
+            else:
+                self.reply(404, {"detail": "Not found"})
+
+        def cancel(self) -> None:
+            p = state.predictions.get(self.path.split("/")[-2])
+            if p is None:
+                self.reply(404, {"detail": "Not found"})
+                return
+            with state.lock:
+                state.cancels += 1
+                if state.clock() < p.created + p.latency_s and p.canceled_at is None:
+                    p.canceled_at = state.clock()
+            self.reply(200, _view(state, p, self.base))
+
+        def upload(self, raw: bytes) -> None:
+            with state.lock:
+                state.uploads += 1
+                fid = f"file{next(state.ids)}"
+            now = state.clock()
+            self.reply(
+                201,
+                {
+                    "id": fid,
+                    "name": "voice.wav",
+                    "content_type": "audio/wav",
+                    "size": len(raw),
+                    "etag": fid,
+                    "checksums": {},
+                    "metadata": {},
+                    "created_at": _iso(now),
+                    "expires_at": _iso(now + 86400),
+                    "urls": {"get": f"{self.base}/v1/files/{fid}"},
+                },
+            )
+
+        def create(self, model: str, version: str, model_input: dict[str, Any]) -> None:
+            with state.lock:
+                fault = self.admit(model_input)
+            if fault in (None, "lost", "model-error", "aborted"):
+                p = self.store(model, version, model_input, fault)
+                if fault == "lost":
+                    self.close_connection = True  # created, but the reply never comes
+                    return
+                self.reply(201, _view(state, p, self.base))
+            elif fault == "timeout":
+                time.sleep(state.stall_s)  # real time: longer than the client's read timeout
+                self.close_connection = True
+            else:
+                self.reply_fault(fault)
+
+        def admit(self, model_input: dict[str, Any]) -> str | None:
+            """Under the lock: count the create, check hints and the limit, pick a fault."""
+            now = state.clock()
+            if now < state.hint_until - 1e-9:
+                state.early_creates += 1
+            state.window.append(now)
+            while state.window and state.window[0] <= now - 60.0:
+                state.window.popleft()
+            state.max_in_window = max(state.max_in_window, len(state.window))
+            key = p_key(model_input)
+            index = len(state.creates)
+            fault = None
+            if state.limit_per_min is not None and len(state.window) > state.limit_per_min:
+                fault = "throttled"
+                state.throttled += 1
+            elif state.faults is not None:
+                fault = state.faults(index, model_input)
+            state.creates.append(CreateRecord(now, key, fault or "created"))
+            if fault in ("429-header", "429-body", "throttled"):
+                state.hint_until = max(state.hint_until, now + self.hint_s(fault))
+            return fault
+
+        def hint_s(self, fault: str) -> float:
+            if fault == "throttled":
+                return 60.0 - (state.clock() - state.window[0])
+            return 3.0 if fault == "429-header" else 5.0
+
+        def reply_fault(self, fault: str) -> None:
+            if fault in ("429-header", "throttled"):
+                hint = max(1, round(self.hint_s(fault) + 0.5))
+                body = {"detail": "Request was throttled."}
+                self.reply(429, body, {"Retry-After": str(hint)})
+            elif fault == "429-body":
+                resets = round(self.hint_s(fault))
+                detail = f"Request was throttled. Your rate limit resets in ~{resets}s."
+                self.reply(429, {"detail": detail})
+            elif fault == "401":
+                self.reply(401, {"detail": "You did not pass a valid authentication token"})
+            else:
+                self.reply(int(fault), {"detail": f"Internal error {fault}"})
+
+        def store(
+            self, model: str, version: str, model_input: dict[str, Any], fault: str | None
+        ) -> Prediction:
+            with state.lock:
+                pid = f"p{next(state.ids):06d}"
+                p = Prediction(
+                    id=pid,
+                    model=model,
+                    version=version,
+                    input=model_input,
+                    created=state.clock(),
+                    latency_s=state.latency_s,
+                    fail_with="CUDA out of memory (fake model error)"
+                    if fault == "model-error"
+                    else None,
+                    aborted=fault == "aborted",
+                )
+                state.predictions[pid] = p
+                state.order.append(pid)
+            return p
+
+    return Handler

@@ -1,0 +1,189 @@
+"""The budget invariant, as a property: settled + open reservations never exceed a cap, at every
+step, whatever the prices, the predict times (0.2-3x the estimate) and where a run crashes
+(between reserving and creating, or between creating and settling).
+
+Runs the real pieces: cost.worst_case, Ledger.reserve/attach/settle, reconcile_open after a crash
+(with a stand-in for the API: the property is about the ledger, not HTTP) and the executor's rule
+that a prediction is cancelled when its predict time reaches what the reservation covers.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from songbatch.cost import settled_cost, worst_case
+from songbatch.ledger import CapReached, JobRow, Ledger, ManifestRecord, PlanRow, SpendCaps
+from songbatch.profiles import ReplicateConfig
+from songbatch.remote.client import PredictionState
+from songbatch.remote.reconcile import reconcile_open
+
+GRACE_S = 2.0
+
+
+def config(price: float, base_s: float, per_audio_s: float, factor: float) -> ReplicateConfig:
+    return ReplicateConfig.model_validate(
+        {
+            "hardware_usd_per_s": {"gpu": price},
+            "cancel_grace_s": GRACE_S,
+            "models": {
+                "m": {
+                    "ref": "o/m",
+                    "inputs": {"text": "text"},
+                    "price": {"per": "second", "hardware": "gpu"},
+                    "predict": {
+                        "base_s": base_s,
+                        "per_audio_s": per_audio_s,
+                        "worst_factor": factor,
+                    },
+                }
+            },
+        }
+    )
+
+
+@dataclass
+class StandInApi:
+    """What the API knows after a crash: predictions that were created, by input."""
+
+    created: dict[str, PredictionState] = field(default_factory=dict)
+
+    def get(self, prediction_id: str) -> PredictionState:
+        return next(p for p in self.created.values() if p.id == prediction_id)
+
+    def recent(self, max_pages: int = 5) -> list[PredictionState]:
+        return list(self.created.values())
+
+    def cancel(self, prediction_id: str) -> None:
+        pass
+
+
+job = st.tuples(
+    st.floats(0.5, 30),  # audio seconds
+    st.floats(0.2, 3.0),  # predict time / estimate
+    st.floats(0, 1),  # how late the cancel lands, as a share of the grace
+    st.sampled_from(["none", "before-create", "before-settle"]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    price=st.floats(1e-5, 1e-2),
+    base_s=st.floats(0, 20),
+    per_audio_s=st.floats(0, 3),
+    factor=st.floats(1, 4),
+    run_cap=st.floats(0, 2),
+    day_cap=st.floats(0, 3),
+    jobs=st.lists(job, min_size=1, max_size=25),
+)
+def test_settled_plus_open_never_exceeds_a_cap(
+    price: float,
+    base_s: float,
+    per_audio_s: float,
+    factor: float,
+    run_cap: float,
+    day_cap: float,
+    jobs: list[tuple[float, float, float, str]],
+) -> None:
+    cfg = config(price, base_s, per_audio_s, factor)
+    model = cfg.models["m"]
+    with tempfile.TemporaryDirectory() as folder:
+        ledger = _ledger(Path(folder), len(jobs))
+        run_id = ledger.start_run([])
+        api = StandInApi()
+
+        def check() -> None:
+            for where, arg, cap in (("run_id = ?", run_id, run_cap), ("day = ?", None, day_cap)):
+                if arg is None:
+                    settled, reserved = _day_total(ledger)
+                else:
+                    settled, reserved = ledger.spend(run_id=run_id)
+                assert settled + reserved <= cap + 1e-6, (where, settled, reserved, cap)
+
+        for index, (audio_s, ratio, late, crash) in enumerate(jobs):
+            text = f"job {index}"
+            model_input: dict[str, Any] = {"text": text}
+            reservation = worst_case(cfg, model, model_input, audio_s)
+            try:
+                rid = ledger.reserve(
+                    job_key=f"{index:064x}",
+                    token=None,
+                    run_id=run_id,
+                    model="o/m",
+                    model_input=model_input,
+                    usd=reservation.usd,
+                    seconds=reservation.reserved_s,
+                    caps=SpendCaps(run_usd=run_cap, day_usd=day_cap),
+                )
+            except CapReached:
+                check()
+                break  # the run stops cleanly here
+            check()
+            if crash == "before-create":
+                ledger, run_id = _crash_and_recover(ledger, cfg, api, folder)
+                check()
+                continue
+            actual_s = (model.predict.base_s + model.predict.per_audio_s * audio_s) * ratio
+            # The executor cancels at cancel_after_s; the cancel lands within the grace.
+            billed_s = min(actual_s, reservation.cancel_after_s + late * GRACE_S)
+            state = PredictionState(
+                id=f"p{index}",
+                status="succeeded",
+                model="o/m",
+                version=None,
+                input=model_input,
+                output=None,
+                error=None,
+                predict_s=billed_s,
+                created_at=None,
+            )
+            api.created[text] = state
+            if crash == "before-settle":
+                ledger, run_id = _crash_and_recover(ledger, cfg, api, folder)
+                check()
+                continue
+            ledger.attach_prediction(rid, state.id)
+            usd = settled_cost(
+                cfg,
+                model,
+                model_input,
+                succeeded=True,
+                predict_s=billed_s,
+                reserved_usd=reservation.usd,
+            )
+            assert usd <= reservation.usd + 1e-6
+            ledger.settle(rid, usd=usd, predict_ms=round(billed_s * 1000), outcome="succeeded")
+            check()
+        ledger.close()
+
+
+def _crash_and_recover(
+    ledger: Ledger, cfg: ReplicateConfig, api: StandInApi, folder: str
+) -> tuple[Ledger, int]:
+    """kill -9: the connection goes away mid-run; the next run reconciles, then starts."""
+    ledger.close()
+    ledger = Ledger(Path(folder) / "ledger.db")
+    reconcile_open(ledger, api, cfg, lambda kind, message: None)  # type: ignore[arg-type]
+    # A fresh run has its own run cap; the day cap spans both. Adopted ones stay open and count.
+    return ledger, ledger.start_run([])
+
+
+def _day_total(ledger: Ledger) -> tuple[float, float]:
+    row = ledger.conn.execute("SELECT day FROM reservations LIMIT 1").fetchone()
+    return (0.0, 0.0) if row is None else ledger.spend(day=row[0])
+
+
+def _ledger(folder: Path, count: int) -> Ledger:
+    ledger = Ledger(folder / "ledger.db")
+    jobs = [
+        JobRow(f"{i:064x}", "speech", "replicate", "m", {"text": f"job {i}"}, 5, 1000)
+        for i in range(count)
+    ]
+    record = ManifestRecord("/b.yaml", "audiobook", "B", "b", "s", "remote", "x", {"units": []})
+    ledger.apply_plan(record, jobs, [PlanRow(0, i, job.key, 0) for i, job in enumerate(jobs)])
+    return ledger
