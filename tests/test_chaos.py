@@ -10,14 +10,18 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from helpers.books import book_manifest, run_songbatch, songbatch_command, synthetic_profile
+from helpers.books import (
+    book_manifest,
+    run_songbatch,
+    start_render,
+    synthetic_profile,
+    worker_processes,
+)
 from helpers.verify import Watcher, verify_done_exactly_once
 from songbatch.crashpoints import ENV, POINTS
 from songbatch.ledger import Ledger
@@ -26,16 +30,6 @@ pytestmark = pytest.mark.skipif(os.name == "nt", reason="kill -9 of a process gr
 
 KILLS_PER_SEED = int(os.environ.get("SONGBATCH_CHAOS_KILLS", "50"))
 SEEDS = [int(s) for s in os.environ.get("SONGBATCH_CHAOS_SEEDS", "1,2,3,4,5").split(",")]
-
-
-def _start(workspace: Path, manifest: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        songbatch_command("render", str(manifest), "--workspace", str(workspace)),
-        cwd=workspace,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the kill takes the workers too
-    )
 
 
 def _done_jobs(workspace: Path) -> int:
@@ -59,7 +53,7 @@ def test_kill_minus_nine_at_random_points(tmp_path: Path, seed: int) -> None:
     mid_work = 0
     try:
         for kill in range(KILLS_PER_SEED):
-            proc = _start(tmp_path, manifest)
+            proc = start_render(tmp_path, manifest, quiet=True)
             time.sleep(rng.uniform(0.5, 2.5))
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -98,24 +92,12 @@ def test_named_crash_points_end_with_one_file_and_one_done_row(tmp_path: Path, p
 def test_a_killed_worker_is_replaced_and_its_job_rendered(tmp_path: Path) -> None:
     synthetic_profile(tmp_path, latency_ms=150, devices="cpu:2")
     manifest = book_manifest(tmp_path, chapters=4, sentences=10, formats="[flac]")
-    proc = subprocess.Popen(
-        songbatch_command("render", str(manifest), "--workspace", str(tmp_path)),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_render(tmp_path, manifest)
     killed = 0
     deadline = time.monotonic() + 60
     while killed < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(1.0)
-        try:
-            workers = psutil.Process(proc.pid).children()
-        except psutil.NoSuchProcess:
-            break
-        # The spawn machinery's resource tracker is a child too; only kill songbatch workers.
-        workers = [w for w in workers if "spawn_main" in " ".join(w.cmdline())]
+        workers = worker_processes(proc.pid)
         if workers:
             workers[0].kill()
             killed += 1
@@ -129,7 +111,7 @@ def test_a_killed_worker_is_replaced_and_its_job_rendered(tmp_path: Path) -> Non
 def test_a_second_render_on_a_held_ledger_exits_75_and_claims_nothing(tmp_path: Path) -> None:
     synthetic_profile(tmp_path, latency_ms=300, devices="cpu:1")
     manifest = book_manifest(tmp_path, chapters=1, sentences=20, formats="[flac]")
-    first = _start(tmp_path, manifest)
+    first = start_render(tmp_path, manifest, quiet=True)
     try:
         ledger = tmp_path / ".songbatch" / "ledger.db"
         deadline = time.monotonic() + 60

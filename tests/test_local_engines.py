@@ -7,11 +7,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import soundfile
 
-from helpers.books import run_songbatch, songbatch_command
+from helpers.books import run_songbatch, start_render, worker_processes
 from helpers.verify import verify_done_exactly_once
 
 pytest.importorskip("torch")
@@ -71,14 +70,7 @@ def test_two_workers_load_the_model_once_each_and_a_killed_one_is_replaced(
 ) -> None:
     local_profile(tmp_path, tiny_model, devices="cpu:2", batch_size=1)
     manifest = album(tmp_path, ["12s"] * 8)
-    proc = subprocess.Popen(
-        songbatch_command("render", str(manifest), "--workspace", str(tmp_path)),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_render(tmp_path, manifest)
     killed = _kill_one_worker_once_busy(proc, tmp_path)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
@@ -98,11 +90,7 @@ def _kill_one_worker_once_busy(proc: subprocess.Popen[str], workspace: Path) -> 
         time.sleep(0.5)
         if not chunks.exists() or not any(chunks.rglob("*.flac")):
             continue
-        workers = [
-            child
-            for child in psutil.Process(proc.pid).children()
-            if "spawn_main" in " ".join(child.cmdline())
-        ]
+        workers = worker_processes(proc.pid)
         if workers:
             workers[0].kill()
             return 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.books import book_manifest, run_songbatch, songbatch_command, synthetic_profile
+from helpers.books import book_manifest, run_songbatch, start_render, synthetic_profile
 from helpers.verify import temp_files
 from songbatch.ledger import Ledger
 
@@ -98,14 +98,7 @@ def test_the_time_limit_stops_with_exit_4_and_the_next_run_finishes(tmp_path: Pa
 def test_sigterm_gives_leases_back_and_keeps_finished_work(tmp_path: Path) -> None:
     synthetic_profile(tmp_path, latency_ms=300, devices="cpu:2")
     manifest = book_manifest(tmp_path, chapters=2, sentences=10, formats="[flac]")
-    proc = subprocess.Popen(
-        songbatch_command("render", str(manifest), "--workspace", str(tmp_path)),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_render(tmp_path, manifest)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         time.sleep(0.5)

@@ -69,6 +69,12 @@ class LedgerBusy(SongbatchError):
     exit_code = 75
 
 
+class Interrupted(SongbatchError):
+    """Ctrl-C or SIGTERM: work in flight went back to pending, finished work was kept."""
+
+    exit_code = 130
+
+
 class BudgetExceeded(SongbatchError):
     """The next job does not fit under the spend cap; the rest stays pending."""
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[2]
 
 SENTENCES = [
@@ -92,3 +94,26 @@ def run_songbatch(
         # Its own process group, like a shell job: crash points kill the group, not pytest.
         start_new_session=True,
     )
+
+
+def start_render(workspace: Path, manifest: Path, *, quiet: bool = False) -> subprocess.Popen[str]:
+    """`songbatch render` in the background, in its own process group (so a test can kill the
+    whole run), its output captured unless `quiet`."""
+    sink = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(
+        songbatch_command("render", str(manifest), "--workspace", str(workspace)),
+        cwd=workspace,
+        stdout=sink,
+        stderr=sink,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def worker_processes(pid: int) -> list[psutil.Process]:
+    """The run's worker processes (the spawn machinery's resource tracker is a child too)."""
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    return [child for child in children if "spawn_main" in " ".join(child.cmdline())]

@@ -21,22 +21,17 @@ from typing import Any
 
 from songbatch.crashpoints import crash_point
 from songbatch.engines.base import EngineSpec
-from songbatch.errors import EngineUnavailable, SongbatchError
+from songbatch.errors import EngineUnavailable, Interrupted, SongbatchError
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.devices import DeviceSlot
 from songbatch.executors.worker import Ticket, WorkerConfig, spec_id, worker_main
 from songbatch.fsutil import remove_quietly
+from songbatch.interrupts import sigterm_as_interrupt
 from songbatch.ledger import Lease, Ledger, Publication
 from songbatch.workspace import Workspace
 
 # A slot whose worker dies this many times in a row without finishing a job is given up.
 MAX_CONSECUTIVE_DEATHS = 5
-
-
-class Interrupted(SongbatchError):
-    """Ctrl-C or SIGTERM: in-flight jobs went back to pending."""
-
-    exit_code = 130
 
 
 @dataclass
@@ -110,20 +105,18 @@ class LocalExecutor:
 
     def run(self) -> ExecutorSummary:
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
-        previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            self._workers = [self._spawn(slot) for slot in self.slots]
-            self._loop()
-        except KeyboardInterrupt:
-            self._abandon_all("interrupted")
-            raise Interrupted("interrupted: jobs in flight went back to pending") from None
-        except BaseException:
-            self._abandon_all("aborted")
-            raise
-        finally:
-            self._shutdown()
-            signal.signal(signal.SIGTERM, previous)
+        with sigterm_as_interrupt():
+            try:
+                self._workers = [self._spawn(slot) for slot in self.slots]
+                self._loop()
+            except KeyboardInterrupt:
+                self._abandon_all("interrupted")
+                raise Interrupted("interrupted: jobs in flight went back to pending") from None
+            except BaseException:
+                self._abandon_all("aborted")
+                raise
+            finally:
+                self._shutdown()
         return self.summary
 
     def _spawn(self, slot: DeviceSlot, deaths: int = 0) -> _Worker:
@@ -451,10 +444,6 @@ class LocalExecutor:
                 worker.queue.clear()
         except Exception:
             pass  # the ledger is unreachable; the next run recovers these leases
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _worker_entry(conn: Connection, config: WorkerConfig) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,9 +24,10 @@ from typing import Any, Literal
 from songbatch import audio
 from songbatch.cost import Reservation, settled_cost, worst_case
 from songbatch.crashpoints import crash_point
-from songbatch.errors import EngineError
+from songbatch.errors import EngineError, Interrupted
 from songbatch.events import Observer, RunEvent, ignore
-from songbatch.executors.local import ExecutorSummary, Interrupted
+from songbatch.executors.local import ExecutorSummary
+from songbatch.interrupts import sigterm_as_interrupt
 from songbatch.ledger import CapReached, Lease, Ledger, Publication, SpendCaps
 from songbatch.profiles import RemoteModel, ReplicateConfig
 from songbatch.ratelimit import Backoff, RateLimiter, hint_jitter
@@ -140,22 +140,20 @@ class RemoteExecutor:
 
     def run(self) -> RemoteSummary:
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
-        previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            self._adopted = reconcile_open(self.ledger, self.api, self.config, self._note)
-            self._loop()
-        except KeyboardInterrupt:
-            self._interrupt()
-            raise Interrupted(
-                "interrupted: predictions in flight cancelled, jobs pending"
-            ) from None
-        except BaseException:
-            self._interrupt()
-            raise
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            self.api.close()
+        with sigterm_as_interrupt():
+            try:
+                self._adopted = reconcile_open(self.ledger, self.api, self.config, self._note)
+                self._loop()
+            except KeyboardInterrupt:
+                self._interrupt()
+                raise Interrupted(
+                    "interrupted: predictions in flight cancelled, jobs pending"
+                ) from None
+            except BaseException:
+                self._interrupt()
+                raise
+            finally:
+                self.api.close()
         return self.summary
 
     def _loop(self) -> None:
@@ -559,7 +557,3 @@ class RemoteExecutor:
 def _smallest(*caps: float | None) -> float | None:
     present = [cap for cap in caps if cap is not None]
     return min(present) if present else None
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
