@@ -8,6 +8,9 @@ paginated) and file uploads. Time comes from an injected clock, so a virtual clo
 executor runs hours of predictions in seconds. It injects faults on creates (429 with and without
 Retry-After, 500/503, read timeouts, lost replies, model errors, 401), enforces its own create
 limit over any sliding 60 s window, and records what happened for the tests to assert on.
+Status faults end a created prediction otherwise: `aborted`, `canceled` (by someone else, at the
+end of its latency) or `stuck` (processing for `stuck_s`, until cancelled). With `starting_s` a
+prediction is `starting` (queued, not billed) that long before it runs.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ Clock = Callable[[], float]
 FaultPlan = Callable[[int, dict[str, Any]], "str | None"]
 TOKEN = "r8_fake_token_for_tests"
 FAULTS = ("429-header", "429-body", "500", "503", "timeout", "lost", "model-error", "401")
+STATUS_FAULTS = ("aborted", "canceled", "stuck")  # created, then ended (or kept) otherwise
 
 
 class VirtualClock:
@@ -60,8 +64,17 @@ class Prediction:
     created: float
     latency_s: float
     fail_with: str | None = None
-    canceled_at: float | None = None
+    canceled_at: float | None = None  # shown as canceled from then on
     aborted: bool = False
+    starting_s: float = 0.0  # queued this long before it runs (and is billed)
+
+    @property
+    def started(self) -> float:
+        return self.created + self.starting_s
+
+    @property
+    def done_at(self) -> float:
+        return self.started + self.latency_s
 
 
 @dataclass
@@ -80,6 +93,8 @@ class FakeState:
     stall_s: float = 0.6  # real seconds a "timeout" fault holds the reply back
     serve_files: bool = False
     output_s: float = 0.25
+    starting_s: float = 0.0  # how long each new prediction shows `starting`
+    stuck_s: float = 30 * 86400.0  # how long a `stuck` prediction keeps processing
     predictions: dict[str, Prediction] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     creates: list[CreateRecord] = field(default_factory=list)
@@ -90,6 +105,7 @@ class FakeState:
     max_in_window: int = 0
     uploads: int = 0
     cancels: int = 0
+    cancelled_ids: list[str] = field(default_factory=list)  # per cancel POST
     gets: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -143,10 +159,12 @@ def wav_data_url(seconds: float, rate: int = 16000) -> str:
 def _view(state: FakeState, p: Prediction, base: str) -> dict[str, Any]:
     """A prediction as the API shows it at the fake's current time."""
     now = state.clock()
-    done_at = p.created + p.latency_s
+    done_at = p.done_at
     status, output, error, completed = "processing", None, None, None
-    if p.canceled_at is not None:
+    if p.canceled_at is not None and now >= p.canceled_at:
         status, completed = "canceled", p.canceled_at
+    elif now < p.started:
+        status = "starting"
     elif now >= done_at:
         completed = done_at
         if p.aborted:
@@ -158,7 +176,8 @@ def _view(state: FakeState, p: Prediction, base: str) -> dict[str, Any]:
             output = (
                 f"{base}/files/{p.id}.wav" if state.serve_files else wav_data_url(state.output_s)
             )
-    metrics = {} if completed is None else {"predict_time": round(completed - p.created, 3)}
+    ran = None if completed is None else max(0.0, completed - p.started)
+    metrics = {} if ran is None else {"predict_time": round(ran, 3)}
     return {
         "id": p.id,
         "model": p.model,
@@ -170,7 +189,7 @@ def _view(state: FakeState, p: Prediction, base: str) -> dict[str, Any]:
         "error": error,
         "metrics": metrics,
         "created_at": _iso(p.created),
-        "started_at": _iso(p.created),
+        "started_at": _iso(p.started) if now >= p.started else None,
         "completed_at": _iso(completed),
         "urls": {
             "get": f"{base}/v1/predictions/{p.id}",
@@ -276,8 +295,10 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
                 return
             with state.lock:
                 state.cancels += 1
-                if state.clock() < p.created + p.latency_s and p.canceled_at is None:
-                    p.canceled_at = state.clock()
+                state.cancelled_ids.append(p.id)
+                now = state.clock()
+                if now < p.done_at and (p.canceled_at is None or p.canceled_at > now):
+                    p.canceled_at = now
             self.reply(200, _view(state, p, self.base))
 
         def upload(self, raw: bytes) -> None:
@@ -304,7 +325,7 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
         def create(self, model: str, version: str, model_input: dict[str, Any]) -> None:
             with state.lock:
                 fault = self.admit(model_input)
-            if fault in (None, "lost", "model-error", "aborted"):
+            if fault in (None, "lost", "model-error", *STATUS_FAULTS):
                 p = self.store(model, version, model_input, fault)
                 if fault == "lost":
                     self.close_connection = True  # created, but the reply never comes
@@ -368,12 +389,15 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
                     version=version,
                     input=model_input,
                     created=state.clock(),
-                    latency_s=state.latency_s,
+                    latency_s=state.stuck_s if fault == "stuck" else state.latency_s,
                     fail_with="CUDA out of memory (fake model error)"
                     if fault == "model-error"
                     else None,
                     aborted=fault == "aborted",
+                    starting_s=state.starting_s,
                 )
+                if fault == "canceled":
+                    p.canceled_at = p.done_at  # someone else cancels it as it would finish
                 state.predictions[pid] = p
                 state.order.append(pid)
             return p

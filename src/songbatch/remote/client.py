@@ -105,11 +105,14 @@ class ReplicateApi:
 
     def get(self, prediction_id: str) -> PredictionState:
         import pydantic
+        from pydantic import v1 as pydantic_v1
 
         try:
             return _state(dict(self.client.predictions.get(prediction_id)))
-        except pydantic.ValidationError:
-            # `aborted` is not in the client's status Literal: read the raw reply instead.
+        except (pydantic.ValidationError, pydantic_v1.ValidationError):
+            # `aborted` is not in the client's status Literal: read the raw reply instead. The
+            # client builds its models with pydantic.v1 when pydantic 2 is installed, so the
+            # error is pydantic.v1's, which pydantic.ValidationError does not catch.
             return _state(self._raw("GET", f"/v1/predictions/{prediction_id}"))
         except Exception as exc:
             raise self._classify(exc, posting=False) from exc

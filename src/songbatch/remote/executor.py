@@ -379,9 +379,14 @@ class RemoteExecutor:
 
     def _watch(self, flight: _Flight, state: PredictionState, now: float) -> None:
         """Cancel a prediction whose predict time reaches what its reservation covers. Its start
-        is taken as the last poll that still saw it queued: early, so the cancel is never late."""
+        is taken as the last poll that still saw it queued, or, when the first poll already sees
+        it running, the create (whose reply saw it queued): early, so the cancel is never late.
+        An adopted prediction (created by an earlier run) has no create time here: first poll."""
         if state.status == "processing" and flight.running_since is None:
-            flight.running_since = flight.last_poll if flight.last_poll is not None else now
+            if flight.last_poll is not None:
+                flight.running_since = flight.last_poll
+            else:
+                flight.running_since = flight.sent_at or now
         flight.last_poll = now
         flight.due = now + self.config.poll_s
         limit = flight.reservation.cancel_after_s if flight.reservation else None
