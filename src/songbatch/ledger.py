@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -266,7 +266,6 @@ class ManifestInfo:
     plan_sha256: str
     assembly: dict[str, Any]
     planned_utc: str
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
