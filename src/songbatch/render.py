@@ -22,7 +22,8 @@ from songbatch.engines.base import EngineSpec, Kind
 from songbatch.errors import BudgetExceeded, EngineUnavailable, InputError, SongbatchError
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.devices import DeviceSlot, parse_devices
-from songbatch.executors.local import ExecutorSettings, ExecutorSummary, LocalExecutor
+from songbatch.executors.local import ExecutorSettings, LocalExecutor
+from songbatch.executors.publishing import ExecutorSummary
 from songbatch.executors.worker import spec_id
 from songbatch.fsutil import sweep_temps
 from songbatch.ledger import Ledger, ManifestInfo, PlanDiff
@@ -241,7 +242,7 @@ def _engine_specs(planned: list[Planned]) -> dict[str, EngineSpec]:
 
 def _sweep(workspace: Workspace, infos: list[ManifestInfo]) -> None:
     """With the run lock held no one else writes: every temp file is a dead run's leftover."""
-    tmp = workspace.state_dir / "tmp"
+    tmp = workspace.tmp_dir
     if tmp.is_dir():
         for entry in tmp.iterdir():
             entry.unlink()

@@ -33,6 +33,15 @@ class Workspace:
         """Intermediate assembly files (chapter masters)."""
         return self.state_dir / "work"
 
+    @property
+    def tmp_dir(self) -> Path:
+        """Renders in progress; the same filesystem as chunks/, so publishing is a rename."""
+        return self.state_dir / "tmp"
+
+    def tmp_path(self, key: str, token: int) -> Path:
+        """Where the holder of lease `token` writes job `key` before it is published."""
+        return self.tmp_dir / f"{key}.{token}.tmp"
+
     def chunk_path(self, key: str) -> Path:
         return self.chunks_dir / key[:2] / f"{key}.flac"
 

@@ -24,6 +24,7 @@ from songbatch.engines.base import EngineSpec
 from songbatch.errors import EngineUnavailable, Interrupted, SongbatchError
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.devices import DeviceSlot
+from songbatch.executors.publishing import ExecutorSummary, publish_and_report
 from songbatch.executors.worker import Ticket, WorkerConfig, spec_id, worker_main
 from songbatch.fsutil import remove_quietly
 from songbatch.interrupts import sigterm_as_interrupt
@@ -40,16 +41,6 @@ class ExecutorSettings:
     max_failures: int = 3
     depth: int = 2
     deadline: float | None = None  # time.monotonic() after which no new job is handed out
-
-
-@dataclass
-class ExecutorSummary:
-    published: int = 0
-    failed: int = 0
-    retried: int = 0
-    discarded: int = 0
-    deaths: int = 0
-    stopped_at_deadline: bool = False
 
 
 @dataclass
@@ -99,12 +90,11 @@ class LocalExecutor:
         self._finished_jobs: list[tuple[str, Lease, dict[str, Any]]] = []
         self._pool: deque[Lease] = deque()
         self._device_of = {slot.name: slot.device for slot in self.slots}
-        self._tmp_dir = workspace.state_dir / "tmp"
 
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> ExecutorSummary:
-        self._tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.workspace.tmp_dir.mkdir(parents=True, exist_ok=True)
         with sigterm_as_interrupt():
             try:
                 self._workers = [self._spawn(slot) for slot in self.slots]
@@ -239,12 +229,9 @@ class LocalExecutor:
             token=lease.token,
             spec_id=spec_id(lease.kind, lease.engine, lease.model),
             request=lease.request,
-            tmp_path=str(self._tmp_path(lease)),
+            tmp_path=str(self.workspace.tmp_path(lease.key, lease.token)),
             voice_path=None if voice is None else str(self.workspace.state_dir / "voices" / voice),
         )
-
-    def _tmp_path(self, lease: Lease) -> Path:
-        return self._tmp_dir / f"{lease.key}.{lease.token}.tmp"
 
     # ------------------------------------------------------------------ messages
 
@@ -315,32 +302,22 @@ class LocalExecutor:
             if final.parent not in self._made_dirs:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 self._made_dirs.add(final.parent)
-            items.append(
-                Publication(
-                    lease,
-                    self._tmp_path(lease),
-                    final,
-                    sha256=result["sha256"],
-                    duration_ms=int(result["duration_ms"]),
-                    render_ms=int(result["render_ms"]),
-                    worker=worker_name,
-                    device=self._device_of.get(worker_name),
-                    info=result.get("info") or None,
-                )
+            publication = Publication(
+                lease,
+                self.workspace.tmp_path(lease.key, lease.token),
+                final,
+                sha256=result["sha256"],
+                duration_ms=int(result["duration_ms"]),
+                render_ms=int(result["render_ms"]),
+                worker=worker_name,
+                device=self._device_of.get(worker_name),
+                info=result.get("info") or None,
             )
-        outcomes = self.ledger.publish_many(items)
-        crash_point("after-done")
-        for (worker_name, lease, result), ok in zip(batch, outcomes, strict=True):
-            if not ok:
-                self.summary.discarded += 1
-                self.observer(RunEvent("job-discarded", worker=worker_name, job=lease.key))
-                continue
-            self.summary.published += 1
-            self.observer(RunEvent("job-done", worker=worker_name, job=lease.key, data=result))
-            self.on_published(lease.key)
+            items.append((publication, result))
+        publish_and_report(self.ledger, items, self.summary, self.observer, self.on_published)
 
     def _failed(self, worker: _Worker, lease: Lease, error: str, retryable: bool) -> None:
-        remove_quietly(self._tmp_path(lease))
+        remove_quietly(self.workspace.tmp_path(lease.key, lease.token))
         state = self.ledger.fail(
             lease,
             error,
@@ -392,7 +369,7 @@ class LocalExecutor:
         """The job being rendered is charged (it may be what killed the worker); queued ones
         are given back free."""
         for lease in worker.queue:
-            remove_quietly(self._tmp_path(lease))
+            remove_quietly(self.workspace.tmp_path(lease.key, lease.token))
             if lease.token in worker.rendering:
                 error = worker.kill_reason or "worker died while rendering"
                 outcome = "expired" if worker.kill_reason else "lost"
@@ -439,7 +416,7 @@ class LocalExecutor:
             self._release_pool(outcome)
             for worker in self._workers:
                 for lease in worker.queue:
-                    remove_quietly(self._tmp_path(lease))
+                    remove_quietly(self.workspace.tmp_path(lease.key, lease.token))
                     self.ledger.release(lease, outcome)
                 worker.queue.clear()
         except Exception:

@@ -26,7 +26,7 @@ from songbatch.cost import Reservation, settled_cost, worst_case
 from songbatch.crashpoints import crash_point
 from songbatch.errors import EngineError, Interrupted
 from songbatch.events import Observer, RunEvent, ignore
-from songbatch.executors.local import ExecutorSummary
+from songbatch.executors.publishing import ExecutorSummary, publish_and_report
 from songbatch.interrupts import sigterm_as_interrupt
 from songbatch.ledger import CapReached, Lease, Ledger, Publication, SpendCaps
 from songbatch.profiles import RemoteModel, ReplicateConfig
@@ -133,13 +133,12 @@ class RemoteExecutor:
         self._adopted: dict[str, Adopted] = {}
         self._stopping = False
         self._drained = False
-        self._tmp_dir = workspace.state_dir / "tmp"
         self._next_beat = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> RemoteSummary:
-        self._tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.workspace.tmp_dir.mkdir(parents=True, exist_ok=True)
         with sigterm_as_interrupt():
             try:
                 self._adopted = reconcile_open(self.ledger, self.api, self.config, self._note)
@@ -416,7 +415,7 @@ class RemoteExecutor:
             return
         try:
             result = self.api.fetch(state.output)
-            tmp = self._tmp_dir / f"{flight.lease.key}.{flight.lease.token}.tmp"
+            tmp = self.workspace.tmp_path(flight.lease.key, flight.lease.token)
             sha256 = audio.write_chunk(tmp, result, key=flight.lease.key)
         except (CallFailed, EngineError) as exc:
             self._settle(flight, usd, state.predict_s, "undecodable")
@@ -514,16 +513,7 @@ class RemoteExecutor:
         if not self._finished:
             return
         batch, self._finished = self._finished, []
-        outcomes = self.ledger.publish_many([publication for publication, _ in batch])
-        for (publication, data), ok in zip(batch, outcomes, strict=True):
-            key = publication.lease.key
-            if not ok:
-                self.summary.discarded += 1
-                self.observer(RunEvent("job-discarded", worker=WORKER, job=key))
-                continue
-            self.summary.published += 1
-            self.observer(RunEvent("job-done", worker=WORKER, job=key, data=data))
-            self.on_published(key)
+        publish_and_report(self.ledger, batch, self.summary, self.observer, self.on_published)
 
     def _heartbeat(self) -> None:
         now = self.clock()
