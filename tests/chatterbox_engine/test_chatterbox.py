@@ -27,7 +27,6 @@ pytest.importorskip("chatterbox.tts", reason="needs the chatterbox env: bash .ci
 import tiny_chatterbox as tiny
 import torch
 from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
-from safetensors.torch import save_file
 
 from songbatch.engines import chatterbox as cb
 from songbatch.engines.base import EngineSpec, RenderRequest, RenderResult
@@ -272,19 +271,7 @@ def test_load_runs_the_librarys_from_local(
 ) -> None:
     """A checkpoint folder in the layout from_local reads, holding the tiny model's weights and
     a built-in voice; from_local's T3() gets the tiny Llama under the default config's name."""
-    folder = tmp_path / "ckpt"
-    folder.mkdir()
-    save_file(model.ve.state_dict(), folder / "ve.safetensors")
-    # After a first generate T3 also holds `patched_model`, which shares its tensors: a fresh
-    # T3() has no such keys, so the checkpoint must not either.
-    t3_state = {k: v for k, v in model.t3.state_dict().items() if not k.startswith("patched_")}
-    save_file(t3_state, folder / "t3_cfg.safetensors")
-    # from_local loads S3Gen with strict=False: a partial file keeps this test's disk use small.
-    s3gen_part = {k: v for k, v in model.s3gen.state_dict().items() if k.startswith("mel2wav.f0")}
-    save_file({k: v.contiguous() for k, v in s3gen_part.items()}, folder / "s3gen.safetensors")
-    model.tokenizer.tokenizer.save(str(folder / "tokenizer.json"))
-    model.prepare_conditionals(str(voice))
-    model.conds.save(folder / "conds.pt")
+    folder = tiny.save_checkpoint(model, tmp_path / "ckpt", voice)
     monkeypatch.setitem(LLAMA_CONFIGS, "Llama_520M", LLAMA_CONFIGS[tiny.TINY_LLAMA])
 
     engine = cb.load(dataclasses.replace(spec(), model=str(folder)), "cpu")

@@ -25,6 +25,7 @@ from chatterbox.models.t3.modules.t3_config import T3Config
 from chatterbox.models.tokenizers import EnTokenizer
 from chatterbox.models.voice_encoder import VoiceEncoder
 from chatterbox.tts import ChatterboxTTS
+from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
 TINY_LLAMA = "songbatch_tiny_llama"
@@ -98,3 +99,23 @@ def write_voice(path: Path, *, seconds: float = 1.5, sample_rate: int = 24000) -
     wave = 0.2 * wave / np.abs(wave).max() + 0.01 * rng.standard_normal(t.size)
     sf.write(str(path), wave.astype(np.float32), sample_rate, format="WAV", subtype="PCM_16")
     return path
+
+
+def save_checkpoint(model: ChatterboxTTS, folder: Path, voice: Path) -> Path:
+    """The model's files in the layout the library's from_local (and from_pretrained, through
+    the Hugging Face cache) reads, with `voice` as the checkpoint's built-in voice."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(model.ve.state_dict(), folder / "ve.safetensors")
+    # After a first generate T3 also holds `patched_model`, which shares its tensors: a fresh
+    # T3() has no such keys, so the checkpoint must not either.
+    t3_state = {k: v for k, v in model.t3.state_dict().items() if not k.startswith("patched_")}
+    save_file(t3_state, folder / "t3_cfg.safetensors")
+    # from_local loads S3Gen with strict=False: a partial file keeps disk use small.
+    s3gen_part = {k: v for k, v in model.s3gen.state_dict().items() if k.startswith("mel2wav.f0")}
+    save_file({k: v.contiguous() for k, v in s3gen_part.items()}, folder / "s3gen.safetensors")
+    model.tokenizer.tokenizer.save(str(folder / "tokenizer.json"))
+    saved_conds = model.conds
+    model.prepare_conditionals(str(voice))
+    model.conds.save(folder / "conds.pt")
+    model.conds = saved_conds
+    return folder
