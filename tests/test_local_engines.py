@@ -11,6 +11,7 @@ import pytest
 import soundfile
 
 from helpers.books import run_songbatch, start_render, worker_processes
+from helpers.hub_cache import hub_snapshot, offline_hub_env
 from helpers.verify import verify_done_exactly_once
 
 pytest.importorskip("torch")
@@ -35,9 +36,9 @@ def local_profile(folder: Path, model: Path, *, devices: str, batch_size: int) -
     return path
 
 
-def album(folder: Path, durations: list[str]) -> Path:
+def album(folder: Path, durations: list[str], *, profile: str = "tiny-local.yaml") -> Path:
     lines = ["kind: album", "title: Tiny Album", "artist: Random Weights"]
-    lines += ["profile: tiny-local.yaml", "formats: [flac]", "tracks:"]
+    lines += [f"profile: {profile}", "formats: [flac]", "tracks:"]
     for number, duration in enumerate(durations, start=1):
         lines += [
             f"  - title: Piece {number}",
@@ -61,6 +62,31 @@ def test_an_album_with_a_continued_track_comes_out_at_its_lengths(
         info = soundfile.info(str(folder / name))
         assert info.samplerate == 32000
         assert info.frames == seconds * 32000
+    verify_done_exactly_once(tmp_path)
+
+
+def test_the_shipped_local_profile_loads_musicgen_small_from_the_hub_cache(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """`profile: local` names facebook/musicgen-small: with the tiny model in a Hugging Face
+    cache under that id, the worker finds it offline as it finds downloaded weights."""
+    hf_home = tmp_path / "hf"
+    snapshot = hub_snapshot(hf_home, "facebook/musicgen-small")
+    for file in tiny_model.iterdir():
+        (snapshot / file.name).write_bytes(file.read_bytes())
+    manifest = album(tmp_path, ["3s"], profile="local")
+    result = run_songbatch(
+        "render",
+        str(manifest),
+        "--workspace",
+        str(tmp_path),
+        cwd=tmp_path,
+        env=offline_hub_env(hf_home),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no CUDA device found: rendering on the CPU" in result.stderr
+    info = soundfile.info(str(tmp_path / "outputs" / "tiny-album" / "01 - Piece 1.flac"))
+    assert (info.samplerate, info.frames) == (32000, 3 * 32000)
     verify_done_exactly_once(tmp_path)
 
 

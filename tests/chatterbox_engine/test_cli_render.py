@@ -25,10 +25,10 @@ import torch
 from mutagen.mp4 import MP4
 
 from helpers.books import run_songbatch
+from helpers.hub_cache import hub_snapshot, offline_hub_env
 from helpers.verify import verify_done_exactly_once
 
 SITE = Path(__file__).resolve().parent / "tiny_site"
-COMMIT = "0" * 40  # any revision name: offline, the hub client follows refs/main to it
 CHAPTERS = [
     ("Dawn", "The harbour woke slowly. Gulls circled the masts."),
     ("Dusk", "Lamps were lit along the quay. The tide turned."),
@@ -39,17 +39,14 @@ CHAPTERS = [
 def hf_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A Hugging Face home whose cache holds the tiny checkpoint as ResembleAI/chatterbox."""
     home = tmp_path_factory.mktemp("hf")
-    repo = home / "hub" / "models--ResembleAI--chatterbox"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = tiny.build_tiny_model(tmp_path_factory.mktemp("tiny"))
         voice = tiny.write_voice(home / "builtin.wav")
-        tiny.save_checkpoint(model, repo / "snapshots" / COMMIT, voice)
+        tiny.save_checkpoint(model, hub_snapshot(home, "ResembleAI/chatterbox"), voice)
     torch.set_num_threads(threads)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
     yield home
 
 
@@ -82,8 +79,7 @@ def test_a_book_renders_through_songbatch_render_with_the_local_profile(
 ) -> None:
     manifest = write_book(tmp_path)
     env = {
-        "HF_HOME": str(hf_home),
-        "HF_HUB_OFFLINE": "1",
+        **offline_hub_env(hf_home),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")])),
         # One intra-op thread per process: see the `built` fixture in test_chatterbox.py.
         "OMP_NUM_THREADS": "1",
