@@ -41,8 +41,8 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from songbatch.engines import musicgen
-from songbatch.engines.base import EngineSpec, RenderRequest
-from songbatch.engines.musicgen import MusicGenEngine
+from songbatch.engines.base import AUTO_BATCH_CEILING, EngineSpec, RenderRequest
+from songbatch.engines.musicgen import MusicGenEngine, auto_batch_limit, track_bytes
 from songbatch.errors import EngineUnavailable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -183,6 +183,21 @@ def bench_musicgen(args: argparse.Namespace) -> None:
     rows = [_measure("sequential", engine(1), tracks, args.device, one_at_a_time=True)]
     rows += [_measure("batched", engine(b), tracks, args.device) for b in args.batch_sizes]
     _print_table(rows, args.device)
+    _print_auto_batch(model, args.device)
+
+
+def _print_auto_batch(model: MusicGen, device: str) -> None:
+    """What `batch_size: auto` would pick here, and the memory model behind it (30 s windows);
+    compare its per-track figure with the peak growth per track in the table above."""
+    dtype_bytes = torch.finfo(model.dtype).bits // 8
+    per_track = track_bytes(model.decoder.config, model.audio_encoder.config, dtype_bytes)
+    limit = auto_batch_limit(model, model.device, AUTO_BATCH_CEILING)
+    free = (
+        f", {torch.cuda.mem_get_info(model.device)[0] / 2**30:.1f} GiB free"
+        if device == "cuda"
+        else ""
+    )
+    print(f"batch_size auto: {limit} (model: {per_track / 2**20:.0f} MiB per 30 s track{free})")
 
 
 def _warm_up(engine: MusicGenEngine, tracks: list[RenderRequest]) -> None:

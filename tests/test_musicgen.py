@@ -18,7 +18,15 @@ pytest.importorskip("transformers")
 from helpers.tiny_musicgen import build_tiny_musicgen  # noqa: E402
 from songbatch.engines import EngineSpec, RenderRequest, load_engine  # noqa: E402
 from songbatch.engines.base import RenderResult  # noqa: E402
-from songbatch.engines.musicgen import MusicGenEngine, Window, plan_windows  # noqa: E402
+from songbatch.engines.musicgen import (  # noqa: E402
+    CPU_AUTO_BATCH,
+    MusicGenEngine,
+    Window,
+    auto_batch_limit,
+    batch_that_fits,
+    plan_windows,
+    track_bytes,
+)
 from songbatch.errors import EngineError, EngineUnavailable  # noqa: E402
 
 SR = 32000
@@ -200,6 +208,57 @@ def test_out_of_memory_alone_fails_that_job_only(
         assert isinstance(result, EngineError)
         assert "out of memory" in str(result)
         assert not result.retryable
+
+
+GIB = 2**30
+
+
+def test_memory_model_for_musicgen_small_in_float16() -> None:
+    """The real checkpoint's shapes (configs only, no weights): about 0.9 GiB per track for a
+    30 s window with guidance, so a 24 GB card with 20 GiB free takes 18 and an H100 the cap."""
+    from transformers import EncodecConfig, MusicgenDecoderConfig
+
+    decoder = MusicgenDecoderConfig(
+        num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, num_codebooks=4
+    )
+    codec = EncodecConfig(sampling_rate=32000, upsampling_ratios=[8, 5, 4, 4], num_filters=64)
+    per_track = track_bytes(decoder, codec, dtype_bytes=2)
+    assert 0.7 * GIB < per_track < 1.1 * GIB
+    assert track_bytes(decoder, codec, dtype_bytes=4) == 2 * per_track
+    assert batch_that_fits(20 * GIB, per_track, ceiling=32) == 18
+    assert batch_that_fits(76 * GIB, per_track, ceiling=32) == 32
+    assert batch_that_fits(GIB // 2, per_track, ceiling=32) == 1  # never zero: OOM halves
+
+
+def test_auto_batch_reads_free_memory_on_cuda(
+    engine: MusicGenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No GPU here: torch.cuda.mem_get_info is faked, the arithmetic and dtype are real."""
+    asked: list[torch.device] = []
+
+    def mem_get_info(device: torch.device) -> tuple[int, int]:
+        asked.append(device)
+        return (free, 2 * free)
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    config = (engine.model.decoder.config, engine.model.audio_encoder.config)
+    per_track = track_bytes(*config, dtype_bytes=4)  # the tiny model is float32
+    free = int(5.5 * per_track / 0.8)
+    assert auto_batch_limit(engine.model, torch.device("cuda:0"), ceiling=32) == 5
+    assert asked == [torch.device("cuda:0")]
+    assert auto_batch_limit(engine.model, torch.device("cuda:0"), ceiling=3) == 3
+
+
+def test_auto_batch_on_a_cpu_is_small_and_splits_the_call(tiny_folder: Path) -> None:
+    spec = EngineSpec(
+        kind="music", engine="musicgen", model=str(tiny_folder), batch_size=32, batch_auto=True
+    )
+    auto = load_engine(spec, "cpu")
+    assert isinstance(auto, MusicGenEngine) and auto.batch_limit == CPU_AUTO_BATCH == 4
+    results = ok(auto.render([track(seed, 0.2) for seed in range(6)], lambda: None))
+    assert auto.generate_calls == 2
+    assert [result.info["batch"] for result in results] == [4] * 4 + [2] * 2
+    auto.close()
 
 
 def test_missing_weights_say_how_to_provide_them(tmp_path: Path) -> None:

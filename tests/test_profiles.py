@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from songbatch.engines.base import EngineSpec
+from songbatch.engines.base import AUTO_BATCH_CEILING, EngineSpec
 from songbatch.errors import ManifestError, ProfileError
 from songbatch.profiles import (
     available_profiles,
@@ -65,6 +65,10 @@ def test_engine_spec() -> None:
         "musicgen",
         "facebook/musicgen-small",
     )
+    # `batch_size: auto`: the engine sizes batches from free memory, below this ceiling.
+    assert (music.batch_auto, music.batch_size) == (True, AUTO_BATCH_CEILING)
+    speech = profile.engine_spec("speech")
+    assert (speech.batch_auto, speech.batch_size) == (False, 1)
 
 
 def test_default_is_local() -> None:
@@ -129,6 +133,13 @@ def test_missing_path(tmp_path: Path) -> None:
             "greater than 0",
         ),
         (PROFILE.format(name="x") + "max_attempts: 010\n", 8, 15, "max_attempts", "leading zero"),
+        (
+            PROFILE.format(name="x").replace("m2", "m2\n  batch_size: lots"),
+            8,
+            15,
+            "music.batch_size",
+            "expected a whole number from 1 to 256, or auto (got 'lots')",
+        ),
         (
             PROFILE.format(name="x") + "lease_seconds: '60'\n",
             8,

@@ -163,6 +163,30 @@ def album_manifest(folder: Path, tracks: list[tuple[str, str]]) -> Path:
     return path
 
 
+def test_auto_batch_size_follows_what_the_loaded_engine_reports(tmp_path: Path) -> None:
+    """`batch_size: auto`: the first calls carry one job each (they load the engine, which
+    measures its device); after the worker reports its limit, batches are that big. The
+    synthetic engine stands in for a GPU's free memory with `auto_batch_limit`."""
+    profile = synthetic_profile(tmp_path, latency_ms=50, devices="cpu:1")
+    profile.write_text(
+        profile.read_text(encoding="utf-8")
+        .replace(
+            "music:\n  engine: synthetic\n",
+            "music:\n  engine: synthetic\n  batch_size: auto\n",
+        )
+        .replace("params: {", "params: {auto_batch_limit: 3, ", 2),
+        encoding="utf-8",
+    )
+    tracks = [(f"calm piano {i}", "3s") for i in range(8)]
+    result = render(tmp_path, album_manifest(tmp_path, tracks))
+    assert result.returncode == 0, result.stderr
+    assert "up to 3 job(s) per call" in result.stderr
+    with Ledger(tmp_path / ".songbatch" / "ledger.db") as ledger:
+        infos = [json.loads(row[0]) for row in ledger.conn.execute("SELECT info FROM jobs")]
+    # Two single-job calls were queued before the engine loaded (the worker is kept two deep).
+    assert sorted(info["batch"] for info in infos) == [1, 1, 3, 3, 3, 3, 3, 3]
+
+
 def test_equal_length_tracks_share_one_engine_call_and_fail_alone(tmp_path: Path) -> None:
     profile = synthetic_profile(tmp_path, latency_ms=50, devices="cpu:1")
     profile.write_text(

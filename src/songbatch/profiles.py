@@ -8,12 +8,19 @@ profiles shipped with songbatch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 
 import songbatch
-from songbatch.engines.base import EngineSpec
+from songbatch.engines.base import AUTO_BATCH_CEILING, EngineSpec
 from songbatch.errors import ProfileError
 from songbatch.workspace import Workspace
 from songbatch.yamlstrict import StrictDocument, load_yaml, validation_error
@@ -25,13 +32,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _batch_size(value: Any) -> int | Literal["auto"]:
+    if value == "auto" or (type(value) is int and 1 <= value <= 256):
+        return value  # type: ignore[no-any-return]
+    raise ValueError(f"expected a whole number from 1 to 256, or auto (got {value!r})")
+
+
+BatchSize = Annotated[int | Literal["auto"], PlainValidator(_batch_size)]
+
+
 class EngineConfig(_Strict):
     engine: str = Field(min_length=1)
     model: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
     max_chars: int = Field(default=400, gt=0)  # speech: longest chunk one call gets
     chars_per_second: float = Field(default=14.0, gt=0)  # speech: for duration estimates
-    batch_size: int = Field(default=1, ge=1, le=256)  # jobs per engine call (equal-length music)
+    # Jobs per engine call (equal-length music); `auto`: from the device's free memory.
+    batch_size: BatchSize = 1
 
 
 class PriceRule(_Strict):
@@ -165,13 +182,15 @@ class Profile(_ProfileFile):
 
     def engine_spec(self, kind: Literal["speech", "music"]) -> EngineSpec:
         config = self.speech if kind == "speech" else self.music
+        auto_batch = config.batch_size == "auto"
         return EngineSpec(
             kind=kind,
             engine=config.engine,
             model=config.model,
             params=dict(config.params),
             max_chars=config.max_chars,
-            batch_size=config.batch_size,
+            batch_size=AUTO_BATCH_CEILING if auto_batch else int(config.batch_size),
+            batch_auto=auto_batch,
         )
 
 

@@ -68,6 +68,11 @@ class PlainReporter:
             )
         if event.kind == "run-started":
             parts.append(f"{event.data['jobs']} job(s) on {event.data['workers']} worker(s)")
+        if event.kind == "engine-loaded":
+            parts.append(
+                f"in {event.data['seconds']:.1f} s, up to {event.data['batch_limit']} job(s)"
+                " per call"
+            )
         with self._lock:
             self.stream.write(" ".join(parts) + "\n")
             self.stream.flush()

@@ -12,6 +12,9 @@ import numpy.typing as npt
 from songbatch.errors import EngineError
 
 Kind = Literal["speech", "music"]
+# `batch_size: auto`: the most jobs one call is handed; the engine sizes its batches below this
+# from its device's free memory once its model is loaded.
+AUTO_BATCH_CEILING = 32
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class EngineSpec:
     # Most jobs the coordinator hands an engine in one call (equal-length music tracks); the
     # engine may split a batch further to fit its device's memory.
     batch_size: int = 1
+    # Set by `batch_size: auto`: the engine's `batch_limit` comes from free memory at load.
+    batch_auto: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,3 +79,10 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def batch_limit(engine: Engine) -> int:
+    """Most jobs the engine takes in one call on its device: an engine that sizes its batches
+    says so with a `batch_limit` attribute; otherwise its profile's `batch_size` holds."""
+    limit = getattr(engine, "batch_limit", None)
+    return max(1, int(limit)) if limit is not None else max(1, engine.spec.batch_size)

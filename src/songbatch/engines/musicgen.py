@@ -6,7 +6,8 @@ module import.
 How a batch is rendered
 -----------------------
 * Requests are grouped by (length, sampling params, stride) and each group is generated in
-  batches of up to `spec.batch_size`, ONE `generate` call per batch and window.
+  batches of up to `batch_limit` (the profile's `batch_size`, or with `auto` what the device's
+  free memory holds, see `auto_batch_limit`), ONE `generate` call per batch and window.
 * MusicGen was trained on 30 s. Longer tracks are continued like audiocraft's `extend_stride`:
   the first window makes 30 s; every further window is prompted with the last (30 - stride) s
   of the audio so far (as an `input_values` audio prompt) and adds up to `stride` s (param
@@ -53,6 +54,7 @@ from transformers import (
     LogitsProcessor,
     LogitsProcessorList,
     MusicgenForConditionalGeneration,
+    PretrainedConfig,
     ProcessorMixin,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -272,6 +274,13 @@ class MusicGenEngine:
         # (stereo checkpoints interleave left/right codebooks, which share a delay).
         self.delay = self.codebooks // self.channels - 1
         self.generate_calls = 0
+        # Most tracks per generate call; `batch_size: auto` measures it once, after the weights
+        # are on the device, and the worker tells the coordinator.
+        self.batch_limit = (
+            auto_batch_limit(self.model, self.device, spec.batch_size)
+            if spec.batch_auto
+            else max(1, spec.batch_size)
+        )
 
     # -- public -------------------------------------------------------------------------------
 
@@ -287,7 +296,7 @@ class MusicGenEngine:
                 results[index] = exc
                 continue
             groups.setdefault(job.group, []).append(job)
-        size = max(1, self.spec.batch_size)
+        size = self.batch_limit
         for jobs in groups.values():
             for start in range(0, len(jobs), size):
                 batch = jobs[start : start + size]
@@ -517,6 +526,51 @@ def _unavailable(model: str, why: str) -> EngineUnavailable:
         f" ({constants.HF_HUB_CACHE}) with network access, set the profile's `model:` to a"
         " local folder, or use --profile offline|replicate"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch size from free memory
+
+# On a CPU batching buys little (it is compute bound) and big batches leave other workers idle.
+CPU_AUTO_BATCH = 4
+# Share of the free memory a batch may plan to use: the allocator fragments, and the estimate
+# below is a model of the big tensors, not a measurement.
+MEMORY_HEADROOM = 0.8
+# Activations, attention scratch and logits, as a multiple of the KV cache.
+_ACTIVATION_FACTOR = 1.5
+# Live copies of a full-rate codec activation while EnCodec encodes a prompt or decodes a window.
+_CODEC_COPIES = 4
+
+
+def track_bytes(decoder: PretrainedConfig, codec: PretrainedConfig, dtype_bytes: int) -> int:
+    """Device memory one more track in a batch costs for one 30 s window: the decoder's KV cache
+    (doubled by classifier-free guidance, which the engine uses by default), the activations
+    around it, and EnCodec's full-rate activations for the window's audio."""
+    hop = int(np.prod(codec.upsampling_ratios))
+    samples = int(WINDOW_S * codec.sampling_rate)
+    frames = samples // hop + int(decoder.num_codebooks)  # plus the delay pattern's steps
+    kv = 2 * int(decoder.num_hidden_layers) * frames * int(decoder.hidden_size) * dtype_bytes
+    decoding = _ACTIVATION_FACTOR * 2 * kv  # 2: guidance doubles the rows
+    codec_bytes = _CODEC_COPIES * samples * int(codec.num_filters) * int(codec.audio_channels)
+    return int(decoding + codec_bytes * dtype_bytes)
+
+
+def batch_that_fits(free_bytes: int, per_track: int, ceiling: int) -> int:
+    return max(1, min(ceiling, int(free_bytes * MEMORY_HEADROOM) // max(1, per_track)))
+
+
+def auto_batch_limit(
+    model: MusicgenForConditionalGeneration, device: torch.device, ceiling: int
+) -> int:
+    """`batch_size: auto`: as many tracks as the free memory holds, measured with the weights
+    already loaded. Out of memory still halves a batch, so an estimate on the high side costs
+    one retry, not the job."""
+    if device.type != "cuda":
+        return min(ceiling, CPU_AUTO_BATCH)
+    free, _total = torch.cuda.mem_get_info(device)
+    dtype_bytes = torch.finfo(model.dtype).bits // 8
+    per_track = track_bytes(model.decoder.config, model.audio_encoder.config, dtype_bytes)
+    return batch_that_fits(free, per_track, ceiling)
 
 
 def _seed_globals(seed: int) -> None:

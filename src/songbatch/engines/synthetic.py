@@ -26,6 +26,9 @@ class SyntheticEngine:
         self.chars_per_second = float(spec.params.get("chars_per_second", 14.0))
         # Tests of failure handling: a job whose text contains this marker fails for good.
         self.fail_marker = spec.params.get("fail_marker")
+        # `batch_size: auto`: what a GPU engine would measure from free memory at load, given.
+        if spec.batch_auto:
+            self.batch_limit = int(spec.params.get("auto_batch_limit", 1))
 
     def render(
         self, requests: Sequence[RenderRequest], progress: ProgressFn

@@ -53,6 +53,8 @@ class _Worker:
     batches: list[set[int]] = field(default_factory=list)  # tokens of each batch in flight
     rendering: set[int] = field(default_factory=set)  # tokens of the batch it has started
     last_progress: float = 0.0
+    # Per engine (spec id): most jobs per call, as the loaded engine reported it.
+    batch_limits: dict[str, int] = field(default_factory=dict)
     consecutive_deaths: int = 0
     kill_reason: str | None = None
 
@@ -176,19 +178,20 @@ class LocalExecutor:
     def _fill(self) -> None:
         for worker in self._workers:
             while worker.ready and len(worker.batches) < self.settings.depth:
-                batch = self._next_batch()
+                batch = self._next_batch(worker)
                 if not batch:
                     return
                 self._send(worker, batch)
 
-    def _next_batch(self) -> list[Lease]:
+    def _next_batch(self, worker: _Worker) -> list[Lease]:
         """The longest pending job, with as many jobs of the same engine and the same length as
-        its engine takes in one call (equal-length music tracks share one generate)."""
+        its engine takes in one call on this worker (equal-length music tracks share one
+        generate)."""
         first = self._next_lease()
         if first is None:
             return []
         batch = [first]
-        size = self.specs[spec_id(first.kind, first.engine, first.model)].batch_size
+        size = self._batch_size(worker, spec_id(first.kind, first.engine, first.model))
         for lease in list(self._pool):
             if len(batch) >= size:
                 break
@@ -198,11 +201,22 @@ class LocalExecutor:
                 batch.append(lease)
         return batch
 
+    def _batch_size(self, worker: _Worker, spec: str) -> int:
+        """What the worker's engine reported at load; before that the profile's `batch_size`,
+        or one job for `auto` (its first call is what loads the engine and measures it)."""
+        if spec in worker.batch_limits:
+            return worker.batch_limits[spec]
+        return 1 if self.specs[spec].batch_auto else self.specs[spec].batch_size
+
+    def _widest_batch(self) -> int:
+        known = [limit for w in self._workers for limit in w.batch_limits.values()]
+        known += [spec.batch_size for spec in self.specs.values() if not spec.batch_auto]
+        return max(known, default=1)
+
     def _next_lease(self) -> Lease | None:
         """From a pool of leases claimed together: one transaction serves many jobs."""
         if not self._pool and not self._drained:
-            widest = max(spec.batch_size for spec in self.specs.values())
-            want = max(1, len(self._workers) * self.settings.depth * widest)
+            want = max(1, len(self._workers) * self.settings.depth * self._widest_batch())
             leases = self.ledger.claim(
                 limit=want,
                 worker="coordinator",
@@ -256,9 +270,9 @@ class LocalExecutor:
             worker.last_progress = now
             self.observer(RunEvent("worker-ready", worker=worker.slot.name, data=message[1]))
         elif kind == "loaded":
-            self.observer(
-                RunEvent("engine-loaded", worker=worker.slot.name, data={"seconds": message[2]})
-            )
+            worker.batch_limits[message[1]] = message[3]
+            data = {"seconds": message[2], "batch_limit": message[3]}
+            self.observer(RunEvent("engine-loaded", worker=worker.slot.name, data=data))
         elif kind == "started":
             worker.rendering = set(message[1])
             worker.last_progress = now

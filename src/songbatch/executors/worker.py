@@ -94,11 +94,12 @@ class _Worker:
 
     def _engine(self, spec: str) -> Any:
         from songbatch.engines import load_engine
+        from songbatch.engines.base import batch_limit
 
         if spec not in self.engines:
             started = time.monotonic()
-            self.engines[spec] = load_engine(self.config.specs[spec], self.config.device)
-            self.send(("loaded", spec, time.monotonic() - started))
+            engine = self.engines[spec] = load_engine(self.config.specs[spec], self.config.device)
+            self.send(("loaded", spec, time.monotonic() - started, batch_limit(engine)))
         return self.engines[spec]
 
     def _render(self, engine: Any, tickets: list[Ticket]) -> None:
