@@ -229,6 +229,94 @@ def test_one_bad_request_fails_alone(model: Any, voice: Path, tmp_path: Path) ->
     assert ok(scene_break).info["silent"] is True
 
 
+# Different lengths (so rows are padded), each short enough that 12 tokens pass loose QA.
+BATCH_TEXTS = ["Hello there.", "Sea and gulls.", "Hi."]
+
+
+def test_english_chunks_of_one_call_sample_their_tokens_together(model: Any, voice: Path) -> None:
+    """One batched token loop for the call; each chunk comes out as long as it does alone
+    (the same tokens: the loop is the library's, row by row) and its audio follows its seed,
+    whatever its batch-mates."""
+    engine = cb.ChatterboxEngine.from_model(model, spec(max_new_tokens=tiny.DEFAULT_TOKENS))
+    requests = [request(voice, seed=20 + i, text=text) for i, text in enumerate(BATCH_TEXTS)]
+    together = [ok(r) for r in engine.render(requests, Counter())]
+    assert engine.token_loops == 1
+    alone = [ok(render_one(engine, req)) for req in requests]  # the library's generate
+    assert engine.token_loops == 1
+    assert [r.audio.shape for r in together] == [r.audio.shape for r in alone]
+    assert [r.info["seed_used"] for r in together] == [20, 21, 22]
+    others = [request(voice, seed=99, text="Other words."), requests[2], requests[0]]
+    _, third, first = (ok(r) for r in engine.render(others, Counter()))
+    assert np.array_equal(first.audio, together[0].audio)
+    assert np.array_equal(third.audio, together[2].audio)
+
+
+def test_the_batched_loop_samples_exactly_the_librarys_tokens(model: Any, voice: Path) -> None:
+    """Row by row, padded among rows of other lengths, the loop picks the same tokens as the
+    library's own `T3.inference` for the same seed."""
+    from chatterbox.models.t3 import T3
+    from torch.nn import functional as F
+
+    from songbatch.engines import chatterbox_batch as batch
+
+    with cb.quiet():
+        model.prepare_conditionals(str(voice))
+    cond = model.conds.t3
+
+    def library(text: str, seed: int) -> list[int]:
+        tokens = model.tokenizer.text_to_tokens(text)
+        tokens = F.pad(F.pad(torch.cat([tokens, tokens]), (1, 0), value=255), (0, 1), value=0)
+        cb.seed_everything(seed)
+        with cb.quiet(), torch.inference_mode():
+            out = T3.inference(
+                model.t3, t3_cond=cond, text_tokens=tokens, max_new_tokens=12, top_p=1.0
+            )  # the values ChatterboxTTS.generate passes
+        return [int(t) for t in out[0]]
+
+    rows = [
+        batch.Row(cond, model.tokenizer.text_to_tokens(text), seed, max_valid_tokens=10**6)
+        for seed, text in enumerate(BATCH_TEXTS, start=40)
+    ]
+    sampled = batch.sample_speech_tokens(
+        model.t3, rows, batch.Sampling(), max_new_tokens=12, progress=Counter()
+    )
+    for row, text, seed in zip(sampled, BATCH_TEXTS, range(40, 43), strict=True):
+        assert row.tokens.tolist() == library(text, seed)
+        assert not row.stopped and not row.run_on  # random weights never stop: the cap did
+    # Sampling hides small differences, so the logits are compared too: a row padded among
+    # longer ones scores the next token as it does alone.
+    together = batch.first_logits(model.t3, rows, batch.Sampling())
+    for index, row in enumerate(rows):
+        alone = batch.first_logits(model.t3, [row], batch.Sampling())
+        torch.testing.assert_close(together[2 * index : 2 * index + 2], alone, atol=1e-4, rtol=0)
+
+
+def test_batched_chunks_that_fail_qa_go_round_again_then_fail(model: Any, voice: Path) -> None:
+    """A limit of 0.01 x the expected length: every row is a run-on after a few tokens, stopped
+    early without S3Gen, and tried with each of its seeds in one loop per round."""
+    engine = cb.ChatterboxEngine.from_model(
+        model, spec(qa_min_ratio=0.0, qa_max_ratio=0.01, max_new_tokens=tiny.DEFAULT_TOKENS)
+    )
+    requests = [request(voice, seed=5 + i, text=text) for i, text in enumerate(BATCH_TEXTS)]
+    results = engine.render(requests, Counter())
+    assert engine.token_loops == 3  # the first seed, then two more (qa_retries 2)
+    for result in results:
+        assert isinstance(result, EngineError) and not result.retryable
+        assert "outside 0.0-0.01 after 3 seeds" in str(result)
+
+
+def test_batched_chunks_with_other_sampling_take_their_own_loop(model: Any, voice: Path) -> None:
+    engine = cb.ChatterboxEngine.from_model(model, spec(max_new_tokens=tiny.DEFAULT_TOKENS))
+    requests = [
+        request(voice, seed=1, text=BATCH_TEXTS[0]),
+        request(voice, seed=2, text=BATCH_TEXTS[1], temperature=0.5),
+        request(voice, seed=3, text=BATCH_TEXTS[2], exaggeration=0.9),  # a per-row setting
+    ]
+    results = [ok(r) for r in engine.render(requests, Counter())]
+    assert engine.token_loops == 2
+    assert all(r.info["qa_renders"] == 1 for r in results)
+
+
 def test_language_ids_for_the_multilingual_variant() -> None:
     assert cb.language_id("pt-BR") == "pt"
     assert cb.language_id("zh-Hant-TW") == "zh"

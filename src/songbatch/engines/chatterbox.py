@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import os
 import random
 import re
@@ -27,7 +28,7 @@ import secrets
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ with warnings.catch_warnings():
     from chatterbox.mtl_tts import SUPPORTED_LANGUAGES, ChatterboxMultilingualTTS
     from chatterbox.tts import ChatterboxTTS
 
+from songbatch.engines import chatterbox_batch as batch
 from songbatch.engines.base import EngineSpec, ProgressFn, RenderRequest, RenderResult
 from songbatch.errors import EngineError, EngineUnavailable
 
@@ -82,6 +84,9 @@ _GENERATION_PARAMS = (
     "repetition_penalty",
     "norm_loudness",
 )
+# The generation params a batched token loop shares (the others, exaggeration, go per row).
+_BATCH_SAMPLING = ("cfg_weight", "temperature", "min_p", "top_p", "repetition_penalty")
+TOKENS_PER_S = 25  # S3Gen's speech token rate
 _HUB_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.pt", "*.model"]
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -275,6 +280,36 @@ class _NoWatermark:
         return wav
 
 
+@dataclass
+class _Chunk:
+    """One request on its way through QA: which seed is next, and the ratios so far."""
+
+    index: int  # position in the render() call
+    request: RenderRequest
+    text: str
+    qa: QASettings
+    kwargs: dict[str, Any]  # generation params for the library's generate
+    conds: Any
+    max_new_tokens: int
+    ratios: list[float] = field(default_factory=list)
+
+    @property
+    def seed(self) -> int:
+        return self.request.seed + len(self.ratios) * SEED_STRIDE
+
+    @property
+    def expected_s(self) -> float:
+        return self.qa.expected_s(self.text)
+
+
+def _by_sampling(chunks: list[_Chunk]) -> dict[batch.Sampling, list[_Chunk]]:
+    groups: dict[batch.Sampling, list[_Chunk]] = {}
+    for chunk in chunks:
+        known = {k: v for k, v in chunk.kwargs.items() if k in _BATCH_SAMPLING}
+        groups.setdefault(batch.Sampling(**known), []).append(chunk)
+    return groups
+
+
 class ChatterboxEngine:
     """One loaded Chatterbox model: renders speech requests one at a time.
 
@@ -303,6 +338,7 @@ class ChatterboxEngine:
         self._voices: OrderedDict[str, Any] = OrderedDict()
         self._conds_cls = _conds_class(model)
         self._accepted = frozenset(inspect.signature(model.generate).parameters)
+        self.token_loops = 0  # batched token loops run (tests and benchmarks count them)
         self.autocast_dtype = _autocast_dtype(str(spec.params.get("dtype", "auto")), device)
         if self.autocast_dtype is not None:
             _autocast_t3(model, device, self.autocast_dtype)
@@ -315,16 +351,32 @@ class ChatterboxEngine:
     def render(
         self, requests: Sequence[RenderRequest], progress: ProgressFn
     ) -> list[RenderResult | EngineError]:
-        results: list[RenderResult | EngineError] = []
-        for request in requests:
+        """English chunks of one call sample their speech tokens together (see
+        `chatterbox_batch`); the other variants, and a call of one chunk, use the library's
+        own `generate` per chunk."""
+        results: list[RenderResult | EngineError | None] = [None] * len(requests)
+        chunks: list[_Chunk] = []
+        for index, request in enumerate(requests):
             try:
-                results.append(self._render_one(request, progress))
-            except EngineError as exc:
-                results.append(exc)
-            except Exception as exc:  # one bad request fails its job, never the worker
-                results.append(_engine_error(request, exc))
+                prepared = self._prepare(index, request)
+            except Exception as exc:
+                results[index] = self._as_error(request, exc)
+                continue
+            if isinstance(prepared, RenderResult):
+                results[index] = prepared
+            else:
+                chunks.append(prepared)
             progress()
-        return results
+        if self.variant.name == "english" and len(chunks) > 1:
+            self._render_together(chunks, results, progress)
+        else:
+            for chunk in chunks:
+                try:
+                    results[chunk.index] = self._render_alone(chunk, progress)
+                except Exception as exc:
+                    results[chunk.index] = self._as_error(chunk.request, exc)
+                progress()
+        return [result for result in results if result is not None]
 
     def close(self) -> None:
         self._voices.clear()
@@ -334,7 +386,7 @@ class ChatterboxEngine:
 
     # -- one request
 
-    def _render_one(self, request: RenderRequest, progress: ProgressFn) -> RenderResult:
+    def _prepare(self, index: int, request: RenderRequest) -> _Chunk | RenderResult:
         text = request.text.strip()
         if not any(ch.isalnum() for ch in text):
             # Nothing to say; the library would read out "You need to add some text..." instead.
@@ -344,27 +396,124 @@ class ChatterboxEngine:
         qa = QASettings.from_params(params, self.chars_per_second)
         kwargs = self._generation_kwargs(params)
         conds = self._conditionals(request.voice_path)
-        progress()
-        expected = qa.expected_s(text)
-        ratios: list[float] = []
-        for attempt in range(qa.retries + 1):
-            seed = request.seed + attempt * SEED_STRIDE
-            audio = self._generate(text, conds, kwargs, seed)
+        return _Chunk(
+            index, request, text, qa, kwargs, conds, int(params.get("max_new_tokens", 1000))
+        )
+
+    def _render_alone(self, chunk: _Chunk, progress: ProgressFn) -> RenderResult:
+        while True:
+            audio = self._generate(chunk.text, chunk.conds, chunk.kwargs, chunk.seed)
             progress()
-            duration = audio.shape[0] / self.sample_rate
-            ratios.append(duration / expected)
-            problem = qa.problem(duration, ratios[-1])
-            if problem is None and not np.isfinite(audio).all():
-                problem = "non-finite samples"
-            if problem is None:
-                info = self._info(ratios[-1], len(ratios), seed, request.voice_path)
-                return RenderResult(audio, self.sample_rate, info)
-        tried = ", ".join(f"{r:.2f}" for r in ratios)
+            result = self._judge(chunk, audio)
+            if result is not None:
+                return result
+
+    def _judge(self, chunk: _Chunk, audio: npt.NDArray[np.float32]) -> RenderResult | None:
+        """The result if this render passes QA; None to render again with the next seed;
+        raises when the chunk has used its seeds."""
+        seed = chunk.seed
+        duration = audio.shape[0] / self.sample_rate
+        ratio = duration / chunk.expected_s
+        chunk.ratios.append(ratio)
+        problem = chunk.qa.problem(duration, ratio)
+        if problem is None and not np.isfinite(audio).all():
+            problem = "non-finite samples"
+        if problem is None:
+            info = self._info(ratio, len(chunk.ratios), seed, chunk.request.voice_path)
+            return RenderResult(audio, self.sample_rate, info)
+        if len(chunk.ratios) <= chunk.qa.retries:
+            return None
+        tried = ", ".join(f"{r:.2f}" for r in chunk.ratios)
         raise EngineError(
-            f"QA: {problem} after {len(ratios)} seeds (ratios {tried}; expected"
-            f" {expected:.1f} s for {len(text)} characters)",
+            f"QA: {problem} after {len(chunk.ratios)} seeds (ratios {tried}; expected"
+            f" {chunk.expected_s:.1f} s for {len(chunk.text)} characters)",
             retryable=False,
         )
+
+    def _as_error(self, request: RenderRequest, exc: Exception) -> EngineError:
+        """One bad request fails its job, never the worker or its batch-mates."""
+        return exc if isinstance(exc, EngineError) else _engine_error(request, exc)
+
+    # -- several English chunks at once
+
+    def _render_together(
+        self,
+        chunks: list[_Chunk],
+        results: list[RenderResult | EngineError | None],
+        progress: ProgressFn,
+    ) -> None:
+        """Rounds of one batched token loop per sampling setting; chunks that fail QA go into
+        the next round with their next seed."""
+        pending = chunks
+        while pending:
+            again: list[_Chunk] = []
+            for sampling, group in _by_sampling(pending).items():
+                try:
+                    tokens = self._sample_together(group, sampling, progress)
+                except Exception as exc:
+                    for chunk in group:
+                        results[chunk.index] = self._as_error(chunk.request, exc)
+                    continue
+                for chunk, row in zip(group, tokens, strict=True):
+                    try:
+                        result = self._judge(chunk, self._speak(chunk, row))
+                    except Exception as exc:
+                        results[chunk.index] = self._as_error(chunk.request, exc)
+                        continue
+                    progress()
+                    if result is None:
+                        again.append(chunk)
+                    else:
+                        results[chunk.index] = result
+            pending = again
+
+    def _sample_together(
+        self, group: list[_Chunk], sampling: batch.Sampling, progress: ProgressFn
+    ) -> list[batch.RowTokens]:
+        rows = [self._row(chunk) for chunk in group]
+        self.token_loops += 1
+        longest = max(chunk.max_new_tokens for chunk in group)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(quiet())
+            if self.autocast_dtype is not None:
+                device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+                stack.enter_context(torch.autocast(device_type, dtype=self.autocast_dtype))
+            return batch.sample_speech_tokens(
+                self.model.t3, rows, sampling, max_new_tokens=longest, progress=progress
+            )
+
+    def _row(self, chunk: _Chunk) -> batch.Row:
+        from chatterbox.models.t3.modules.cond_enc import T3Cond
+        from chatterbox.tts import punc_norm
+
+        base = chunk.conds.t3
+        exaggeration = float(chunk.kwargs.get("exaggeration", 0.5))
+        cond = T3Cond(
+            speaker_emb=base.speaker_emb,
+            cond_prompt_speech_tokens=base.cond_prompt_speech_tokens,
+            emotion_adv=exaggeration * torch.ones(1, 1, 1),
+        ).to(device=self.model.device)
+        text_tokens = self.model.tokenizer.text_to_tokens(punc_norm(chunk.text))
+        # Valid tokens past this make the chunk longer than QA accepts (25 tokens a second).
+        allowed = math.ceil(chunk.qa.max_ratio * chunk.expected_s * TOKENS_PER_S * 1.05) + 2
+        return batch.Row(cond, text_tokens, chunk.seed, allowed)
+
+    def _speak(self, chunk: _Chunk, row: batch.RowTokens) -> npt.NDArray[np.float32]:
+        """The library's steps after its token loop: S3Gen, then the watermark. A run-on row
+        skips them: its valid tokens alone already fail QA, so silence of that length stands in."""
+        from chatterbox.models.s3tokenizer import drop_invalid_tokens
+
+        tokens = drop_invalid_tokens(row.tokens)
+        tokens = tokens[tokens < batch.SPEECH_VOCAB]
+        if row.run_on:
+            return np.zeros(round(tokens.numel() / TOKENS_PER_S * self.sample_rate), np.float32)
+        seed_everything(chunk.seed)  # the vocoder's noise: a chunk's audio follows its seed
+        with quiet(), torch.inference_mode():
+            wav, _ = self.model.s3gen.inference(speech_tokens=tokens, ref_dict=chunk.conds.gen)
+            audio = wav.squeeze(0).detach().float().cpu().numpy()
+            audio = self.model.watermarker.apply_watermark(audio, sample_rate=self.sample_rate)
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        return np.clip(audio, -1.0, 1.0, out=audio)
 
     def _info(self, ratio: float, renders: int, seed: int, voice: str | None) -> dict[str, Any]:
         return {
