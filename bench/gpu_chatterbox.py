@@ -42,6 +42,8 @@ from songbatch.errors import EngineError
 
 TINY_HELPERS = Path(__file__).resolve().parents[1] / "tests" / "chatterbox_engine"
 GOAL = 2.0
+# Speech tokens per render with random weights (25 a second): about a chunk's real length.
+CAP = 200
 # Book-like chunks of about a sentence or two; the real model speaks each in 4-15 s.
 TEXTS = (
     "The lighthouse keeper climbed the spiral stairs one last time before the storm arrived.",
@@ -84,6 +86,8 @@ def chatterbox_bench(
     variant: str = "english",
     voice: Path | None = None,
     tiny: bool | None = None,
+    random: bool = False,
+    batch: int = 8,
     seed: int = 0,
     report: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -92,29 +96,38 @@ def chatterbox_bench(
     `tiny` None means: the tiny random model on a CPU, the real weights (`model`, from the HF
     cache or a local folder) on CUDA. Raises EngineUnavailable if real weights are missing.
     """
-    tiny = not device.startswith("cuda") if tiny is None else tiny
+    tiny = not device.startswith("cuda") and not random if tiny is None else tiny
     with tempfile.TemporaryDirectory(prefix="cbx-bench-") as scratch:
         folder = Path(scratch)
-        spec = _spec(model, variant, tiny)
-        engine = _engine(spec, device, folder, tiny)
+        spec = _spec(model, variant, tiny or random)
+        engine = _engine(spec, device, folder, tiny, random)
         reference = _voice(folder, voice)
         texts = [TEXTS[i % len(TEXTS)] for i in range(chunks)]
-        report(f"chatterbox bench: {variant} on {device}, {chunks} chunks, " + _what(tiny, model))
+        what = "RANDOM WEIGHTS, real architecture" if random else _what(tiny, model)
+        report(f"chatterbox bench: {variant} on {device}, {chunks} chunks, {what}")
         _warm_up(engine, reference, seed)
         baseline = _baseline(engine.model, texts, reference, folder, seed, device)
         ours = _songbatch(engine, texts, reference, folder, seed, device)
+        batched = _songbatch(engine, texts, reference, folder, seed, device, batch=batch)
         engine.close()
-    speedup = ours.audio_per_device_s / baseline.audio_per_device_s
-    for result in (baseline, ours):
+    speedup = batched.audio_per_device_s / baseline.audio_per_device_s
+    for result in (baseline, ours, batched):
         report(result.line())
+    single = ours.audio_per_device_s / baseline.audio_per_device_s
+    report(f"songbatch one chunk per call / baseline = {single:.2f}x")
     verdict = "meets" if speedup >= GOAL else "misses"
-    report(f"songbatch / baseline = {speedup:.2f}x ({verdict} the {GOAL:g}x goal)")
+    report(f"songbatch batch {batch} / baseline = {speedup:.2f}x ({verdict} the {GOAL:g}x goal)")
     if tiny:
         report("NOTE: tiny random model: plumbing cost only, not Chatterbox's speed")
+    if random:
+        report(f"NOTE: random weights of the real architecture, every chunk {CAP} tokens")
     return {
         "device": device,
         "variant": variant,
         "tiny_model": tiny,
+        "random_weights": random,
+        "batch": batch,
+        "songbatch_batched": _numbers(batched),
         "chunks": chunks,
         "baseline": _numbers(baseline),
         "songbatch": _numbers(ours),
@@ -137,21 +150,27 @@ def _numbers(result: PathResult) -> dict[str, float]:
     }
 
 
-def _spec(model: str, variant: str, tiny: bool) -> EngineSpec:
+def _spec(model: str, variant: str, random_weights: bool) -> EngineSpec:
     params: dict[str, Any] = {"variant": variant}
-    if tiny:
-        # Tiny renders are a fraction of a second whatever the text: QA would reject them all.
-        params.update(qa_min_ratio=0.0, qa_max_ratio=100.0)
+    if random_weights:
+        # Random weights never stop: every render is CAP tokens, whatever the text, and QA
+        # would reject most of them.
+        params.update(qa_min_ratio=0.0, qa_max_ratio=100.0, max_new_tokens=CAP)
     return EngineSpec(kind="speech", engine="chatterbox", model=model, params=params)
 
 
-def _engine(spec: EngineSpec, device: str, folder: Path, tiny: bool) -> cb.ChatterboxEngine:
-    if not tiny:
+def _engine(
+    spec: EngineSpec, device: str, folder: Path, tiny: bool, random: bool
+) -> cb.ChatterboxEngine:
+    """Real weights; the tiny test model; or (`random`) the real architecture with random
+    weights, for a GPU that cannot fetch weights. The last two cap every render at CAP tokens
+    in both loops (the library's, through `cap_speech_tokens`, and songbatch's batched one)."""
+    if not (tiny or random):
         return cb.load(spec, device)
     sys.path.insert(0, str(TINY_HELPERS))
     import tiny_chatterbox  # type: ignore[import-not-found]  # tests/chatterbox_engine
 
-    built = tiny_chatterbox.build_tiny_model(folder, device=device)
+    built = tiny_chatterbox.build_tiny_model(folder, device=device, full_size=random, tokens=CAP)
     return cb.ChatterboxEngine.from_model(built, spec, device)
 
 
@@ -207,16 +226,18 @@ def _songbatch(
     folder: Path,
     seed: int,
     device: str,
+    batch: int = 1,
 ) -> PathResult:
-    """Render on this thread while a writer thread encodes the previous chunk."""
+    """Render `batch` chunks per engine call on this thread while a writer thread encodes the
+    previous ones, as a worker does."""
     pending: queue.Queue[tuple[int, RenderResult] | None] = queue.Queue(maxsize=2)
     writer = threading.Thread(target=_write_loop, args=(pending, folder), daemon=True)
     audio_s = 0.0
     renders = 0
     started = time.perf_counter()
     writer.start()
-    for index, text in enumerate(texts):
-        request = RenderRequest(
+    requests = [
+        RenderRequest(
             key=f"ours-{index}",
             kind="speech",
             text=text,
@@ -224,16 +245,21 @@ def _songbatch(
             params={"language": "en"},
             voice_path=str(reference),
         )
-        [result] = engine.render([request], lambda: None)
-        if isinstance(result, EngineError):
-            raise result
-        audio_s += result.duration_s
-        renders += int(result.info.get("qa_renders", 1))
-        pending.put((index, result))
+        for index, text in enumerate(texts)
+    ]
+    for first in range(0, len(requests), batch):
+        results = engine.render(requests[first : first + batch], lambda: None)
+        for index, result in enumerate(results, start=first):
+            if isinstance(result, EngineError):
+                raise result
+            audio_s += result.duration_s
+            renders += int(result.info.get("qa_renders", 1))
+            pending.put((index, result))
     pending.put(None)
     writer.join()
     _sync(device)
-    return PathResult("songbatch", time.perf_counter() - started, audio_s, renders)
+    name = "songbatch" if batch == 1 else f"batch {batch}"
+    return PathResult(name, time.perf_counter() - started, audio_s, renders)
 
 
 def _write_loop(pending: queue.Queue[tuple[int, RenderResult] | None], folder: Path) -> None:
@@ -250,6 +276,10 @@ def main() -> None:
     parser.add_argument("--variant", default="english")
     parser.add_argument("--voice", type=Path)
     parser.add_argument("--tiny", action="store_true", help="tiny random model even on CUDA")
+    parser.add_argument(
+        "--random", action="store_true", help="the real architecture with random weights"
+    )
+    parser.add_argument("--batch", type=int, default=8, help="chunks per call, batched path")
     args = parser.parse_args()
     chatterbox_bench(
         args.device,
@@ -258,6 +288,8 @@ def main() -> None:
         variant=args.variant,
         voice=args.voice,
         tiny=True if args.tiny else None,
+        random=args.random,
+        batch=args.batch,
     )
 
 

@@ -187,6 +187,25 @@ def test_auto_batch_size_follows_what_the_loaded_engine_reports(tmp_path: Path) 
     assert sorted(info["batch"] for info in infos) == [1, 1, 3, 3, 3, 3, 3, 3]
 
 
+def test_speech_chunks_of_any_length_share_a_call(tmp_path: Path) -> None:
+    """Speech engines that batch (Chatterbox pads its rows) get chunks of different lengths
+    together; music is held to equal lengths (the test below)."""
+    profile = synthetic_profile(tmp_path, latency_ms=20, devices="cpu:1")
+    profile.write_text(
+        profile.read_text(encoding="utf-8").replace(
+            "speech:\n  engine: synthetic\n", "speech:\n  engine: synthetic\n  batch_size: 4\n"
+        ),
+        encoding="utf-8",
+    )
+    manifest = book_manifest(tmp_path, chapters=1, sentences=8)
+    result = render(tmp_path, manifest)
+    assert result.returncode == 0, result.stderr
+    with Ledger(tmp_path / ".songbatch" / "ledger.db") as ledger:
+        rows = ledger.conn.execute("SELECT est_ms, info FROM jobs").fetchall()
+    assert len({row[0] for row in rows}) > 1  # the chunks are of different lengths
+    assert sorted(json.loads(row[1])["batch"] for row in rows) == [4] * 8
+
+
 def test_equal_length_tracks_share_one_engine_call_and_fail_alone(tmp_path: Path) -> None:
     profile = synthetic_profile(tmp_path, latency_ms=50, devices="cpu:1")
     profile.write_text(

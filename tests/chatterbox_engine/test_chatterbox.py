@@ -245,6 +245,8 @@ def test_english_chunks_of_one_call_sample_their_tokens_together(model: Any, voi
     assert engine.token_loops == 1
     assert [r.audio.shape for r in together] == [r.audio.shape for r in alone]
     assert [r.info["seed_used"] for r in together] == [20, 21, 22]
+    assert [r.info["batch"] for r in together] == [3, 3, 3]
+    assert [r.info["batch"] for r in alone] == [1, 1, 1]
     others = [request(voice, seed=99, text="Other words."), requests[2], requests[0]]
     _, third, first = (ok(r) for r in engine.render(others, Counter()))
     assert np.array_equal(first.audio, together[0].audio)

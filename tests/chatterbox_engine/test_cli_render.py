@@ -98,6 +98,9 @@ def test_a_book_renders_through_songbatch_render_with_the_local_profile(
 
     infos = ledger_infos(tmp_path)
     assert len(infos) == 2  # one chunk per chapter: each fits in max_chars
+    # The local profile's batch_size 8: both chunks went through one batched token loop.
+    assert "up to 8 job(s) per call" in result.stderr
+    assert [info["batch"] for info in infos] == [2, 2]
     for info in infos:
         assert info["variant"] == "english" and info["watermarked"] is True
         assert 0.5 <= info["qa_ratio"] <= 2.0

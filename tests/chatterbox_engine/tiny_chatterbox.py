@@ -75,18 +75,28 @@ def token_schedule(first: list[int], then: int = DEFAULT_TOKENS) -> Callable[[],
     return lambda: next(pending, then)
 
 
-def build_tiny_model(folder: Path, *, seed: int = 0, device: str = "cpu") -> ChatterboxTTS:
-    """The real ChatterboxTTS around tiny random parts, in eval mode, with no built-in voice."""
+def build_tiny_model(
+    folder: Path,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    full_size: bool = False,
+    tokens: int = DEFAULT_TOKENS,
+) -> ChatterboxTTS:
+    """The real ChatterboxTTS around tiny random parts, in eval mode, with no built-in voice,
+    each `T3.inference` call capped at `tokens`; `full_size`: the library's own 520M Llama
+    instead (benchmarks on a GPU without weights)."""
     _register_tiny_llama()
     torch.manual_seed(seed)
     hp = T3Config.english_only()
-    hp.llama_config_name = TINY_LLAMA
+    if not full_size:
+        hp.llama_config_name = TINY_LLAMA
     t3 = T3(hp).to(device).eval()
     s3gen = S3Gen().to(device).eval()
     ve = VoiceEncoder().to(device).eval()
     tokenizer = EnTokenizer(str(write_tokenizer(folder / "tokenizer.json")))
     model = ChatterboxTTS(t3, s3gen, ve, tokenizer, device=device)
-    cap_speech_tokens(model, lambda: DEFAULT_TOKENS)
+    cap_speech_tokens(model, lambda: tokens)
     return model
 
 

@@ -292,6 +292,7 @@ class _Chunk:
     conds: Any
     max_new_tokens: int
     ratios: list[float] = field(default_factory=list)
+    batch: int = 1  # rows in the token loop of its latest render
 
     @property
     def seed(self) -> int:
@@ -420,6 +421,7 @@ class ChatterboxEngine:
             problem = "non-finite samples"
         if problem is None:
             info = self._info(ratio, len(chunk.ratios), seed, chunk.request.voice_path)
+            info["batch"] = chunk.batch
             return RenderResult(audio, self.sample_rate, info)
         if len(chunk.ratios) <= chunk.qa.retries:
             return None
@@ -471,6 +473,8 @@ class ChatterboxEngine:
         self, group: list[_Chunk], sampling: batch.Sampling, progress: ProgressFn
     ) -> list[batch.RowTokens]:
         rows = [self._row(chunk) for chunk in group]
+        for chunk in group:
+            chunk.batch = len(group)
         self.token_loops += 1
         longest = max(chunk.max_new_tokens for chunk in group)
         with contextlib.ExitStack() as stack:

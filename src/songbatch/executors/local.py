@@ -184,9 +184,8 @@ class LocalExecutor:
                 self._send(worker, batch)
 
     def _next_batch(self, worker: _Worker) -> list[Lease]:
-        """The longest pending job, with as many jobs of the same engine and the same length as
-        its engine takes in one call on this worker (equal-length music tracks share one
-        generate)."""
+        """The longest pending job, with as many jobs that can share its call (`_batchable`) as
+        its engine takes in one call on this worker."""
         first = self._next_lease()
         if first is None:
             return []
@@ -195,8 +194,7 @@ class LocalExecutor:
         for lease in list(self._pool):
             if len(batch) >= size:
                 break
-            same = (lease.engine, lease.model, lease.kind, lease.est_ms)
-            if same == (first.engine, first.model, first.kind, first.est_ms):
+            if _batchable(first, lease):
                 self._pool.remove(lease)
                 batch.append(lease)
         return batch
@@ -435,6 +433,15 @@ class LocalExecutor:
                 worker.queue.clear()
         except Exception:
             pass  # the ledger is unreachable; the next run recovers these leases
+
+
+def _batchable(first: Lease, other: Lease) -> bool:
+    """Same engine and model; music also of the same length (one generate makes one length).
+    Speech chunks of any length share a call (Chatterbox pads them); the pool is claimed
+    longest first, so the chunks that meet in a batch are of similar lengths anyway."""
+    if (other.kind, other.engine, other.model) != (first.kind, first.engine, first.model):
+        return False
+    return first.kind == "speech" or other.est_ms == first.est_ms
 
 
 def _worker_entry(conn: Connection, config: WorkerConfig) -> None:
