@@ -177,11 +177,17 @@ class LocalExecutor:
 
     def _fill(self) -> None:
         for worker in self._workers:
-            while worker.ready and len(worker.batches) < self.settings.depth:
+            while worker.ready and len(worker.batches) < self._depth(worker):
                 batch = self._next_batch(worker)
                 if not batch:
                     return
                 self._send(worker, batch)
+
+    def _depth(self, worker: _Worker) -> int:
+        """Batches kept in flight. A worker yet to load an engine with `batch_size: auto` gets
+        one (a one-job call, which loads it): the next waits for the size it reports."""
+        auto = any(spec.batch_auto for spec in self.specs.values())
+        return 1 if auto and not worker.batch_limits else self.settings.depth
 
     def _next_batch(self, worker: _Worker) -> list[Lease]:
         """The longest pending job, with as many jobs that can share its call (`_batchable`) as
@@ -191,6 +197,8 @@ class LocalExecutor:
             return []
         batch = [first]
         size = self._batch_size(worker, spec_id(first.kind, first.engine, first.model))
+        if len(self._pool) < size - 1 and not self._drained:
+            self._claim_pool()  # a size reported since the last claim may want more than it got
         for lease in list(self._pool):
             if len(batch) >= size:
                 break
@@ -214,19 +222,22 @@ class LocalExecutor:
     def _next_lease(self) -> Lease | None:
         """From a pool of leases claimed together: one transaction serves many jobs."""
         if not self._pool and not self._drained:
-            want = max(1, len(self._workers) * self.settings.depth * self._widest_batch())
-            leases = self.ledger.claim(
-                limit=want,
-                worker="coordinator",
-                device="pool",
-                lease_s=self.settings.lease_s,
-                run_id=self.run_id,
-                manifest_ids=self.manifest_ids,
-            )
-            crash_point("after-claim")
-            self._drained = len(leases) < want
-            self._pool.extend(leases)
+            self._claim_pool()
         return self._pool.popleft() if self._pool else None
+
+    def _claim_pool(self) -> None:
+        want = max(1, len(self._workers) * self.settings.depth * self._widest_batch())
+        leases = self.ledger.claim(
+            limit=want,
+            worker="coordinator",
+            device="pool",
+            lease_s=self.settings.lease_s,
+            run_id=self.run_id,
+            manifest_ids=self.manifest_ids,
+        )
+        crash_point("after-claim")
+        self._drained = len(leases) < want
+        self._pool.extend(leases)
 
     def _send(self, worker: _Worker, batch: list[Lease]) -> None:
         tickets = [self._ticket(lease) for lease in batch]
