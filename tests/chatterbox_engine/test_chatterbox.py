@@ -307,6 +307,31 @@ def test_batched_chunks_that_fail_qa_go_round_again_then_fail(model: Any, voice:
         assert "outside 0.0-0.01 after 3 seeds" in str(result)
 
 
+def test_out_of_memory_halves_a_batched_loop_then_fails_the_chunk_alone(
+    model: Any, voice: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No GPU here: the loop raises CUDA's out-of-memory error above a number of rows."""
+    from songbatch.engines import chatterbox_batch as batch
+
+    real = batch.sample_speech_tokens
+    fits = {"rows": 1}
+
+    def sample(t3: Any, rows: Any, *args: Any, **kwargs: Any) -> Any:
+        if len(rows) > fits["rows"]:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(t3, rows, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "sample_speech_tokens", sample)
+    engine = cb.ChatterboxEngine.from_model(model, spec(max_new_tokens=tiny.DEFAULT_TOKENS))
+    requests = [request(voice, seed=30 + i, text=text) for i, text in enumerate(BATCH_TEXTS)]
+    results = [ok(r) for r in engine.render(requests, Counter())]
+    assert [r.info["batch"] for r in results] == [1, 1, 1]
+    fits["rows"] = 0  # not even one chunk fits: each fails alone, and may be tried again
+    for result in engine.render(requests, Counter()):
+        assert isinstance(result, EngineError) and result.retryable
+        assert "out of GPU memory" in str(result)
+
+
 def test_batched_chunks_with_other_sampling_take_their_own_loop(model: Any, voice: Path) -> None:
     engine = cb.ChatterboxEngine.from_model(model, spec(max_new_tokens=tiny.DEFAULT_TOKENS))
     requests = [

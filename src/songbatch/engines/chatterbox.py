@@ -47,6 +47,7 @@ with warnings.catch_warnings():
 
 from songbatch.engines import chatterbox_batch as batch
 from songbatch.engines.base import EngineSpec, ProgressFn, RenderRequest, RenderResult
+from songbatch.engines.gpu_memory import free_memory, is_out_of_memory
 from songbatch.errors import EngineError, EngineUnavailable
 
 # The library hard-codes 1,000 speech tokens per call at 25 tokens/s: a render at this length
@@ -450,13 +451,10 @@ class ChatterboxEngine:
         while pending:
             again: list[_Chunk] = []
             for sampling, group in _by_sampling(pending).items():
-                try:
-                    tokens = self._sample_together(group, sampling, progress)
-                except Exception as exc:
-                    for chunk in group:
-                        results[chunk.index] = self._as_error(chunk.request, exc)
-                    continue
-                for chunk, row in zip(group, tokens, strict=True):
+                for chunk, row in self._sample_fitting(group, sampling, progress):
+                    if isinstance(row, Exception):
+                        results[chunk.index] = self._as_error(chunk.request, row)
+                        continue
                     try:
                         result = self._judge(chunk, self._speak(chunk, row))
                     except Exception as exc:
@@ -468,6 +466,24 @@ class ChatterboxEngine:
                     else:
                         results[chunk.index] = result
             pending = again
+
+    def _sample_fitting(
+        self, group: list[_Chunk], sampling: batch.Sampling, progress: ProgressFn
+    ) -> list[tuple[_Chunk, batch.RowTokens | Exception]]:
+        """Each chunk with its tokens, or with what stopped them. Out of memory halves the
+        group and tries each half; a chunk that does not fit alone fails alone."""
+        try:
+            tokens = self._sample_together(group, sampling, progress)
+            return list(zip(group, tokens, strict=True))
+        except Exception as exc:
+            if not is_out_of_memory(exc) or len(group) == 1:
+                return [(chunk, exc) for chunk in group]
+        # Outside the except block: its traceback would pin the failed loop's tensors.
+        free_memory(self.device)
+        half = len(group) // 2
+        return self._sample_fitting(group[:half], sampling, progress) + self._sample_fitting(
+            group[half:], sampling, progress
+        )
 
     def _sample_together(
         self, group: list[_Chunk], sampling: batch.Sampling, progress: ProgressFn

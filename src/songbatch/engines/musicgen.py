@@ -34,7 +34,6 @@ ignored too: MusicGen cannot sing, and the result's info says so.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import math
 import os
@@ -63,6 +62,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from songbatch.engines.base import EngineSpec, ProgressFn, RenderRequest, RenderResult
+from songbatch.engines.gpu_memory import free_memory, is_out_of_memory
 from songbatch.errors import EngineError, EngineUnavailable
 
 WINDOW_S = 30.0  # what MusicGen was trained on; its positional range allows a little more
@@ -307,7 +307,7 @@ class MusicGenEngine:
 
     def close(self) -> None:
         del self.model
-        _free_memory(self.device)
+        free_memory(self.device)
 
     # -- batches ------------------------------------------------------------------------------
 
@@ -328,10 +328,10 @@ class MusicGenEngine:
         try:
             return self._render_together(jobs, progress)
         except Exception as exc:
-            if not _is_oom(exc):
+            if not is_out_of_memory(exc):
                 raise
         # Retried outside the except block: the traceback would pin the failed batch's tensors.
-        _free_memory(self.device)
+        free_memory(self.device)
         if len(jobs) == 1:
             message = f"job {jobs[0].request.key}: out of memory on {self.device} even alone"
             return [EngineError(message, retryable=False)]
@@ -578,18 +578,6 @@ def _seed_globals(seed: int) -> None:
     torch.manual_seed(seed % 2**64)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed % 2**64)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def _free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 @contextlib.contextmanager
