@@ -22,11 +22,14 @@ from chatterbox.models.s3gen import S3Gen
 from chatterbox.models.t3 import T3
 from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
 from chatterbox.models.t3.modules.t3_config import T3Config
-from chatterbox.models.tokenizers import EnTokenizer
+from chatterbox.models.tokenizers import EnTokenizer, MTLTokenizer
 from chatterbox.models.voice_encoder import VoiceEncoder
+from chatterbox.mtl_tts import ChatterboxMultilingualTTS
 from chatterbox.tts import ChatterboxTTS
+from chatterbox.tts_turbo import ChatterboxTurboTTS
 from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 TINY_LLAMA = "songbatch_tiny_llama"
 # Default speech tokens per call: 25 tokens are one second of audio.
@@ -129,3 +132,74 @@ def save_checkpoint(model: ChatterboxTTS, folder: Path, voice: Path) -> Path:
     model.conds.save(folder / "conds.pt")
     model.conds = saved_conds
     return folder
+
+
+def build_tiny_turbo(*, seed: int = 0) -> ChatterboxTurboTTS:
+    """The real ChatterboxTurboTTS: T3 with Turbo's settings (as its from_local sets them) on a
+    one-layer GPT-2, S3Gen's meanflow decoder, a character tokenizer; each call capped at
+    DEFAULT_TOKENS."""
+    LLAMA_CONFIGS["songbatch_tiny_gpt2"] = {**LLAMA_CONFIGS["GPT2_medium"], "n_layer": 1}
+    torch.manual_seed(seed)
+    hp = T3Config(text_tokens_dict_size=50276)
+    hp.llama_config_name = "songbatch_tiny_gpt2"
+    hp.speech_tokens_dict_size = 6563
+    hp.input_pos_emb = None
+    hp.speech_cond_prompt_len = 375
+    hp.use_perceiver_resampler = False
+    hp.emotion_adv = False
+    t3 = T3(hp)
+    del t3.tfmr.wte  # as from_local does: T3 embeds text itself
+    chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,!?'\"-"
+    vocab = {"<unk>": 0, "<|endoftext|>": 1, **{c: 2 + i for i, c in enumerate(chars)}}
+    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=words, unk_token="<unk>", eos_token="<|endoftext|>"
+    )
+    tokenizer.pad_token = tokenizer.eos_token
+    model = ChatterboxTurboTTS(
+        t3.eval(), S3Gen(meanflow=True).eval(), VoiceEncoder().eval(), tokenizer, "cpu"
+    )
+    inner = model.t3.inference_turbo
+
+    @functools.wraps(inner)
+    def capped(*args: Any, **kwargs: Any) -> Any:
+        return inner(*args, **{**kwargs, "max_gen_len": DEFAULT_TOKENS})
+
+    model.t3.inference_turbo = capped
+    return model
+
+
+# The Multilingual loop's alignment analyser watches attention heads in layers 9, 12 and 13.
+MULTILINGUAL_LAYERS = 14
+
+
+def build_tiny_multilingual(folder: Path, *, seed: int = 0) -> ChatterboxMultilingualTTS:
+    """The real ChatterboxMultilingualTTS on a 14-layer narrow Llama and a character tokenizer
+    with language tags; each call capped at DEFAULT_TOKENS."""
+    name = "songbatch_tiny_llama_mtl"
+    config = dict(LLAMA_CONFIGS["Llama_520M"])
+    config.update(num_hidden_layers=MULTILINGUAL_LAYERS, intermediate_size=256)
+    LLAMA_CONFIGS[name] = config
+    torch.manual_seed(seed)
+    hp = T3Config.multilingual()
+    hp.llama_config_name = name
+    vocab = {"[STOP]": 0, "[UNK]": 1, "[SPACE]": 2, "[START]": 255}
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'\"-"
+    vocab.update({c: 3 + i for i, c in enumerate(chars)})
+    vocab.update({f"[{lang}]": 300 + i for i, lang in enumerate(("en", "fr", "de", "es"))})
+    used = set(vocab.values())
+    vocab.update({f"[UNUSED{i}]": i for i in range(320) if i not in used})
+    words = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Split(Regex(r"\[[a-z]+\]|."), behavior="isolated")
+    words.add_special_tokens(["[STOP]", "[UNK]", "[SPACE]", "[START]"])
+    words.save(str(folder / "mtl_tokenizer.json"))
+    model = ChatterboxMultilingualTTS(
+        T3(hp).eval(),
+        S3Gen().eval(),
+        VoiceEncoder().eval(),
+        MTLTokenizer(str(folder / "mtl_tokenizer.json")),
+        "cpu",
+    )
+    cap_speech_tokens(model, lambda: DEFAULT_TOKENS)
+    return model

@@ -344,6 +344,8 @@ class ChatterboxEngine:
         self.autocast_dtype = _autocast_dtype(str(spec.params.get("dtype", "auto")), device)
         if self.autocast_dtype is not None:
             _autocast_t3(model, device, self.autocast_dtype)
+        if self.variant.name == "multilingual":
+            _drop_padding_tokens_before_s3gen(model)
 
     @classmethod
     def from_model(cls, model: Any, spec: EngineSpec, device: str = "cpu") -> ChatterboxEngine:
@@ -684,6 +686,20 @@ def _engine_error(request: RenderRequest, exc: Exception) -> EngineError:
         f"job {request.key}: chatterbox failed: {type(exc).__name__}: {_first_line(exc)}",
         retryable=retryable,
     )
+
+
+def _drop_padding_tokens_before_s3gen(model: Any) -> None:
+    """0.1.7's Multilingual `generate` drops the start/stop tokens but, unlike the English one,
+    not the ids past them (6563-8193, padding of the speech vocabulary), and S3Gen's embedding
+    then fails with an IndexError on any it gets. Keep only speech ids, as English does."""
+    inner = model.s3gen.inference
+
+    def inference(*args: Any, speech_tokens: torch.Tensor, **kwargs: Any) -> Any:
+        return inner(
+            *args, speech_tokens=speech_tokens[speech_tokens < batch.SPEECH_VOCAB], **kwargs
+        )
+
+    model.s3gen.inference = inference
 
 
 # ---------------------------------------------------------------------------------------------
