@@ -285,3 +285,40 @@ def test_failed_encode_leaves_no_file(masters: list[Path], tmp_path: Path) -> No
         encode(masters, out, "m4b", tags=Tags(title="x"), bitrate="not-a-bitrate")
     assert "ffmpeg exited" in str(caught.value)
     assert not out.exists()
+
+
+def test_ffmpeg_is_found_by_variable_then_wheel_then_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    from songbatch import ffmpeg
+    from songbatch.errors import EngineError
+
+    def locate() -> str:
+        ffmpeg.ffmpeg_exe.cache_clear()
+        return ffmpeg.ffmpeg_exe()
+
+    try:
+        monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", "/opt/custom/ffmpeg")
+        assert locate() == "/opt/custom/ffmpeg"
+        monkeypatch.delenv("IMAGEIO_FFMPEG_EXE")
+        assert "imageio_ffmpeg" in locate()  # the wheel's own binary
+        real_import = builtins.__import__
+
+        def no_wheel(name: str, *args: object, **kwargs: object) -> object:
+            if name == "imageio_ffmpeg":
+                raise ImportError(name)
+            return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(builtins, "__import__", no_wheel)
+        on_path = tmp_path / "ffmpeg"
+        on_path.write_text("#!/bin/sh\n")
+        on_path.chmod(0o755)
+        monkeypatch.setenv("PATH", str(tmp_path))
+        assert locate() == str(on_path)
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+        with pytest.raises(EngineError, match="install imageio-ffmpeg or put an ffmpeg on PATH"):
+            locate()
+    finally:
+        ffmpeg.ffmpeg_exe.cache_clear()

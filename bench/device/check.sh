@@ -6,7 +6,9 @@
 # ffmpeg) under $OUT; copy the figures into docs/benchmarks.md.
 # No weights can be fetched there, so both benchmarks use the real architectures with random
 # weights (see bench/gpu.py and bench/gpu_chatterbox.py for what that does and does not time).
-# DEVICE=cpu runs the same steps on a CPU, to try the script out (slowly) without a GPU.
+# To try it out here: PYTHON=<a Python 3.12 like the image's> DEVICE=cpu with the small sizes
+#   MUSICGEN_ARGS="--model tiny --tracks 2 --seconds 1 --batches 2"
+#   CHATTERBOX_ARGS="--tiny --chunks 2 --batch 2" RENDER_ARGS="--model tiny"
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/songbatch-check}"
@@ -34,19 +36,21 @@ CHATTERBOX="/tmp/site-chatterbox:$CORE"
 } 2>&1 | tee "$OUT/device.txt"
 
 echo "== musicgen: sequential vs batched, random-small (musicgen-small's architecture)"
-PYTHONPATH="$CORE" timeout 200 "$PY" bench/gpu.py --device "$DEVICE" --model random-small \
-    --batches 4,8,16 2>&1 | tee "$OUT/musicgen.txt"
+# shellcheck disable=SC2086  # the *_ARGS are word lists
+PYTHONPATH="$CORE" timeout 200 "$PY" bench/gpu.py --device "$DEVICE" \
+    ${MUSICGEN_ARGS:---model random-small --batches 4,8,16} 2>&1 | tee "$OUT/musicgen.txt"
 
 echo "== chatterbox: the package's loop vs songbatch, one chunk and 8 per call, random weights"
-PYTHONPATH="$CHATTERBOX" timeout 240 "$PY" bench/gpu_chatterbox.py --device "$DEVICE" --random \
-    --chunks 8 --batch 8 2>&1 | grep -v -i "warning\|pkg_resources\|self.gen = func" \
-    | tee "$OUT/chatterbox.txt"
+# shellcheck disable=SC2086
+PYTHONPATH="$CHATTERBOX" timeout 240 "$PY" bench/gpu_chatterbox.py --device "$DEVICE" \
+    ${CHATTERBOX_ARGS:---random --chunks 8 --batch 8} 2>&1 \
+    | grep -v -i "warning\|pkg_resources\|self.gen = func\|deprecate(" | tee "$OUT/chatterbox.txt"
 
 FFMPEG="$(command -v ffmpeg || true)"
 if [ -n "$FFMPEG" ]; then
     echo "== an album through songbatch render --profile local (random-small as musicgen-small)"
     PYTHONPATH="$CORE" IMAGEIO_FFMPEG_EXE="$FFMPEG" timeout 120 "$PY" \
-        bench/device/render_album.py --device "$DEVICE" 2>&1 | tee "$OUT/render.txt"
+        bench/device/render_album.py --device "$DEVICE" ${RENDER_ARGS:-} 2>&1 | tee "$OUT/render.txt"
 else
     echo "no ffmpeg on this machine: the CLI album render is skipped" | tee "$OUT/render.txt"
 fi

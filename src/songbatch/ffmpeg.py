@@ -1,11 +1,13 @@
 """Locating and running ffmpeg: the binary bundled in the imageio-ffmpeg wheel by default.
 
-`IMAGEIO_FFMPEG_EXE` (read by imageio-ffmpeg itself) points at another binary if needed.
+`IMAGEIO_FFMPEG_EXE` (the variable imageio-ffmpeg itself reads) points at another binary.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import subprocess
 from collections.abc import Sequence
 
@@ -18,11 +20,20 @@ _ERROR_LINES = 8
 
 @functools.lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary; EngineError(retryable=False) when there is none."""
+    """Path of the ffmpeg binary: `IMAGEIO_FFMPEG_EXE` if set, else imageio-ffmpeg's, else one
+    on PATH; EngineError(retryable=False) when there is none."""
+    explicit = os.environ.get("IMAGEIO_FFMPEG_EXE")
+    if explicit:
+        return explicit
     try:
         import imageio_ffmpeg
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise EngineError("imageio-ffmpeg is not installed", retryable=False) from exc
+    except ImportError:  # a declared dependency, but an environment may carry its own ffmpeg
+        on_path = shutil.which("ffmpeg")
+        if on_path:
+            return on_path
+        raise EngineError(
+            "no ffmpeg: install imageio-ffmpeg or put an ffmpeg on PATH", retryable=False
+        ) from None
     try:
         return str(imageio_ffmpeg.get_ffmpeg_exe())
     except RuntimeError as exc:
