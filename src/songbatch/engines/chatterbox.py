@@ -313,14 +313,16 @@ def _by_sampling(chunks: list[_Chunk]) -> dict[batch.Sampling, list[_Chunk]]:
 
 
 class ChatterboxEngine:
-    """One loaded Chatterbox model: renders speech requests one at a time.
+    """One loaded Chatterbox model. English chunks of one call share a batched token loop; the
+    other variants render one chunk at a time through the library's `generate`.
 
     Profile params (each overridable per book/chapter, except variant and dtype): `variant`,
     `watermark` (default true), `dtype` (`auto`: bf16 autocast for the T3 token loop on a
     bf16-capable GPU, float32 elsewhere; `float32`; `bfloat16`), `qa_min_ratio`, `qa_max_ratio`,
     `qa_retries`, `chars_per_second`, and the generation params `exaggeration`, `cfg_weight`,
     `temperature`, `min_p`, `top_p`, `top_k`, `repetition_penalty`, `norm_loudness` (each sent
-    only where the variant's `generate` takes it).
+    only where the variant's `generate` takes it), and `max_new_tokens` (the batched loop's cap,
+    1,000 like the library's).
     """
 
     def __init__(self, model: Any, spec: EngineSpec, device: str = "cpu") -> None:
