@@ -9,6 +9,8 @@ import signal
 
 ENV = "SONGBATCH_CRASH_AT"
 POINTS = ("after-claim", "after-render", "after-tag", "after-replace", "after-done")
+# The remote executor has its own (tests/test_replicate.py): after-reserve, after-create and
+# after-settle; after-done is shared by both executors.
 
 
 def crash_point(name: str) -> None:

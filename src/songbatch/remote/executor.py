@@ -130,6 +130,8 @@ class RemoteExecutor:
         self.summary = RemoteSummary()
         self._flights: list[_Flight] = []
         self._finished: list[tuple[Publication, dict[str, Any]]] = []
+        # Paid predictions whose job awaits publication, by lease token: (reservation, usd, s).
+        self._unsettled: dict[int, tuple[int, float, float | None]] = {}
         self._adopted: dict[str, Adopted] = {}
         self._stopping = False
         self._drained = False
@@ -423,7 +425,12 @@ class RemoteExecutor:
             retryable = not isinstance(exc, EngineError) or exc.retryable
             self._fail(flight.lease, f"[output] {exc}", retryable)
             return
-        self._settle(flight, usd, state.predict_s, "succeeded")
+        # Settled after its job is published (see _publish), never before: killed in between,
+        # the reservation stays open with its prediction id, and the next run's reconcile
+        # settles it at its cost instead of paying for the job again.
+        if flight.reservation_id is not None:
+            self._unsettled[flight.lease.token] = (flight.reservation_id, usd, state.predict_s)
+            flight.reservation_id = None
         self._drop(flight)
         self._queue_publication(flight, state, tmp, sha256, result.duration_s, usd)
 
@@ -447,7 +454,7 @@ class RemoteExecutor:
             sha256=sha256,
             duration_ms=round(duration_s * 1000),
             render_ms=predict_ms or 0,
-            cost_usd=usd,
+            cost_usd=0.0,  # the settle that follows the publish adds it to the attempt
             worker=WORKER,
             device=flight.model.ref,
             info=info,
@@ -471,16 +478,18 @@ class RemoteExecutor:
     def _settle(self, flight: _Flight, usd: float, predict_s: float | None, outcome: str) -> None:
         if flight.reservation_id is None:
             return
+        reservation_id, flight.reservation_id = flight.reservation_id, None
+        self._close_reservation(reservation_id, usd, predict_s, outcome, flight.lease.token)
+
+    def _close_reservation(
+        self, reservation_id: int, usd: float, predict_s: float | None, outcome: str, token: int
+    ) -> None:
         predict_ms = None if predict_s is None else round(predict_s * 1000)
         self.ledger.settle(
-            flight.reservation_id,
-            usd=usd,
-            predict_ms=predict_ms,
-            outcome=outcome,
-            token=flight.lease.token,
+            reservation_id, usd=usd, predict_ms=predict_ms, outcome=outcome, token=token
         )
         self.summary.spent_usd += usd
-        flight.reservation_id = None
+        crash_point("after-settle")
 
     def _give_up(self, flight: _Flight, error: str, usd: float = 0.0) -> None:
         """No prediction exists (or none can be found): the reservation closes at `usd`."""
@@ -514,6 +523,12 @@ class RemoteExecutor:
             return
         batch, self._finished = self._finished, []
         publish_and_report(self.ledger, batch, self.summary, self.observer, self.on_published)
+        for publication, _ in batch:  # published or discarded, the prediction was paid for
+            token = publication.lease.token
+            unsettled = self._unsettled.pop(token, None)
+            if unsettled is not None:
+                reservation_id, usd, predict_s = unsettled
+                self._close_reservation(reservation_id, usd, predict_s, "succeeded", token)
 
     def _heartbeat(self) -> None:
         now = self.clock()
