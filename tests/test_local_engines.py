@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from helpers.books import run_songbatch, start_render, worker_processes
+from helpers.books import album_manifest, run_songbatch, start_render, worker_processes
 from helpers.hub_cache import hub_snapshot, offline_hub_env
 from helpers.verify import verify_done_exactly_once
 
@@ -37,17 +37,15 @@ def local_profile(folder: Path, model: Path, *, devices: str, batch_size: int) -
 
 
 def album(folder: Path, durations: list[str], *, profile: str = "tiny-local.yaml") -> Path:
-    lines = ["kind: album", "title: Tiny Album", "artist: Random Weights"]
-    lines += [f"profile: {profile}", "formats: [flac]", "tracks:"]
-    for number, duration in enumerate(durations, start=1):
-        lines += [
-            f"  - title: Piece {number}",
-            f"    prompt: calm piano number {number}",
-            f"    duration: {duration}",
-        ]
-    path = folder / "album.yaml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    tracks = [(f"calm piano number {n}", d) for n, d in enumerate(durations, start=1)]
+    return album_manifest(
+        folder,
+        tracks,
+        profile=profile,
+        title="Tiny Album",
+        artist="Random Weights",
+        track_title="Piece",
+    )
 
 
 def test_an_album_with_a_continued_track_comes_out_at_its_lengths(

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers.books import book_manifest, run_songbatch, start_render, synthetic_profile
+from helpers.books import (
+    album_manifest,
+    book_manifest,
+    run_songbatch,
+    start_render,
+    synthetic_profile,
+)
 from helpers.verify import temp_files
 from songbatch.ledger import Ledger
 
@@ -148,19 +154,9 @@ def test_a_deleted_chunk_file_is_rendered_again(tmp_path: Path) -> None:
     assert chunks[0].exists()
 
 
-def album_manifest(folder: Path, tracks: list[tuple[str, str]]) -> Path:
+def synthetic_album(folder: Path, tracks: list[tuple[str, str]]) -> Path:
     """An album of (prompt, duration) tracks on the synthetic profile."""
-    lines = ["kind: album", "title: Batch Album", "artist: Tester", "profile: synthetic.yaml"]
-    lines += ["formats: [flac]", "tracks:"]
-    for number, (prompt, duration) in enumerate(tracks, start=1):
-        lines += [
-            f"  - title: Track {number}",
-            f"    prompt: {prompt}",
-            f"    duration: {duration}",
-        ]
-    path = folder / "album.yaml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return album_manifest(folder, tracks, profile="synthetic.yaml", title="Batch Album")
 
 
 def test_auto_batch_size_follows_what_the_loaded_engine_reports(tmp_path: Path) -> None:
@@ -178,7 +174,7 @@ def test_auto_batch_size_follows_what_the_loaded_engine_reports(tmp_path: Path) 
         encoding="utf-8",
     )
     tracks = [(f"calm piano {i}", "3s") for i in range(7)]
-    result = render(tmp_path, album_manifest(tmp_path, tracks))
+    result = render(tmp_path, synthetic_album(tmp_path, tracks))
     assert result.returncode == 0, result.stderr
     assert "up to 3 job(s) per call" in result.stderr
     with Ledger(tmp_path / ".songbatch" / "ledger.db") as ledger:
@@ -217,7 +213,7 @@ def test_equal_length_tracks_share_one_engine_call_and_fail_alone(tmp_path: Path
     )
     tracks = [("calm piano", "4s")] * 2 + [("POISON drums", "4s")] + [("warm strings", "2s")] * 2
     tracks = [(f"{prompt} {i}", duration) for i, (prompt, duration) in enumerate(tracks)]
-    manifest = album_manifest(tmp_path, tracks)
+    manifest = synthetic_album(tmp_path, tracks)
     result = render(tmp_path, manifest)
     assert result.returncode == 1, result.stderr  # the poisoned track fails, alone
     with Ledger(tmp_path / ".songbatch" / "ledger.db") as ledger:

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]
 
 from gpu import _small_config  # noqa: E402
+from helpers.books import album_manifest  # noqa: E402
 from helpers.hub_cache import hub_snapshot, offline_hub_env  # noqa: E402
 from helpers.tiny_musicgen import (  # noqa: E402
     SAMPLE_RATE,
@@ -58,17 +59,10 @@ def save_random_small(folder: Path) -> None:
 
 
 def write_album(folder: Path) -> Path:
-    lines = ["kind: album", "title: Device Check", "artist: Random Weights", "profile: local"]
-    lines += ["formats: [flac]", "tracks:"]
-    for number, (prompt, seconds) in enumerate(TRACKS, start=1):
-        lines += [
-            f"  - title: Track {number}",
-            f"    prompt: {prompt}",
-            f"    duration: {seconds}s",
-        ]
-    path = folder / "album.yaml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    tracks = [(prompt, f"{seconds}s") for prompt, seconds in TRACKS]
+    return album_manifest(
+        folder, tracks, profile="local", title="Device Check", artist="Random Weights"
+    )
 
 
 def main() -> int:

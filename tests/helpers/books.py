@@ -77,6 +77,29 @@ def book_manifest(
     return path
 
 
+def album_manifest(
+    folder: Path,
+    tracks: list[tuple[str, str]],
+    *,
+    profile: str,
+    title: str,
+    artist: str = "Tester",
+    track_title: str = "Track",
+) -> Path:
+    """An album of (prompt, duration) tracks, titled `<track_title> N`, as flac."""
+    lines = ["kind: album", f"title: {title}", f"artist: {artist}", f"profile: {profile}"]
+    lines += ["formats: [flac]", "tracks:"]
+    for number, (prompt, duration) in enumerate(tracks, start=1):
+        lines += [
+            f"  - title: {track_title} {number}",
+            f"    prompt: {prompt}",
+            f"    duration: {duration}",
+        ]
+    path = folder / "album.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def songbatch_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "songbatch", *args]
 
