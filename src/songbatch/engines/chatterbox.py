@@ -497,14 +497,11 @@ class ChatterboxEngine:
             chunk.batch = len(group)
         self.token_loops += 1
         longest = max(chunk.max_new_tokens for chunk in group)
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(quiet())
-            if self.autocast_dtype is not None:
-                device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-                stack.enter_context(torch.autocast(device_type, dtype=self.autocast_dtype))
-            return batch.sample_speech_tokens(
-                self.model.t3, rows, sampling, max_new_tokens=longest, progress=progress
-            )
+        sample: Callable[..., list[batch.RowTokens]] = batch.sample_speech_tokens
+        if self.autocast_dtype is not None:  # as the library's loop is wrapped (_autocast_t3)
+            sample = _with_autocast(sample, _device_type(self.device), self.autocast_dtype)
+        with quiet():
+            return sample(self.model.t3, rows, sampling, max_new_tokens=longest, progress=progress)
 
     def _row(self, chunk: _Chunk) -> batch.Row:
         from chatterbox.models.t3.modules.cond_enc import T3Cond
@@ -726,11 +723,15 @@ def _autocast_dtype(name: str, device: str) -> torch.dtype | None:
 def _autocast_t3(model: Any, device: str, dtype: torch.dtype) -> None:
     """Wrap the instance's T3 sampling methods in autocast; weights stay float32, so the
     conditioning tensors (float32, recreated per call for exaggeration) still fit them."""
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    device_type = _device_type(device)
     for name in ("inference", "inference_turbo"):
         inner = getattr(model.t3, name, None)
         if inner is not None:
             setattr(model.t3, name, _with_autocast(inner, device_type, dtype))
+
+
+def _device_type(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
 
 
 def _with_autocast(
