@@ -105,7 +105,11 @@ def run(hours: float, chunk_s: float, chapter_min: float, work: Path) -> int:
     for number, first in enumerate(range(0, count, per_chapter), start=1):
         master = work / "masters" / f"chapter-{number:03d}.flac"
         segments = chapter_segments(chunks[first : first + per_chapter])
-        durations.append(assemble_master(segments, master, sample_rate=SAMPLE_RATE, channels=1))
+        durations.append(
+            assemble_master(
+                segments, master, sample_rate=SAMPLE_RATE, channels=1, owner="00000000000be0c0"
+            )
+        )
         masters.append(master)
     assembled = time.perf_counter()
 

@@ -27,9 +27,10 @@ from songbatch.audio import (
 from songbatch.engines.base import RenderResult
 from songbatch.errors import EngineError
 from songbatch.ffmpeg import run_ffmpeg
-from songbatch.fsutil import file_sha256, is_temp_name, replace_durably
+from songbatch.fsutil import file_sha256, is_own_temp, replace_durably, sweep_temps, temp_sibling
 from songbatch.tagging import Tags, read_chapters, read_tags
 
+OWNER = "0123456789abcdef"  # a workspace id
 SR = 22050
 
 
@@ -107,11 +108,24 @@ def test_write_chunk_clips_and_rejects_nan(tmp_path: Path) -> None:
 def test_replace_durably_replaces_atomically(tmp_path: Path) -> None:
     final = tmp_path / "out.flac"
     final.write_bytes(b"old")
-    tmp = tmp_path / ".out.flac.tmp"
+    tmp = temp_sibling(final, OWNER)
     tmp.write_bytes(b"new")
     replace_durably(tmp, final)
-    assert is_temp_name(tmp.name)
+    assert is_own_temp(tmp.name, OWNER)
     assert final.read_bytes() == b"new" and not tmp.exists()
+
+
+def test_a_sweep_takes_only_its_own_workspaces_temp_files(tmp_path: Path) -> None:
+    final = tmp_path / "01 - Chapter.mp3"
+    mine = temp_sibling(final, OWNER)
+    theirs = temp_sibling(final, "fedcba9876543210")
+    strangers = [tmp_path / ".01 - Chapter.mp3.tmp", tmp_path / ".x.tmp", tmp_path / "a.tmp"]
+    for path in strangers:
+        path.write_bytes(b"someone else's")
+    assert not is_own_temp(theirs.name, OWNER)
+    assert sweep_temps(tmp_path, OWNER) == 1
+    assert not mine.exists() and theirs.exists()
+    assert all(path.exists() for path in strangers)
 
 
 # --- assembly --------------------------------------------------------------------------------
@@ -122,7 +136,7 @@ def test_assemble_master_with_silences_has_exact_length(tmp_path: Path) -> None:
     b = chunk(tmp_path / "b.flac", 2.25, freq=330)
     segments = [Segment(a), Segment(silence_s=0.5), Segment(b), Segment(a, silence_s=0.3)]
     out = tmp_path / "master.flac"
-    ms = assemble_master(segments, out, sample_rate=SR, channels=1)
+    ms = assemble_master(segments, out, sample_rate=SR, channels=1, owner=OWNER)
     expected = round(1.0 * SR) * 2 + round(0.5 * SR) + round(2.25 * SR) + round(0.3 * SR)
     info = sf.info(out)
     assert abs(info.frames - expected) <= 1
@@ -137,7 +151,9 @@ def test_assemble_master_with_silences_has_exact_length(tmp_path: Path) -> None:
 def test_assemble_master_upmixes_to_stereo(tmp_path: Path) -> None:
     mono = chunk(tmp_path / "mono.flac", 0.5)
     out = tmp_path / "stereo.flac"
-    assemble_master([Segment(mono), Segment(silence_s=0.25)], out, sample_rate=SR, channels=2)
+    assemble_master(
+        [Segment(mono), Segment(silence_s=0.25)], out, sample_rate=SR, channels=2, owner=OWNER
+    )
     audio, _ = sf.read(out, dtype="float32")
     assert audio.shape == (round(0.5 * SR) + round(0.25 * SR), 2)
     assert np.array_equal(audio[:, 0], audio[:, 1])
@@ -147,7 +163,7 @@ def test_assemble_master_upmixes_to_stereo(tmp_path: Path) -> None:
 def test_assemble_master_resamples_other_rates(tmp_path: Path) -> None:
     other = chunk(tmp_path / "24k.flac", 1.0, sr=24000, freq=200)
     out = tmp_path / "master.flac"
-    ms = assemble_master([Segment(other)], out, sample_rate=SR, channels=1)
+    ms = assemble_master([Segment(other)], out, sample_rate=SR, channels=1, owner=OWNER)
     audio, sr = sf.read(out, dtype="float32")
     assert sr == SR and audio.shape[0] == SR and ms == 1000
     # Still a 200 Hz tone: the strongest FFT bin is at 200 Hz (1 Hz bins over one second).
@@ -171,7 +187,7 @@ def masters(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     for i, seconds in enumerate((1.2, 0.8)):
         src = chunk(root / f"c{i}.flac", seconds, freq=300 + 100 * i)
         out = root / f"m{i}.flac"
-        assemble_master([Segment(src)], out, sample_rate=SR, channels=1)
+        assemble_master([Segment(src)], out, sample_rate=SR, channels=1, owner=OWNER)
         paths.append(out)
     return paths
 
@@ -252,7 +268,7 @@ def test_encode_mp3_keeps_chapters_as_id3_chap(masters: list[Path], tmp_path: Pa
 def test_encode_stereo_uses_stereo_bitrate(tmp_path: Path) -> None:
     src = chunk(tmp_path / "s.flac", 1.0, channels=2)
     master = tmp_path / "m.flac"
-    assemble_master([Segment(src)], master, sample_rate=SR, channels=2)
+    assemble_master([Segment(src)], master, sample_rate=SR, channels=2, owner=OWNER)
     out = tmp_path / "s.m4b"
     encode([master], out, "m4b", tags=Tags(title="S"))
     info = mutagen.File(out).info
@@ -273,7 +289,7 @@ def test_encode_handles_quotes_in_paths(tmp_path: Path) -> None:
     folder.mkdir()
     src = chunk(folder / "c.flac", 0.5)
     master = folder / "m'1.flac"
-    assemble_master([Segment(src)], master, sample_rate=SR, channels=1)
+    assemble_master([Segment(src)], master, sample_rate=SR, channels=1, owner=OWNER)
     out = folder / "o.flac"
     encode([master], out, "flac", tags=Tags(title="q"))
     assert abs(sf.info(out).duration - 0.5) < 0.01

@@ -57,7 +57,12 @@ def test_migrations_apply_once(tmp_path: Path) -> None:
     Ledger(path).close()
     with Ledger(path) as ledger:
         applied = ledger.conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
-        assert [row[0] for row in applied] == ["m001_initial", "m002_render_info", "m003_spend"]
+        assert [row[0] for row in applied] == [
+            "m001_initial",
+            "m002_render_info",
+            "m003_spend",
+            "m004_integrity",
+        ]
         assert ledger.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

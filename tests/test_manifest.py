@@ -291,14 +291,27 @@ def test_safe_filename_truncates_at_a_character_boundary() -> None:
     ("title", "slug"),
     [
         ("The Lighthouse Keeper's Almanac", "the-lighthouse-keeper-s-almanac"),
-        ("Café Société", "cafe-societe"),
-        ("שלום", "untitled"),
+        ("Café Société", "café-société"),
+        ("שלום עליכם", "שלום-עליכם"),
+        ("三体", "三体"),
+        ("Война и мир", "война-и-мир"),
+        ("الأمير الصغير", "الأمير-الصغير"),
+        ("Ｆｕｌｌ ｗｉｄｔｈ", "full-width"),
+        ("e\u0301tude", "étude"),  # one NFC form whatever the title's
+        ("CON", "con_"),
         ("---", "untitled"),
-        ("a" * 100, "a" * 60),
+        ("😀 🎧", "untitled"),
+        ("a" * 100, "a" * 96),
     ],
 )
 def test_slugify(title: str, slug: str) -> None:
     assert slugify(title) == slug
+    assert_safe(slug)
+
+
+def test_slugify_truncates_at_a_character_boundary() -> None:
+    slug = slugify("書" * 100)
+    assert len(slug.encode("utf-8")) <= 96 and slug == "書" * 32
 
 
 # --- the bad-input corpus -------------------------------------------------------------------

@@ -149,7 +149,7 @@ def test_a_deleted_chunk_file_is_rendered_again(tmp_path: Path) -> None:
     chunks[0].unlink()
     again = render(tmp_path, manifest)
     assert again.returncode == 0, again.stderr
-    assert "1 rendered file(s) were missing" in again.stderr
+    assert "1 rendered chunk(s) missing: rendering again" in again.stderr
     assert "rendered 1 job(s)" in again.stderr
     assert chunks[0].exists()
 

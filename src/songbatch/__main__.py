@@ -1,4 +1,4 @@
-from songbatch.cli.main import run
+from songbatch.entry import main
 
 if __name__ == "__main__":
-    run()
+    main()

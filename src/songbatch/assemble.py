@@ -3,12 +3,19 @@
 Reads only the ledger (the assembly spec the planner stored, and the done jobs' files). Each
 chapter is first streamed into a content-keyed FLAC master; every format is encoded from it, so
 memory stays flat however long the book is and an unchanged chapter is never assembled twice.
+
+Every file is its own outcome: a folder in the way, a full disk or a tagging error fails that
+file alone, with its reason in the ledger, and the others are still written. A file at a final
+path is replaced only if songbatch wrote it (the ledger's `outputs` table says so, or, for a
+ledger that was lost, the file's own SONGBATCH_OUTPUT tag names this workspace).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +23,20 @@ from typing import Any
 import soundfile
 
 from songbatch import audio
-from songbatch.errors import SongbatchError
-from songbatch.fsutil import file_sha256, remove_quietly, replace_durably, temp_sibling
+from songbatch.errors import Interrupted, SongbatchError
+from songbatch.fsutil import (
+    FileStamp,
+    file_sha256,
+    make_public,
+    remove_quietly,
+    replace_durably,
+    temp_sibling,
+)
+from songbatch.integrity import FileState, check_file
 from songbatch.ledger import Ledger, ManifestInfo, UnitJob
-from songbatch.tagging import Tags
+from songbatch.outputs import OutputFile, planned_outputs, stale_outputs
+from songbatch.tagging import Tags, read_origin
 from songbatch.workspace import Workspace
-
-EXTENSIONS = {"m4b": "m4b", "mp3": "mp3", "flac": "flac", "opus": "opus", "wav": "wav"}
 
 
 class AssemblyError(SongbatchError):
@@ -34,6 +48,19 @@ class Master:
     path: Path
     duration_ms: int
     inputs_sha256: str
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    path: Path
+    written: bool  # False: already current (or a failure)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Pruned:
+    removed: list[Path]
+    kept: list[Path]  # changed since songbatch wrote them: left for the person
 
 
 def _digest(value: Any) -> str:
@@ -61,27 +88,45 @@ def _tags(spec: dict[str, Any], title: str, track: tuple[int, int] | None = None
     )
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename or ""
+        return f"{exc.strerror}: {where}" if where else exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class Assembler:
-    def __init__(self, ledger: Ledger, workspace: Workspace) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        workspace: Workspace,
+        *,
+        run_id: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.ledger = ledger
         self.workspace = workspace
+        self.owner = workspace.owner_id()
+        self.run_id = run_id
+        self.cancel = cancel or threading.Event()
 
     # ------------------------------------------------------------------ units
 
-    def assemble_unit(self, info: ManifestInfo, unit: int) -> list[Path]:
-        """Write the unit's file in every format but m4b; returns the files (re)written."""
-        master = self.master(info, unit)
+    def assemble_unit(self, info: ManifestInfo, unit: int) -> list[FileOutcome]:
+        """The unit's file in every format but m4b, each its own outcome."""
         spec = info.assembly
+        files = [f for f in planned_outputs(spec) if f.unit == unit]
+        if not files:
+            return []
         meta = spec["units"][unit]
-        written = []
-        for fmt in spec["formats"]:
-            if fmt == "m4b":
-                continue
-            final = Path(spec["output_dir"]) / f"{meta['file']}.{EXTENSIONS[fmt]}"
-            tags = _tags(spec, meta["title"], track=(unit + 1, len(spec["units"])))
-            if self._publish(info, unit, fmt, [master], final, tags, chapters=None):
-                written.append(final)
-        return written
+        try:
+            master = self.master(info, unit)
+        except Interrupted:
+            raise
+        except Exception as exc:
+            return [self._failed(info, file, exc) for file in files]
+        tags = _tags(spec, meta["title"], track=(unit + 1, len(spec["units"])))
+        return [self._publish(info, file, [master], tags, chapters=None) for file in files]
 
     def master(self, info: ManifestInfo, unit: int) -> Master:
         jobs = self.ledger.unit_jobs(info.id, unit)
@@ -94,11 +139,39 @@ class Assembler:
             path.parent.mkdir(parents=True, exist_ok=True)
             segments = self._segments(jobs, lead_in_ms)
             first = self._chunk_path(jobs[0])
-            probe = soundfile.info(str(first))
-            audio.assemble_master(
-                segments, path, sample_rate=probe.samplerate, channels=probe.channels
-            )
+            try:
+                probe = soundfile.info(str(first))
+                audio.assemble_master(
+                    segments,
+                    path,
+                    sample_rate=probe.samplerate,
+                    channels=probe.channels,
+                    owner=self.owner,
+                    cancel=self.cancel,
+                )
+            except (soundfile.LibsndfileError, RuntimeError) as exc:
+                raise self._damaged_chunks(jobs, exc) from exc
         return Master(path=path, duration_ms=audio.audio_duration_ms(path), inputs_sha256=inputs)
+
+    def _damaged_chunks(self, jobs: list[UnitJob], exc: BaseException) -> AssemblyError:
+        """A chunk that no longer decodes is found by its hash and rendered again next run."""
+        bad = [
+            job.key
+            for job in jobs
+            if job.out_path is not None
+            and job.sha256 is not None
+            and check_file(self.ledger.resolve(job.out_path), job.sha256, None, full=True).state
+            is not FileState.OK
+        ]
+        if not bad:
+            return AssemblyError(f"a chunk does not decode: {_describe(exc)}")
+        for key in bad:
+            remove_quietly(self.workspace.chunk_path(key))
+        self.ledger.requeue_chunks(bad, "damaged-file")
+        return AssemblyError(
+            f"{len(bad)} chunk(s) no longer match what was rendered ({bad[0][:12]}...);"
+            " they are rendered again on the next run"
+        )
 
     def _segments(self, jobs: list[UnitJob], lead_in_ms: int) -> list[audio.Segment]:
         segments = [audio.Segment(silence_s=lead_in_ms / 1000)] if lead_in_ms else []
@@ -113,74 +186,167 @@ class Assembler:
             raise AssemblyError(f"job {job.key[:12]} is not rendered yet")
         path = self.ledger.resolve(job.out_path)
         if not path.exists():
-            raise AssemblyError(
-                f"chunk {path} is missing; `songbatch retry --force` renders it again"
-            )
+            raise AssemblyError(f"chunk {path} is missing; the next run renders it again")
         return path
 
     # ------------------------------------------------------------------ the book
 
-    def assemble_book(self, info: ManifestInfo) -> Path | None:
-        """The .m4b with a chapter mark per chapter; None if none is asked for or it is current."""
+    def assemble_book(self, info: ManifestInfo) -> FileOutcome | None:
+        """The .m4b with a chapter mark per chapter; None if the book has none."""
         spec = info.assembly
-        if "m4b" not in spec["formats"]:
+        books = [f for f in planned_outputs(spec) if f.unit is None]
+        if not books:
             return None
-        masters = [self.master(info, unit["unit"]) for unit in spec["units"]]
-        marks, start = [], 0
-        for unit, master in zip(spec["units"], masters, strict=True):
-            marks.append(audio.ChapterMark(unit["title"], start, start + master.duration_ms))
-            start += master.duration_ms
+        [book] = books
+        try:
+            masters = [self.master(info, unit["unit"]) for unit in spec["units"]]
+        except Interrupted:
+            raise
+        except Exception as exc:
+            return self._failed(info, book, exc)
+        marks = audio.chapter_marks(
+            [unit["title"] for unit in spec["units"]], [m.duration_ms for m in masters]
+        )
         tags = _tags(spec, spec["tags"]["album"])
-        final = Path(spec["output_dir"]) / f"{spec['book_file']}.m4b"
-        written = self._publish(info, None, "m4b", masters, final, tags, chapters=marks)
-        return final if written else None
+        return self._publish(info, book, masters, tags, chapters=marks)
 
     # ------------------------------------------------------------------ publishing
 
     def _publish(
         self,
         info: ManifestInfo,
-        unit: int | None,
-        fmt: str,
+        file: OutputFile,
         masters: list[Master],
-        final: Path,
         tags: Tags,
         chapters: list[audio.ChapterMark] | None,
-    ) -> bool:
-        """Encode to a temp file beside the target, tag, sync, replace: False if up to date."""
+    ) -> FileOutcome:
         inputs = _digest(
             {
                 "masters": [m.inputs_sha256 for m in masters],
-                "format": fmt,
-                "tags": {k: str(v) for k, v in vars(tags).items()},
+                "format": file.fmt,
+                "tags": {k: str(v) for k, v in vars(tags).items() if k != "cover"},
                 "cover": info.assembly.get("cover_sha256"),
                 "chapters": None if chapters is None else [vars(c) for c in chapters],
             }
         )
-        if final.exists() and self.ledger.output_current(str(final), inputs):
-            return False
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(final)
         try:
+            if self._current(info, file, inputs, masters):
+                return FileOutcome(file.path, written=False)
+            self._encode(file, masters, tags, chapters, inputs)
+            self._record(info, file, inputs, masters)
+        except Interrupted:
+            raise
+        except Exception as exc:
+            return self._failed(info, file, exc)
+        return FileOutcome(file.path, written=True)
+
+    def _current(
+        self, info: ManifestInfo, file: OutputFile, inputs: str, masters: list[Master]
+    ) -> bool:
+        """True if the file on disk is already this output. Raises if the path holds something
+        songbatch must not replace."""
+        final = file.path
+        if final.is_dir():
+            raise AssemblyError(f"{final} is a folder: move it away so the file can be written")
+        record = self.ledger.output(str(final))
+        if record is not None:
+            check = check_file(final, record.sha256, record.stamp)
+            if check.state is FileState.OK and record.inputs_sha256 == inputs:
+                if check.stamp is not None:
+                    self.ledger.restamp_output(str(final), check.stamp)
+                return record.manifest_id == info.id or self._record(info, file, inputs, masters)
+            return False  # ours, but stale, damaged or gone: rebuilt
+        if not (final.exists() or final.is_symlink()):
+            return False
+        origin = read_origin(final)
+        if origin is None or origin.partition(":")[0] != self.owner:
+            raise AssemblyError(
+                f"{final} exists and songbatch did not write it: move it away or delete it,"
+                " then run again"
+            )
+        # Written by this workspace under a ledger that was lost: keep it if it is current.
+        return origin.partition(":")[2] == inputs and self._record(info, file, inputs, masters)
+
+    def _record(
+        self, info: ManifestInfo, file: OutputFile, inputs: str, masters: list[Master]
+    ) -> bool:
+        """The file now at the final path is this manifest's output, as it is."""
+        self.ledger.record_output(
+            path=str(file.path),
+            manifest_id=info.id,
+            unit=file.unit,
+            fmt=file.fmt,
+            inputs_sha256=inputs,
+            sha256=file_sha256(file.path),
+            duration_ms=sum(m.duration_ms for m in masters),
+            stamp=FileStamp.of(file.path),
+        )
+        return True
+
+    def _encode(
+        self,
+        file: OutputFile,
+        masters: list[Master],
+        tags: Tags,
+        chapters: list[audio.ChapterMark] | None,
+        inputs: str,
+    ) -> None:
+        """Encode to a temp file beside the target, tag, sync, replace."""
+        file.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(file.path, self.owner)
+        try:
+            tags = Tags(**{**vars(tags), "origin": f"{self.owner}:{inputs}"})
             audio.encode(
                 [m.path for m in masters],
                 tmp,
-                fmt,  # type: ignore[arg-type]
+                file.fmt,  # type: ignore[arg-type]
                 tags=tags,
                 cover=tags.cover,
                 chapters=chapters,
+                cancel=self.cancel,
             )
-            sha = file_sha256(tmp)
-            replace_durably(tmp, final)
+            make_public(tmp)
+            replace_durably(tmp, file.path)
         finally:
             remove_quietly(tmp)
-        self.ledger.record_output(
-            path=str(final),
+
+    def _failed(self, info: ManifestInfo, file: OutputFile, exc: BaseException) -> FileOutcome:
+        error = _describe(exc)
+        self.ledger.record_output_failure(
+            path=str(file.path),
             manifest_id=info.id,
-            unit=unit,
-            fmt=fmt,
-            inputs_sha256=inputs,
-            sha256=sha,
-            duration_ms=sum(m.duration_ms for m in masters),
+            unit=file.unit,
+            fmt=file.fmt,
+            error=error,
+            run_id=self.run_id,
         )
-        return True
+        return FileOutcome(file.path, written=False, error=error)
+
+    # ------------------------------------------------------------------ outputs that went
+
+    def prune(self, info: ManifestInfo) -> Pruned:
+        """Files songbatch wrote for chapters, tracks or formats the plan no longer has: removed
+        if they are still as written; a file changed since is the person's now, and stays."""
+        current = planned_outputs(info.assembly)
+        recorded = {record.path: record for record in self.ledger.outputs(info.id)}
+        removed: list[Path] = []
+        kept: list[Path] = []
+        for path_text in stale_outputs(recorded, current):
+            record, path = recorded[path_text], Path(path_text)
+            state = check_file(path, record.sha256, record.stamp).state
+            if state is FileState.OK:
+                remove_quietly(path)
+                removed.append(path)
+                self._remove_empty_folder(path.parent)
+            elif state is FileState.DAMAGED and path.exists():
+                kept.append(path)
+            self.ledger.forget_output(path_text)
+        self.ledger.forget_output_failures(info.id, [str(f.path) for f in current])
+        return Pruned(removed, kept)
+
+    def _remove_empty_folder(self, folder: Path) -> None:
+        """Only a folder songbatch made by default (outputs/<book>), and only when empty."""
+        if folder.parent != self.workspace.root / "outputs":
+            return
+        with contextlib.suppress(OSError):  # not empty: the person's files, or other books
+            folder.rmdir()

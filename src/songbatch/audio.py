@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy.typing as npt
 import soundfile as sf
 
 from songbatch.engines.base import RenderResult
-from songbatch.errors import EngineError
+from songbatch.errors import EngineError, Interrupted
 from songbatch.ffmpeg import require_encoder, run_ffmpeg
 from songbatch.fsutil import file_sha256, fsync_file, replace_durably, temp_sibling
 from songbatch.tagging import Tags, set_vorbis_comment, write_tags
@@ -79,15 +80,22 @@ class Segment:
 
 
 def assemble_master(
-    segments: Iterable[Segment], out_path: Path, *, sample_rate: int, channels: int
+    segments: Iterable[Segment],
+    out_path: Path,
+    *,
+    sample_rate: int,
+    channels: int,
+    owner: str,
+    cancel: threading.Event | None = None,
 ) -> int:
     """Stream segments into one FLAC PCM_24 master at `out_path`; return its duration in ms.
 
     Chunks are read block by block; a mono chunk is upmixed (stereo downmixed) to `channels`,
     and a chunk at another rate is resampled by linear interpolation (chunks are short, so
-    reading one whole is fine). Written under a temporary name, fsynced, then renamed.
+    reading one whole is fine). Written under a temporary name of workspace `owner`, fsynced,
+    then renamed. `cancel` set stops it between segments (Interrupted).
     """
-    tmp = temp_sibling(out_path)
+    tmp = temp_sibling(out_path, owner)
     frames = 0
     try:
         with sf.SoundFile(
@@ -99,6 +107,8 @@ def assemble_master(
             format="FLAC",
         ) as out:
             for segment in segments:
+                if cancel is not None and cancel.is_set():
+                    raise Interrupted("interrupted while assembling")
                 for block in _segment_blocks(segment, sample_rate, channels):
                     out.write(block)
                     frames += block.shape[0]
@@ -196,6 +206,7 @@ def encode(
     cover: Path | None = None,
     chapters: Sequence[ChapterMark] | None = None,
     bitrate: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> None:
     """Concatenate `inputs` (masters of one rate and channel count) into `out_path` as `fmt`,
     tag it, and fsync it. ffmpeg streams the audio; Python never holds it.
@@ -224,7 +235,7 @@ def encode(
             args += ["-b:a", kbps]
         args += ["-f", muxer, str(out_path)]
         try:
-            run_ffmpeg(args)
+            run_ffmpeg(args, cancel=cancel)
             write_tags(out_path, fmt, dataclasses.replace(tags, cover=cover or tags.cover))
             fsync_file(out_path)
         except BaseException:

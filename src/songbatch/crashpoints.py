@@ -1,4 +1,6 @@
-"""Named crash points for the chaos tests: `SONGBATCH_CRASH_AT=after-render` kills the whole run
+"""Named crash and pause points for the chaos and signal tests.
+
+`SONGBATCH_CRASH_AT=after-render` kills the whole run
 (coordinator and workers, one process group) with SIGKILL the first time that point is reached.
 Unset, each check is one dictionary look-up."""
 
@@ -6,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 ENV = "SONGBATCH_CRASH_AT"
 POINTS = ("after-claim", "after-render", "after-tag", "after-replace", "after-done")
@@ -19,3 +23,25 @@ def crash_point(name: str) -> None:
     if hasattr(os, "killpg"):
         os.killpg(os.getpgid(0), signal.SIGKILL)
     os._exit(137)  # pragma: no cover - Windows, or if the signal is somehow not delivered
+
+
+PAUSE_ENV = "SONGBATCH_PAUSE_AT"
+PAUSE_FILE_ENV = "SONGBATCH_PAUSE_FILE"
+PAUSES = ("imports", "planning", "rendering", "assembly")
+
+
+def pause_point(name: str, cancel: threading.Event | None = None) -> None:
+    """For the signal tests: `SONGBATCH_PAUSE_AT=assembly` stops the run at that phase (writing
+    `SONGBATCH_PAUSE_FILE` so the test knows) until a signal, or `cancel`, ends it."""
+    if os.environ.get(PAUSE_ENV) != name:
+        return
+    marker = os.environ.get(PAUSE_FILE_ENV)
+    if marker:
+        with open(marker, "w", encoding="utf-8") as handle:
+            handle.write(f"{os.getpid()} {name}\n")
+    while True:
+        if cancel is not None and cancel.is_set():
+            from songbatch.errors import Interrupted
+
+            raise Interrupted(f"interrupted at {name}")
+        time.sleep(0.05)

@@ -63,6 +63,19 @@ class EngineError(SongbatchError):
         self.retryable = retryable
 
 
+class LedgerDamaged(InputError):
+    """The ledger file is not a readable SQLite database. Never repaired silently: it holds
+    open budget reservations, and guessing them away could spend past a cap."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        super().__init__(
+            f"the ledger {path} is damaged ({detail}): move it aside"
+            f" (mv '{path}' '{path}.damaged') and run again; the rendered chunks beside it are"
+            " checked and kept, not rendered again"
+        )
+
+
 class LedgerBusy(SongbatchError):
     """Another live run holds this ledger."""
 

@@ -9,9 +9,11 @@ import functools
 import os
 import shutil
 import subprocess
+import tempfile
+import threading
 from collections.abc import Sequence
 
-from songbatch.errors import EngineError
+from songbatch.errors import EngineError, Interrupted
 
 # Quiet, never interactive: ffmpeg reading stdin would steal a terminal or hang under cron.
 _BASE_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error", "-y")
@@ -64,16 +66,40 @@ def require_encoder(name: str) -> None:
         raise EngineError(f"this ffmpeg ({ffmpeg_exe()}) has no {name} encoder", retryable=False)
 
 
-def run_ffmpeg(args: Sequence[str]) -> None:
-    """Run ffmpeg with `args`; raise EngineError(retryable=False) with its last stderr lines."""
+def run_ffmpeg(args: Sequence[str], *, cancel: threading.Event | None = None) -> None:
+    """Run ffmpeg with `args`; raise EngineError(retryable=False) with its last stderr lines.
+
+    ffmpeg never outlives the call: an exception here (Ctrl-C, SIGTERM) or `cancel` being set
+    kills it, and `cancel` raises Interrupted.
+    """
     command = [ffmpeg_exe(), *_BASE_ARGS, *args]
-    try:
-        result = subprocess.run(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-    except OSError as exc:
-        raise EngineError(f"cannot run ffmpeg: {exc}", retryable=False) from exc
-    if result.returncode != 0:
-        lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+    with tempfile.TemporaryFile() as errors:
+        try:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors
+            )
+        except OSError as exc:
+            raise EngineError(f"cannot run ffmpeg: {exc}", retryable=False) from exc
+        try:
+            returncode = _wait(process, cancel)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        errors.seek(0)
+        stderr = errors.read()
+    if returncode != 0:
+        lines = stderr.decode("utf-8", "replace").strip().splitlines()
         tail = " | ".join(lines[-_ERROR_LINES:]) or "no message"
-        raise EngineError(f"ffmpeg exited {result.returncode}: {tail}", retryable=False)
+        raise EngineError(f"ffmpeg exited {returncode}: {tail}", retryable=False)
+
+
+def _wait(process: subprocess.Popen[bytes], cancel: threading.Event | None) -> int:
+    if cancel is None:
+        return process.wait()
+    while True:
+        try:
+            return process.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            if cancel is not None and cancel.is_set():
+                raise Interrupted("interrupted while encoding") from None

@@ -8,6 +8,7 @@ accident and holds the lock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -24,7 +25,8 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from songbatch.crashpoints import crash_point
-from songbatch.fsutil import fsync_dir, remove_quietly
+from songbatch.errors import LedgerDamaged
+from songbatch.fsutil import FileStamp, create_private, fsync_dir, remove_quietly
 
 Clock = Callable[[], float]
 
@@ -167,9 +169,39 @@ def m003_spend(db: Database) -> None:
     )
 
 
+@migrations()
+def m004_integrity(db: Database) -> None:
+    """Size and mtime of every published file (a cheap check before a hash), transient
+    back-off (not charged), and assembly failures per output file."""
+    db.executescript(
+        """
+        ALTER TABLE jobs ADD COLUMN size INTEGER;
+        ALTER TABLE jobs ADD COLUMN mtime_ns INTEGER;
+        ALTER TABLE jobs ADD COLUMN not_before_utc TEXT;
+        ALTER TABLE jobs ADD COLUMN deferrals INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE outputs ADD COLUMN size INTEGER;
+        ALTER TABLE outputs ADD COLUMN mtime_ns INTEGER;
+        CREATE TABLE output_failures (
+            path TEXT PRIMARY KEY,
+            manifest_id INTEGER NOT NULL REFERENCES manifests (id) ON DELETE CASCADE,
+            unit INTEGER,
+            format TEXT NOT NULL,
+            error TEXT NOT NULL,
+            run_id INTEGER REFERENCES runs (id),
+            failed_utc TEXT NOT NULL
+        );
+        """
+    )
+
+
+_ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
+# Later than any real time: a job deferred "until the next run", which start_run clears.
+_NOT_THIS_RUN = "9999-12-31T23:59:59.999999Z"
+
+
 def utc_iso(at: float) -> str:
     """Fixed-width ISO text, so string comparison in SQL is time comparison."""
-    return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(at, tz=timezone.utc).strftime(_ISO)
 
 
 @dataclass(frozen=True)
@@ -280,6 +312,44 @@ class UnitJob:
 
 
 @dataclass(frozen=True)
+class ChunkRecord:
+    key: str
+    path: Path
+    sha256: str
+    stamp: FileStamp | None  # None: published before stamps were recorded
+
+
+@dataclass(frozen=True)
+class AdoptedChunk:
+    key: str
+    path: Path
+    sha256: str
+    stamp: FileStamp
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    path: str
+    manifest_id: int
+    unit: int | None
+    fmt: str
+    inputs_sha256: str
+    sha256: str
+    duration_ms: int
+    stamp: FileStamp | None
+
+
+@dataclass(frozen=True)
+class OutputFailure:
+    path: str
+    manifest_id: int
+    unit: int | None
+    fmt: str
+    error: str
+
+
+@dataclass(frozen=True)
 class SpendCaps:
     """Caps one reservation must fit under, with what is already settled or reserved."""
 
@@ -322,9 +392,18 @@ class Ledger:
         self._state_prefix = str(self.state_dir) + os.sep
         self.clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(path)
         self.conn = sqlite3.connect(
             path, isolation_level=None, timeout=busy_timeout_s, check_same_thread=False
         )
+        try:
+            with damaged_ledger_guard(path):
+                self._configure()
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _configure(self) -> None:
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
@@ -468,6 +547,12 @@ class Ledger:
                 "UPDATE jobs SET state = 'pending', lease_token = NULL, lease_expires_utc = NULL"
                 " WHERE state = 'leased'"
             )
+            # A job set aside by a transient fault (network, disk, memory) in an earlier run is
+            # tried again at once: the fault may be long gone.
+            conn.execute(
+                "UPDATE jobs SET not_before_utc = NULL, deferrals = 0"
+                " WHERE not_before_utc IS NOT NULL OR deferrals > 0"
+            )
             conn.execute("UPDATE runs SET finished_utc = ? WHERE finished_utc IS NULL", (now,))
             row = conn.execute(
                 "INSERT INTO runs (pid, host, argv, started_utc) VALUES (?, ?, ?, ?) RETURNING id",
@@ -496,8 +581,12 @@ class Ledger:
         kinds: Sequence[str] | None = None,
     ) -> list[Lease]:
         """Lease up to `limit` pending jobs, longest first, each with a new fencing token."""
-        where: list[str] = ["j.state = 'pending'"]
-        params: list[Any] = []
+        now = self.clock()
+        where: list[str] = [
+            "j.state = 'pending'",
+            "(j.not_before_utc IS NULL OR j.not_before_utc <= ?)",
+        ]
+        params: list[Any] = [utc_iso(now)]
         if kinds:
             where.append(f"j.kind IN ({','.join('?' * len(kinds))})")
             params.extend(kinds)
@@ -514,7 +603,6 @@ class Ledger:
         )
         with self.immediate() as conn:
             rows = conn.execute(sql, (*params, limit)).fetchall()
-            now = self.clock()
             started, expires = utc_iso(now), utc_iso(now + lease_s)
             leases = []
             for row in rows:
@@ -575,6 +663,7 @@ class Ledger:
         under the write lock check each token, move each file into place, sync the folders,
         mark done. A stale lease's file is deleted, never published."""
         results: list[bool] = []
+        stamps: list[FileStamp] = []
         with self.immediate() as conn:
             now = self.now()
             folders: set[Path] = set()
@@ -588,6 +677,8 @@ class Ledger:
                     remove_quietly(item.tmp)
                     results.append(False)
                     continue
+                # The rename keeps size and mtime: stamped now, they describe the final file.
+                stamps.append(FileStamp.of(item.tmp))
                 os.replace(item.tmp, item.final)
                 folders.add(item.final.parent)
                 results.append(True)
@@ -598,7 +689,8 @@ class Ledger:
             conn.executemany(
                 "UPDATE jobs SET state = 'done', lease_token = NULL, lease_expires_utc = NULL,"
                 " out_path = ?, sha256 = ?, duration_ms = ?, error = NULL, done_utc = ?,"
-                " info = ? WHERE key = ?",
+                " info = ?, size = ?, mtime_ns = ?, not_before_utc = NULL, deferrals = 0"
+                " WHERE key = ?",
                 [
                     (
                         self._relative(i.final),
@@ -606,9 +698,11 @@ class Ledger:
                         i.duration_ms,
                         now,
                         _json(i.info),
+                        stamp.size,
+                        stamp.mtime_ns,
                         i.lease.key,
                     )
-                    for i in done
+                    for i, stamp in zip(done, stamps, strict=True)
                 ],
             )
             conn.executemany(
@@ -670,6 +764,54 @@ class Ledger:
                 (self.now(), outcome, lease.token),
             )
             return True
+
+    def defer(
+        self,
+        lease: Lease,
+        error: str,
+        *,
+        delay_s: float | None,
+        worker: str | None = None,
+        device: str | None = None,
+    ) -> int | None:
+        """A transient fault (network, disk full, out of memory): the job goes back to pending,
+        not charged, and is not claimed again for `delay_s` (None: not again in this run; the
+        next run tries it at once). Returns how many times it was deferred, None if stale."""
+        with self.immediate() as conn:
+            if not self._holds(conn, lease):
+                return None
+            now = self.clock()
+            not_before = utc_iso(now + delay_s) if delay_s is not None else _NOT_THIS_RUN
+            row = conn.execute(
+                "UPDATE jobs SET state = 'pending', lease_token = NULL, lease_expires_utc = NULL,"
+                " error = ?, not_before_utc = ?, deferrals = deferrals + 1 WHERE key = ?"
+                " RETURNING deferrals",
+                (error, not_before, lease.key),
+            ).fetchone()
+            conn.execute(
+                "UPDATE attempts SET finished_utc = ?, outcome = 'transient', error = ?,"
+                " worker = COALESCE(?, worker), device = COALESCE(?, device) WHERE token = ?",
+                (utc_iso(now), error, worker, device, lease.token),
+            )
+            return int(row["deferrals"])
+
+    def deferrals(self, key: str) -> int:
+        row = self.conn.execute("SELECT deferrals FROM jobs WHERE key = ?", (key,)).fetchone()
+        return 0 if row is None else int(row["deferrals"])
+
+    def next_deferred(self, manifest_ids: Sequence[int]) -> float | None:
+        """When the earliest job set aside for a while in this run may be claimed again (epoch
+        seconds); None when no job of these manifests waits so."""
+        marks = ",".join("?" * len(manifest_ids))
+        row = self.conn.execute(
+            "SELECT MIN(j.not_before_utc) FROM jobs j WHERE j.state = 'pending'"
+            " AND j.not_before_utc IS NOT NULL AND j.not_before_utc < ? AND EXISTS (SELECT 1"
+            f" FROM manifest_jobs mj WHERE mj.job_key = j.key AND mj.manifest_id IN ({marks}))",
+            (_NOT_THIS_RUN, *manifest_ids),
+        ).fetchone()
+        if row[0] is None:
+            return None
+        return datetime.strptime(row[0], _ISO).replace(tzinfo=timezone.utc).timestamp()
 
     def reap_expired(self, max_failures: int) -> list[str]:
         """Leases whose holder stopped making progress go back to pending, charged."""
@@ -781,10 +923,20 @@ class Ledger:
 
     def failed_jobs(self, manifest_ids: Sequence[int]) -> list[tuple[str, int, int, str | None]]:
         """(key, manifest id, unit, error) of each failed job of these manifests."""
+        return self._jobs_with_errors(manifest_ids, "j.state = 'failed'")
+
+    def set_aside_jobs(self, manifest_ids: Sequence[int]) -> list[tuple[str, int, int, str | None]]:
+        """Pending jobs of these manifests that a transient fault set aside (their last error),
+        to be tried again by the next run without `retry`."""
+        return self._jobs_with_errors(manifest_ids, "j.state = 'pending' AND j.deferrals > 0")
+
+    def _jobs_with_errors(
+        self, manifest_ids: Sequence[int], condition: str
+    ) -> list[tuple[str, int, int, str | None]]:
         marks = ",".join("?" * len(manifest_ids))
         cursor = self.conn.execute(
             "SELECT j.key, mj.manifest_id, mj.unit, j.error FROM jobs j JOIN manifest_jobs mj"
-            f" ON mj.job_key = j.key WHERE j.state = 'failed' AND mj.manifest_id IN ({marks})"
+            f" ON mj.job_key = j.key WHERE {condition} AND mj.manifest_id IN ({marks})"
             " GROUP BY j.key, mj.manifest_id, mj.unit ORDER BY mj.manifest_id, mj.unit",
             list(manifest_ids),
         )
@@ -794,26 +946,91 @@ class Ledger:
         row = self.conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return None if row is None else dict(row)
 
-    def done_files(self, manifest_ids: Sequence[int]) -> list[tuple[str, Path]]:
-        """(key, file) of each done job these manifests use."""
+    def done_chunks(self, manifest_ids: Sequence[int]) -> list[ChunkRecord]:
+        """Each done job these manifests use, with what was recorded of its file."""
         marks = ",".join("?" * len(manifest_ids))
         cursor = self.conn.execute(
-            "SELECT DISTINCT j.key, j.out_path FROM jobs j JOIN manifest_jobs mj"
-            f" ON mj.job_key = j.key WHERE j.state = 'done' AND mj.manifest_id IN ({marks})",
+            "SELECT DISTINCT j.key, j.out_path, j.sha256, j.size, j.mtime_ns FROM jobs j"
+            " JOIN manifest_jobs mj ON mj.job_key = j.key"
+            f" WHERE j.state = 'done' AND mj.manifest_id IN ({marks})",
             list(manifest_ids),
         )
-        return [(row[0], self.resolve(row[1])) for row in cursor]
+        return [
+            ChunkRecord(
+                key=row["key"],
+                path=self.resolve(row["out_path"]),
+                sha256=row["sha256"],
+                stamp=_stamp(row["size"], row["mtime_ns"]),
+            )
+            for row in cursor
+        ]
 
-    def requeue_missing(self, keys: Sequence[str]) -> None:
-        """Done jobs whose file was deleted from the cache go back to pending, recorded."""
+    def requeue_chunks(self, keys: Sequence[str], reason: str) -> None:
+        """Done jobs whose file is gone or damaged go back to pending, recorded as `reason`
+        (missing-file, damaged-file); not charged: the job did nothing wrong."""
         with self.immediate() as conn:
             for key in keys:
                 conn.execute(
-                    "UPDATE jobs SET state = 'pending', out_path = NULL, sha256 = NULL"
-                    " WHERE key = ? AND state = 'done'",
+                    "UPDATE jobs SET state = 'pending', out_path = NULL, sha256 = NULL,"
+                    " size = NULL, mtime_ns = NULL WHERE key = ? AND state = 'done'",
                     (key,),
                 )
-                self._event(conn, "missing-file", job_key=key)
+                self._event(conn, reason, job_key=key)
+
+    def restamp_chunks(self, stamps: Sequence[tuple[str, FileStamp]]) -> None:
+        """A file whose size or mtime changed but whose bytes hashed the same (copied, touched,
+        or recorded before stamps existed): remember the new stamp, so the hash runs once."""
+        if not stamps:
+            return
+        with self.immediate() as conn:
+            conn.executemany(
+                "UPDATE jobs SET size = ?, mtime_ns = ? WHERE key = ?",
+                [(stamp.size, stamp.mtime_ns, key) for key, stamp in stamps],
+            )
+
+    def unrendered(self, manifest_ids: Sequence[int]) -> list[str]:
+        """Pending jobs of these manifests that never had a file recorded (a forced retry keeps
+        its record, so it is never adopted back)."""
+        marks = ",".join("?" * len(manifest_ids))
+        cursor = self.conn.execute(
+            "SELECT DISTINCT j.key FROM jobs j JOIN manifest_jobs mj ON mj.job_key = j.key"
+            f" WHERE j.state = 'pending' AND j.out_path IS NULL AND mj.manifest_id IN ({marks})",
+            list(manifest_ids),
+        )
+        return [row[0] for row in cursor]
+
+    def adopt_chunks(self, chunks: Sequence[AdoptedChunk], *, run_id: int | None) -> int:
+        """Chunk files found on disk under their content key (a lost ledger, a run killed
+        between its rename and its commit), verified by the caller: done, with one attempt on
+        record that says where they came from."""
+        adopted = 0
+        with self.immediate() as conn:
+            now = self.now()
+            for chunk in chunks:
+                cursor = conn.execute(
+                    "UPDATE jobs SET state = 'done', out_path = ?, sha256 = ?, duration_ms = ?,"
+                    " size = ?, mtime_ns = ?, error = NULL, done_utc = ?, not_before_utc = NULL"
+                    " WHERE key = ? AND state = 'pending' AND out_path IS NULL",
+                    (
+                        self._relative(chunk.path),
+                        chunk.sha256,
+                        chunk.duration_ms,
+                        chunk.stamp.size,
+                        chunk.stamp.mtime_ns,
+                        now,
+                        chunk.key,
+                    ),
+                )
+                if cursor.rowcount == 0:
+                    continue
+                conn.execute(
+                    "INSERT INTO attempts (job_key, run_id, worker, device, started_utc,"
+                    " finished_utc, outcome) VALUES (?, ?, 'adopted', 'disk', ?, ?, 'done')",
+                    (chunk.key, run_id, now, now),
+                )
+                self._event(conn, "adopted", job_key=chunk.key)
+                adopted += 1
+        return adopted
 
     # ------------------------------------------------------------------ retry
 
@@ -843,11 +1060,9 @@ class Ledger:
 
     # ------------------------------------------------------------------ outputs
 
-    def output_current(self, path: str, inputs_sha256: str) -> bool:
-        row = self.conn.execute(
-            "SELECT inputs_sha256, sha256 FROM outputs WHERE path = ?", (path,)
-        ).fetchone()
-        return row is not None and row["inputs_sha256"] == inputs_sha256
+    def output(self, path: str) -> OutputRecord | None:
+        row = self.conn.execute("SELECT * FROM outputs WHERE path = ?", (path,)).fetchone()
+        return None if row is None else _output_record(row)
 
     def record_output(
         self,
@@ -859,19 +1074,103 @@ class Ledger:
         inputs_sha256: str,
         sha256: str,
         duration_ms: int,
+        stamp: FileStamp,
     ) -> None:
+        """A file written (or adopted) for a manifest: it is this manifest's from now on."""
         with self.immediate() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO outputs (path, manifest_id, unit, format, inputs_sha256,"
-                " sha256, duration_ms, written_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (path, manifest_id, unit, fmt, inputs_sha256, sha256, duration_ms, self.now()),
+                " sha256, duration_ms, written_utc, size, mtime_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    path,
+                    manifest_id,
+                    unit,
+                    fmt,
+                    inputs_sha256,
+                    sha256,
+                    duration_ms,
+                    self.now(),
+                    stamp.size,
+                    stamp.mtime_ns,
+                ),
+            )
+            conn.execute("DELETE FROM output_failures WHERE path = ?", (path,))
+
+    def restamp_output(self, path: str, stamp: FileStamp) -> None:
+        with self.immediate() as conn:
+            conn.execute(
+                "UPDATE outputs SET size = ?, mtime_ns = ? WHERE path = ?",
+                (stamp.size, stamp.mtime_ns, path),
             )
 
-    def outputs(self, manifest_id: int) -> list[dict[str, Any]]:
+    def forget_output(self, path: str) -> None:
+        with self.immediate() as conn:
+            conn.execute("DELETE FROM outputs WHERE path = ?", (path,))
+            conn.execute("DELETE FROM output_failures WHERE path = ?", (path,))
+
+    def outputs(self, manifest_id: int) -> list[OutputRecord]:
         cursor = self.conn.execute(
             "SELECT * FROM outputs WHERE manifest_id = ? ORDER BY unit, format", (manifest_id,)
         )
-        return [dict(row) for row in cursor]
+        return [_output_record(row) for row in cursor]
+
+    def record_output_failure(
+        self,
+        *,
+        path: str,
+        manifest_id: int,
+        unit: int | None,
+        fmt: str,
+        error: str,
+        run_id: int | None,
+    ) -> None:
+        with self.immediate() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO output_failures (path, manifest_id, unit, format, error,"
+                " run_id, failed_utc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (path, manifest_id, unit, fmt, error, run_id, self.now()),
+            )
+
+    def output_failures(self, manifest_ids: Sequence[int]) -> list[OutputFailure]:
+        marks = ",".join("?" * len(manifest_ids))
+        cursor = self.conn.execute(
+            f"SELECT * FROM output_failures WHERE manifest_id IN ({marks})"
+            " ORDER BY manifest_id, unit, format",
+            list(manifest_ids),
+        )
+        return [
+            OutputFailure(
+                path=row["path"],
+                manifest_id=row["manifest_id"],
+                unit=row["unit"],
+                fmt=row["format"],
+                error=row["error"],
+            )
+            for row in cursor
+        ]
+
+    def forget_output_failures(self, manifest_id: int, keep: Sequence[str]) -> None:
+        """Failures of files the manifest no longer plans are moot."""
+        with self.immediate() as conn:
+            rows = conn.execute(
+                "SELECT path FROM output_failures WHERE manifest_id = ?", (manifest_id,)
+            ).fetchall()
+            kept = set(keep)
+            conn.executemany(
+                "DELETE FROM output_failures WHERE path = ?",
+                [(row[0],) for row in rows if row[0] not in kept],
+            )
+
+    def forget_manifest(self, path: str, *, because: str) -> None:
+        """Drop a manifest whose file is gone (its outputs are another manifest's now); its jobs
+        stay as cache."""
+        with self.immediate() as conn:
+            row = conn.execute("SELECT id FROM manifests WHERE path = ?", (path,)).fetchone()
+            if row is None:
+                return
+            conn.execute("DELETE FROM manifests WHERE id = ?", (row["id"],))
+            self._event(conn, "manifest-forgotten", detail={"path": path, "because": because})
 
     # ------------------------------------------------------------------ spend
 
@@ -1022,6 +1321,45 @@ class Ledger:
     def integrity_ok(self) -> bool:
         row = self.conn.execute("PRAGMA integrity_check").fetchone()
         return bool(row[0] == "ok")
+
+
+def _stamp(size: int | None, mtime_ns: int | None) -> FileStamp | None:
+    return None if size is None or mtime_ns is None else FileStamp(size, mtime_ns)
+
+
+def _output_record(row: sqlite3.Row) -> OutputRecord:
+    return OutputRecord(
+        path=row["path"],
+        manifest_id=row["manifest_id"],
+        unit=row["unit"],
+        fmt=row["format"],
+        inputs_sha256=row["inputs_sha256"],
+        sha256=row["sha256"],
+        duration_ms=row["duration_ms"],
+        stamp=_stamp(row["size"], row["mtime_ns"]),
+    )
+
+
+def _make_private(path: Path) -> None:
+    """The ledger holds the book's text: 0600, whatever the umask (SQLite gives its -wal and
+    -shm files the database file's mode). A ledger from before this rule is tightened."""
+    create_private(path)
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+
+
+@contextmanager
+def damaged_ledger_guard(path: Path) -> Iterator[None]:
+    """SQLite's "not a database" and "malformed" errors become one line saying what to do.
+    Not OperationalError: a locked or busy database, or a full disk, is not damage."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if type(exc) is not sqlite3.DatabaseError:
+            raise
+        raise LedgerDamaged(path, str(exc)) from None
 
 
 def _json(value: Any) -> str | None:

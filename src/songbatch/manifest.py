@@ -10,6 +10,7 @@ Every failure is one ManifestError pointing at the manifest's line and column.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -214,6 +215,9 @@ class LoadedManifest:
     source_sha256: str  # of the manifest file's bytes
     manifest: Audiobook | Album
     slug: str  # from the title; names the output folder
+    # "file:line:col: field: " of what names the output files (`output:`, else `title:`), for
+    # errors about them found later (two manifests writing one file).
+    outputs_where: str = ""
 
 
 # --- raw models (the YAML as written) -------------------------------------------------------
@@ -306,11 +310,14 @@ def load_manifest(path: Path | str) -> LoadedManifest:
         manifest = builder.audiobook(_validate(doc, _RawAudiobook))
     else:
         manifest = builder.album(_validate(doc, _RawAlbum))
+    field = "output" if "output" in doc.data else "title"
+    line, col = doc.position((field,))
     return LoadedManifest(
         path=absolute,
         source_sha256=hashlib.sha256(data).hexdigest(),
         manifest=manifest,
         slug=slugify(manifest.title),
+        outputs_where=f"{shown}:{line}:{col}: {field}: ",
     )
 
 
@@ -546,12 +553,48 @@ class _Builder:
         if value is None:
             return None
         resolved, data = self.read_bytes(value, ("cover",))
-        if not (data.startswith(b"\xff\xd8\xff") or data.startswith(b"\x89PNG\r\n\x1a\n")):
-            raise self.fail(("cover",), f"{value!r} is not a JPEG or PNG image")
+        problem = cover_problem(data)
+        if problem is not None:
+            raise self.fail(("cover",), f"{value!r} {problem}")
         return resolved
 
     def output(self, value: str | None) -> Path | None:
         return None if value is None else self.resolve(value)
+
+
+MAX_COVER_BYTES = 10 * 1024 * 1024  # a 3000 x 3000 JPEG, more than any store asks, is ~3 MB
+_MAX_COVER_PIXELS = 64_000_000
+
+
+def cover_problem(data: bytes) -> str | None:
+    """Why `data` is not a usable cover, or None. Decoded in full, not judged by its first
+    bytes: a truncated or corrupt image would otherwise be embedded into every file."""
+    if len(data) > MAX_COVER_BYTES:
+        return (
+            f"is {len(data) / 1e6:.1f} MB; covers are limited to {MAX_COVER_BYTES // 2**20} MB"
+            " (a 2400 x 2400 JPEG, what audiobook stores ask for, is about 1-2 MB)"
+        )
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                if image.format not in ("JPEG", "PNG"):
+                    return f"is a {image.format or 'unknown'} image, not a JPEG or PNG image"
+                width, height = image.size
+                if width * height > _MAX_COVER_PIXELS:
+                    return f"is {width} x {height} pixels: too large for a cover"
+                image.load()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return "is too many pixels for a cover"
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... all "not an image"
+        if not data.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")):
+            return "is not a JPEG or PNG image"
+        return f"is not a JPEG or PNG image that decodes ({_one_line(exc)})"
+    return None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -593,11 +636,22 @@ def _truncate_utf8(text: str, max_bytes: int) -> str:
     return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
 
 
-def slugify(title: str, max_len: int = 60) -> str:
-    """Lowercase ASCII a-z0-9 and '-', for folder names and URLs; 'untitled' if nothing is left."""
-    ascii_text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return slug[:max_len].rstrip("-") or "untitled"
+def slugify(title: str, max_bytes: int = 96) -> str:
+    """A folder name from a title: lowercase letters, marks and digits of any script joined by
+    '-', safe on every filesystem (no reserved characters or names, at most `max_bytes` of
+    UTF-8); 'untitled' if nothing is left. NFKC first, so full-width and ligature forms fold to
+    the letters they stand for and two spellings of one title meet in one folder."""
+    text = unicodedata.normalize("NFKC", title).lower()
+    kept = "".join(ch if unicodedata.category(ch)[0] in "LMN" else "-" for ch in text)
+    slug = re.sub(r"-+", "-", kept).strip("-")
+    slug = _truncate_utf8(slug, max_bytes).rstrip("-")
+    # A mark must not start a name: it would combine with whatever is shown before it.
+    while slug and unicodedata.category(slug[0])[0] == "M":
+        slug = slug[1:].lstrip("-")
+    slug = unicodedata.normalize("NFC", slug)
+    if slug.upper() in _WINDOWS_RESERVED:
+        slug += "_"
+    return slug or "untitled"
 
 
 __all__ = [

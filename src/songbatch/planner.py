@@ -16,7 +16,8 @@ from typing import Any
 
 from songbatch import text as textlib
 from songbatch.engines.base import EngineSpec, Kind
-from songbatch.fsutil import file_sha256, replace_durably
+from songbatch.errors import InputError
+from songbatch.fsutil import file_sha256, remove_quietly, replace_durably, temp_sibling
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanDiff, PlanRow
 from songbatch.manifest import Album, Audiobook, Chapter, LoadedManifest, Track, safe_filename
 from songbatch.profiles import Profile
@@ -26,12 +27,22 @@ KEY_VERSION = 1
 CHAPTER_LEAD_IN_MS = 500
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """A file the plan depends on (a voice clip, a cover), copied into the workspace at commit
+    under its content hash, so a job's inputs never change under it."""
+
+    sha256: str
+    source: Path
+    target: Path
+
+
 @dataclass
 class Plan:
     record: ManifestRecord
     jobs: list[JobRow]
     rows: list[PlanRow]
-    voices: dict[str, Path]  # voice file sha256 -> source path, copied into the state dir
+    stored: list[StoredFile]
 
     @property
     def chars(self) -> int:
@@ -53,14 +64,20 @@ def job_key(fields: dict[str, Any]) -> str:
 
 def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace) -> Plan:
     manifest = loaded.manifest
+    stored: list[StoredFile] = []
     if isinstance(manifest, Audiobook):
         jobs, rows, voices = _plan_book(manifest, profile.engine_spec("speech"), profile)
+        stored += [StoredFile(sha, path, workspace.voice_path(sha)) for sha, path in voices.items()]
         units = [_unit(i, ch.title, ch.file) for i, ch in enumerate(manifest.chapters)]
     else:
         jobs, rows = _plan_album(manifest, _music_specs(profile))
-        voices = {}
         units = [_unit(i, tr.title, tr.file) for i, tr in enumerate(manifest.tracks)]
-    assembly = _assembly_spec(loaded, workspace, units, _comment(manifest, profile))
+    cover = None
+    if manifest.cover is not None:
+        sha = file_sha256(manifest.cover)
+        cover = StoredFile(sha, manifest.cover, workspace.cover_path(sha))
+        stored.append(cover)
+    assembly = _assembly_spec(loaded, workspace, units, _comment(manifest, profile), cover)
     record = ManifestRecord(
         path=str(loaded.path),
         kind=manifest.kind,
@@ -71,13 +88,14 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
         plan_sha256=job_key({"assembly": assembly, "rows": [list(_row(r)) for r in rows]}),
         assembly=assembly,
     )
-    return Plan(record=record, jobs=_unique(jobs), rows=rows, voices=voices)
+    return Plan(record=record, jobs=_unique(jobs), rows=rows, stored=stored)
 
 
 def commit_plan(ledger: Ledger, plan: Plan, workspace: Workspace) -> PlanDiff:
-    """Copy voices into the content-keyed store, then record the plan in one transaction."""
-    for sha, source in plan.voices.items():
-        _store_voice(workspace, sha, source)
+    """Copy voices and covers into the content-keyed store, then record the plan in one
+    transaction."""
+    for item in plan.stored:
+        _store(item, workspace.owner_id())
     return ledger.apply_plan(plan.record, plan.jobs, plan.rows)
 
 
@@ -223,12 +241,15 @@ def _comment(manifest: Audiobook | Album, profile: Profile) -> str:
 
 
 def _assembly_spec(
-    loaded: LoadedManifest, workspace: Workspace, units: list[dict[str, Any]], comment: str
+    loaded: LoadedManifest,
+    workspace: Workspace,
+    units: list[dict[str, Any]],
+    comment: str,
+    cover: StoredFile | None,
 ) -> dict[str, Any]:
     """Everything assembly needs, so that stage reads the ledger and never the manifest."""
     manifest = loaded.manifest
     output = manifest.output or workspace.root / "outputs" / loaded.slug
-    cover = manifest.cover
     tags: dict[str, Any] = {
         "album": manifest.title,
         "year": manifest.year,
@@ -252,8 +273,8 @@ def _assembly_spec(
         "kind": manifest.kind,
         "output_dir": str(output),
         "formats": list(manifest.formats),
-        "cover": None if cover is None else str(cover),
-        "cover_sha256": None if cover is None else file_sha256(cover),
+        "cover": None if cover is None else str(cover.target),
+        "cover_sha256": None if cover is None else cover.sha256,
         "tags": tags,
         "lead_in_ms": lead_in_ms,
         "book_file": safe_filename(manifest.title),
@@ -273,15 +294,17 @@ def _unique(jobs: list[JobRow]) -> list[JobRow]:
     return list(seen.values())
 
 
-def voice_path(workspace: Workspace, sha: str) -> Path:
-    return workspace.state_dir / "voices" / sha
-
-
-def _store_voice(workspace: Workspace, sha: str, source: Path) -> None:
-    target = voice_path(workspace, sha)
-    if target.exists():
+def _store(item: StoredFile, owner: str) -> None:
+    """Copy into the store once; the copy is hashed again, so a file edited while songbatch
+    read it never lands under a name that is not its content's."""
+    if item.target.exists():
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{sha}.tmp")
-    shutil.copyfile(source, tmp)
-    replace_durably(tmp, target)
+    item.target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(item.target, owner)
+    try:
+        shutil.copyfile(item.source, tmp)
+        if file_sha256(tmp) != item.sha256:
+            raise InputError(f"{item.source} changed while songbatch was reading it; run again")
+        replace_durably(tmp, item.target)
+    finally:
+        remove_quietly(tmp)

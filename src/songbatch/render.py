@@ -7,30 +7,48 @@ touches the ledger.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import queue
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from songbatch.assemble import Assembler
+from songbatch.assemble import Assembler, FileOutcome
+from songbatch.crashpoints import pause_point
 from songbatch.engines import check_engine
 from songbatch.engines.base import EngineSpec, Kind
-from songbatch.errors import BudgetExceeded, EngineUnavailable, InputError, SongbatchError
+from songbatch.errors import (
+    BudgetExceeded,
+    EngineUnavailable,
+    InputError,
+    Interrupted,
+    SongbatchError,
+)
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.devices import DeviceSlot, parse_devices
 from songbatch.executors.local import ExecutorSettings, LocalExecutor
 from songbatch.executors.publishing import ExecutorSummary
 from songbatch.executors.worker import spec_id
-from songbatch.fsutil import sweep_temps
-from songbatch.ledger import Ledger, ManifestInfo, PlanDiff
+from songbatch.fsutil import remove_quietly, sweep_temps
+from songbatch.integrity import adopt_chunks, check_chunks, requeue_bad_chunks
+from songbatch.ledger import Ledger, ManifestInfo, PlanDiff, damaged_ledger_guard
 from songbatch.manifest import LoadedManifest, load_manifest
+from songbatch.outputs import (
+    Claim,
+    check_collisions,
+    output_dir_problem,
+    planned_outputs,
+    same_file_key,
+)
 from songbatch.planner import Plan, commit_plan, plan_manifest
 from songbatch.profiles import Profile, resolve_profile
 from songbatch.runlock import RunLock
+from songbatch.signals import signals_deferred, stop_on_signals
 from songbatch.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -61,15 +79,33 @@ class RenderReport:
     summary: ExecutorSummary = field(default_factory=ExecutorSummary)
     outputs: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str, str | None]] = field(default_factory=list)  # book, unit, error
+    # Pending after transient faults, tried again by the next run: book, unit, last error.
+    set_aside: list[tuple[str, str, str | None]] = field(default_factory=list)
     assembly_errors: list[str] = field(default_factory=list)
     exit_code: int = 0
     stop_reason: str | None = None  # why a run stopped early (the budget cap)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, info: ManifestInfo, outcome: FileOutcome, observer: Observer) -> None:
+        """One assembled file's outcome (from the assembly thread or the main one)."""
+        with self._lock:
+            if outcome.error is not None:
+                self.assembly_errors.append(f"{info.title}: {outcome.path}: {outcome.error}")
+            elif outcome.written:
+                self.outputs.append(outcome.path)
+        if outcome.error is not None:
+            observer(RunEvent("assembly-failed", f"{outcome.path}: {outcome.error}"))
+        elif outcome.written:
+            observer(RunEvent("output", str(outcome.path)))
 
 
 def load_all(paths: Sequence[Path], profile: str | None, workspace: Workspace) -> list[Planned]:
-    """Validate and plan every manifest in memory; raises on the first bad input."""
+    """Validate and plan every manifest in memory; raises on the first bad input. Also refused
+    here, before anything is written: two of these manifests writing one file, and an output
+    folder that cannot be written."""
     planned = []
     for path in paths:
+        pause_point("planning")
         loaded = load_manifest(path)
         chosen = resolve_profile(
             profile, loaded.manifest.profile, workspace, base_dir=loaded.path.parent
@@ -79,8 +115,37 @@ def load_all(paths: Sequence[Path], profile: str | None, workspace: Workspace) -
             _check_remote()
         else:
             check_engine(chosen.engine_spec(kind))
-        planned.append(Planned(loaded, chosen, plan_manifest(loaded, chosen, workspace)))
+        item = Planned(loaded, chosen, plan_manifest(loaded, chosen, workspace))
+        problem = output_dir_problem(Path(item.plan.record.assembly["output_dir"]))
+        if problem is not None:
+            raise InputError(f"{loaded.outputs_where}{problem}")
+        planned.append(item)
+    check_collisions([_claim(item) for item in planned])
     return planned
+
+
+def _claim(item: Planned) -> Claim:
+    return Claim(
+        manifest=str(item.loaded.path),
+        where=item.loaded.outputs_where,
+        files=planned_outputs(item.plan.record.assembly),
+    )
+
+
+def _planned_elsewhere(ledger: Ledger, planned: list[Planned]) -> tuple[list[Claim], list[str]]:
+    """Other manifests this workspace planned before, as claims on their outputs; and those of
+    them whose file is gone (moved or renamed: their outputs may pass to a manifest of this
+    run)."""
+    ours = {str(item.loaded.path) for item in planned}
+    claims, gone = [], []
+    for info in ledger.manifests():
+        if info.path in ours:
+            continue
+        if not Path(info.path).exists():
+            gone.append(info.path)
+            continue
+        claims.append(Claim(info.path, "", planned_outputs(info.assembly)))
+    return claims, gone
 
 
 def _check_remote() -> None:
@@ -93,136 +158,207 @@ def _check_remote() -> None:
         )
 
 
+def exit_code_of(exc: BaseException) -> int:
+    """The code the CLI exits with for an exception that ends a run."""
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted.exit_code
+    if isinstance(exc, SongbatchError):
+        return exc.exit_code
+    return 70
+
+
 def render(
     paths: Sequence[Path], options: RenderOptions, observer: Observer = ignore
 ) -> RenderReport:
     workspace = options.workspace
     if options.max_spend is not None and options.max_spend < 0:
         raise InputError(f"--max-spend {options.max_spend}: expected an amount in USD >= 0")
-    planned = load_all(paths, options.profile, workspace)
-    devices = options.devices or planned[0].profile.devices
-    slots, warning = parse_devices(devices)
-    with RunLock(workspace.lock_path), Ledger(workspace.ledger_path) as ledger:
-        report = RenderReport()
-        for item in planned:
-            report.diffs[str(item.loaded.path)] = diff = commit_plan(ledger, item.plan, workspace)
-            observer(RunEvent("planned", item.loaded.manifest.title, data=vars(diff)))
-        run_id = ledger.start_run(list(options.argv))
-        infos = ledger.manifests([str(item.loaded.path) for item in planned])
-        _sweep(workspace, infos)
-        missing = [
-            key for key, path in ledger.done_files([i.id for i in infos]) if not path.exists()
-        ]
-        if missing:
-            ledger.requeue_missing(missing)
-            observer(
-                RunEvent(
-                    "warning", f"{len(missing)} rendered file(s) were missing: rendering again"
-                )
-            )
-        if warning:
-            observer(RunEvent("warning", warning))
-        exit_code = 1
-        try:
-            _execute(ledger, workspace, planned, infos, slots, options, observer, report, run_id)
-            exit_code = report.exit_code = _exit_code(report, ledger, infos)
-        finally:
-            ledger.finish_run(run_id, exit_code)
-        return report
+    with stop_on_signals():
+        planned = load_all(paths, options.profile, workspace)
+        devices = options.devices or planned[0].profile.devices
+        slots, warning = parse_devices(devices)
+        _make_workspace(workspace)
+        with (
+            RunLock(workspace.lock_path),
+            Ledger(workspace.ledger_path) as ledger,
+            damaged_ledger_guard(ledger.path),
+        ):
+            return _Run(ledger, workspace, planned, slots, options, observer).run(warning)
 
 
-def _execute(
-    ledger: Ledger,
-    workspace: Workspace,
-    planned: list[Planned],
-    infos: list[ManifestInfo],
-    slots: list[DeviceSlot],
-    options: RenderOptions,
-    observer: Observer,
-    report: RenderReport,
-    run_id: int,
-) -> None:
-    tracker = UnitTracker(ledger, infos)
-    assembly = AssemblyThread(Ledger(ledger.path), workspace, observer, report)
-    for info, unit in tracker.complete_units():
-        assembly.submit(info, unit)
-    profile = planned[0].profile
-    deadline = None
-    if options.time_limit_s is not None:
-        deadline = time.monotonic() + options.time_limit_s
-    observer(RunEvent("run-started", data={"jobs": tracker.remaining, "workers": len(slots)}))
+def _make_workspace(workspace: Workspace) -> None:
     try:
-        if tracker.remaining and profile.remote:
-            report.summary = _run_remote(
-                ledger, workspace, profile, infos, options, observer, run_id, tracker, assembly
+        workspace.make_state_dir()
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the workspace {workspace.state_dir}: {exc.strerror or exc}"
+        ) from None
+
+
+@dataclass
+class _Run:
+    """One render run, from the lock to the recorded exit code."""
+
+    ledger: Ledger
+    workspace: Workspace
+    planned: list[Planned]
+    slots: list[DeviceSlot]
+    options: RenderOptions
+    observer: Observer
+    report: RenderReport = field(default_factory=RenderReport)
+    run_id: int = 0
+    infos: list[ManifestInfo] = field(default_factory=list)
+
+    def run(self, warning: str | None) -> RenderReport:
+        elsewhere, gone = _planned_elsewhere(self.ledger, self.planned)
+        check_collisions([_claim(item) for item in self.planned], elsewhere)
+        self.run_id = self.ledger.start_run(list(self.options.argv))
+        exit_code = 70
+        try:
+            self._commit(gone)
+            _sweep(self.workspace, self.infos)
+            self._check_files()
+            if warning:
+                self.observer(RunEvent("warning", warning))
+            self._execute()
+            self._prune()
+            exit_code = self.report.exit_code = _exit_code(self.report, self.ledger, self.infos)
+        except BaseException as exc:
+            exit_code = exit_code_of(exc)
+            raise
+        finally:
+            with signals_deferred():
+                self.ledger.finish_run(self.run_id, exit_code)
+        return self.report
+
+    def _commit(self, gone: list[str]) -> None:
+        claimed = {same_file_key(f.path) for item in self.planned for f in _claim(item).files}
+        for info in self.ledger.manifests(gone):
+            if any(same_file_key(f.path) in claimed for f in planned_outputs(info.assembly)):
+                self.ledger.forget_manifest(info.path, because="its file is gone; outputs moved")
+                self.observer(
+                    RunEvent("warning", f"{info.path} is gone: its outputs pass to this run")
+                )
+        for item in self.planned:
+            diff = commit_plan(self.ledger, item.plan, self.workspace)
+            self.report.diffs[str(item.loaded.path)] = diff
+            self.observer(RunEvent("planned", item.loaded.manifest.title, data=vars(diff)))
+        self.infos = self.ledger.manifests([str(item.loaded.path) for item in self.planned])
+
+    def _check_files(self) -> None:
+        """Chunks recorded done are still there and intact (size and mtime, the hash when they
+        differ); chunks on disk that the ledger lost are taken back once verified."""
+        ids = [info.id for info in self.infos]
+        checked = check_chunks(self.ledger, ids, full=False)
+        requeue_bad_chunks(self.ledger, self.workspace, checked)
+        for count, what in ((len(checked.missing), "missing"), (len(checked.damaged), "damaged")):
+            if count:
+                self.observer(
+                    RunEvent("warning", f"{count} rendered chunk(s) {what}: rendering again")
+                )
+        adopted = adopt_chunks(self.ledger, self.workspace, ids, run_id=self.run_id)
+        if adopted:
+            self.observer(
+                RunEvent("warning", f"{adopted} chunk(s) found on disk were verified and kept")
             )
-            report.stop_reason = getattr(report.summary, "stop_reason", None)
-        elif tracker.remaining:
-            executor = LocalExecutor(
-                ledger,
-                workspace,
-                slots,
-                _engine_specs(planned),
-                run_id=run_id,
-                manifest_ids=[info.id for info in infos],
-                settings=ExecutorSettings(
-                    lease_s=profile.lease_seconds,
-                    max_failures=profile.max_attempts,
-                    deadline=deadline,
-                ),
-                observer=observer,
-                on_published=lambda key: _on_published(tracker, assembly, key),
+
+    def _execute(self) -> None:
+        tracker = UnitTracker(self.ledger, self.infos)
+        assembly = AssemblyThread(
+            Ledger(self.ledger.path), self.workspace, self.observer, self.report, self.run_id
+        )
+        try:
+            for info, unit in tracker.complete_units():
+                assembly.submit(info, unit)
+            self._render_jobs(tracker, assembly)
+            assembly.close()
+            assembler = Assembler(
+                self.ledger, self.workspace, run_id=self.run_id, cancel=assembly.cancel
             )
-            report.summary = executor.run()
-    finally:
-        assembly.close()
-    for info in infos:
-        if info.kind == "audiobook" and tracker.manifest_complete(info):
-            try:
-                book = Assembler(ledger, workspace).assemble_book(info)
-            except SongbatchError as exc:
-                report.assembly_errors.append(f"{info.title}: {exc}")
-                continue
-            if book is not None:
-                report.outputs.append(book)
-                observer(RunEvent("output", str(book)))
+            for info in self.infos:
+                if info.kind == "audiobook" and tracker.manifest_complete(info):
+                    outcome = assembler.assemble_book(info)
+                    if outcome is not None:
+                        self.report.add(info, outcome, self.observer)
+        except BaseException:
+            assembly.abort()
+            raise
 
+    def _render_jobs(self, tracker: UnitTracker, assembly: AssemblyThread) -> None:
+        profile = self.planned[0].profile
+        self.observer(
+            RunEvent("run-started", data={"jobs": tracker.remaining, "workers": len(self.slots)})
+        )
+        pause_point("rendering")
+        if not tracker.remaining:
+            return
+        on_published = functools.partial(_on_published, tracker, assembly)
+        if profile.remote:
+            self.report.summary = self._run_remote(profile, on_published)
+            self.report.stop_reason = getattr(self.report.summary, "stop_reason", None)
+            return
+        deadline = None
+        if self.options.time_limit_s is not None:
+            deadline = time.monotonic() + self.options.time_limit_s
+        executor = LocalExecutor(
+            self.ledger,
+            self.workspace,
+            self.slots,
+            _engine_specs(self.planned),
+            run_id=self.run_id,
+            manifest_ids=[info.id for info in self.infos],
+            settings=ExecutorSettings(
+                lease_s=profile.lease_seconds,
+                max_failures=profile.max_attempts,
+                deadline=deadline,
+            ),
+            observer=self.observer,
+            on_published=on_published,
+        )
+        self.report.summary = executor.run()
 
-def _run_remote(
-    ledger: Ledger,
-    workspace: Workspace,
-    profile: Profile,
-    infos: list[ManifestInfo],
-    options: RenderOptions,
-    observer: Observer,
-    run_id: int,
-    tracker: UnitTracker,
-    assembly: AssemblyThread,
-) -> ExecutorSummary:
-    from songbatch.remote.executor import RemoteExecutor, RemoteHooks, RemoteSettings
+    def _run_remote(self, profile: Profile, on_published: Callable[[str], None]) -> ExecutorSummary:
+        from songbatch.remote.executor import RemoteExecutor, RemoteHooks, RemoteSettings
 
-    assert profile.replicate is not None  # the profile validator guarantees it
-    hooks = options.remote_hooks or RemoteHooks()
-    deadline = None
-    if options.time_limit_s is not None:
-        deadline = hooks.clock() + options.time_limit_s
-    executor = RemoteExecutor(
-        ledger,
-        workspace,
-        profile.replicate,
-        run_id=run_id,
-        manifest_ids=[info.id for info in infos],
-        settings=RemoteSettings(
-            max_failures=profile.max_attempts,
-            lease_s=profile.lease_seconds,
-            deadline=deadline,
-            max_spend=options.max_spend,
-        ),
-        observer=observer,
-        on_published=lambda key: _on_published(tracker, assembly, key),
-        hooks=hooks,
-    )
-    return executor.run()
+        assert profile.replicate is not None  # the profile validator guarantees it
+        hooks = self.options.remote_hooks or RemoteHooks()
+        deadline = None
+        if self.options.time_limit_s is not None:
+            deadline = hooks.clock() + self.options.time_limit_s
+        executor = RemoteExecutor(
+            self.ledger,
+            self.workspace,
+            profile.replicate,
+            run_id=self.run_id,
+            manifest_ids=[info.id for info in self.infos],
+            settings=RemoteSettings(
+                max_failures=profile.max_attempts,
+                lease_s=profile.lease_seconds,
+                deadline=deadline,
+                max_spend=self.options.max_spend,
+            ),
+            observer=self.observer,
+            on_published=on_published,
+            hooks=hooks,
+        )
+        return executor.run()
+
+    def _prune(self) -> None:
+        """Outputs follow the manifest: files of removed or renamed chapters, tracks and
+        formats go."""
+        assembler = Assembler(self.ledger, self.workspace)
+        for info in self.infos:
+            pruned = assembler.prune(info)
+            for path in pruned.removed:
+                self.observer(RunEvent("removed", str(path)))
+            for path in pruned.kept:
+                self.observer(
+                    RunEvent(
+                        "warning",
+                        f"{path} is no longer planned but changed since songbatch wrote it:"
+                        " left in place",
+                    )
+                )
 
 
 def _on_published(tracker: UnitTracker, assembly: AssemblyThread, key: str) -> None:
@@ -241,24 +377,33 @@ def _engine_specs(planned: list[Planned]) -> dict[str, EngineSpec]:
 
 
 def _sweep(workspace: Workspace, infos: list[ManifestInfo]) -> None:
-    """With the run lock held no one else writes: every temp file is a dead run's leftover."""
+    """With the run lock held no other run of this workspace writes: every temp file of its own
+    is a dead run's leftover. Another workspace's, or anyone else's, is left alone."""
     tmp = workspace.tmp_dir
     if tmp.is_dir():
         for entry in tmp.iterdir():
-            entry.unlink()
-    for info in infos:
-        sweep_temps(Path(info.assembly["output_dir"]))
-    sweep_temps(workspace.work_dir)
+            remove_quietly(entry)
+    owner = workspace.owner_id()
+    folders = {Path(info.assembly["output_dir"]) for info in infos}
+    folders |= {workspace.work_dir, workspace.voices_dir, workspace.covers_dir}
+    for folder in folders:
+        sweep_temps(folder, owner)
 
 
 def _exit_code(report: RenderReport, ledger: Ledger, infos: list[ManifestInfo]) -> int:
     counts: Counter[str] = Counter()
-    for count in ledger.state_counts([info.id for info in infos]):
+    ids = [info.id for info in infos]
+    for count in ledger.state_counts(ids):
         counts[count.state] += count.jobs
     by_id = {info.id: info for info in infos}
-    for _key, manifest_id, unit, error in ledger.failed_jobs(list(by_id)):
+    for _key, manifest_id, unit, error in ledger.failed_jobs(ids):
         info = by_id[manifest_id]
         report.failed.append((info.title, info.assembly["units"][unit]["title"], error))
+    for _key, manifest_id, unit, error in ledger.set_aside_jobs(ids):
+        info = by_id[manifest_id]
+        report.set_aside.append((info.title, info.assembly["units"][unit]["title"], error))
+    if not counts["pending"] and not counts["leased"] and not counts["failed"]:
+        _check_outputs_written(report, ledger, infos)
     if counts["failed"] or report.assembly_errors:
         return 1
     if counts["pending"] or counts["leased"]:
@@ -266,6 +411,20 @@ def _exit_code(report: RenderReport, ledger: Ledger, infos: list[ManifestInfo]) 
             return BudgetExceeded.exit_code
         return 4 if report.summary.stopped_at_deadline else 1
     return 0
+
+
+def _check_outputs_written(report: RenderReport, ledger: Ledger, infos: list[ManifestInfo]) -> None:
+    """Every job done: then every planned file must be on disk as recorded. Never exit 0 with
+    one missing, whatever the reason."""
+    for info in infos:
+        recorded = {record.path for record in ledger.outputs(info.id)}
+        failed = {failure.path for failure in ledger.output_failures([info.id])}
+        for file in planned_outputs(info.assembly):
+            path = str(file.path)
+            if path in failed:
+                continue  # reported with its reason already
+            if path not in recorded or not file.path.is_file():
+                report.assembly_errors.append(f"{info.title}: {path} was not written")
 
 
 class UnitTracker:
@@ -307,37 +466,58 @@ class AssemblyThread:
     """Assembles finished units in the background so the coordinator keeps feeding devices."""
 
     def __init__(
-        self, ledger: Ledger, workspace: Workspace, observer: Observer, report: RenderReport
+        self,
+        ledger: Ledger,
+        workspace: Workspace,
+        observer: Observer,
+        report: RenderReport,
+        run_id: int,
     ) -> None:
         self._ledger = ledger
-        self._assembler = Assembler(ledger, workspace)
+        self.cancel = threading.Event()
+        self._assembler = Assembler(ledger, workspace, run_id=run_id, cancel=self.cancel)
         self._observer = observer
         self._report = report
         self._queue: queue.Queue[tuple[ManifestInfo, int] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._serve, name="songbatch-assembly", daemon=True)
         self._thread.start()
+        self._closed = False
 
     def submit(self, info: ManifestInfo, unit: int) -> None:
         self._queue.put((info, unit))
 
     def close(self) -> None:
+        """Assemble what was submitted, then stop."""
+        if self._closed:
+            return
+        self._closed = True
         self._queue.put(None)
         self._thread.join()
         self._ledger.close()
+
+    def abort(self) -> None:
+        """Stop now: the file being encoded is abandoned (its temp file removed), the rest of
+        the queue dropped; they are assembled by the next run."""
+        self.cancel.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        self.close()
 
     def _serve(self) -> None:
         while (item := self._queue.get()) is not None:
             info, unit = item
             try:
-                written = self._assembler.assemble_unit(info, unit)
-            except SongbatchError as exc:
+                outcomes = self._assembler.assemble_unit(info, unit)
+            except Interrupted:
+                return
+            except Exception as exc:  # a bug: still reported, and the thread goes on
                 title = info.assembly["units"][unit]["title"]
                 self._report.assembly_errors.append(f"{info.title} / {title}: {exc}")
-                self._observer(RunEvent("assembly-failed", str(exc)))
+                self._observer(RunEvent("assembly-failed", f"{title}: {exc}"))
                 continue
-            for path in written:
-                self._report.outputs.append(path)
-                self._observer(RunEvent("output", str(path)))
+            for outcome in outcomes:
+                self._report.add(info, outcome, self._observer)
 
 
 @dataclass
@@ -354,7 +534,9 @@ def preview(paths: Sequence[Path], profile: str | None, workspace: Workspace) ->
             Preview(item, PlanDiff(new=len(item.plan.jobs), manifest_changed=True))
             for item in planned
         ]
-    with Ledger(workspace.ledger_path) as ledger:
+    with Ledger(workspace.ledger_path) as ledger, damaged_ledger_guard(ledger.path):
+        elsewhere, _gone = _planned_elsewhere(ledger, planned)
+        check_collisions([_claim(item) for item in planned], elsewhere)
         return [
             Preview(item, ledger.diff_plan(item.plan.record, item.plan.rows)) for item in planned
         ]

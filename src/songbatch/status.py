@@ -7,10 +7,33 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from songbatch.ledger import Ledger
+from songbatch.integrity import FileState, check_chunks, check_file
+from songbatch.ledger import Ledger, ManifestInfo, damaged_ledger_guard
+from songbatch.outputs import planned_outputs
 from songbatch.workspace import Workspace
 
 STATES = ("pending", "leased", "done", "failed")
+
+
+@dataclass
+class Verification:
+    """`status --verify`: every recorded file hashed against the ledger."""
+
+    chunks_checked: int = 0
+    chunks_missing: int = 0
+    chunks_damaged: int = 0
+    outputs_checked: int = 0
+    outputs_missing: list[str] = field(default_factory=list)
+    outputs_damaged: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.chunks_missing
+            or self.chunks_damaged
+            or self.outputs_missing
+            or self.outputs_damaged
+        )
 
 
 @dataclass
@@ -26,6 +49,9 @@ class ManifestStatus:
     rendered_ms: int = 0
     outputs: list[str] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
+    set_aside: list[dict[str, Any]] = field(default_factory=list)  # pending after a transient
+    output_failures: list[dict[str, Any]] = field(default_factory=list)
+    verification: Verification | None = None
 
     @property
     def total(self) -> int:
@@ -35,47 +61,71 @@ class ManifestStatus:
         return asdict(self) | {"total": self.total}
 
 
-def manifest_status(workspace: Workspace, paths: Sequence[Path] = ()) -> list[ManifestStatus]:
+def manifest_status(
+    workspace: Workspace, paths: Sequence[Path] = (), *, verify: bool = False
+) -> list[ManifestStatus]:
     """Read-only: a workspace with no ledger yet has nothing to report (and gets none made)."""
     if not workspace.ledger_path.exists():
         return []
-    with Ledger(workspace.ledger_path) as ledger:
+    with Ledger(workspace.ledger_path) as ledger, damaged_ledger_guard(ledger.path):
         wanted = [str(Path(p).resolve()) for p in paths] or None
         infos = ledger.manifests(wanted)
-        if not infos:
-            return []
-        by_id = {
-            info.id: ManifestStatus(
-                path=info.path,
-                title=info.title,
-                kind=info.kind,
-                profile=info.profile,
-                planned_utc=info.planned_utc,
-                jobs=dict.fromkeys(STATES, 0),
-            )
-            for info in infos
-        }
-        for count in ledger.state_counts(list(by_id)):
-            status = by_id[count.manifest_id]
-            status.jobs[count.state] = count.jobs
-            status.chars += count.chars
-            status.est_ms += count.est_ms
-            status.rendered_ms += count.duration_ms
-        for info in infos:
-            by_id[info.id].outputs = [row["path"] for row in ledger.outputs(info.id)]
-        for key, manifest_id, unit, error in ledger.failed_jobs(list(by_id)):
-            units = next(i for i in infos if i.id == manifest_id).assembly["units"]
-            by_id[manifest_id].failed.append(
-                {"job": key, "unit": units[unit]["title"], "error": error}
-            )
-        return list(by_id.values())
+        return [_status(ledger, info, verify=verify) for info in infos]
+
+
+def _status(ledger: Ledger, info: ManifestInfo, *, verify: bool) -> ManifestStatus:
+    status = ManifestStatus(
+        path=info.path,
+        title=info.title,
+        kind=info.kind,
+        profile=info.profile,
+        planned_utc=info.planned_utc,
+        jobs=dict.fromkeys(STATES, 0),
+    )
+    for count in ledger.state_counts([info.id]):
+        status.jobs[count.state] = count.jobs
+        status.chars += count.chars
+        status.est_ms += count.est_ms
+        status.rendered_ms += count.duration_ms
+    units = info.assembly["units"]
+    current = {str(file.path) for file in planned_outputs(info.assembly)}
+    status.outputs = [r.path for r in ledger.outputs(info.id) if r.path in current]
+    for key, _mid, unit, error in ledger.failed_jobs([info.id]):
+        status.failed.append({"job": key, "unit": units[unit]["title"], "error": error})
+    for key, _mid, unit, error in ledger.set_aside_jobs([info.id]):
+        status.set_aside.append({"job": key, "unit": units[unit]["title"], "error": error})
+    for failure in ledger.output_failures([info.id]):
+        if failure.path in current:
+            status.output_failures.append({"path": failure.path, "error": failure.error})
+    if verify:
+        status.verification = _verify(ledger, info, current)
+    return status
+
+
+def _verify(ledger: Ledger, info: ManifestInfo, current: set[str]) -> Verification:
+    chunks = check_chunks(ledger, [info.id], full=True)
+    result = Verification(
+        chunks_checked=chunks.checked,
+        chunks_missing=len(chunks.missing),
+        chunks_damaged=len(chunks.damaged),
+    )
+    for record in ledger.outputs(info.id):
+        if record.path not in current:
+            continue
+        result.outputs_checked += 1
+        state = check_file(Path(record.path), record.sha256, record.stamp, full=True).state
+        if state is FileState.MISSING:
+            result.outputs_missing.append(record.path)
+        elif state is FileState.DAMAGED:
+            result.outputs_damaged.append(record.path)
+    return result
 
 
 def retry_jobs(workspace: Workspace, paths: Sequence[Path], *, force: bool) -> int:
     """Failed jobs of these manifests (all planned ones when none named) go back to pending."""
     if not workspace.ledger_path.exists():
         return 0
-    with Ledger(workspace.ledger_path) as ledger:
+    with Ledger(workspace.ledger_path) as ledger, damaged_ledger_guard(ledger.path):
         wanted = [str(Path(p).resolve()) for p in paths] or None
         ids = [info.id for info in ledger.manifests(wanted)]
         return ledger.retry(ids, force=force) if ids else 0

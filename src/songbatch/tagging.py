@@ -45,6 +45,7 @@ from mutagen.wave import WAVE
 from songbatch.errors import InputError
 
 _ITUNES = "----:com.apple.iTunes:"
+ORIGIN_TAG = "SONGBATCH_OUTPUT"
 _STIK_AUDIOBOOK = 2
 
 
@@ -68,6 +69,9 @@ class Tags:
     comment: str | None = None
     cover: Path | None = None
     cover_bytes: bytes | None = None
+    # "<workspace id>:<inputs hash>" of the songbatch output this is: how a workspace whose
+    # ledger was lost still knows its own files from a person's.
+    origin: str | None = None
 
 
 def cover_mime(data: bytes) -> str:
@@ -139,6 +143,7 @@ def _fill_id3(id3: Any, tags: Tags) -> None:
         ("NARRATOR", tags.narrator),
         ("DESCRIPTION", tags.description),
         ("COMPOSER", displaced),
+        (ORIGIN_TAG, tags.origin),
     ):
         id3.delall(f"TXXX:{desc}")
         if value:
@@ -203,6 +208,7 @@ def _write_mp4(path: Path, tags: Tags, *, audiobook: bool) -> None:
         _ITUNES + "NARRATOR": tags.narrator and _freeform(tags.narrator),
         _ITUNES + "LANGUAGE": tags.language and _freeform(tags.language),
         _ITUNES + "COMPOSER": displaced and _freeform(displaced),
+        _ITUNES + ORIGIN_TAG: tags.origin and _freeform(tags.origin),
     }
     cover = _cover(tags)
     if cover is not None:
@@ -242,6 +248,7 @@ def _vorbis_fields(tags: Tags) -> dict[str, str | None]:
         "LANGUAGE": tags.language,
         "DESCRIPTION": tags.description,
         "COMMENT": tags.comment,
+        ORIGIN_TAG: tags.origin,
     }
 
 
@@ -298,6 +305,12 @@ def set_vorbis_comment(path: Path, name: str, value: str) -> None:
     flac.save()
 
 
+def vorbis_comment(path: Path, name: str) -> list[str]:
+    """The values of one Vorbis comment of a FLAC file (a chunk's job key)."""
+    tags = FLAC(path).tags
+    return [] if tags is None else [str(value) for value in tags.get(name, [])]  # type: ignore[union-attr]
+
+
 # --- Reading back ----------------------------------------------------------------------------
 
 
@@ -313,6 +326,24 @@ def read_tags(path: Path) -> Tags:
     if isinstance(audio, (MP3, WAVE)) and audio.tags is not None:
         return _read_id3(audio.tags)
     raise InputError(f"{path}: no tags that songbatch can read")
+
+
+def read_origin(path: Path) -> str | None:
+    """The SONGBATCH_OUTPUT tag of any file, or None (not ours, or not audio at all)."""
+    try:
+        audio = mutagen.File(path)
+    except Exception:  # mutagen raises many types on files it half-recognises
+        return None
+    if audio is None or audio.tags is None:
+        return None
+    if isinstance(audio, MP4):
+        return _first(audio.tags.get(_ITUNES + ORIGIN_TAG))
+    if isinstance(audio, (FLAC, OggOpus)):
+        return _first(audio.tags.get(ORIGIN_TAG))
+    if isinstance(audio, (MP3, WAVE)):
+        frame = audio.tags.get(f"TXXX:{ORIGIN_TAG}")
+        return None if frame is None else _first(frame.text)
+    return None
 
 
 def _first(values: Any) -> str | None:

@@ -15,6 +15,7 @@ from songbatch import __version__
 from songbatch.cli.reporter import make_reporter, print_plan, print_report, print_status
 from songbatch.errors import InputError, SongbatchError
 from songbatch.render import RenderOptions, preview, render
+from songbatch.signals import ignore_stop_signals
 from songbatch.status import manifest_status, retry_jobs
 from songbatch.workspace import resolve_workspace
 
@@ -105,6 +106,8 @@ def render_command(
     reporter = make_reporter(sys.stderr)
     with reporter:
         report = _guard(lambda: render(manifests, options, reporter.observe))
+    # Done and recorded: a signal now would only make the exit code disagree with the ledger.
+    ignore_stop_signals()
     print_report(report)
     if report.stop_reason:
         typer.echo(f"songbatch: stopped: {report.stop_reason}; the rest stays pending", err=True)
@@ -118,10 +121,20 @@ def status(
     ] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify", help="Hash every rendered chunk and output against the ledger (slow)."
+        ),
+    ] = False,
 ) -> None:
     """Jobs per manifest and per state, audio rendered, outputs written."""
-    rows = _guard(lambda: manifest_status(resolve_workspace(workspace), manifests or []))
+    rows = _guard(
+        lambda: manifest_status(resolve_workspace(workspace), manifests or [], verify=verify)
+    )
     print_status(rows, as_json=as_json)
+    if verify and not all(row.verification is None or row.verification.ok for row in rows):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -170,4 +183,7 @@ def _guard(action: Any) -> Any:
 
 
 def run() -> None:
-    app()
+    """The console entry point (kept for scripts that import it): see `songbatch.entry`."""
+    from songbatch.entry import main as entry_main
+
+    entry_main()

@@ -11,12 +11,13 @@ from types import TracebackType
 from typing import IO, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from songbatch.events import RunEvent
 from songbatch.render import Preview, RenderReport
-from songbatch.status import ManifestStatus
+from songbatch.status import ManifestStatus, Verification
 
 
 def _clock(ms: int) -> str:
@@ -121,9 +122,11 @@ class RichReporter:
                 self.progress.advance(self._overall)
         elif event.kind in {"job-failed", "worker-died", "warning", "assembly-failed", "deadline"}:
             who = f"{event.worker}: " if event.worker else ""
-            self.console.print(f"[yellow]{event.kind}[/] {who}{event.message}")
+            self.console.print(f"[yellow]{event.kind}[/] {escape(who + event.message)}")
         elif event.kind == "output":
-            self.console.print(f"[green]wrote[/] {event.message}")
+            self.console.print(f"[green]wrote[/] {escape(event.message)}")
+        elif event.kind == "removed":
+            self.console.print(f"[yellow]removed[/] {escape(event.message)}")
 
 
 def make_reporter(stream: IO[str]) -> PlainReporter | RichReporter:
@@ -197,8 +200,38 @@ def print_status(rows: Sequence[ManifestStatus], *, as_json: bool) -> None:
     console = Console()
     console.print(table)
     for row in rows:
+        title = escape(row.title)
         for failure in row.failed:
-            console.print(f"[red]failed[/] {row.title} / {failure['unit']}: {failure['error']}")
+            unit, error = escape(failure["unit"]), escape(str(failure["error"]))
+            console.print(f"[red]failed[/] {title} / {unit}: {error}")
+        for pending in row.set_aside:
+            unit, error = escape(pending["unit"]), escape(str(pending["error"]))
+            console.print(
+                f"[yellow]pending[/] {title} / {unit}: {error} (transient: the next render"
+                " tries it again)"
+            )
+        for failure in row.output_failures:
+            path, error = escape(failure["path"]), escape(failure["error"])
+            console.print(f"[red]not written[/] {path}: {error}")
+        if row.verification is not None:
+            _print_verification(console, title, row.verification)
+
+
+def _print_verification(console: Console, title: str, result: Verification) -> None:
+    if result.ok:
+        console.print(
+            f"[green]verified[/] {title}: {result.chunks_checked} chunk(s),"
+            f" {result.outputs_checked} output(s) as recorded"
+        )
+        return
+    console.print(
+        f"[red]damaged[/] {title}: {result.chunks_missing} chunk(s) missing,"
+        f" {result.chunks_damaged} damaged (the next render makes them again)"
+    )
+    for path in result.outputs_missing:
+        console.print(f"[red]missing[/] {escape(path)} (the next render writes it again)")
+    for path in result.outputs_damaged:
+        console.print(f"[red]damaged[/] {escape(path)} (the next render writes it again)")
 
 
 def print_report(report: RenderReport) -> None:
@@ -209,8 +242,13 @@ def print_report(report: RenderReport) -> None:
         f" {len(report.outputs)} file(s) written"
     )
     for book, unit, error in report.failed:
-        console.print(f"[red]failed[/] {book} / {unit}: {error}")
+        console.print(f"[red]failed[/] {escape(book)} / {escape(unit)}: {escape(str(error))}")
+    for book, unit, error in report.set_aside:
+        console.print(
+            f"[yellow]pending[/] {escape(book)} / {escape(unit)}: {escape(str(error))}"
+            " (transient: the next render tries it again)"
+        )
     for error in report.assembly_errors:
-        console.print(f"[red]assembly failed[/] {error}")
+        console.print(f"[red]assembly failed[/] {escape(error)}")
     if report.exit_code == 4:
         console.print("stopped at the time limit; run again to continue")

@@ -27,8 +27,8 @@ from songbatch.executors.devices import DeviceSlot
 from songbatch.executors.publishing import ExecutorSummary, publish_and_report
 from songbatch.executors.worker import Ticket, WorkerConfig, spec_id, worker_main
 from songbatch.fsutil import remove_quietly
-from songbatch.interrupts import sigterm_as_interrupt
 from songbatch.ledger import Lease, Ledger, Publication
+from songbatch.signals import stop_on_signals
 from songbatch.workspace import Workspace
 
 # A slot whose worker dies this many times in a row without finishing a job is given up.
@@ -97,7 +97,7 @@ class LocalExecutor:
 
     def run(self) -> ExecutorSummary:
         self.workspace.tmp_dir.mkdir(parents=True, exist_ok=True)
-        with sigterm_as_interrupt():
+        with stop_on_signals():
             try:
                 self._workers = [self._spawn(slot) for slot in self.slots]
                 self._loop()
@@ -253,7 +253,7 @@ class LocalExecutor:
             spec_id=spec_id(lease.kind, lease.engine, lease.model),
             request=lease.request,
             tmp_path=str(self.workspace.tmp_path(lease.key, lease.token)),
-            voice_path=None if voice is None else str(self.workspace.state_dir / "voices" / voice),
+            voice_path=None if voice is None else str(self.workspace.voice_path(voice)),
         )
 
     # ------------------------------------------------------------------ messages

@@ -27,13 +27,13 @@ from songbatch.crashpoints import crash_point
 from songbatch.errors import EngineError, Interrupted
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.publishing import ExecutorSummary, publish_and_report
-from songbatch.interrupts import sigterm_as_interrupt
 from songbatch.ledger import CapReached, Lease, Ledger, Publication, SpendCaps
 from songbatch.profiles import RemoteModel, ReplicateConfig
 from songbatch.ratelimit import Backoff, RateLimiter, hint_jitter
 from songbatch.remote.client import CallFailed, PredictionState, ReplicateApi
 from songbatch.remote.mapping import InputError, model_input
 from songbatch.remote.reconcile import Adopted, find_prediction, reconcile_open
+from songbatch.signals import stop_on_signals
 from songbatch.workspace import Workspace
 
 Phase = Literal["create", "reconcile", "poll"]
@@ -141,7 +141,7 @@ class RemoteExecutor:
 
     def run(self) -> RemoteSummary:
         self.workspace.tmp_dir.mkdir(parents=True, exist_ok=True)
-        with sigterm_as_interrupt():
+        with stop_on_signals():
             try:
                 self._adopted = reconcile_open(self.ledger, self.api, self.config, self._note)
                 self._loop()
@@ -243,7 +243,7 @@ class RemoteExecutor:
             return None
         url = self.ledger.upload_url(sha)
         if url is None:
-            url, expires = self.api.upload(self.workspace.state_dir / "voices" / sha)
+            url, expires = self.api.upload(self.workspace.voice_path(sha))
             self.ledger.record_upload(sha, url, expires)
         return url
 

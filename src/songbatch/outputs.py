@@ -1,0 +1,99 @@
+"""The files a manifest's plan makes, and whose they are.
+
+Every published file has one owner: the manifest whose current plan names it. Two manifests may
+never plan the same file (checked before anything is written), and a file leaves with the
+chapter, track or format that made it. Ownership is what the ledger's `outputs` table records;
+a file it does not record is a person's, and songbatch neither replaces nor deletes it.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from songbatch.errors import InputError
+
+EXTENSIONS = {"m4b": "m4b", "mp3": "mp3", "flac": "flac", "opus": "opus", "wav": "wav"}
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    path: Path
+    unit: int | None  # None: the whole book (the .m4b)
+    fmt: str
+
+
+def planned_outputs(spec: dict[str, Any]) -> list[OutputFile]:
+    """Every file an assembly spec (the planner's, stored in the ledger) makes."""
+    folder = Path(spec["output_dir"])
+    files = [
+        OutputFile(folder / f"{unit['file']}.{EXTENSIONS[fmt]}", unit["unit"], fmt)
+        for unit in spec["units"]
+        for fmt in spec["formats"]
+        if fmt != "m4b"
+    ]
+    if "m4b" in spec["formats"]:
+        files.append(OutputFile(folder / f"{spec['book_file']}.m4b", None, "m4b"))
+    return files
+
+
+def same_file_key(path: Path | str) -> str:
+    """Paths that may name one file somewhere: macOS and Windows (and shares mounted from them)
+    ignore case and may store either Unicode normal form."""
+    return unicodedata.normalize("NFC", str(path)).casefold()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One manifest's claim on its outputs, for the collision check."""
+
+    manifest: str  # the manifest's path, as shown to the person
+    where: str  # "file:line:col: field" prefix that an error points at
+    files: Sequence[OutputFile]
+
+
+def check_collisions(claims: Sequence[Claim], planned_elsewhere: Sequence[Claim] = ()) -> None:
+    """Refuse (InputError, exit 2) any file two manifests would write. `claims` are this run's
+    manifests; `planned_elsewhere` the other manifests already planned in the workspace."""
+    owner: dict[str, Claim] = {}
+    for claim in planned_elsewhere:
+        owner.update((same_file_key(file.path), claim) for file in claim.files)
+    for claim in claims:
+        for file in claim.files:
+            other = owner.get(same_file_key(file.path))
+            if other is not None and other.manifest != claim.manifest:
+                raise InputError(
+                    f"{claim.where}{file.path} is also an output of {other.manifest}:"
+                    " two manifests would overwrite each other's files; give one of them a"
+                    " different `title:` or `output:` folder"
+                )
+        owner.update((same_file_key(file.path), claim) for file in claim.files)
+
+
+def output_dir_problem(folder: Path) -> str | None:
+    """Why files cannot be written into `folder` (or the folders that would be made for it)."""
+    probe = folder
+    while True:
+        if probe.exists() or probe.is_symlink():
+            break
+        parent = probe.parent
+        if parent == probe:
+            return f"{folder}: no existing folder above it"
+        probe = parent
+    if not probe.is_dir():
+        if probe == folder:
+            return f"{folder} is not a folder"
+        return f"{probe} is not a folder, so {folder} cannot be made"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"cannot write in {probe}: permission denied or a read-only filesystem"
+    return None
+
+
+def stale_outputs(recorded: Iterable[str], current: Iterable[OutputFile]) -> list[str]:
+    """Recorded outputs of a manifest that its current plan no longer makes."""
+    wanted = {str(file.path) for file in current}
+    return [path for path in recorded if path not in wanted]
