@@ -56,11 +56,14 @@ class EngineUnavailable(InputError):
 
 
 class EngineError(SongbatchError):
-    """A render failed. `retryable` says whether another attempt may succeed."""
+    """A render failed. `retryable` says whether another attempt may succeed; `transient` that
+    the cause is the environment's (disk full, out of memory, network), not the job's: the job
+    is set aside without being charged an attempt (ratelimit.TransientPolicy)."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, transient: bool = False) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable or transient
+        self.transient = transient
 
 
 class LedgerDamaged(InputError):
@@ -80,6 +83,11 @@ class LedgerBusy(SongbatchError):
     """Another live run holds this ledger."""
 
     exit_code = 75
+
+
+class RemoteRefused(SongbatchError):
+    """The remote API refused the credentials (401/403): every call would fail the same way, so
+    the run stops; no job is charged for it and the rest stays pending."""
 
 
 class Interrupted(SongbatchError):

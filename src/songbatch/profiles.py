@@ -155,6 +155,9 @@ class _ProfileFile(_Strict):
     devices: str = Field(default="auto", min_length=1)
     lease_seconds: float = Field(default=120, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    # How long one run keeps retrying a job that meets transient faults before leaving it for
+    # the next run (ratelimit.TransientPolicy).
+    transient_patience_s: float = Field(default=900, ge=0)
     replicate: ReplicateConfig | None = None  # required when an engine is "replicate"
 
     @model_validator(mode="after")

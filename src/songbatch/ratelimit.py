@@ -104,3 +104,29 @@ def retry_hint_s(retry_after: str | None, detail: str | None) -> float | None:
 def hint_jitter(hint_s: float, rng: random.Random) -> float:
     """Wait a little past the hint, never before it: many clients woken together would collide."""
     return hint_s + rng.uniform(0.05, 0.25) * math.sqrt(max(1.0, hint_s))
+
+
+@dataclass
+class TransientPolicy:
+    """How a job that meets a transient fault (network or DNS down, 5xx after the call's own
+    retries, a full disk, out of memory) waits within a run: not charged an attempt, set aside
+    for a growing, jittered delay, and once it has waited `patience_s` in this run, left for the
+    next run, which tries it at once without `retry`. The fault is the environment's, not the
+    job's: a minute of DNS outage must not fail a book."""
+
+    base_s: float = 2.0
+    cap_s: float = 120.0
+    patience_s: float = 900.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, deferrals: int) -> float | None:
+        """Wait before the next try after the job's `deferrals`-th transient fault in this run
+        (>= 1); None when its patience for this run is spent."""
+        waited = sum(self._ceiling(n) for n in range(1, deferrals))
+        if waited >= self.patience_s:
+            return None
+        ceiling = self._ceiling(deferrals)
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+    def _ceiling(self, deferrals: int) -> float:
+        return min(self.cap_s, self.base_s * 2.0 ** max(0, deferrals - 1))

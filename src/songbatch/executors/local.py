@@ -41,6 +41,7 @@ class ExecutorSettings:
     max_failures: int = 3
     depth: int = 2
     deadline: float | None = None  # time.monotonic() after which no new job is handed out
+    transient_patience_s: float = 900.0  # see ratelimit.TransientPolicy
 
 
 @dataclass

@@ -46,6 +46,7 @@ class RemoteSettings:
     lease_s: float = 600.0
     deadline: float | None = None  # on the executor's clock: no create after it
     max_spend: float | None = None  # --max-spend, USD for this run
+    transient_patience_s: float = 900.0  # see ratelimit.TransientPolicy
 
 
 @dataclass
