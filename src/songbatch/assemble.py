@@ -23,6 +23,7 @@ from typing import Any
 import soundfile
 
 from songbatch import audio
+from songbatch.crashpoints import pause_point
 from songbatch.errors import Interrupted, SongbatchError
 from songbatch.fsutil import (
     FileStamp,
@@ -295,6 +296,7 @@ class Assembler:
         file.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_sibling(file.path, self.owner)
         try:
+            pause_point("assembly", self.cancel)
             tags = Tags(**{**vars(tags), "origin": f"{self.owner}:{inputs}"})
             audio.encode(
                 [m.path for m in masters],

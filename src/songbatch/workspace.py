@@ -85,10 +85,13 @@ class Workspace:
         self.make_state_dir()
         text = secrets.token_hex(8)
         tmp = self.id_path.with_name(f".workspace.id.{os.getpid()}.tmp")
-        tmp.write_text(text + "\n", encoding="ascii")
-        fsync_file(tmp)
-        os.replace(tmp, self.id_path)
-        fsync_dir(self.state_dir)
+        try:
+            tmp.write_text(text + "\n", encoding="ascii")
+            fsync_file(tmp)
+            os.replace(tmp, self.id_path)
+            fsync_dir(self.state_dir)
+        finally:
+            tmp.unlink(missing_ok=True)
         return text
 
 

@@ -26,7 +26,13 @@ SENTENCES = [
 
 
 def synthetic_profile(
-    folder: Path, *, latency_ms: int = 20, devices: str = "cpu:4", fail_marker: str = "POISON"
+    folder: Path,
+    *,
+    latency_ms: int = 20,
+    devices: str = "cpu:4",
+    fail_marker: str = "POISON",
+    params: str = "",
+    extra: str = "",
 ) -> Path:
     """A profile whose engine is the fixed-latency synthetic one (see engines/synthetic.py)."""
     path = folder / "synthetic.yaml"
@@ -35,7 +41,7 @@ def synthetic_profile(
         "speech:\n"
         "  engine: synthetic\n"
         "  model: tone\n"
-        f"  params: {{latency_ms: {latency_ms}, fail_marker: {fail_marker}}}\n"
+        f"  params: {{latency_ms: {latency_ms}, fail_marker: {fail_marker}{params}}}\n"
         "  max_chars: 40\n"
         "music:\n"
         "  engine: synthetic\n"
@@ -43,7 +49,7 @@ def synthetic_profile(
         f"  params: {{latency_ms: {latency_ms}, fail_marker: {fail_marker}}}\n"
         f"devices: '{devices}'\n"
         "lease_seconds: 30\n"
-        "max_attempts: 3\n",
+        "max_attempts: 3\n" + extra,
         encoding="utf-8",
     )
     return path

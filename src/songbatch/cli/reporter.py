@@ -120,7 +120,14 @@ class RichReporter:
             self.progress.update(self._device(event.worker), advance=1, note="idle")
             if self._overall is not None:
                 self.progress.advance(self._overall)
-        elif event.kind in {"job-failed", "worker-died", "warning", "assembly-failed", "deadline"}:
+        elif event.kind in {
+            "job-failed",
+            "job-set-aside",
+            "worker-died",
+            "warning",
+            "assembly-failed",
+            "deadline",
+        }:
             who = f"{event.worker}: " if event.worker else ""
             self.console.print(f"[yellow]{event.kind}[/] {escape(who + event.message)}")
         elif event.kind == "output":

@@ -676,9 +676,12 @@ def seed_everything(seed: int) -> None:
 
 
 def _engine_error(request: RenderRequest, exc: Exception) -> EngineError:
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
+    if is_out_of_memory(exc):
         torch.cuda.empty_cache()
-        return EngineError(f"job {request.key}: out of GPU memory: {_first_line(exc)}")
+        # The device's state, not the chunk's: set aside uncharged, tried again later.
+        return EngineError(
+            f"job {request.key}: out of GPU memory: {_first_line(exc)}", transient=True
+        )
     # Shape/value problems repeat on every attempt; anything else may be transient.
     retryable = not isinstance(exc, (ValueError, AssertionError, TypeError, KeyError))
     return EngineError(

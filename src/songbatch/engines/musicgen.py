@@ -22,7 +22,7 @@ How a batch is rendered
   batch size, which can, rarely, flip one sampled token and everything after it. Same request
   and same batch composition on the same device and software is bit-identical.
 * Out of memory: free the cache, halve the batch, retry; a single track that still does not
-  fit fails alone, not retryable.
+  fit fails alone as transient: set aside uncharged and tried again later, never charged.
 
 Params (profile, album or track): `guidance_scale` (<= 1: none), `temperature`, `top_k`,
 `top_p` (0 or 1 = off, as in audiocraft), `do_sample` (false = greedy), `extend_stride`
@@ -333,8 +333,10 @@ class MusicGenEngine:
         # Retried outside the except block: the traceback would pin the failed batch's tensors.
         free_memory(self.device)
         if len(jobs) == 1:
+            # Windows bound a track's memory, so this is other tenants of the device, not the
+            # track: set aside uncharged (transient), tried again later or by the next run.
             message = f"job {jobs[0].request.key}: out of memory on {self.device} even alone"
-            return [EngineError(message, retryable=False)]
+            return [EngineError(message, transient=True)]
         half = len(jobs) // 2
         return self._render_batch(jobs[:half], progress) + self._render_batch(jobs[half:], progress)
 

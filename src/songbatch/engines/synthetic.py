@@ -7,6 +7,8 @@ never a default; a profile has to name `engine: synthetic`.
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from collections.abc import Sequence
 
@@ -26,6 +28,8 @@ class SyntheticEngine:
         self.chars_per_second = float(spec.params.get("chars_per_second", 14.0))
         # Tests of failure handling: a job whose text contains this marker fails for good.
         self.fail_marker = spec.params.get("fail_marker")
+        # Tests of transient faults: while this file exists, every call fails as a full disk.
+        self.disk_full_while = spec.params.get("disk_full_while")
         # `batch_size: auto`: what a GPU engine would measure from free memory at load, given.
         if spec.batch_auto:
             self.batch_limit = int(spec.params.get("auto_batch_limit", 1))
@@ -36,6 +40,8 @@ class SyntheticEngine:
         """Like a batched model: one latency for the whole call; a marked request fails alone."""
         time.sleep(self.latency_s)
         progress()
+        if self.disk_full_while and os.path.exists(str(self.disk_full_while)):
+            raise OSError(errno.ENOSPC, "No space left on device (synthetic)")
         results: list[RenderResult | EngineError] = []
         for request in requests:
             if self.fail_marker and str(self.fail_marker) in request.text:

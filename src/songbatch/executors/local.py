@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
 import time
 from collections import deque
@@ -25,10 +26,17 @@ from songbatch.errors import EngineUnavailable, Interrupted, SongbatchError
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.devices import DeviceSlot
 from songbatch.executors.publishing import ExecutorSummary, publish_and_report
-from songbatch.executors.worker import Ticket, WorkerConfig, spec_id, worker_main
+from songbatch.executors.worker import (
+    Ticket,
+    WorkerConfig,
+    leave_with_coordinator,
+    spec_id,
+    worker_main,
+)
 from songbatch.fsutil import remove_quietly
 from songbatch.ledger import Lease, Ledger, Publication
-from songbatch.signals import stop_on_signals
+from songbatch.ratelimit import TransientPolicy
+from songbatch.signals import STOP_SIGNALS, stop_on_signals
 from songbatch.workspace import Workspace
 
 # A slot whose worker dies this many times in a row without finishing a job is given up.
@@ -49,6 +57,7 @@ class _Worker:
     slot: DeviceSlot
     process: BaseProcess
     conn: Connection
+    lifeline: Connection
     ready: bool = False
     queue: deque[Lease] = field(default_factory=deque)  # every lease sent, in order
     batches: list[set[int]] = field(default_factory=list)  # tokens of each batch in flight
@@ -93,6 +102,8 @@ class LocalExecutor:
         self._finished_jobs: list[tuple[str, Lease, dict[str, Any]]] = []
         self._pool: deque[Lease] = deque()
         self._device_of = {slot.name: slot.device for slot in self.slots}
+        self.transient = TransientPolicy(patience_s=settings.transient_patience_s)
+        self._retry_at: float | None = None  # epoch time a job set aside comes due
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -114,13 +125,32 @@ class LocalExecutor:
 
     def _spawn(self, slot: DeviceSlot, deaths: int = 0) -> _Worker:
         parent, child = self._context.Pipe()
-        config = WorkerConfig(name=slot.name, device=slot.device, env=slot.env, specs=self.specs)
+        # Never written: when this process dies, however it dies, the kernel closes it and
+        # the worker sees EOF (see worker.leave_with_coordinator).
+        lifeline_in, lifeline_out = self._context.Pipe(duplex=False)
+        config = WorkerConfig(
+            name=slot.name,
+            device=slot.device,
+            env=slot.env,
+            specs=self.specs,
+            coordinator_pid=os.getpid(),
+        )
         process = self._context.Process(
-            target=_worker_entry, args=(child, config), name=f"songbatch-{slot.name}", daemon=True
+            target=_worker_entry,
+            args=(child, lifeline_in, config),
+            name=f"songbatch-{slot.name}",
+            daemon=True,
         )
         process.start()
         child.close()
-        return _Worker(slot=slot, process=process, conn=parent, consecutive_deaths=deaths)
+        lifeline_in.close()
+        return _Worker(
+            slot=slot,
+            process=process,
+            conn=parent,
+            lifeline=lifeline_out,
+            consecutive_deaths=deaths,
+        )
 
     def _shutdown(self) -> None:
         for worker in self._workers:
@@ -133,6 +163,7 @@ class LocalExecutor:
                 worker.process.kill()
                 worker.process.join(timeout=5)
             worker.conn.close()
+            worker.lifeline.close()
 
     # ------------------------------------------------------------------ the loop
 
@@ -146,12 +177,17 @@ class LocalExecutor:
             if self._all_done():
                 return
             timeout = max(0.0, next_beat - time.monotonic())
+            if self._retry_at is not None:
+                timeout = min(timeout, max(0.0, self._retry_at - time.time()))
             waitables: list[Any] = [w.conn for w in self._workers]
             waitables += [w.process.sentinel for w in self._workers]
             for ready in wait(waitables, timeout=timeout):
                 worker = self._owner(ready)
                 if worker is not None and ready is worker.conn:
                     self._drain(worker)
+            if self._retry_at is not None and time.time() >= self._retry_at:
+                self._retry_at = None
+                self._drained = False  # a job set aside is claimable again
             self._publish_finished()
             self._reap_dead()
             if time.monotonic() >= next_beat:
@@ -167,7 +203,12 @@ class LocalExecutor:
         if not self._workers:
             raise SongbatchError("every worker died repeatedly; see the worker errors above")
         # Every worker is idle and a claim found nothing more to hand out.
-        return self._drained and not self._pool and all(w.ready for w in self._workers)
+        idle = self._drained and not self._pool and all(w.ready for w in self._workers)
+        if not idle:
+            return False
+        # Jobs set aside after a transient fault come due later in this run: wait for them.
+        self._retry_at = self.ledger.next_deferred(self.manifest_ids)
+        return self._retry_at is None
 
     def _check_deadline(self) -> None:
         deadline = self.settings.deadline
@@ -295,7 +336,8 @@ class LocalExecutor:
             lease = self._pop(worker, message[1])
             self._finished_jobs.append((worker.slot.name, lease, message[2]))
         elif kind == "failed":
-            self._failed(worker, self._pop(worker, message[1]), message[2], bool(message[3]))
+            lease = self._pop(worker, message[1])
+            self._failed(worker, lease, message[2], bool(message[3]), bool(message[4]))
         elif kind == "fatal":
             raise EngineUnavailable(message[2])
 
@@ -340,8 +382,13 @@ class LocalExecutor:
             items.append((publication, result))
         publish_and_report(self.ledger, items, self.summary, self.observer, self.on_published)
 
-    def _failed(self, worker: _Worker, lease: Lease, error: str, retryable: bool) -> None:
+    def _failed(
+        self, worker: _Worker, lease: Lease, error: str, retryable: bool, transient: bool
+    ) -> None:
         remove_quietly(self.workspace.tmp_path(lease.key, lease.token))
+        if transient:
+            self._set_aside(worker, lease, error)
+            return
         state = self.ledger.fail(
             lease,
             error,
@@ -351,6 +398,25 @@ class LocalExecutor:
             device=worker.slot.device,
         )
         self._count_failure(worker, lease, error, state)
+
+    def _set_aside(self, worker: _Worker, lease: Lease, error: str) -> None:
+        """Not the job's fault: back to pending uncharged, after a growing delay, or for the
+        next run once this run's patience with it is spent."""
+        delay = self.transient.delay(self.ledger.deferrals(lease.key) + 1)
+        self.ledger.defer(
+            lease, error, delay_s=delay, worker=worker.slot.name, device=worker.slot.device
+        )
+        self.summary.set_aside += 1
+        state = "pending" if delay is not None else "left for the next run"
+        self.observer(
+            RunEvent(
+                "job-set-aside",
+                error,
+                worker=worker.slot.name,
+                job=lease.key,
+                data={"state": state, "delay_s": delay},
+            )
+        )
 
     def _count_failure(self, worker: _Worker, lease: Lease, error: str, state: str | None) -> None:
         if state == "failed":
@@ -379,6 +445,7 @@ class LocalExecutor:
             self._drain(worker)
             self._requeue(worker)
             worker.conn.close()
+            worker.lifeline.close()
             self.summary.deaths += 1
             reason = worker.kill_reason or f"exit code {worker.process.exitcode}"
             self.observer(RunEvent("worker-died", reason, worker=worker.slot.name))
@@ -456,7 +523,10 @@ def _batchable(first: Lease, other: Lease) -> bool:
     return first.kind == "speech" or other.est_ms == first.est_ms
 
 
-def _worker_entry(conn: Connection, config: WorkerConfig) -> None:
-    # Ctrl-C reaches the whole process group; the coordinator decides what stops, not each worker.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _worker_entry(conn: Connection, lifeline: Connection, config: WorkerConfig) -> None:
+    # Ctrl-C, a closed terminal and `kill` of a systemd unit reach the whole process group; the
+    # coordinator decides what stops (and kills its workers), not each worker.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    leave_with_coordinator(config.coordinator_pid, lifeline)
     worker_main(conn, config)

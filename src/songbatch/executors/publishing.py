@@ -17,6 +17,7 @@ class ExecutorSummary:
     published: int = 0
     failed: int = 0
     retried: int = 0
+    set_aside: int = 0  # transient faults: back to pending uncharged
     discarded: int = 0
     deaths: int = 0
     stopped_at_deadline: bool = False

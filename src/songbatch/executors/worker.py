@@ -9,8 +9,10 @@ CUDA_VISIBLE_DEVICES) is set before any engine module, and so CUDA, is imported.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -42,12 +44,48 @@ class WorkerConfig:
     device: str
     env: dict[str, str] = field(default_factory=dict)
     specs: dict[str, EngineSpec] = field(default_factory=dict)
+    coordinator_pid: int | None = None
 
 
 def spec_id(kind: str, engine: str, model: str) -> str:
     """One engine instance per worker for each of these: a profile may use one engine name for
     both kinds (with different settings)."""
     return f"{kind}|{engine}|{model}"
+
+
+def leave_with_coordinator(coordinator_pid: int | None, lifeline: Connection) -> None:
+    """A worker never outlives its coordinator (on a GPU box it would hold the model in VRAM):
+    Linux kills it the moment the coordinator dies (the parent-death signal); everywhere, a
+    thread waiting on the lifeline pipe, which only the coordinator holds open, sees EOF when
+    it dies and ends the process, even while the engine is busy rendering."""
+    _set_parent_death_signal()
+    if coordinator_pid is not None and os.getppid() != coordinator_pid:
+        os._exit(1)  # it died before the signal was armed
+
+    watch_lifeline(lifeline)
+
+
+def watch_lifeline(lifeline: Connection) -> None:
+    """End this process when the other end of `lifeline` closes."""
+
+    def wait() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            lifeline.recv_bytes()
+        os._exit(1)
+
+    threading.Thread(target=wait, name="lifeline", daemon=True).start()
+
+
+def _set_parent_death_signal() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
 def worker_main(conn: Connection, config: WorkerConfig) -> None:
@@ -145,7 +183,16 @@ class _Worker:
             try:
                 sha256 = audio.write_chunk(Path(ticket.tmp_path), result, key=ticket.key)
             except Exception as exc:
-                self.send(("failed", ticket.token, f"could not write the audio: {exc}", True))
+                message, retryable, transient = _describe(exc)
+                self.send(
+                    (
+                        "failed",
+                        ticket.token,
+                        f"could not write the audio: {message}",
+                        retryable,
+                        transient,
+                    )
+                )
                 continue
             crash_point("after-tag")
             self.send(
@@ -163,14 +210,24 @@ class _Worker:
             )
 
 
-def _describe(exc: BaseException) -> tuple[str, bool]:
-    """The message and whether another attempt may help; an unexpected exception is an engine
-    bug, worth one more try on a fresh attempt."""
+# The machine's state, not the job's: a full disk or quota, an I/O error, memory.
+_TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM})
+
+
+def _describe(exc: BaseException) -> tuple[str, bool, bool]:
+    """The message, whether another attempt may help, and whether the cause is transient (the
+    job is then set aside uncharged). An unexpected exception is an engine bug, worth one more
+    try on a fresh attempt."""
     from songbatch.errors import EngineError
 
     if isinstance(exc, EngineError):
-        return str(exc), exc.retryable
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip(), True
+        return str(exc), exc.retryable, exc.transient
+    message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if isinstance(exc, MemoryError):
+        return message or "out of memory", True, True
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return message, True, True
+    return message, True, False
 
 
 def _request(ticket: Ticket) -> RenderRequest:
