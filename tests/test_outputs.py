@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +386,37 @@ def test_a_ledger_from_a_run_reads_back_as_it_was_written(ws: Path) -> None:
     path = Path(record.path)
     assert record.stamp is not None and record.stamp.size == path.stat().st_size
     assert record.stamp.mtime_ns == path.stat().st_mtime_ns
+
+
+def test_an_output_location_that_cannot_be_written_is_exit_2(tmp_path: Path) -> None:
+    """Root writes anywhere (CI runs as root), so there the CLI runs as an unprivileged user."""
+    root = Path(tempfile.mkdtemp(prefix="songbatch-readonly-"))
+    root.chmod(0o777)
+    synthetic_profile(root, latency_ms=1, devices="cpu:1")
+    locked = root / "locked"
+    locked.mkdir(mode=0o555)
+    locked.chmod(0o555)
+    book = write_book(root / "book.yaml", "Locked", ["One"], extra="output: locked/book")
+    command = ["render", str(book), "--workspace", str(root / "ws")]
+    if os.name != "posix" or os.geteuid() != 0:
+        result = invoke(*command)
+        code, output = result.exit_code, result.output
+    else:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot drop privileges to test this")
+        drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        if subprocess.run([*drop, sys.executable, "-c", "pass"], capture_output=True).returncode:
+            pytest.skip("this Python cannot start as an unprivileged user here")
+        done = subprocess.run(
+            [*drop, sys.executable, "-m", "songbatch", *command],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env={**os.environ, "HOME": str(root)},
+            timeout=120,
+        )
+        code, output = done.returncode, done.stdout + done.stderr
+    assert code == 2, output
+    assert "book.yaml:7:9: output:" in output and f"cannot write in {locked}" in output
+    assert not (root / "ws" / ".songbatch").exists()
