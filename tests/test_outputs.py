@@ -420,3 +420,29 @@ def test_an_output_location_that_cannot_be_written_is_exit_2(tmp_path: Path) -> 
     assert code == 2, output
     assert "book.yaml:7:9: output:" in output and f"cannot write in {locked}" in output
     assert not (root / "ws" / ".songbatch").exists()
+
+
+def test_a_chunk_that_no_longer_decodes_fails_its_files_and_is_rendered_next_run(
+    ws: Path,
+) -> None:
+    """Bit rot that keeps size and mtime gets past the cheap check; decoding catches it."""
+    book = write_book(ws / "book.yaml", "Rotten", ["One", "Two"], formats="[flac]")
+    assert render(ws, book).exit_code == 0
+    with Ledger(ws / ".songbatch" / "ledger.db") as ledger:
+        [job] = ledger.unit_jobs(1, 0)
+        chunk = ledger.resolve(str(job.out_path))
+    before = chunk.stat()
+    data = bytearray(chunk.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = bytes(b ^ 0x5A for b in data[middle : middle + 200])
+    chunk.write_bytes(bytes(data))
+    os.utime(chunk, ns=(before.st_atime_ns, before.st_mtime_ns))
+    for master in (ws / ".songbatch" / "work").iterdir():
+        master.unlink()  # so the chapter is assembled from its chunks again
+    failed = render(ws, book)
+    assert failed.exit_code == 1, failed.output
+    assert "rendered again on the next run" in failed.output
+    assert (ws / "outputs" / "rotten" / "02 - Two.flac").is_file()
+    fixed = render(ws, book)
+    assert fixed.exit_code == 0, fixed.output
+    assert "rendered 1 job(s)" in fixed.output
