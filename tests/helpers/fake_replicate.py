@@ -6,8 +6,11 @@ code and the official client run unchanged against it (REPLICATE_BASE_URL, no /v
 It implements what songbatch calls: model and version creates, get, cancel, list (newest first,
 paginated) and file uploads. Time comes from an injected clock, so a virtual clock shared with the
 executor runs hours of predictions in seconds. It injects faults on creates (429 with and without
-Retry-After, 500/503, read timeouts, lost replies, model errors, 401), enforces its own create
-limit over any sliding 60 s window, and records what happened for the tests to assert on.
+Retry-After, 500/503, read timeouts, lost replies, model errors, 422 refusing an input, 401),
+on any other call (`call_faults`: a status for a method and path, e.g. every poll answered 500),
+enforces its own create limit over any sliding 60 s window, and records what happened for the
+tests to assert on. With `echo_auth` every error it gives quotes the request's Authorization
+header and the token, as careless servers and proxies do (the redaction tests).
 Status faults end a created prediction otherwise: `aborted`, `canceled` (by someone else, at the
 end of its latency) or `stuck` (processing for `stuck_s`, until cancelled). With `starting_s` a
 prediction is `starting` (queued, not billed) that long before it runs.
@@ -29,13 +32,15 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import numpy as np
 import soundfile as sf
 
 Clock = Callable[[], float]
 FaultPlan = Callable[[int, dict[str, Any]], "str | None"]
+CallFaults = Callable[[str, str], "str | None"]  # (method, path) -> an HTTP status, or None
 TOKEN = "r8_fake_token_for_tests"
-FAULTS = ("429-header", "429-body", "500", "503", "timeout", "lost", "model-error", "401")
+FAULTS = ("429-header", "429-body", "500", "503", "timeout", "lost", "model-error", "422", "401")
 STATUS_FAULTS = ("aborted", "canceled", "stuck")  # created, then ended (or kept) otherwise
 
 
@@ -95,6 +100,10 @@ class FakeState:
     output_s: float = 0.25
     starting_s: float = 0.0  # how long each new prediction shows `starting`
     stuck_s: float = 30 * 86400.0  # how long a `stuck` prediction keeps processing
+    call_faults: CallFaults | None = None  # every call but creates (those have `faults`)
+    echo_auth: bool = False
+    token: str = TOKEN
+    call_fault_count: Counter[str] = field(default_factory=Counter)
     predictions: dict[str, Prediction] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     creates: list[CreateRecord] = field(default_factory=list)
@@ -131,7 +140,7 @@ class FakeReplicate:
         self.server.server_close()
 
     def env(self) -> dict[str, str]:
-        return {"REPLICATE_API_TOKEN": TOKEN, "REPLICATE_BASE_URL": self.base_url}
+        return {"REPLICATE_API_TOKEN": self.state.token, "REPLICATE_BASE_URL": self.base_url}
 
     def creates_by_input(self) -> Counter[str]:
         """Predictions actually created (paid for), per distinct input."""
@@ -226,16 +235,34 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
         def authorised(self) -> bool:
-            if self.headers.get("Authorization") == f"Bearer {TOKEN}":
+            if self.headers.get("Authorization") == f"Bearer {state.token}":
                 return True
             self.reply(401, {"detail": "Invalid token"})
             return False
+
+        def echo(self, detail: str) -> str:
+            if not state.echo_auth:
+                return detail
+            auth = self.headers.get("Authorization")
+            return f"{detail} (request had Authorization: {auth}; token={state.token})"
+
+        def call_fault(self, method: str) -> bool:
+            """A fault for this call, if the plan has one: answered, and True."""
+            if state.call_faults is None:
+                return False
+            fault = state.call_faults(method, self.path)
+            if fault is None:
+                return False
+            with state.lock:
+                state.call_fault_count[fault] += 1
+            self.reply_fault(fault)
+            return True
 
         def do_GET(self) -> None:
             if self.path.startswith("/files/"):
                 self.serve_file()
                 return
-            if not self.authorised():
+            if not self.authorised() or self.call_fault("GET"):
                 return
             with state.lock:
                 state.gets += 1
@@ -274,6 +301,9 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             raw = self.body()
             if not self.authorised():
+                return
+            creating = self.path == "/v1/predictions" or self.path.endswith("/predictions")
+            if not creating and self.call_fault("POST"):
                 return
             if self.path.endswith("/cancel"):
                 self.cancel()
@@ -373,14 +403,19 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
                 resets = round(self.hint_s(fault))
                 detail = f"Request was throttled. Your rate limit resets in ~{resets}s."
                 self.reply(429, {"detail": detail})
-            elif fault == "401":
-                self.reply(401, {"detail": "You did not pass a valid authentication token"})
+            elif fault in ("401", "403"):
+                detail = "You did not pass a valid authentication token"
+                self.reply(int(fault), {"detail": self.echo(detail)})
+            elif fault == "422":
+                detail = "Prediction input failed validation: text: too long for this model"
+                self.reply(422, {"title": "Input validation failed", "detail": self.echo(detail)})
             else:
-                self.reply(int(fault), {"detail": f"Internal error {fault}"})
+                self.reply(int(fault), {"detail": self.echo(f"Internal error {fault}")})
 
         def store(
             self, model: str, version: str, model_input: dict[str, Any], fault: str | None
         ) -> Prediction:
+            model_error = self.echo("CUDA out of memory (fake model error)")
             with state.lock:
                 pid = f"p{next(state.ids):06d}"
                 p = Prediction(
@@ -390,9 +425,7 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
                     input=model_input,
                     created=state.clock(),
                     latency_s=state.stuck_s if fault == "stuck" else state.latency_s,
-                    fail_with="CUDA out of memory (fake model error)"
-                    if fault == "model-error"
-                    else None,
+                    fail_with=model_error if fault == "model-error" else None,
                     aborted=fault == "aborted",
                     starting_s=state.starting_s,
                 )
@@ -403,3 +436,31 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
             return p
 
     return Handler
+
+
+class NetworkOutage(httpx.BaseTransport):
+    """The network layer under the real client, failing every request inside [start, end) of
+    the virtual clock the way a DNS outage does, and passing the rest to httpx's own transport.
+
+    Why here and not in the server: a server cannot make a client's name lookup or connect fail
+    (it can only drop a connection it accepted, which reads as a lost reply, not "no network").
+    httpx's HTTPTransport raises exactly this ConnectError when getaddrinfo fails, so the
+    replicate client's retry layer above it and songbatch see what they would see for real."""
+
+    def __init__(self, clock: Clock, start: float, end: float) -> None:
+        self.clock = clock
+        self.start = start
+        self.end = end
+        self.failed = 0
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.start <= self.clock() < self.end:
+            self.failed += 1
+            raise httpx.ConnectError(
+                "[Errno -3] Temporary failure in name resolution", request=request
+            )
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from helpers.fake_replicate import FakeReplicate, VirtualClock
@@ -25,6 +27,7 @@ def remote_profile(
     hardware_price: float = 0.001,
     predict: str = "{base_s: 1, per_audio_s: 0.5, worst_factor: 3}",
     max_attempts: int = 3,
+    patience_s: float = 900.0,
     name: str = "remote.yaml",
 ) -> Path:
     """Speech and music through one cheap per-second model, one sentence per job."""
@@ -37,6 +40,7 @@ music: {{engine: replicate, model: tts}}
 devices: cpu:1
 lease_seconds: 600
 max_attempts: {max_attempts}
+transient_patience_s: {patience_s}
 replicate:
   hardware_usd_per_s: {{gpu-t4: {hardware_price}}}
   rate: {rate}
@@ -67,14 +71,38 @@ def render_virtual(
     seed: int = 1,
     max_spend: float | None = None,
     events: list[RunEvent] | None = None,
+    time_limit_s: float | None = None,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> RenderReport:
-    """The real render path in this process, on the fake's virtual clock."""
+    """The real render path in this process, on the fake's virtual clock. `transport` goes
+    under the real client (network faults); `sleep` replaces the clock's (a watchdog)."""
     for name, value in fake.env().items():
         monkeypatch.setenv(name, value)
+    hooks = RemoteHooks(
+        clock=clock, sleep=sleep or clock.sleep, rng=random.Random(seed), transport=transport
+    )
     options = RenderOptions(
         workspace=Workspace(workspace),
         max_spend=max_spend,
-        remote_hooks=RemoteHooks(clock=clock, sleep=clock.sleep, rng=random.Random(seed)),
+        time_limit_s=time_limit_s,
+        remote_hooks=hooks,
     )
     sink = events if events is not None else []
     return render([manifest], options, sink.append)
+
+
+class Watchdog:
+    """A virtual sleep that fails the test once the run has slept `limit_s` of virtual time: a
+    loop that would never end fails instead of hanging."""
+
+    def __init__(self, clock: VirtualClock, limit_s: float) -> None:
+        self.clock = clock
+        self.limit_s = limit_s
+        self.slept = 0.0
+
+    def __call__(self, seconds: float) -> None:
+        self.slept += max(0.0, seconds)
+        if self.slept > self.limit_s:
+            raise AssertionError(f"still running after {self.limit_s:.0f} s of virtual time")
+        self.clock.sleep(seconds)

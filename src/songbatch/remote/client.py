@@ -1,10 +1,16 @@
 """The official `replicate` client, wrapped: every call returns plain data or raises CallFailed
-with a class the executor acts on (rate limited, transient, unknown outcome, fatal).
+with a class the executor acts on (rate limited, transient, unknown outcome, fatal, bad output),
+or RemoteRefused when the API refuses the credentials (401/403): then every call would fail the
+same way, so the run stops.
 
 Why a wrapper: the client never retries a create (POST), hides the 429's Retry-After header,
 and raises pydantic's ValidationError on a prediction whose status is `aborted`. Each of those is
 handled here once. The token comes from REPLICATE_API_TOKEN and the base URL from
 REPLICATE_BASE_URL, read by the client itself.
+
+Text from the endpoint (error details, a prediction's `error`, exception text) goes through
+`redact` where CallFailed and PredictionState are built, the only two ways it leaves this module,
+so no message stored in the ledger or printed can carry the API token.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import base64
 import binascii
 import io
 import os
+import re
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,17 +32,34 @@ import numpy as np
 import soundfile as sf
 
 from songbatch.engines.base import RenderResult
-from songbatch.errors import EngineUnavailable
+from songbatch.errors import EngineUnavailable, RemoteRefused
 
-ErrorClass = Literal["rate-limited", "transient", "unknown-outcome", "fatal"]
+# bad-output: the prediction's output itself is unusable (the job's problem, not the network's).
+ErrorClass = Literal["rate-limited", "transient", "unknown-outcome", "fatal", "bad-output"]
 TERMINAL = ("succeeded", "failed", "canceled", "aborted")
+REDACTED = "[redacted]"
+# Replicate's tokens (r8_ and 37 characters today), and any credential after an auth scheme.
+_TOKEN_LIKE = re.compile(r"r8_[A-Za-z0-9_-]{20,}")
+_AUTH_VALUE = re.compile(r"\b((?i:bearer)|Token)(\s+)[A-Za-z0-9._~+/=-]{8,}")
+
+
+def redact(text: str) -> str:
+    """`text` without the API token: the current REPLICATE_API_TOKEN value, anything shaped like
+    a Replicate token, and the value after "Bearer" or "Token" become "[redacted]". Servers and
+    proxies echo request headers in error pages; this keeps them out of the ledger and the
+    terminal."""
+    token = os.environ.get("REPLICATE_API_TOKEN", "").strip()
+    if len(token) >= 4:  # a blank or tiny value would redact ordinary text
+        text = text.replace(token, REDACTED)
+    text = _TOKEN_LIKE.sub(REDACTED, text)
+    return _AUTH_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
 
 
 class CallFailed(Exception):
     def __init__(
         self, kind: ErrorClass, message: str, *, status: int | None = None, hint_s: float | None
     ) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))
         self.kind = kind
         self.status = status
         self.hint_s = hint_s
@@ -59,7 +83,15 @@ class PredictionState:
 
 
 class ReplicateApi:
-    def __init__(self, *, timeout_s: float, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        base_url: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """`transport` replaces the client's network layer under its own retry layer (tests
+        inject network faults there, such as a DNS outage)."""
         try:
             from replicate.client import Client
         except ImportError as exc:
@@ -73,8 +105,12 @@ class ReplicateApi:
             )
         self._retry_after: str | None = None
         timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+        extra: dict[str, Any] = {} if transport is None else {"transport": transport}
         self.client = Client(
-            base_url=base_url, timeout=timeout, event_hooks={"response": [self._on_response]}
+            base_url=base_url,
+            timeout=timeout,
+            event_hooks={"response": [self._on_response]},
+            **extra,
         )
         self._download = httpx.Client(timeout=timeout, follow_redirects=True)
 
@@ -150,13 +186,15 @@ class ReplicateApi:
         hour) and check that it decodes."""
         url = _first_url(output)
         if url is None:
-            raise CallFailed("fatal", f"the prediction returned no file: {output!r}", hint_s=None)
+            raise CallFailed(
+                "bad-output", f"the prediction returned no file: {output!r}", hint_s=None
+            )
         data = _data_url(url) if url.startswith("data:") else self._get_bytes(url)
         try:
             audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
         except Exception as exc:
             raise CallFailed(
-                "transient", f"the output does not decode: {exc}", hint_s=None
+                "bad-output", f"the output does not decode: {exc}", hint_s=None
             ) from exc
         return RenderResult(audio=np.asarray(audio, dtype=np.float32), sample_rate=int(rate))
 
@@ -178,32 +216,49 @@ class ReplicateApi:
         body: dict[str, Any] = response.json()
         return body
 
-    def _classify(self, exc: Exception, *, posting: bool) -> CallFailed:
+    def _classify(self, exc: Exception, *, posting: bool) -> CallFailed | RemoteRefused:
         from replicate.exceptions import ReplicateError
 
-        from songbatch.ratelimit import retry_hint_s
-
-        if isinstance(exc, CallFailed):
+        if isinstance(exc, (CallFailed, RemoteRefused)):
             return exc
         if isinstance(exc, ReplicateError):
-            status = exc.status or 0
-            message = f"HTTP {status}: {exc.detail or exc.title or 'no detail'}"
-            if status == 429:
-                hint = retry_hint_s(self._retry_after, exc.detail)
-                return CallFailed("rate-limited", message, status=status, hint_s=hint)
-            if status in (502, 504) and posting:
-                # A gateway gave up waiting: the create may have gone through.
-                return CallFailed("unknown-outcome", message, status=status, hint_s=None)
-            if status in (408, 409) or status >= 500:
-                return CallFailed("transient", message, status=status, hint_s=None)
-            return CallFailed("fatal", message, status=status, hint_s=None)
+            return self._classify_status(exc, posting=posting)
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+            # Nothing was sent (DNS, refused connection, no free connection): safe to retry.
             return CallFailed("transient", f"could not connect: {exc}", hint_s=None)
         if isinstance(exc, httpx.TransportError):
             # Sent, reply lost (read timeout, dropped connection): a POST may have happened.
             kind: ErrorClass = "unknown-outcome" if posting else "transient"
             return CallFailed(kind, f"{type(exc).__name__}: {exc}", hint_s=None)
         raise exc
+
+    def _classify_status(self, exc: Any, *, posting: bool) -> CallFailed | RemoteRefused:
+        from songbatch.ratelimit import retry_hint_s
+
+        status = exc.status or 0
+        detail = exc.detail or exc.title or "no detail"
+        message = f"HTTP {status}: {detail}"
+        if status in (401, 403):
+            return refused(status, detail)
+        if status == 429:
+            hint = retry_hint_s(self._retry_after, exc.detail)
+            return CallFailed("rate-limited", message, status=status, hint_s=hint)
+        if status in (502, 504) and posting:
+            # A gateway gave up waiting: the create may have gone through.
+            return CallFailed("unknown-outcome", message, status=status, hint_s=None)
+        if status in (408, 409) or status >= 500:
+            return CallFailed("transient", message, status=status, hint_s=None)
+        return CallFailed("fatal", message, status=status, hint_s=None)
+
+
+def refused(status: int, detail: str) -> RemoteRefused:
+    """The one line a person reads when the API refuses the credentials."""
+    what = "the API token" if status == 401 else "the request"
+    return RemoteRefused(
+        f"Replicate refused {what} (HTTP {status}: {redact(detail)}): check"
+        " REPLICATE_API_TOKEN and its access to the models; no job was charged and the rest"
+        " stays pending"
+    )
 
 
 def _state(data: dict[str, Any]) -> PredictionState:
@@ -216,7 +271,7 @@ def _state(data: dict[str, Any]) -> PredictionState:
         version=data.get("version"),
         input=dict(data.get("input") or {}),
         output=data.get("output"),
-        error=data.get("error"),
+        error=None if data.get("error") is None else redact(str(data["error"])),
         predict_s=None if predict is None else float(predict),
         created_at=_epoch(data.get("created_at")),
     )
@@ -248,4 +303,4 @@ def _data_url(url: str) -> bytes:
             return base64.b64decode(payload, validate=True)
         return urllib.parse.unquote_to_bytes(payload)
     except binascii.Error as exc:
-        raise CallFailed("transient", f"bad data: URL in the output: {exc}", hint_s=None) from exc
+        raise CallFailed("bad-output", f"bad data: URL in the output: {exc}", hint_s=None) from exc

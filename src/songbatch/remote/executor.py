@@ -9,34 +9,49 @@ Money rules: before every create the job's worst-case cost is reserved in the le
 cap (one transaction); a prediction that runs past the time its reservation covers is cancelled;
 each reservation is settled at what the prediction cost. A create whose reply was lost is
 reconciled by listing recent predictions before creating again.
+
+Fault rules (transient is not permanent): a call that fails for the environment's reasons
+(connection, DNS, timeouts, 5xx, throttling) is retried under the profile's retry policy; once
+that is spent the job is set aside uncharged (Ledger.defer, ratelimit.TransientPolicy) and tried
+again later in this run or in the next. Only the job's own causes fail it: the model's error, an
+over-time cancel, a 4xx refusing its input. A 401/403 stops the run (RemoteRefused). A job set
+aside with its prediction, or its create's outcome, unresolved keeps its open reservation and
+picks that up when claimed again, so no set-aside job is ever created twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from songbatch import audio
 from songbatch.cost import Reservation, settled_cost, worst_case
-from songbatch.crashpoints import crash_point
-from songbatch.errors import EngineError, Interrupted
+from songbatch.crashpoints import crash_point, pause_point
+from songbatch.errors import EngineError, Interrupted, RemoteRefused
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.publishing import ExecutorSummary, publish_and_report
 from songbatch.ledger import CapReached, Lease, Ledger, Publication, SpendCaps
 from songbatch.profiles import RemoteModel, ReplicateConfig
-from songbatch.ratelimit import Backoff, RateLimiter, hint_jitter
+from songbatch.ratelimit import Backoff, RateLimiter, TransientPolicy, hint_jitter
 from songbatch.remote.client import CallFailed, PredictionState, ReplicateApi
 from songbatch.remote.mapping import InputError, model_input
 from songbatch.remote.reconcile import Adopted, find_prediction, reconcile_open
 from songbatch.signals import stop_on_signals
 from songbatch.workspace import Workspace
 
+if TYPE_CHECKING:
+    import httpx
+
 Phase = Literal["create", "reconcile", "poll"]
+# over-time: seen running past its covered time (the job's fault, not retried); unobserved: polls
+# failed and the time since its create reached the covered time; abandoned: polls kept failing.
+CancelKind = Literal["over-time", "unobserved", "abandoned"]
 WORKER = "replicate"
 
 
@@ -51,12 +66,15 @@ class RemoteSettings:
 
 @dataclass
 class RemoteHooks:
-    """What tests and benchmarks replace: the clock, sleep, randomness and the API client."""
+    """What tests and benchmarks replace: the clock (epoch seconds, shared with the ledger while
+    the executor runs), sleep, randomness, the API client, or only the HTTP transport under the
+    real client (network faults such as a DNS outage)."""
 
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
     api: ReplicateApi | None = None
+    transport: httpx.BaseTransport | None = None
 
 
 @dataclass
@@ -66,6 +84,8 @@ class RemoteSummary(ExecutorSummary):
     creates: int = 0
     rate_limited: int = 0
     transient: int = 0
+    poll_errors: int = 0
+    abandoned: int = 0  # predictions no longer polled in this run (polls kept failing)
     reconciled: int = 0
     unreconciled: int = 0
     cancelled: int = 0
@@ -87,9 +107,52 @@ class _Flight:
     sent_at: float = 0.0
     tries: int = 0  # failed tries that count against the retry policy
     creating: bool = False  # a create is on the wire: its outcome is unknown if we stop now
-    last_poll: float | None = None
+    last_poll: float | None = None  # the last poll that answered
     running_since: float | None = None
+    poll_failures: int = 0  # failed polls in a row
+    failing_since: float | None = None
+    cancel_kind: CancelKind | None = None
     cancel_reason: str | None = None
+    cancel_at: float | None = None
+    cancel_sent: bool = False
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """A job set aside with an open reservation whose prediction (or create) is unresolved: when
+    claimed again it polls that prediction (or lists for it) instead of creating a new one."""
+
+    reservation_id: int
+    reservation: Reservation
+    prediction_id: str | None
+    sent_at: float
+    cancel_kind: CancelKind | None = None
+    cancel_reason: str | None = None
+
+    @classmethod
+    def of(cls, flight: _Flight) -> _Resume:
+        assert flight.reservation_id is not None and flight.reservation is not None
+        # A cancel that never reached the server is not carried: when the job comes back and
+        # the prediction answers again, it is watched afresh rather than cancelled on sight.
+        sent = flight.cancel_sent or flight.cancel_kind != "abandoned"
+        return cls(
+            flight.reservation_id,
+            flight.reservation,
+            flight.prediction_id,
+            flight.sent_at,
+            flight.cancel_kind if sent else None,
+            flight.cancel_reason if sent else None,
+        )
+
+    def apply(self, flight: _Flight, now: float) -> None:
+        flight.reservation_id, flight.reservation = self.reservation_id, self.reservation
+        flight.prediction_id, flight.sent_at = self.prediction_id, self.sent_at
+        flight.first_try = now  # a fresh retry budget: the job waited its set-aside delay
+        flight.phase = "reconcile" if self.prediction_id is None else "poll"
+        flight.cancel_kind, flight.cancel_reason = self.cancel_kind, self.cancel_reason
+        flight.cancel_at = now if self.cancel_kind is not None else None
+        # Sent again when it is an over-time one; an abandoned one was sent already.
+        flight.cancel_sent = self.cancel_kind == "abandoned"
 
 
 class RemoteExecutor:
@@ -116,7 +179,9 @@ class RemoteExecutor:
         self.on_published = on_published
         self.hooks = hooks or RemoteHooks()
         self.clock = self.hooks.clock
-        self.api = self.hooks.api or ReplicateApi(timeout_s=config.timeout_s)
+        self.api = self.hooks.api or ReplicateApi(
+            timeout_s=config.timeout_s, transport=self.hooks.transport
+        )
         rate = config.rate_limit
         self.limiter = RateLimiter(rate.creates_per_min, rate.burst, self.clock)
         self.concurrency = rate.concurrency
@@ -124,6 +189,11 @@ class RemoteExecutor:
         self.backoff = Backoff(
             policy.base_s, policy.cap_s, policy.max_attempts, policy.max_total_s, self.hooks.rng
         )
+        self.transient = TransientPolicy(
+            patience_s=settings.transient_patience_s, rng=self.hooks.rng
+        )
+        # A cancelled prediction should end within the cancel's grace; past this it is let go.
+        self.cancel_wait_s = config.cancel_grace_s + policy.max_attempts * config.poll_s
         self.caps = SpendCaps(
             run_usd=_smallest(settings.max_spend, config.max_spend_per_run),
             day_usd=config.max_spend_per_day,
@@ -133,18 +203,27 @@ class RemoteExecutor:
         self._finished: list[tuple[Publication, dict[str, Any]]] = []
         # Paid predictions whose job awaits publication, by lease token: (reservation, usd, s).
         self._unsettled: dict[int, tuple[int, float, float | None]] = {}
-        self._adopted: dict[str, Adopted] = {}
+        self._resume: dict[str, _Resume] = {}
         self._stopping = False
         self._drained = False
         self._next_beat = 0.0
+        self._retry_at: float | None = None  # when the next job set aside in this run is due
+        self._set_aside_changed = False
 
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> RemoteSummary:
         self.workspace.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # Set-aside and lease due times are written and compared by the ledger on its clock;
+        # this loop sleeps on its own. They must be one clock, or a delay in virtual time (the
+        # tests') would never come due in the ledger's. Safe: nothing else uses this ledger
+        # connection while the executor runs, both clocks are epoch seconds (equal in
+        # production), and the ledger's own clock is back before render() writes again.
+        ledger_clock, self.ledger.clock = self.ledger.clock, self.clock
         with stop_on_signals():
             try:
-                self._adopted = reconcile_open(self.ledger, self.api, self.config, self._note)
+                adopted = reconcile_open(self.ledger, self.api, self.config, self._note)
+                self._resume = {key: self._resumed(a) for key, a in adopted.items()}
                 self._loop()
             except KeyboardInterrupt:
                 self._interrupt()
@@ -156,28 +235,78 @@ class RemoteExecutor:
                 raise
             finally:
                 self.api.close()
+                self.ledger.clock = ledger_clock
         return self.summary
+
+    def _resumed(self, adopted: Adopted) -> _Resume:
+        reservation = Reservation(
+            usd=adopted.reserved_usd,
+            cancel_after_s=max(0.0, adopted.reserved_s - self.config.cancel_grace_s),
+            reserved_s=adopted.reserved_s,
+        )
+        # The reservation was written before its create: time since then bounds the running.
+        return _Resume(
+            adopted.reservation_id, reservation, adopted.prediction_id, adopted.reserved_at
+        )
 
     def _loop(self) -> None:
         while True:
             now = self.clock()
             self._check_deadline(now)
+            self._wake_set_aside(now)
             if not self._stopping:
                 self._fill()
             for flight in [f for f in self._flights if f.due <= now]:
                 self._step(flight)
             self._publish()
             self._heartbeat()
-            if not self._flights and (self._stopping or self._drained):
+            wake = self._next_wake(now)
+            if wake is None:
                 return
-            wake = min((f.due for f in self._flights), default=now)
             self.hooks.sleep(max(0.0, wake - self.clock()))
 
+    def _next_wake(self, now: float) -> float | None:
+        """When to look again; None when nothing is left for this run but jobs parked for the
+        next one. Waiting for set-aside jobs ends at the time limit (and they end within the
+        patience, after which they are parked)."""
+        times = [f.due for f in self._flights]
+        if not self._stopping and len(self._flights) < self.concurrency:
+            if not self._drained:
+                times.append(now)  # a claim may find more at once
+            else:
+                retry = self._next_set_aside()
+                if retry is not None:
+                    # Due times are stored to the microsecond: wake just past, never just before.
+                    times.append(retry + 1e-3)
+        if times and not self._stopping and self.settings.deadline is not None:
+            times.append(self.settings.deadline)
+        return min(times) if times else None
+
+    def _next_set_aside(self) -> float | None:
+        if self._set_aside_changed:
+            self._set_aside_changed = False
+            self._retry_at = self.ledger.next_deferred(self.manifest_ids)
+        return self._retry_at
+
+    def _wake_set_aside(self, now: float) -> None:
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            self._drained = False
+            self._set_aside_changed = True  # once these are claimed, look for the next due
+
     def _check_deadline(self, now: float) -> None:
-        deadline = self.settings.deadline
-        if deadline is not None and not self._stopping and now >= deadline:
+        if not self._stopping and self._past_deadline(now):
             self._stop("deadline", "time limit reached: finishing predictions in flight")
             self.summary.stopped_at_deadline = True
+            for flight in self._flights:
+                if flight.poll_failures or flight.phase == "reconcile":
+                    # Waiting out a backoff now would overrun the limit: one more look, and
+                    # past the limit a failure lets go (_gives_up).
+                    flight.due = min(flight.due, now)
+
+    def _past_deadline(self, now: float) -> bool:
+        deadline = self.settings.deadline
+        return deadline is not None and now >= deadline
 
     def _stop(self, kind: str, message: str) -> None:
         """No new creates; jobs not yet created go back to pending, created ones finish."""
@@ -204,9 +333,16 @@ class RemoteExecutor:
             run_id=self.run_id,
             manifest_ids=self.manifest_ids,
         )
+        pause_point("claimed")
         self._drained = len(leases) < free
-        for lease in leases:
-            flight = self._flight(lease)
+        for index, lease in enumerate(leases):
+            try:
+                flight = self._flight(lease)
+            except BaseException:
+                # Refused, interrupted: these leases are no flight yet, so _interrupt misses them.
+                for left in leases[index:]:
+                    self.ledger.release(left, "interrupted")
+                raise
             if flight is not None:
                 self._flights.append(flight)
 
@@ -215,20 +351,20 @@ class RemoteExecutor:
         try:
             voice = self._voice_url(lease)
             values = model_input(model, lease.request, voice)
-        except (InputError, CallFailed) as exc:
-            retryable = isinstance(exc, CallFailed) and exc.kind != "fatal"
-            self._fail(lease, f"[input] {exc}", retryable=retryable)
+        except InputError as exc:
+            self._fail(lease, f"[input] {exc}", retryable=False)
             return None
-        flight = _Flight(lease, model, values, lease.est_ms / 1000, due=self.clock())
-        adopted = self._adopted.pop(lease.key, None)
-        if adopted is not None:
-            flight.phase, flight.prediction_id = "poll", adopted.prediction_id
-            flight.reservation_id = adopted.reservation_id
-            flight.reservation = Reservation(
-                usd=adopted.reserved_usd,
-                cancel_after_s=max(0.0, adopted.reserved_s - self.config.cancel_grace_s),
-                reserved_s=adopted.reserved_s,
-            )
+        except CallFailed as exc:
+            if exc.kind in ("fatal", "bad-output"):
+                self._fail(lease, f"[input] {exc}", retryable=False)
+            else:
+                self._set_aside(lease, f"[transient] voice upload: {exc}")
+            return None
+        now = self.clock()
+        flight = _Flight(lease, model, values, lease.est_ms / 1000, due=now)
+        resume = self._resume.pop(lease.key, None)
+        if resume is not None:
+            resume.apply(flight, now)
         return flight
 
     def _model_for(self, lease: Lease) -> RemoteModel:
@@ -281,6 +417,9 @@ class RemoteExecutor:
             flight.creating = False
             self._create_failed(flight, exc)
             return
+        except RemoteRefused:
+            flight.creating = False  # refused, so not created: _interrupt settles it at zero
+            raise
         flight.creating = False
         crash_point("after-create")
         self._created(flight, state.id)
@@ -320,22 +459,23 @@ class RemoteExecutor:
             hint = exc.hint_s if exc.hint_s is not None else self.backoff.delay(1)
             self.limiter.block(hint_jitter(hint, self.hooks.rng))
             flight.due = self.limiter.blocked_until
-            if now - (flight.first_try or now) >= self.config.retry.max_total_s:
-                self._give_up(flight, f"[rate-limited] still throttled after retries: {exc}")
+            if self._elapsed(flight, now) >= self.config.retry.max_total_s:
+                self._not_created(flight, f"[rate-limited] still throttled after retries: {exc}")
             return
-        if exc.kind == "fatal":
+        if exc.kind in ("fatal", "bad-output"):
             self._give_up(flight, f"[http-{exc.status}] {exc}")
             return
         self.summary.transient += 1
         flight.tries += 1
-        if self.backoff.gives_up(flight.tries, now - (flight.first_try or now)):
-            if exc.kind == "unknown-outcome":
-                flight.phase = "reconcile"  # one last look before giving up
+        unknown = exc.kind == "unknown-outcome"
+        if self._gives_up(flight.tries, self._elapsed(flight, now), now):
+            if unknown:
+                flight.phase = "reconcile"  # one last look before letting go
                 flight.due = now
                 return
-            self._give_up(flight, f"[transient] gave up after {flight.tries} tries: {exc}")
+            self._not_created(flight, f"[transient] gave up after {flight.tries} tries: {exc}")
             return
-        flight.phase = "reconcile" if exc.kind == "unknown-outcome" else "create"
+        flight.phase = "reconcile" if unknown else "create"
         flight.due = now + self.backoff.delay(flight.tries)
 
     def _reconcile(self, flight: _Flight) -> None:
@@ -345,12 +485,13 @@ class RemoteExecutor:
                 self.api, flight.model.ref, flight.input, since=flight.sent_at - 60
             )
         except CallFailed as exc:
+            now = self.clock()
             flight.tries += 1
-            if self.backoff.gives_up(flight.tries, self.clock() - (flight.first_try or 0)):
+            if self._gives_up(flight.tries, self._elapsed(flight, now), now):
                 self.summary.unreconciled += 1
-                self._give_up(flight, f"[unknown-outcome] could not list predictions: {exc}", 0)
+                self._park(flight, f"[unknown-outcome] could not list predictions: {exc}")
                 return
-            flight.due = self.clock() + self.backoff.delay(flight.tries)
+            flight.due = now + self.backoff.delay(flight.tries)
             return
         if found is not None:
             self.summary.reconciled += 1
@@ -361,29 +502,60 @@ class RemoteExecutor:
             self.ledger.release(flight.lease, "stopped")
             self._drop(flight)
             return
-        if self.backoff.gives_up(flight.tries, self.clock() - (flight.first_try or 0)):
-            self._give_up(flight, f"[transient] gave up after {flight.tries} tries", 0.0)
+        now = self.clock()
+        if self._gives_up(flight.tries, self._elapsed(flight, now), now):
+            self._not_created(flight, f"[transient] gave up after {flight.tries} tries")
             return
         flight.phase = "create"  # nothing was created: the reservation still covers a create
-        flight.due = self.clock()
+        flight.due = now
+
+    # ------------------------------------------------------------------ polling
 
     def _poll(self, flight: _Flight) -> None:
         now = self.clock()
+        if flight.cancel_kind is not None and not flight.cancel_sent:
+            self._send_cancel(flight)
+        elif flight.poll_failures and self._overdue(flight, now):
+            self._cancel_unobserved(flight)
         try:
             state = self.api.get(str(flight.prediction_id))
-        except CallFailed:
-            flight.due = now + self.config.poll_s
+        except CallFailed as exc:
+            self._poll_failed(flight, exc)
             return
         if not state.terminal:
+            flight.poll_failures, flight.failing_since = 0, None
             self._watch(flight, state, now)
             return
-        self._finish(flight, state)
+        self._finish(flight, state)  # its download's failures count on, as failed polls
+
+    def _poll_failed(self, flight: _Flight, exc: CallFailed, *, ended: bool = False) -> None:
+        """Back off (jittered, capped) and count; past the retry policy's bound, or the time
+        limit, stop watching the prediction for now (_abandon). The next try is never later than
+        the moment the prediction may reach its covered time, so that cancel is not late.
+        `ended`: the prediction is known to have finished (only its download failed)."""
+        now = self.clock()
+        self.summary.poll_errors += 1
+        flight.poll_failures += 1
+        if flight.failing_since is None:
+            flight.failing_since = now
+        if not ended and flight.cancel_kind is None and self._overdue(flight, now):
+            self._cancel_unobserved(flight)
+        failures = flight.poll_failures
+        if self._gives_up(failures, now - flight.failing_since, now) or self._cancel_ignored(
+            flight, now
+        ):
+            self._abandon(flight, f"[transient] {failures} failed poll(s) in a row: {exc}")
+            return
+        delay = self.backoff.delay(failures)
+        if exc.kind == "rate-limited" and exc.hint_s is not None:
+            delay = hint_jitter(exc.hint_s, self.hooks.rng)
+        flight.due = min(now + max(self.config.poll_s, delay), self._cancel_point(flight))
 
     def _watch(self, flight: _Flight, state: PredictionState, now: float) -> None:
         """Cancel a prediction whose predict time reaches what its reservation covers. Its start
         is taken as the last poll that still saw it queued, or, when the first poll already sees
         it running, the create (whose reply saw it queued): early, so the cancel is never late.
-        An adopted prediction (created by an earlier run) has no create time here: first poll."""
+        An adopted prediction (created by an earlier run) counts from its reservation."""
         if state.status == "processing" and flight.running_since is None:
             if flight.last_poll is not None:
                 flight.running_since = flight.last_poll
@@ -391,15 +563,71 @@ class RemoteExecutor:
                 flight.running_since = flight.sent_at or now
         flight.last_poll = now
         flight.due = now + self.config.poll_s
+        if self._cancel_ignored(flight, now):
+            self._abandon(flight, "[transient] still running long after it was cancelled")
+            return
         limit = flight.reservation.cancel_after_s if flight.reservation else None
         running = flight.running_since
-        if limit is None or running is None or flight.cancel_reason is not None:
+        if limit is None or running is None or flight.cancel_kind is not None:
             return
         if now - running + self.config.poll_s >= limit:
-            flight.cancel_reason = f"cancelled: ran past the {limit:.0f} s its reservation covers"
+            reason = f"cancelled: ran past the {limit:.0f} s its reservation covers"
+            self._cancel(flight, "over-time", reason)
+
+    def _overdue(self, flight: _Flight, now: float) -> bool:
+        return now >= self._cancel_point(flight)
+
+    def _cancel_point(self, flight: _Flight) -> float:
+        """When the prediction may reach its covered predict time, by what is known: it cannot
+        have started running before the last poll that saw it queued, nor before its create. So
+        with polls failing, time since then bounds its running time from above."""
+        if flight.cancel_kind is not None or flight.reservation is None:
+            return math.inf
+        start = flight.running_since
+        if start is None:
+            start = flight.last_poll if flight.last_poll is not None else flight.sent_at
+        return start + flight.reservation.cancel_after_s - self.config.poll_s
+
+    def _cancel_unobserved(self, flight: _Flight) -> None:
+        limit = flight.reservation.cancel_after_s if flight.reservation else 0.0
+        reason = f"cancelled unobserved: polls failed as it neared the {limit:.0f} s it covers"
+        self._cancel(flight, "unobserved", reason)
+
+    def _cancel_ignored(self, flight: _Flight, now: float) -> bool:
+        return flight.cancel_at is not None and now - flight.cancel_at > self.cancel_wait_s
+
+    def _cancel(self, flight: _Flight, kind: CancelKind, reason: str) -> None:
+        flight.cancel_kind, flight.cancel_reason = kind, reason
+        flight.cancel_at = self.clock()
+        if kind != "abandoned":
             self.summary.cancelled += 1
-            with contextlib.suppress(CallFailed):
-                self.api.cancel(str(flight.prediction_id))
+        self._send_cancel(flight)
+
+    def _send_cancel(self, flight: _Flight) -> None:
+        """Best effort: a cancel that fails is sent again at the next poll."""
+        with contextlib.suppress(CallFailed):
+            self.api.cancel(str(flight.prediction_id))
+            flight.cancel_sent = True
+
+    def _abandon(self, flight: _Flight, error: str) -> None:
+        """Polls keep failing: stop watching this prediction for now. It is cancelled (best
+        effort), since nobody would stop it at its covered time; its reservation stays open;
+        the job is set aside uncharged. Claimed again in this run, the job polls the same
+        prediction (and adopts its output if it finished); if this run ends first, the next
+        run's reconcile settles the reservation by prediction id and adopts a finished output."""
+        self.summary.abandoned += 1
+        if flight.cancel_kind is None:
+            self._cancel(flight, "abandoned", "cancelled: it could not be polled")
+        self._park(flight, error)
+
+    def _park(self, flight: _Flight, error: str) -> None:
+        """Set aside with the reservation open (its outcome is unknown) and remembered."""
+        self._resume[flight.lease.key] = _Resume.of(flight)
+        flight.reservation_id = None  # left open on purpose: not this flight's to settle
+        self._drop(flight)
+        self._set_aside(flight.lease, error)
+
+    # ------------------------------------------------------------------ finished predictions
 
     def _finish(self, flight: _Flight, state: PredictionState) -> None:
         succeeded = state.status == "succeeded"
@@ -407,24 +635,22 @@ class RemoteExecutor:
         if not succeeded:
             self._settle(flight, usd, state.predict_s, state.status)
             self._drop(flight)
-            if state.status == "failed":
-                self._fail(flight.lease, f"[model-error] {state.error or 'no message'}", False)
-            elif flight.cancel_reason:
-                self._fail(flight.lease, f"[over-time] {flight.cancel_reason}", False)
-            else:
-                self._fail(
-                    flight.lease, f"[{state.status}] the prediction was {state.status}", True
-                )
+            self._ended(flight, state)
             return
         try:
             result = self.api.fetch(state.output)
             tmp = self.workspace.tmp_path(flight.lease.key, flight.lease.token)
             sha256 = audio.write_chunk(tmp, result, key=flight.lease.key)
-        except (CallFailed, EngineError) as exc:
-            self._settle(flight, usd, state.predict_s, "undecodable")
-            self._drop(flight)
-            retryable = not isinstance(exc, EngineError) or exc.retryable
-            self._fail(flight.lease, f"[output] {exc}", retryable)
+        except CallFailed as exc:
+            if exc.kind == "transient":
+                # The download failed, not the prediction: its output is fetched again after
+                # the next poll, within the same bound as failing polls.
+                self._poll_failed(flight, exc, ended=True)
+                return
+            self._bad_output(flight, usd, state, f"[output] {exc}", retryable=True)
+            return
+        except EngineError as exc:
+            self._bad_output(flight, usd, state, f"[output] {exc}", retryable=exc.retryable)
             return
         # Settled after its job is published (see _publish), never before: killed in between,
         # the reservation stays open with its prediction id, and the next run's reconcile
@@ -434,6 +660,26 @@ class RemoteExecutor:
             flight.reservation_id = None
         self._drop(flight)
         self._queue_publication(flight, state, tmp, sha256, result.duration_s, usd)
+
+    def _ended(self, flight: _Flight, state: PredictionState) -> None:
+        """A prediction that did not succeed (its reservation already settled)."""
+        lease = flight.lease
+        if state.status == "failed":
+            self._fail(lease, f"[model-error] {state.error or 'no message'}", False)
+        elif flight.cancel_kind == "over-time":
+            self._fail(lease, f"[over-time] {flight.cancel_reason}", False)
+        elif flight.cancel_kind is not None:
+            # Cancelled by us on no evidence against the job (polls were failing).
+            self._set_aside(lease, f"[transient] {flight.cancel_reason}")
+        else:
+            self._fail(lease, f"[{state.status}] the prediction was {state.status}", True)
+
+    def _bad_output(
+        self, flight: _Flight, usd: float, state: PredictionState, error: str, *, retryable: bool
+    ) -> None:
+        self._settle(flight, usd, state.predict_s, "undecodable")
+        self._drop(flight)
+        self._fail(flight.lease, error, retryable)
 
     def _queue_publication(
         self,
@@ -462,6 +708,15 @@ class RemoteExecutor:
         )
         data = {"duration_ms": publication.duration_ms, "render_ms": publication.render_ms}
         self._finished.append((publication, data | {"cost_usd": usd}))
+
+    # ------------------------------------------------------------------ retry bounds
+
+    def _elapsed(self, flight: _Flight, now: float) -> float:
+        return now - (flight.first_try if flight.first_try is not None else now)
+
+    def _gives_up(self, tries: int, elapsed_s: float, now: float) -> bool:
+        """The retry policy's bound; past the time limit nothing is waited for any more."""
+        return self.backoff.gives_up(tries, elapsed_s) or self._past_deadline(now)
 
     # ------------------------------------------------------------------ ledger writes
 
@@ -492,11 +747,18 @@ class RemoteExecutor:
         self.summary.spent_usd += usd
         crash_point("after-settle")
 
-    def _give_up(self, flight: _Flight, error: str, usd: float = 0.0) -> None:
-        """No prediction exists (or none can be found): the reservation closes at `usd`."""
-        self._settle(flight, usd, None, "not-created")
+    def _give_up(self, flight: _Flight, error: str) -> None:
+        """A permanent cause and no prediction: the reservation closes at zero, the job fails."""
+        self._settle(flight, 0.0, None, "not-created")
         self._drop(flight)
         self._fail(flight.lease, error, False)
+
+    def _not_created(self, flight: _Flight, error: str) -> None:
+        """A transient cause and surely no prediction: the reservation closes at zero, the job
+        is set aside uncharged."""
+        self._settle(flight, 0.0, None, "not-created")
+        self._drop(flight)
+        self._set_aside(flight.lease, error)
 
     def _fail(self, lease: Lease, error: str, retryable: bool) -> None:
         state = self.ledger.fail(
@@ -513,6 +775,25 @@ class RemoteExecutor:
             self._drained = False
         self.observer(
             RunEvent("job-failed", error, worker=WORKER, job=lease.key, data={"state": state})
+        )
+
+    def _set_aside(self, lease: Lease, error: str) -> None:
+        """Not the job's fault: back to pending uncharged, after a growing delay, or for the
+        next run once this run's patience with it is spent."""
+        delay = self.transient.delay(self.ledger.deferrals(lease.key) + 1)
+        if self.ledger.defer(lease, error, delay_s=delay, worker=WORKER) is None:
+            return
+        self.summary.set_aside += 1
+        self._set_aside_changed = True
+        state = "pending" if delay is not None else "left for the next run"
+        self.observer(
+            RunEvent(
+                "job-set-aside",
+                error,
+                worker=WORKER,
+                job=lease.key,
+                data={"state": state, "delay_s": delay},
+            )
         )
 
     def _drop(self, flight: _Flight) -> None:
@@ -548,19 +829,22 @@ class RemoteExecutor:
     # ------------------------------------------------------------------ stopping now
 
     def _interrupt(self) -> None:
-        """Ctrl-C, SIGTERM or an error: cancel what runs, keep what finished, give leases back.
-        A cancelled prediction's reservation stays open: the next run settles it at its real
-        cost. A reservation whose create was on the wire stays open too, to be reconciled."""
+        """Ctrl-C, SIGTERM, a refused token or an error: cancel what runs, keep what finished,
+        give leases back uncharged. A cancelled prediction's reservation stays open: the next
+        run settles it at its real cost. A reservation whose create was on the wire stays open
+        too, to be reconciled."""
         try:
             self._publish()
             for flight in list(self._flights):
                 if flight.prediction_id is not None:
-                    with contextlib.suppress(CallFailed, OSError):
+                    with contextlib.suppress(CallFailed, RemoteRefused, OSError):
                         self.api.cancel(flight.prediction_id)
                 elif not flight.creating and flight.phase == "create":
                     self._settle(flight, 0.0, None, "not-created")
                 self.ledger.release(flight.lease, "interrupted")
             self._flights.clear()
+            # Leases a signal caught before they became flights (see Ledger.release_run).
+            self.ledger.release_run(self.run_id, "interrupted")
         except Exception:
             pass  # the ledger or the API is unreachable; the next run reconciles
 

@@ -6,7 +6,9 @@ work starts, so no job is paid for twice where the ledger could know about it.
 - Without one (killed between reserve and the reply of the create): list recent predictions and
   match model + input. Found: as above. Not found: the create never happened; settle at zero.
 - What cannot be checked now (the API is unreachable) stays open and is reported; open
-  reservations keep counting against the caps until a later run settles them.
+  reservations keep counting against the caps until a later run settles them. Its job, if
+  pending, is handed to the executor with the reservation (Adopted), so the executor looks again
+  (poll by id, or list) before it would create: never a second create for an unknown outcome.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ LIST_SLACK_S = 300.0
 
 @dataclass(frozen=True)
 class Adopted:
-    """A prediction an earlier run created for a job still pending: poll it, don't create."""
+    """A prediction an earlier run created for a job still pending: poll it, don't create. With
+    no prediction id, whether the create happened is still unknown: list before creating."""
 
     reservation_id: int
-    prediction_id: str
+    prediction_id: str | None
     reserved_usd: float
     reserved_s: float
+    reserved_at: float  # epoch seconds: the create came after, so running time is bounded by it
 
 
 def same_model(ref: str, state: PredictionState) -> bool:
@@ -64,6 +68,8 @@ def reconcile_open(
             found = _lookup(api, reservation)
         except CallFailed as exc:
             note("unreconciled", f"reservation {reservation.id} left open: {exc}")
+            if _pending(ledger, reservation.job_key):
+                adopted[reservation.job_key] = _adopt(reservation, reservation.prediction_id)
             continue
         if found is None:
             ledger.settle(reservation.id, usd=0.0, predict_ms=None, outcome="never-created")
@@ -71,20 +77,8 @@ def reconcile_open(
             continue
         if reservation.prediction_id is None:
             ledger.attach_prediction(reservation.id, found.id)
-        job = ledger.job(reservation.job_key)
-        if (
-            job is not None
-            and job["state"] == "pending"
-            and found.status
-            not in (
-                "failed",
-                "canceled",
-                "aborted",
-            )
-        ):
-            adopted[reservation.job_key] = Adopted(
-                reservation.id, found.id, reservation.reserved_usd, reservation.reserved_s
-            )
+        if _pending(ledger, reservation.job_key) and found.status not in _UNUSABLE:
+            adopted[reservation.job_key] = _adopt(reservation, found.id)
             note("reconciled", f"prediction {found.id} adopted for job {reservation.job_key[:12]}")
             continue
         try:
@@ -92,6 +86,24 @@ def reconcile_open(
         except CallFailed as exc:
             note("unreconciled", f"reservation {reservation.id} left open: {exc}")
     return adopted
+
+
+_UNUSABLE = ("failed", "canceled", "aborted")
+
+
+def _pending(ledger: Ledger, job_key: str) -> bool:
+    job = ledger.job(job_key)
+    return job is not None and job["state"] == "pending"
+
+
+def _adopt(reservation: OpenReservation, prediction_id: str | None) -> Adopted:
+    return Adopted(
+        reservation.id,
+        prediction_id,
+        reservation.reserved_usd,
+        reservation.reserved_s,
+        _epoch(reservation.created_utc),
+    )
 
 
 def _lookup(api: ReplicateApi, reservation: OpenReservation) -> PredictionState | None:
