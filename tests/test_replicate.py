@@ -235,6 +235,28 @@ def test_sigterm_cancels_predictions_in_flight_and_leaves_their_jobs_pending(
     assert sorted(str(r["outcome"]) for r in rows)[:6] == ["canceled"] * 6
 
 
+@pytest.mark.skipif(os.name == "nt", reason="signals")
+def test_a_signal_just_after_a_claim_gives_the_leases_back_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    """Claimed and committed, not yet flights: only the ledger knows these leases."""
+    remote_profile(tmp_path, poll_s=0.2)
+    manifest = book_manifest(
+        tmp_path, chapters=1, sentences=3, formats="[flac]", profile="remote.yaml"
+    )
+    marker = tmp_path / "paused"
+    env = {"SONGBATCH_PAUSE_AT": "claimed", "SONGBATCH_PAUSE_FILE": str(marker)}
+    with FakeReplicate(latency_s=0.1) as fake:
+        proc = _start(manifest, tmp_path, {**fake.env(), **env})
+        _wait_for(lambda: marker.exists() or proc.poll() is not None)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130, stderr
+        assert fake.state.predictions == {}
+        assert job_states(tmp_path) == {"pending": 3}
+        assert reservations(tmp_path) == []
+
+
 @pytest.mark.parametrize("crash", ["after-create", "after-reserve"])
 def test_kill_9_between_reserve_create_and_record_then_resume_pays_once(
     tmp_path: Path, crash: str

@@ -107,6 +107,23 @@ def test_a_stop_signal_in_any_phase_is_exit_130_with_nothing_left_behind(
         assert "rendered 0 job(s)" in stderr  # finished work was kept
 
 
+def test_a_signal_just_after_a_claim_gives_those_leases_back(tmp_path: Path) -> None:
+    """The claim has committed and its leases are not yet in the executor's pool: the stop path
+    must find them in the ledger (seen in CI as jobs left leased after a SIGTERM)."""
+    proc = paused_run(tmp_path, "claimed")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    with Ledger(tmp_path / ".songbatch" / "ledger.db") as ledger:
+        states = [row[0] for row in ledger.conn.execute("SELECT state FROM jobs")]
+        failures = {row[0] for row in ledger.conn.execute("SELECT failures FROM jobs")}
+        open_attempts = ledger.conn.execute(
+            "SELECT count(*) FROM attempts WHERE finished_utc IS NULL"
+        ).fetchone()[0]
+    assert states and set(states) == {"pending"}
+    assert failures == {0} and open_attempts == 0
+
+
 def test_workers_never_outlive_a_coordinator_killed_alone(tmp_path: Path) -> None:
     synthetic_profile(tmp_path, latency_ms=60_000, devices="cpu:2")
     manifest = book_manifest(tmp_path, chapters=2, sentences=4, formats="[flac]")

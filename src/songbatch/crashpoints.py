@@ -27,7 +27,7 @@ def crash_point(name: str) -> None:
 
 PAUSE_ENV = "SONGBATCH_PAUSE_AT"
 PAUSE_FILE_ENV = "SONGBATCH_PAUSE_FILE"
-PAUSES = ("imports", "planning", "rendering", "assembly")
+PAUSES = ("imports", "planning", "rendering", "claimed", "assembly")
 
 
 def pause_point(name: str, cancel: threading.Event | None = None) -> None:

@@ -765,6 +765,31 @@ class Ledger:
             )
             return True
 
+    def release_run(self, run_id: int, outcome: str) -> int:
+        """Give back every lease this run still holds, uncharged: the stop path's last word,
+        which does not depend on the executor's bookkeeping (a signal landing between a claim's
+        commit and its leases reaching the executor leaves them known only here). A transaction
+        an interrupted statement left open is rolled back first. Returns how many."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        with self.immediate() as conn:
+            held = conn.execute(
+                "SELECT j.key, j.lease_token FROM jobs j JOIN attempts a ON a.token = j.lease_token"
+                " WHERE j.state = 'leased' AND a.run_id = ?",
+                (run_id,),
+            ).fetchall()
+            for key, token in held:
+                conn.execute(
+                    "UPDATE jobs SET state = 'pending', lease_token = NULL,"
+                    " lease_expires_utc = NULL WHERE key = ?",
+                    (key,),
+                )
+                conn.execute(
+                    "UPDATE attempts SET finished_utc = ?, outcome = ? WHERE token = ?",
+                    (self.now(), outcome, token),
+                )
+            return len(held)
+
     def defer(
         self,
         lease: Lease,

@@ -20,7 +20,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from songbatch.crashpoints import crash_point
+from songbatch.crashpoints import crash_point, pause_point
 from songbatch.engines.base import EngineSpec
 from songbatch.errors import EngineUnavailable, Interrupted, SongbatchError
 from songbatch.events import Observer, RunEvent, ignore
@@ -278,6 +278,7 @@ class LocalExecutor:
             manifest_ids=self.manifest_ids,
         )
         crash_point("after-claim")
+        pause_point("claimed")
         self._drained = len(leases) < want
         self._pool.extend(leases)
 
@@ -510,6 +511,9 @@ class LocalExecutor:
                     remove_quietly(self.workspace.tmp_path(lease.key, lease.token))
                     self.ledger.release(lease, outcome)
                 worker.queue.clear()
+            # Leases a signal caught between two of the lists above (just claimed, on their
+            # way to a worker, just published): known only to the ledger.
+            self.ledger.release_run(self.run_id, outcome)
         except Exception:
             pass  # the ledger is unreachable; the next run recovers these leases
 
