@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import io
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import mutagen
 import numpy as np
@@ -13,8 +16,13 @@ import soundfile as sf
 from mutagen.flac import FLAC, Picture
 from mutagen.mp4 import MP4
 from mutagen.oggopus import OggOpus
+from PIL import Image
+from typer.testing import CliRunner
 
+from helpers.books import synthetic_profile
+from songbatch import tagging
 from songbatch.audio import FORMATS, Format, encode
+from songbatch.cli.main import app
 from songbatch.errors import InputError
 from songbatch.tagging import Tags, cover_mime, read_chapters, read_tags, write_tags
 
@@ -92,6 +100,7 @@ def test_rewriting_replaces_every_field(
     full = Tags(
         title="Old", album="A", artist="B", narrator="N", genre="G", year=1999,
         description="D", comment="C", language="eng", track=(1, 2), disc=(1, 1), cover=jpeg,
+        lyrics="la la",
     )  # fmt: skip
     write_tags(path, fmt, full)
     assert read_tags(path).cover_bytes == JPEG
@@ -154,6 +163,134 @@ def test_unknown_format_is_refused(plain_files: dict[str, Path], tmp_path: Path)
 
 def test_read_chapters_of_a_file_without_chapters(plain_files: dict[str, Path]) -> None:
     assert read_chapters(plain_files["m4b"]) == []
+
+
+LYRICS = "Light on the water, light on the [stone],\nsomeone is keeping the lantern alone.\n"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_lyrics_round_trip(fmt: Format, plain_files: dict[str, Path], tmp_path: Path) -> None:
+    path = fresh(plain_files, fmt, tmp_path)
+    write_tags(path, fmt, Tags(title="t", lyrics=LYRICS))
+    assert read_tags(path).lyrics == LYRICS
+    assert lyrics_tag(path) == LYRICS
+    write_tags(path, fmt, Tags(title="t"))
+    assert read_tags(path).lyrics is None and lyrics_tag(path) is None
+
+
+def test_uslt_language_is_the_tags_language_or_undetermined(
+    plain_files: dict[str, Path], tmp_path: Path
+) -> None:
+    path = fresh(plain_files, "mp3", tmp_path)
+    write_tags(path, "mp3", Tags(title="t", lyrics=LYRICS, language="deu"))
+    assert mutagen.File(path).tags.getall("USLT")[0].lang == "deu"
+    write_tags(path, "mp3", Tags(title="t", lyrics=LYRICS, language="en-GB"))
+    assert mutagen.File(path).tags.getall("USLT")[0].lang == "und"
+
+
+def lyrics_tag(path: Path) -> str | None:
+    """The lyrics field where each format's players read it: USLT, \xa9lyr, LYRICS."""
+    audio = mutagen.File(path)
+    if isinstance(audio, MP4):
+        values = audio.tags.get("\xa9lyr")
+        return str(values[0]) if values else None
+    if isinstance(audio, (FLAC, OggOpus)):
+        values = audio.tags.get("LYRICS")
+        return str(values[0]) if values else None
+    frames = audio.tags.getall("USLT")
+    return str(frames[0].text) if frames else None
+
+
+def image_bytes(mode: str, size: tuple[int, int], fmt: str, **save: Any) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "geometry"),
+    [
+        ("RGB", "JPEG", (37, 23, 24, 0)),
+        ("L", "JPEG", (37, 23, 8, 0)),
+        ("CMYK", "JPEG", (37, 23, 32, 0)),
+        ("RGB", "PNG", (37, 23, 24, 0)),
+        ("RGBA", "PNG", (37, 23, 32, 0)),
+        ("LA", "PNG", (37, 23, 16, 0)),
+        ("I;16", "PNG", (37, 23, 16, 0)),
+    ],
+)
+def test_picture_geometry(mode: str, fmt: str, geometry: tuple[int, int, int, int]) -> None:
+    assert tagging.picture_geometry(image_bytes(mode, (37, 23), fmt)) == geometry
+
+
+def test_picture_geometry_of_a_palette_png_counts_its_colours() -> None:
+    image = Image.new("RGB", (8, 4), "red")
+    image.paste((0, 0, 255), (0, 0, 4, 4))
+    buffer = io.BytesIO()
+    image.convert("P", palette=Image.Palette.ADAPTIVE, colors=2).save(buffer, "PNG")
+    width, height, depth, colors = tagging.picture_geometry(buffer.getvalue())
+    assert (width, height, depth) == (8, 4, 24)
+    assert colors == 2
+
+
+@pytest.mark.parametrize("fmt", ["flac", "opus"])
+def test_flac_and_ogg_pictures_carry_real_dimensions(
+    fmt: Format, plain_files: dict[str, Path], tmp_path: Path
+) -> None:
+    cover = tmp_path / "cover.png"
+    cover.write_bytes(image_bytes("RGBA", (64, 48), "PNG"))
+    path = fresh(plain_files, fmt, tmp_path)
+    write_tags(path, fmt, Tags(title="t", cover=cover))
+    [picture] = pictures(path)
+    assert (picture.width, picture.height, picture.depth, picture.colors) == (64, 48, 32, 0)
+    assert picture.mime == "image/png"
+
+
+def pictures(path: Path) -> list[Picture]:
+    audio = mutagen.File(path)
+    if isinstance(audio, FLAC):
+        return list(audio.pictures)
+    return [Picture(base64.b64decode(b)) for b in audio.tags.get("METADATA_BLOCK_PICTURE", [])]
+
+
+def test_an_album_rendered_through_the_cli_has_lyrics_and_cover_dimensions(
+    tmp_path: Path,
+) -> None:
+    synthetic_profile(tmp_path, latency_ms=1, devices="cpu:1")
+    Image.new("RGB", (40, 30), "teal").save(tmp_path / "cover.jpg", "JPEG")
+    manifest = tmp_path / "album.yaml"
+    manifest.write_text(
+        "kind: album\n"
+        "title: Harbour Lights\n"
+        "artist: Tester\n"
+        "profile: synthetic.yaml\n"
+        "cover: cover.jpg\n"
+        "formats: [flac, mp3, opus, wav]\n"
+        "tracks:\n"
+        "  - title: Lantern Song\n"
+        "    prompt: warm folk\n"
+        "    duration: 1\n"
+        f"    lyrics: {json.dumps(LYRICS)}\n"
+        "  - title: Low Tide\n"
+        "    prompt: calm piano\n"
+        "    duration: 1\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        app, ["render", str(manifest), "--workspace", str(tmp_path)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "outputs" / "harbour-lights"
+    for fmt in ("flac", "mp3", "opus", "wav"):
+        [song] = folder.glob(f"*Lantern Song.{fmt}")
+        [instrumental] = folder.glob(f"*Low Tide.{fmt}")
+        assert lyrics_tag(song) == LYRICS, fmt
+        assert read_tags(song).lyrics == LYRICS, fmt
+        assert lyrics_tag(instrumental) is None, fmt
+    for fmt in ("flac", "opus"):
+        [song] = folder.glob(f"*Lantern Song.{fmt}")
+        [picture] = pictures(song)
+        assert (picture.width, picture.height, picture.depth) == (40, 30, 24), fmt
 
 
 def composer_tag(path: Path) -> str:

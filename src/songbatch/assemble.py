@@ -69,7 +69,12 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _tags(spec: dict[str, Any], title: str, track: tuple[int, int] | None = None) -> Tags:
+def _tags(
+    spec: dict[str, Any],
+    title: str,
+    track: tuple[int, int] | None = None,
+    lyrics: str | None = None,
+) -> Tags:
     """A chapter's or track's tags (with its number), or the whole book's (without)."""
     base = spec["tags"]
     return Tags(
@@ -85,6 +90,7 @@ def _tags(spec: dict[str, Any], title: str, track: tuple[int, int] | None = None
         language=base.get("language"),
         description=base.get("description"),
         comment=base.get("comment"),
+        lyrics=lyrics,
         cover=None if spec.get("cover") is None else Path(spec["cover"]),
     )
 
@@ -126,8 +132,19 @@ class Assembler:
             raise
         except Exception as exc:
             return [self._failed(info, file, exc) for file in files]
-        tags = _tags(spec, meta["title"], track=(unit + 1, len(spec["units"])))
+        track = (unit + 1, len(spec["units"]))
+        tags = _tags(spec, meta["title"], track=track, lyrics=self._lyrics(info, unit))
         return [self._publish(info, file, [master], tags, chapters=None) for file in files]
+
+    def _lyrics(self, info: ManifestInfo, unit: int) -> str | None:
+        """An album track's lyrics, from its job's request in the ledger: the assembly spec
+        does not carry them, and the request is what was rendered."""
+        if info.assembly.get("kind") != "album":
+            return None
+        jobs = self.ledger.unit_jobs(info.id, unit)
+        row = self.ledger.job(jobs[0].key) if jobs else None
+        lyrics = json.loads(row["request"]).get("lyrics") if row else None
+        return lyrics if isinstance(lyrics, str) and lyrics.strip() else None
 
     def master(self, info: ManifestInfo, unit: int) -> Master:
         jobs = self.ledger.unit_jobs(info.id, unit)
@@ -225,7 +242,12 @@ class Assembler:
             {
                 "masters": [m.inputs_sha256 for m in masters],
                 "format": file.fmt,
-                "tags": {k: str(v) for k, v in vars(tags).items() if k != "cover"},
+                # Lyrics only when set: files written before lyrics were tagged stay current.
+                "tags": {
+                    k: str(v)
+                    for k, v in vars(tags).items()
+                    if k != "cover" and not (k == "lyrics" and v is None)
+                },
                 "cover": info.assembly.get("cover_sha256"),
                 "chapters": None if chapters is None else [vars(c) for c in chapters],
             }

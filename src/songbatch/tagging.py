@@ -5,6 +5,10 @@ the composer tag (TCOM / ©wrt / COMPOSER), so a narrator goes there, and also i
 NARRATOR field (TXXX:NARRATOR, ----:com.apple.iTunes:NARRATOR, Vorbis NARRATOR). When a file has
 both a narrator and a different composer, the composer tag holds the narrator and the composer is
 kept in an explicit COMPOSER field instead.
+
+Lyrics (album tracks that have them) go where music servers and players look: ID3 USLT, MP4
+©lyr, Vorbis LYRICS. FLAC and Ogg pictures carry the cover's real width, height and colour
+depth, which some players use to choose between pictures and which the FLAC format expects.
 """
 
 # mutagen's classes have no annotations on their constructors and save methods; calling them is
@@ -13,11 +17,14 @@ kept in an explicit COMPOSER field instead.
 from __future__ import annotations
 
 import base64
+import io
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mutagen
+import PIL.Image
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import (
     APIC,
@@ -34,6 +41,7 @@ from mutagen.id3 import (
     TPOS,
     TRCK,
     TXXX,
+    USLT,
     ID3NoHeaderError,
     PictureType,
 )
@@ -67,6 +75,7 @@ class Tags:
     language: str | None = None
     description: str | None = None
     comment: str | None = None
+    lyrics: str | None = None
     cover: Path | None = None
     cover_bytes: bytes | None = None
     # "<workspace id>:<inputs hash>" of the songbatch output this is: how a workspace whose
@@ -151,11 +160,21 @@ def _fill_id3(id3: Any, tags: Tags) -> None:
     id3.delall("COMM")
     if tags.comment:
         id3.add(COMM(encoding=3, lang="eng", desc="", text=[tags.comment]))
+    id3.delall("USLT")
+    if tags.lyrics:
+        id3.add(USLT(encoding=3, lang=_id3_language(tags.language), desc="", text=tags.lyrics))
     id3.delall("APIC")
     cover = _cover(tags)
     if cover is not None:
         data, mime = cover
         id3.add(APIC(encoding=3, mime=mime, type=PictureType.COVER_FRONT, desc="", data=data))
+
+
+def _id3_language(language: str | None) -> str:
+    """USLT's language is three letters of ISO 639-2; "und" (undetermined) when not known."""
+    if language and len(language) == 3 and language.isascii() and language.isalpha():
+        return language.lower()
+    return "und"
 
 
 def _pair(value: tuple[int, int] | None) -> str | None:
@@ -202,6 +221,7 @@ def _write_mp4(path: Path, tags: Tags, *, audiobook: bool) -> None:
         "\xa9day": None if tags.year is None else str(tags.year),
         "desc": tags.description,
         "\xa9cmt": tags.comment,
+        "\xa9lyr": tags.lyrics,
         "trkn": None if tags.track is None else [tags.track],
         "disk": None if tags.disc is None else [tags.disc],
         "stik": [_STIK_AUDIOBOOK] if audiobook else None,
@@ -248,6 +268,7 @@ def _vorbis_fields(tags: Tags) -> dict[str, str | None]:
         "LANGUAGE": tags.language,
         "DESCRIPTION": tags.description,
         "COMMENT": tags.comment,
+        "LYRICS": tags.lyrics,
         ORIGIN_TAG: tags.origin,
     }
 
@@ -267,7 +288,33 @@ def _picture(tags: Tags) -> Picture | None:
     picture = Picture()
     picture.type = PictureType.COVER_FRONT
     picture.data, picture.mime = cover
+    picture.width, picture.height, picture.depth, picture.colors = picture_geometry(picture.data)
     return picture
+
+
+# PNG colour type -> samples per pixel (greyscale, RGB, palette, grey + alpha, RGBA).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def picture_geometry(data: bytes) -> tuple[int, int, int, int]:
+    """(width, height, bits per pixel, colours in the palette or 0) of a JPEG or PNG, as a FLAC
+    PICTURE block records them. Covers are decoded in full at plan time, so one that Pillow
+    cannot read here is not one songbatch stored: it gets 0s, which the format reads as unknown."""
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            bands = len(image.getbands())
+            palette = image.palette
+            colors = len(palette.colors) if image.mode == "P" and palette is not None else 0
+    except (OSError, ValueError, PIL.Image.DecompressionBombError):
+        return 0, 0, 0, 0
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 26:
+        # Pillow reads 16-bit RGB as 8-bit: the header says what the file holds.
+        bit_depth, colour_type = struct.unpack(">BB", data[24:26])
+        if colour_type == 3:
+            return width, height, 24, colors  # palette entries are 8-bit RGB, whatever the index
+        return width, height, bit_depth * _PNG_CHANNELS.get(colour_type, bands), 0
+    return width, height, 8 * bands, colors
 
 
 def _write_flac(path: Path, tags: Tags) -> None:
@@ -375,6 +422,7 @@ def _read_id3(id3: Any) -> Tags:
         return None if frame is None else _first(frame.text)
 
     comments = [f for f in id3.getall("COMM") if f.desc == ""]
+    lyrics = [f for f in id3.getall("USLT") if f.desc == ""]
     pictures = id3.getall("APIC")
     narrator = text("TXXX:NARRATOR")
     return Tags(
@@ -391,6 +439,7 @@ def _read_id3(id3: Any) -> Tags:
         language=text("TLAN"),
         description=text("TXXX:DESCRIPTION"),
         comment=_first(comments[0].text) if comments else None,
+        lyrics=str(lyrics[0].text) if lyrics else None,
         cover_bytes=bytes(pictures[0].data) if pictures else None,
     )
 
@@ -428,6 +477,7 @@ def _read_mp4(mp4: Any) -> Tags:
         language=text(_ITUNES + "LANGUAGE"),
         description=text("desc"),
         comment=text("\xa9cmt"),
+        lyrics=text("\xa9lyr"),
         cover_bytes=bytes(covers[0]) if covers else None,
     )
 
@@ -455,6 +505,7 @@ def _read_vorbis(comments: Any, cover_bytes: bytes | None) -> Tags:
         language=text("LANGUAGE"),
         description=text("DESCRIPTION"),
         comment=text("COMMENT"),
+        lyrics=text("LYRICS"),
         cover_bytes=cover_bytes,
     )
 

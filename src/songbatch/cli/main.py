@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 import traceback
 from pathlib import Path
@@ -16,6 +15,8 @@ from songbatch.cli.reporter import make_reporter, print_plan, print_report, prin
 from songbatch.errors import InputError, SongbatchError
 from songbatch.render import RenderOptions, preview, render
 from songbatch.signals import ignore_stop_signals
+from songbatch.spans import EXAMPLES, SpanError
+from songbatch.spans import parse_span as parse_span_text
 from songbatch.status import manifest_status, retry_jobs
 from songbatch.workspace import resolve_workspace
 
@@ -25,6 +26,9 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Click's plain help, not Typer's rich panels: those show every flag as taking a value
+    # (`--json <bool>`), draw boxes into pipes and cut lines at 80 columns outside a terminal.
+    rich_markup_mode=None,
 )
 
 Manifests = Annotated[list[Path], typer.Argument(help="Manifest YAML files.", show_default=False)]
@@ -60,7 +64,7 @@ def main(
     """songbatch: batch renderer for audiobooks and albums."""
 
 
-@app.command()
+@app.command(short_help="Dry run: what rendering would do. Writes nothing.")
 def plan(
     manifests: Manifests,
     workspace: WorkspaceOpt = None,
@@ -72,7 +76,7 @@ def plan(
     print_plan(previews, as_json=as_json)
 
 
-@app.command(name="render")
+@app.command(name="render", short_help="Plan into the ledger and render what is not done.")
 def render_command(
     manifests: Manifests,
     workspace: WorkspaceOpt = None,
@@ -83,7 +87,11 @@ def render_command(
     ] = None,
     time_limit: Annotated[
         str | None,
-        typer.Option("--time-limit", help="Stop handing out jobs after this long (90m, 6h)."),
+        typer.Option(
+            "--time-limit",
+            metavar="SPAN",
+            help=f"Stop handing out jobs after this long ({EXAMPLES}; a bare number is seconds).",
+        ),
     ] = None,
     max_spend: Annotated[
         float | None,
@@ -93,6 +101,12 @@ def render_command(
             show_default=False,
         ),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Only warnings, errors and the summary: no line per job."
+        ),
+    ] = False,
 ) -> None:
     """Plan the manifests into the ledger and render everything not yet done."""
     options = RenderOptions(
@@ -103,7 +117,7 @@ def render_command(
         max_spend=max_spend,
         argv=sys.argv,
     )
-    reporter = make_reporter(sys.stderr)
+    reporter = make_reporter(sys.stderr, quiet=quiet)
     with reporter:
         report = _guard(lambda: render(manifests, options, reporter.observe))
     # Done and recorded: a signal now would only make the exit code disagree with the ledger.
@@ -114,7 +128,7 @@ def render_command(
     raise typer.Exit(report.exit_code)
 
 
-@app.command()
+@app.command(short_help="Jobs per manifest and state, audio rendered, outputs, failures.")
 def status(
     manifests: Annotated[
         list[Path] | None, typer.Argument(help="Manifests (default: every planned one).")
@@ -137,7 +151,7 @@ def status(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="Failed jobs back to pending for the next render.")
 def retry(
     manifests: Annotated[
         list[Path] | None, typer.Argument(help="Manifests (default: every planned one).")
@@ -153,12 +167,12 @@ def retry(
 
 
 def parse_span(text: str) -> float:
-    """`90`, `90s`, `45m`, `6h`, `1h30m` -> seconds."""
-    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
-    if not text.strip() or match is None or not any(match.groups()):
-        raise InputError(f"--time-limit {text!r}: expected a span like 90m, 6h or 1h30m")
-    hours, minutes, seconds = match.groups()
-    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+    """--time-limit's value in seconds (grammar in `songbatch.spans`); the error names the
+    option."""
+    try:
+        return parse_span_text(text)
+    except SpanError as exc:
+        raise InputError(f"--time-limit {text!r}: {exc}") from None
 
 
 def _guard(action: Any) -> Any:

@@ -1,23 +1,69 @@
 """How a run and its results look: rich progress on a terminal, timestamped lines elsewhere (cron,
-CI, a pipe), JSON where asked."""
+CI, a pipe), only warnings and errors with --quiet, JSON where asked.
+
+User text (titles, paths, errors, event messages) is always a rich `Text`, never markup: a title
+like `Bad [voice]` or `Track :fire:` prints as written. Outside a terminal nothing is cut or
+wrapped at rich's default 80 columns: a log line or a table row is as long as it needs to be.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import IO, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.console import Console, RenderableType
+from rich.progress import Progress, ProgressColumn, Task, TaskID, TextColumn
+from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from songbatch.events import RunEvent
+from songbatch.progress import DeviceMeter, RunMeter
 from songbatch.render import Preview, RenderReport
+from songbatch.spans import format_span
 from songbatch.status import ManifestStatus, Verification
+
+# Wide enough that no real line or table reaches it: a pipe or a log file has no width.
+UNBOUNDED_WIDTH = 1_000_000
+
+# What --quiet still prints: anything that went wrong or needs a person's attention.
+ATTENTION = frozenset(
+    {
+        "warning",
+        "job-failed",
+        "job-set-aside",
+        "worker-died",
+        "worker-gave-up",
+        "assembly-failed",
+        "deadline",
+    }
+)
+
+
+def screen(file: IO[str]) -> Console:
+    """A console for the CLI's output: rich's own on a terminal; elsewhere one that never wraps,
+    cuts or ellipsises (rich assumes 80 columns when the output is not a terminal)."""
+    # The stream itself decides, not rich's guess: FORCE_COLOR makes rich take a pipe for a
+    # terminal, and then for one 80 columns wide.
+    if _is_tty(file):
+        return Console(file=file)
+    return Console(file=file, width=UNBOUNDED_WIDTH, soft_wrap=True)
+
+
+def _is_tty(stream: IO[str]) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _line(label: str, style: str, *parts: str) -> Text:
+    """`label` in `style`, then user text as it is."""
+    return Text.assemble((label, style), " ", *parts)
 
 
 def _clock(ms: int) -> str:
@@ -26,12 +72,14 @@ def _clock(ms: int) -> str:
 
 
 class PlainReporter:
-    """One timestamped line per event that a person reading a cron mail would want."""
+    """One timestamped line per event that a person reading a cron mail would want; with
+    `quiet`, only the events in ATTENTION."""
 
-    QUIET = frozenset({"job-started", "progress"})
+    SKIPPED = frozenset({"job-started", "progress"})
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], *, quiet: bool = False) -> None:
         self.stream = stream
+        self.quiet = quiet
         self._lock = threading.Lock()
 
     def __enter__(self) -> PlainReporter:
@@ -46,7 +94,7 @@ class PlainReporter:
         self.stream.flush()
 
     def observe(self, event: RunEvent) -> None:
-        if event.kind in self.QUIET:
+        if event.kind in self.SKIPPED or (self.quiet and event.kind not in ATTENTION):
             return
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         parts = [stamp, event.kind]
@@ -56,43 +104,65 @@ class PlainReporter:
             parts.append(event.job[:12])
         if event.message:
             parts.append(event.message)
-        if event.kind == "job-done":
-            parts.append(
-                f"{event.data['duration_ms'] / 1000:.1f} s audio in"
-                f" {event.data['render_ms'] / 1000:.1f} s"
-            )
-        if event.kind == "planned":
-            data = event.data
-            parts.append(
-                f"new={data['new']} reused={data['reused']} unchanged={data['unchanged']}"
-                f" dropped={data['dropped']}"
-            )
-        if event.kind == "run-started":
-            parts.append(f"{event.data['jobs']} job(s) on {event.data['workers']} worker(s)")
-        if event.kind == "engine-loaded":
-            parts.append(
-                f"in {event.data['seconds']:.1f} s, up to {event.data['batch_limit']} job(s)"
-                " per call"
-            )
+        parts.extend(_details(event))
         with self._lock:
             self.stream.write(" ".join(parts) + "\n")
             self.stream.flush()
 
 
-class RichReporter:
-    """An overall bar and one line per device showing what it is rendering."""
+def _details(event: RunEvent) -> list[str]:
+    data = event.data
+    if event.kind == "job-done":
+        return [f"{data['duration_ms'] / 1000:.1f} s audio in {data['render_ms'] / 1000:.1f} s"]
+    if event.kind == "planned":
+        return [
+            f"new={data['new']} reused={data['reused']} unchanged={data['unchanged']}"
+            f" dropped={data['dropped']}"
+        ]
+    if event.kind == "run-started":
+        return [f"{data['jobs']} job(s) on {data['workers']} worker(s)"]
+    if event.kind == "engine-loaded":
+        return [f"in {data['seconds']:.1f} s, up to {data['batch_limit']} job(s) per call"]
+    return []
 
-    def __init__(self, stream: IO[str]) -> None:
-        self.console = Console(file=stream)
+
+class _LineColumn(ProgressColumn):
+    """The rest of a line, computed when the display refreshes (so rates and the ETA move
+    between events): a bar and the note on the overall line, only the note on a device's (it
+    has no total to fill), so no device line carries an empty bar's width."""
+
+    def __init__(self, note: Callable[[TaskID], Text]) -> None:
+        super().__init__()
+        self._note = note
+
+    def render(self, task: Task) -> RenderableType:
+        note = self._note(task.id)
+        note.no_wrap, note.overflow = True, "ellipsis"  # on a terminal: one line per device
+        if task.total is None:
+            return note
+        line = Table.grid(padding=(0, 1))
+        line.add_row(ProgressBar(total=task.total, completed=task.completed, width=30), note)
+        return line
+
+
+class RichReporter:
+    """On a terminal: an overall line (bar, jobs done, rate, ETA) and one line per device (what
+    it renders now, what it has finished, its rate); warnings and files written print above."""
+
+    def __init__(self, console: Console, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.console = console
+        self.clock = clock
+        self.meter = RunMeter()
         self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[note]}"),
-            console=self.console,
+            TextColumn("{task.description}", markup=False),
+            _LineColumn(self._note),
+            # rich's default redirection of sys.stdout and sys.stderr stays: an error line
+            # echoed while the display is live is printed above it instead of torn by it.
+            console=console,
         )
         self._overall: TaskID | None = None
-        self._devices: dict[str, TaskID] = {}
+        self._tasks: dict[TaskID, str] = {}  # device line -> device name
+        self._lock = threading.Lock()  # events come from the run's threads, renders from rich's
 
     def __enter__(self) -> RichReporter:
         self.progress.start()
@@ -106,38 +176,94 @@ class RichReporter:
     ) -> None:
         self.progress.stop()
 
-    def _device(self, name: str) -> TaskID:
-        if name not in self._devices:
-            self._devices[name] = self.progress.add_task(f"  {name}", total=None, note="")
-        return self._devices[name]
-
     def observe(self, event: RunEvent) -> None:
+        with self._lock:
+            self._count(event)
+        self._show(event)
+
+    def _count(self, event: RunEvent) -> None:
+        now, worker, job = self.clock(), event.worker or "", event.job or ""
         if event.kind == "run-started":
-            self._overall = self.progress.add_task("jobs", total=event.data["jobs"], note="")
-        elif event.kind == "job-started" and event.worker:
-            self.progress.update(self._device(event.worker), note=f"rendering {event.job[:12]}")  # type: ignore[index]
-        elif event.kind == "job-done" and event.worker:
-            self.progress.update(self._device(event.worker), advance=1, note="idle")
-            if self._overall is not None:
-                self.progress.advance(self._overall)
-        elif event.kind in {
-            "job-failed",
-            "job-set-aside",
-            "worker-died",
-            "warning",
-            "assembly-failed",
-            "deadline",
-        }:
+            self.meter.total = int(event.data["jobs"])
+        elif event.kind == "job-started" and worker:
+            self.meter.started(worker, job)
+        elif event.kind == "job-done" and worker:
+            self.meter.done(
+                worker,
+                job,
+                now,
+                audio_ms=int(event.data.get("duration_ms", 0)),
+                render_ms=int(event.data.get("render_ms", 0)),
+            )
+        elif event.kind == "job-failed" and worker:
+            self.meter.failed(worker, job, now)
+        elif event.kind in ("job-set-aside", "job-discarded") and worker:
+            self.meter.returned(worker, job)
+        elif event.kind in ("worker-died", "worker-gave-up") and worker:
+            self.meter.lost(worker)
+
+    def _show(self, event: RunEvent) -> None:
+        if event.kind == "run-started":
+            self._overall = self.progress.add_task("jobs", total=self.meter.total)
+        if event.worker and event.kind in ("worker-ready", "job-started", "engine-loaded"):
+            self._device_line(event.worker)
+        if self._overall is not None:
+            self.progress.update(self._overall, completed=self.meter.finished)
+        if event.kind in ATTENTION:
             who = f"{event.worker}: " if event.worker else ""
-            self.console.print(f"[yellow]{event.kind}[/] {escape(who + event.message)}")
+            self.console.print(_line(event.kind, "yellow", who, event.message))
         elif event.kind == "output":
-            self.console.print(f"[green]wrote[/] {escape(event.message)}")
+            self.console.print(_line("wrote", "green", event.message))
         elif event.kind == "removed":
-            self.console.print(f"[yellow]removed[/] {escape(event.message)}")
+            self.console.print(_line("removed", "yellow", event.message))
+
+    def _device_line(self, name: str) -> None:
+        if name not in self._tasks.values():
+            task = self.progress.add_task(f"  {name}", total=None)
+            self._tasks[task] = name
+
+    def _note(self, task: TaskID) -> Text:
+        with self._lock:
+            now = self.clock()
+            if task == self._overall:
+                return Text(overall_note(self.meter, now))
+            name = self._tasks.get(task)
+            return Text("" if name is None else device_note(self.meter.device(name), now))
 
 
-def make_reporter(stream: IO[str]) -> PlainReporter | RichReporter:
-    return RichReporter(stream) if stream.isatty() else PlainReporter(stream)
+def _per_minute(rate: float | None) -> str:
+    return "rate: measuring" if rate is None else f"{rate * 60:.1f} jobs/min"
+
+
+def overall_note(meter: RunMeter, now: float) -> str:
+    """`12/40 jobs, 3.1 jobs/min, ETA 9m02s`."""
+    eta = meter.eta_s(now)
+    parts = [f"{meter.finished}/{meter.total} jobs", _per_minute(meter.per_second(now))]
+    parts.append("ETA measuring" if eta is None else f"ETA {format_span(eta)}")
+    return ", ".join(parts)
+
+
+def device_note(device: DeviceMeter, now: float) -> str:
+    """`rendering 3fa2c1d0e4b2 (+1), 7 done, 2.0 jobs/min, 11.5x real time`."""
+    if device.rendering:
+        extra = len(device.rendering) - 1
+        doing = f"rendering {device.rendering[0][:12]}" + (f" (+{extra})" if extra else "")
+    else:
+        doing = "idle"
+    parts = [doing, f"{device.done} done"]
+    if device.failed:
+        parts.append(f"{device.failed} failed")
+    parts.append(_per_minute(device.throughput.per_second(now)))
+    factor = device.realtime_factor()
+    if factor is not None:
+        parts.append(f"{factor:.1f}x real time")
+    return ", ".join(parts)
+
+
+def make_reporter(stream: IO[str], *, quiet: bool = False) -> PlainReporter | RichReporter:
+    if quiet or not _is_tty(stream):
+        return PlainReporter(stream, quiet=quiet)
+    return RichReporter(Console(file=stream))
 
 
 def _print_json(value: Any) -> None:
@@ -178,84 +304,115 @@ def print_plan(previews: Sequence[Preview], *, as_json: bool) -> None:
     )
     for row in rows:
         table.add_row(
-            row["title"],
-            row["profile"],
+            Text(row["title"]),
+            Text(row["profile"]),
             *(str(row[k]) for k in ("jobs", "new", "reused", "unchanged", "dropped", "chars")),
             _clock(row["est_ms"]),
         )
-    Console().print(table)
+    screen(sys.stdout).print(table)
 
 
 def print_status(rows: Sequence[ManifestStatus], *, as_json: bool) -> None:
     if as_json:
         _print_json([row.as_dict() for row in rows])
         return
+    console = screen(sys.stdout)
     if not rows:
-        Console().print("nothing planned in this workspace yet")
+        console.print("nothing planned in this workspace yet")
         return
     table = Table(
         "manifest", "kind", "pending", "leased", "done", "failed", "rendered", "est. length"
     )
     for row in rows:
         table.add_row(
-            row.title,
+            Text(row.title),
             row.kind,
             *(str(row.jobs[state]) for state in ("pending", "leased", "done", "failed")),
             _clock(row.rendered_ms),
             _clock(row.est_ms),
         )
-    console = Console()
     console.print(table)
     for row in rows:
-        title = escape(row.title)
-        for failure in row.failed:
-            unit, error = escape(failure["unit"]), escape(str(failure["error"]))
-            console.print(f"[red]failed[/] {title} / {unit}: {error}")
-        for pending in row.set_aside:
-            unit, error = escape(pending["unit"]), escape(str(pending["error"]))
-            console.print(
-                f"[yellow]pending[/] {title} / {unit}: {error} (transient: the next render"
-                " tries it again)"
+        _print_problems(console, row)
+
+
+def _print_problems(console: Console, row: ManifestStatus) -> None:
+    title = row.title
+    for failure in row.failed:
+        unit, error = str(failure["unit"]), str(failure["error"])
+        console.print(_line("failed", "red", title, " / ", unit, ": ", error))
+    for pending in row.set_aside:
+        unit, error = str(pending["unit"]), str(pending["error"])
+        console.print(
+            _line(
+                "pending",
+                "yellow",
+                title,
+                " / ",
+                unit,
+                ": ",
+                error,
+                " (transient: the next render tries it again)",
             )
-        for failure in row.output_failures:
-            path, error = escape(failure["path"]), escape(failure["error"])
-            console.print(f"[red]not written[/] {path}: {error}")
-        if row.verification is not None:
-            _print_verification(console, title, row.verification)
+        )
+    for failure in row.output_failures:
+        console.print(_line("not written", "red", str(failure["path"]), ": ", failure["error"]))
+    if row.verification is not None:
+        _print_verification(console, title, row.verification)
 
 
 def _print_verification(console: Console, title: str, result: Verification) -> None:
     if result.ok:
         console.print(
-            f"[green]verified[/] {title}: {result.chunks_checked} chunk(s),"
-            f" {result.outputs_checked} output(s) as recorded"
+            _line(
+                "verified",
+                "green",
+                title,
+                f": {result.chunks_checked} chunk(s), {result.outputs_checked} output(s)"
+                " as recorded",
+            )
         )
         return
     console.print(
-        f"[red]damaged[/] {title}: {result.chunks_missing} chunk(s) missing,"
-        f" {result.chunks_damaged} damaged (the next render makes them again)"
+        _line(
+            "damaged",
+            "red",
+            title,
+            f": {result.chunks_missing} chunk(s) missing, {result.chunks_damaged} damaged"
+            " (the next render makes them again)",
+        )
     )
     for path in result.outputs_missing:
-        console.print(f"[red]missing[/] {escape(path)} (the next render writes it again)")
+        console.print(_line("missing", "red", path, " (the next render writes it again)"))
     for path in result.outputs_damaged:
-        console.print(f"[red]damaged[/] {escape(path)} (the next render writes it again)")
+        console.print(_line("damaged", "red", path, " (the next render writes it again)"))
 
 
 def print_report(report: RenderReport) -> None:
-    console = Console(stderr=True)
+    console = screen(sys.stderr)
     summary = report.summary
     console.print(
         f"rendered {summary.published} job(s), {summary.failed} failed, {summary.retried} retried,"
-        f" {len(report.outputs)} file(s) written"
+        f" {len(report.outputs)} file(s) written",
+        markup=False,
+        highlight=False,
     )
     for book, unit, error in report.failed:
-        console.print(f"[red]failed[/] {escape(book)} / {escape(unit)}: {escape(str(error))}")
+        console.print(_line("failed", "red", book, " / ", unit, ": ", str(error)))
     for book, unit, error in report.set_aside:
         console.print(
-            f"[yellow]pending[/] {escape(book)} / {escape(unit)}: {escape(str(error))}"
-            " (transient: the next render tries it again)"
+            _line(
+                "pending",
+                "yellow",
+                book,
+                " / ",
+                unit,
+                ": ",
+                str(error),
+                " (transient: the next render tries it again)",
+            )
         )
     for error in report.assembly_errors:
-        console.print(f"[red]assembly failed[/] {escape(error)}")
+        console.print(_line("assembly failed", "red", error))
     if report.exit_code == 4:
         console.print("stopped at the time limit; run again to continue")
