@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def install_hint(extra: str) -> str:
+    """The command that installs an optional extra, the same as the README's: songbatch is
+    installed from its folder (a clone), not from a package index."""
+    return f"pip install '.[{extra}]' in the songbatch folder"
+
+
 class SongbatchError(Exception):
     """Base class; `exit_code` is what the CLI exits with (see DESIGN.md)."""
 
@@ -76,6 +82,33 @@ class LedgerDamaged(InputError):
             f"the ledger {path} is damaged ({detail}): move it aside"
             f" (mv '{path}' '{path}.damaged') and run again; the rendered chunks beside it are"
             " checked and kept, not rendered again"
+        )
+
+
+class LedgerUnavailable(InputError):
+    """The ledger cannot be opened: not a file, no permission, a read-only or full disk."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        if path.is_dir():
+            hint = "a folder is in its place: move it aside"
+        else:
+            hint = (
+                "check that this account may read and write it and its folder, and that the"
+                " disk is neither full nor read-only"
+            )
+        super().__init__(f"cannot open the ledger {path} ({detail}): {hint}")
+
+
+class LedgerOutdated(InputError):
+    """A command that only reads (plan, status) found a ledger this version would have to
+    migrate first; it does not, so looking never changes the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            f"the ledger {path} was written by an earlier songbatch (or is empty): `songbatch"
+            " render` upgrades it; plan and status only read it"
         )
 
 

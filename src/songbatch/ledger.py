@@ -25,7 +25,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from songbatch.crashpoints import crash_point
-from songbatch.errors import LedgerDamaged
+from songbatch.errors import LedgerDamaged, LedgerOutdated, LedgerUnavailable
 from songbatch.fsutil import FileStamp, create_private, fsync_dir, remove_quietly
 
 Clock = Callable[[], float]
@@ -386,29 +386,57 @@ class StaleLease(Exception):
 
 
 class Ledger:
-    def __init__(self, path: Path, *, clock: Clock = time.time, busy_timeout_s: float = 60.0):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Clock = time.time,
+        busy_timeout_s: float = 60.0,
+        read_only: bool = False,
+    ):
+        """`read_only` (plan, status): the file is opened with SQLite's mode=ro, never created,
+        migrated or switched to WAL, so looking at a workspace can't change its ledger."""
         self.path = path
         self.state_dir = path.parent
         self._state_prefix = str(self.state_dir) + os.sep
         self.clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _make_private(path)
-        self.conn = sqlite3.connect(
-            path, isolation_level=None, timeout=busy_timeout_s, check_same_thread=False
-        )
+        self.read_only = read_only
+        if read_only:
+            target: str | Path = f"{path.resolve().as_uri()}?mode=ro"
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_private(path)
+            target = path
+        with _unopenable_guard(path):
+            self.conn = sqlite3.connect(
+                target,
+                isolation_level=None,
+                timeout=busy_timeout_s,
+                check_same_thread=False,
+                uri=read_only,
+            )
         try:
-            with damaged_ledger_guard(path):
+            with damaged_ledger_guard(path), _unopenable_guard(path):
                 self._configure()
         except BaseException:
             self.conn.close()
             raise
 
+    @classmethod
+    def for_reading(cls, path: Path) -> Ledger:
+        return cls(path, read_only=True)
+
     def _configure(self) -> None:
         self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
+        if not self.read_only:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.db = Database(self.conn)
+        if self.read_only:
+            if migrations.pending(self.db):
+                raise LedgerOutdated(self.path)
+            return
         if migrations.pending(self.db):
             with self.immediate():
                 # Re-checked under the write lock: another process may have migrated meanwhile.
@@ -926,6 +954,19 @@ class Ledger:
             for row in self.conn.execute(sql, params)
         ]
 
+    def manifest_length(self, manifest_id: int) -> tuple[int, int]:
+        """(estimated, rendered) length in ms, as the book or album plays: every row in order
+        (a repeated sentence twice) with its pause, as Plan.est_ms counts it; rendered counts
+        only rows whose job is done now (a job sent back by `retry --force` is not)."""
+        row = self.conn.execute(
+            "SELECT SUM(j.est_ms + mj.pause_after_ms),"
+            " SUM(CASE WHEN j.state = 'done'"
+            " THEN COALESCE(j.duration_ms, 0) + mj.pause_after_ms ELSE 0 END)"
+            " FROM manifest_jobs mj JOIN jobs j ON j.key = mj.job_key WHERE mj.manifest_id = ?",
+            (manifest_id,),
+        ).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
+
     def unit_jobs(self, manifest_id: int, unit: int) -> list[UnitJob]:
         cursor = self.conn.execute(
             "SELECT mj.seq, mj.job_key, mj.pause_after_ms, j.state, j.out_path, j.sha256,"
@@ -1373,6 +1414,20 @@ def _make_private(path: Path) -> None:
         with contextlib.suppress(OSError):
             if file.stat().st_mode & 0o077:
                 file.chmod(0o600)
+
+
+@contextmanager
+def _unopenable_guard(path: Path) -> Iterator[None]:
+    """Opening the ledger failed for the file's or the disk's reasons (a folder in its place,
+    no permission, a read-only or full disk): one line, not an internal error. A busy or
+    locked database is not that, and is raised as it is."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        detail = str(exc)
+        if "locked" in detail or "busy" in detail:
+            raise
+        raise LedgerUnavailable(path, detail) from None
 
 
 @contextmanager

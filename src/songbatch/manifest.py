@@ -14,6 +14,7 @@ import io
 import re
 import unicodedata
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -27,6 +28,8 @@ from pydantic import (
     ValidationError,
 )
 
+from songbatch import text as textlib
+from songbatch.engines.params import MAX_MUSIC_S, MIN_MUSIC_S
 from songbatch.errors import ManifestError
 from songbatch.yamlstrict import (
     FieldPath,
@@ -35,6 +38,7 @@ from songbatch.yamlstrict import (
     decode_utf8,
     format_path,
     parse_yaml,
+    special_file_problem,
     validation_error,
 )
 
@@ -95,8 +99,14 @@ def _pause_seconds(value: Any) -> float:
 
 def _track_seconds(value: Any) -> float:
     seconds = parse_seconds(value)
-    if not 0.0 < seconds <= 3600.0:
-        raise ValueError(f"duration must be more than 0 and at most 3600 seconds, got {seconds:g}")
+    if not 0.0 < seconds <= MAX_MUSIC_S:
+        raise ValueError(
+            f"duration must be more than 0 and at most {MAX_MUSIC_S:g} seconds, got {seconds:g}"
+        )
+    if seconds < MIN_MUSIC_S:
+        raise ValueError(
+            f"duration must be at least {MIN_MUSIC_S:g} seconds to render, got {seconds:g}"
+        )
     return seconds
 
 
@@ -104,6 +114,8 @@ def _not_blank(value: str) -> str:
     stripped = value.strip()
     if not stripped:
         raise ValueError("must not be empty")
+    if not textlib.has_visible_text(stripped):
+        raise ValueError("must not be empty (it has only invisible characters)")
     return stripped
 
 
@@ -218,6 +230,9 @@ class LoadedManifest:
     # "file:line:col: field: " of what names the output files (`output:`, else `title:`), for
     # errors about them found later (two manifests writing one file).
     outputs_where: str = ""
+    # The YAML as written, with positions: plan-time checks (engine params, languages) point
+    # at the line that set the value.
+    doc: StrictDocument | None = dataclass_field(default=None, compare=False, repr=False)
 
 
 # --- raw models (the YAML as written) -------------------------------------------------------
@@ -299,6 +314,9 @@ def load_manifest(path: Path | str) -> LoadedManifest:
     """Read, validate and resolve a manifest; raises ManifestError (one line) on any problem."""
     shown = Path(path)  # errors name the file as the user wrote it
     absolute = shown.expanduser().resolve()
+    problem = special_file_problem(absolute)
+    if problem is not None:
+        raise ManifestError(shown, f"cannot read manifest: it {problem}")
     try:
         data = absolute.read_bytes()
     except OSError as exc:
@@ -318,6 +336,7 @@ def load_manifest(path: Path | str) -> LoadedManifest:
         manifest=manifest,
         slug=slugify(manifest.title),
         outputs_where=f"{shown}:{line}:{col}: {field}: ",
+        doc=doc,
     )
 
 
@@ -385,6 +404,7 @@ class _Builder:
             raw.text, raw.text_file, path, ("text", "text_file"), required=True
         )
         assert text is not None
+        self.check_speakable(text, raw, i, book.speak_titles)
         overrides = raw.pauses.model_dump(include=raw.pauses.model_fields_set) if raw.pauses else {}
         return Chapter(
             title=raw.title,
@@ -395,6 +415,28 @@ class _Builder:
             seed=book.seed if raw.seed is None else raw.seed,
             file=self.stem(raw.file, i, raw.title),
             line=self.doc.position(path)[0],
+        )
+
+    def check_speakable(self, text: str, raw: _RawChapter, i: int, speak_titles: bool) -> None:
+        """A chapter must say something. Checked on what the planner will read, so a text of
+        zero-width spaces or "* * *" is this error at the chapter's line, never an empty
+        chapter or an internal error later."""
+        name = "text_file" if raw.text_file is not None else "text"
+        where = f"chapter {i + 1} ({raw.title!r})"
+        if not textlib.has_visible_text(text):
+            message = (
+                f"{where} has no text: only whitespace and invisible characters"
+                " (zero-width, format or separator characters)"
+            )
+        elif textlib.is_speakable(text) or (speak_titles and textlib.is_speakable(raw.title)):
+            return
+        else:
+            message = f"{where} has nothing to speak: its text has no letters or digits"
+            if not speak_titles:
+                message += " and speak_titles is false"
+        line, col = self.doc.position(("chapters", i))
+        raise ManifestError(
+            self.doc.file, message, line=line, col=col, field=f"chapters[{i}].{name}"
         )
 
     def voice(self, raw: _RawVoice, path: FieldPath, inherited: Voice) -> Voice:
@@ -516,8 +558,9 @@ class _Builder:
 
     def existing_file(self, value: str, path: FieldPath) -> Path:
         resolved = self.resolve(value)
-        if resolved.is_dir():
-            raise self.fail(path, f"{value!r} is a folder, not a file")
+        problem = special_file_problem(resolved)
+        if problem is not None:
+            raise self.fail(path, f"{value!r} {problem}")
         if not resolved.is_file():
             raise self.fail(path, f"{value!r} not found (looked for {resolved})")
         return resolved

@@ -20,6 +20,7 @@ from songbatch.errors import InputError
 from songbatch.fsutil import file_sha256, remove_quietly, replace_durably, temp_sibling
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanDiff, PlanRow
 from songbatch.manifest import Album, Audiobook, Chapter, LoadedManifest, Track, safe_filename
+from songbatch.plancheck import check_manifest_inputs, check_remote_inputs
 from songbatch.profiles import Profile
 from songbatch.workspace import Workspace
 
@@ -63,6 +64,9 @@ def job_key(fields: dict[str, Any]) -> str:
 
 
 def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace) -> Plan:
+    """Raises ManifestError/ProfileError (file, line, field) for anything the profile's engines
+    cannot take, before a single row exists."""
+    check_manifest_inputs(loaded, profile)
     manifest = loaded.manifest
     stored: list[StoredFile] = []
     if isinstance(manifest, Audiobook):
@@ -72,6 +76,8 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
     else:
         jobs, rows = _plan_album(manifest, _music_specs(profile))
         units = [_unit(i, tr.title, tr.file) for i, tr in enumerate(manifest.tracks)]
+    if profile.remote:
+        check_remote_inputs(loaded, profile, jobs, rows)
     cover = None
     if manifest.cover is not None:
         sha = file_sha256(manifest.cover)
@@ -129,12 +135,25 @@ def _chapter_chunks(book: Audiobook, chapter: Chapter, spec: EngineSpec) -> list
     pauses = chapter.pauses
     sentence, paragraph = round(pauses.sentence * 1000), round(pauses.paragraph * 1000)
     pieces: list[tuple[str, int]] = []
-    if book.speak_titles:
+    # A text that opens with its own heading ("CHAPTER I." then the text) already says it.
+    if book.speak_titles and not textlib.starts_with_title(chapter.text, chapter.title):
         pieces.extend(
             (c.text, paragraph) for c in textlib.chunk_text(chapter.title, spec.max_chars)
         )
-    for chunk in textlib.chunk_text(chapter.text, spec.max_chars):
-        pieces.append((chunk.text, paragraph if chunk.paragraph_end else sentence))
+    # An engine cannot pause inside one call, so a sentence pause the manifest asks for means
+    # one sentence per chunk, with the pause after each. A book that does not set it keeps
+    # sentences packed into chunks (and its job keys), pausing only between chunks.
+    by_sentence = "sentence" in pauses.model_fields_set and sentence > 0
+    for chunk in textlib.chunk_text(chapter.text, spec.max_chars, by_sentence=by_sentence):
+        if chunk.paragraph_end:
+            pause = paragraph
+        elif by_sentence and not chunk.sentence_end:
+            pause = 0  # the pieces of one over-long sentence run on
+        else:
+            pause = sentence
+        pieces.append((chunk.text, pause))
+    if not pieces:  # manifest.py refuses such chapters; never an IndexError here
+        raise InputError(f"chapter {chapter.title!r} (line {chapter.line}) has nothing to speak")
     # The chapter pause closes the chapter file; in the m4b it is the gap before the next one.
     last_text, _ = pieces[-1]
     pieces[-1] = (last_text, round(pauses.chapter * 1000))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,16 +21,27 @@ from pydantic import (
 )
 
 import songbatch
-from songbatch.engines.base import AUTO_BATCH_CEILING, EngineSpec
+from songbatch.engines import engine_kinds, params_model
+from songbatch.engines import params as engine_params
+from songbatch.engines.base import AUTO_BATCH_CEILING, EngineSpec, Kind
 from songbatch.errors import ProfileError
+from songbatch.executors.devices import check_device_syntax
+from songbatch.text import MIN_MAX_CHARS
 from songbatch.workspace import Workspace
-from songbatch.yamlstrict import StrictDocument, load_yaml, validation_error
+from songbatch.yamlstrict import (
+    FieldPath,
+    StrictDocument,
+    load_yaml,
+    special_file_problem,
+    validation_error,
+)
 
 DEFAULT_PROFILE = "local"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # No .inf or .nan anywhere: every number here is a time, a count, a price or a rate.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 def _batch_size(value: Any) -> int | Literal["auto"]:
@@ -83,7 +95,7 @@ class RemoteModel(_Strict):
     ref: str = Field(min_length=3)  # "owner/name" (official) or "owner/name:version"
     inputs: dict[str, str]  # model input -> text | lyrics | seed | duration | voice | params.X
     fixed: dict[str, Any] = Field(default_factory=dict)  # constant inputs
-    limits: dict[str, list[int]] = Field(default_factory=dict)  # input -> [min, max] chars
+    limits: dict[str, list[Annotated[int, Field(ge=0)]]] = Field(default_factory=dict)  # [min, max]
     price: PriceRule
     predict: PredictEstimate
 
@@ -119,7 +131,7 @@ class RetryPolicy(_Strict):
 
 
 class ReplicateConfig(_Strict):
-    hardware_usd_per_s: dict[str, float]
+    hardware_usd_per_s: dict[str, Annotated[float, Field(ge=0)]]
     models: dict[str, RemoteModel]
     lyrics_model: str | None = None  # music jobs with lyrics go here (a key of `models`)
     rate: Literal["standard", "low-credit"] | RateLimit = "standard"
@@ -152,7 +164,9 @@ class _ProfileFile(_Strict):
     description: str | None = None
     speech: EngineConfig
     music: EngineConfig
-    devices: str = Field(default="auto", min_length=1)
+    devices: Annotated[str, AfterValidator(check_device_syntax)] = Field(
+        default="auto", min_length=1
+    )
     lease_seconds: float = Field(default=120, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     # How long one run keeps retrying a job that meets transient faults before leaving it for
@@ -208,6 +222,9 @@ def builtin_profiles_dir() -> Path:
 def load_profile(path: Path | str) -> Profile:
     """Load one profile file; raises ProfileError with line, column and field on any problem."""
     file = Path(path)
+    problem = special_file_problem(file)
+    if problem is not None:
+        raise ProfileError(file, f"the profile {problem}")
     if not file.is_file():
         raise ProfileError(file, "profile file not found")
     doc: StrictDocument = load_yaml(file, error_cls=ProfileError)
@@ -215,7 +232,129 @@ def load_profile(path: Path | str) -> Profile:
         body = _ProfileFile.model_validate(doc.data)
     except ValidationError as exc:
         raise validation_error(exc, doc, _ProfileFile, error_cls=ProfileError) from None
+    _ProfileChecks(body, doc).run()
     return Profile(**dict(body), path=file.resolve())
+
+
+class _ProfileChecks:
+    """What needs more than one field, or an engine's declaration: each kind's engine renders
+    that kind, its params are what the engine reads, chunks fit the engine, a Replicate
+    model's inputs are readable. Engines that are not registered (a third party's) are
+    checked by `check_engine` before a run."""
+
+    def __init__(self, body: _ProfileFile, doc: StrictDocument) -> None:
+        self.body = body
+        self.doc = doc
+
+    def fail(self, path: FieldPath, message: str, *, at_key: bool = False) -> ProfileError:
+        error = self.doc.error(path, message, at_key=at_key, error_cls=ProfileError)
+        assert isinstance(error, ProfileError)
+        return error
+
+    def run(self) -> None:
+        if self.body.replicate is not None:
+            self.check_inputs(self.body.replicate)
+        for kind in ("speech", "music"):
+            self.check_engine(kind)
+
+    def check_inputs(self, replicate: ReplicateConfig) -> None:
+        from songbatch.remote.mapping import source_problem
+
+        for name, model in replicate.models.items():
+            for input_name, source in model.inputs.items():
+                problem = source_problem(source)
+                if problem is not None:
+                    raise self.fail(("replicate", "models", name, "inputs", input_name), problem)
+
+    def check_engine(self, kind: Kind) -> None:
+        config = self.body.speech if kind == "speech" else self.body.music
+        kinds = engine_kinds(config.engine)
+        if config.engine != "replicate" and kinds and kind not in kinds:
+            only = " and ".join(kinds)
+            raise self.fail((kind, "engine"), f"{config.engine!r} renders {only} only")
+        model = profile_params_model(self.body, kind)
+        if model is not None:
+            problem = engine_params.params_problem(model, config.params)
+            if problem is not None:
+                named = [f for f in problem.fields if f in config.params] or list(problem.fields)
+                key = problem.key or (named[0] if named else None)
+                path: FieldPath = (kind, "params", key) if key else (kind, "params")
+                raise self.fail(path, problem.message, at_key=problem.unknown)
+        if kind == "speech":
+            self.check_chunks(config)
+            self.check_language(config)
+
+    def check_chunks(self, config: EngineConfig) -> None:
+        if config.max_chars < MIN_MAX_CHARS:
+            raise self.fail(
+                ("speech", "max_chars"),
+                f"must be at least {MIN_MAX_CHARS} characters (a chunk holds at least a few"
+                f" words), got {config.max_chars}",
+            )
+        if config.engine == "chatterbox":
+            per_second = float(config.params.get("chars_per_second") or config.chars_per_second)
+            longest = engine_params.CHATTERBOX_MAX_RENDER_S
+            if config.max_chars / per_second > longest:
+                raise self.fail(
+                    ("speech", "max_chars"),
+                    f"{config.max_chars} characters take about"
+                    f" {config.max_chars / per_second:.0f} s to speak at {per_second:g} per"
+                    f" second; Chatterbox stops every call at 40 s: use at most"
+                    f" {int(longest * per_second)}",
+                )
+
+    def check_language(self, config: EngineConfig) -> None:
+        """A language or voice the profile pins for every book."""
+        problem = engine_language_problem(config.engine, config.params)
+        if problem is not None:
+            name, message = problem
+            raise self.fail(("speech", "params", name), message)
+
+
+def profile_params_model(
+    profile: _ProfileFile, kind: Kind
+) -> type[engine_params.EngineParams] | None:
+    """What the profile's engine for `kind` reads from params (None: an unregistered engine)."""
+    config = profile.speech if kind == "speech" else profile.music
+    if config.engine != "replicate":
+        return params_model(config.engine, kind)
+    from songbatch.remote.mapping import params_model as remote_params_model
+
+    replicate = profile.replicate
+    assert replicate is not None  # _remote_models_known
+    names = [config.model]
+    if kind == "music" and replicate.lyrics_model is not None:
+        names.append(replicate.lyrics_model)
+    return remote_params_model([replicate.models[n] for n in names], speech=kind == "speech")
+
+
+def engine_language_problem(engine: str, params: dict[str, Any]) -> tuple[str, str] | None:
+    """(param, why) when the speech engine cannot speak the `language` or `voice` in `params`.
+    Only what the engine itself would refuse at render time: offline needs an espeak-ng voice,
+    Chatterbox English and Turbo speak English, Multilingual its 23 languages."""
+    language = params.get("language")
+    if engine == "chatterbox":
+        variant = str(params.get("variant") or "english")
+        problem = engine_params.chatterbox_language_problem(variant, language)
+        return None if problem is None else ("language", problem)
+    if engine == "offline":
+        return _espeak_problem(params)
+    return None
+
+
+def _espeak_problem(params: dict[str, Any]) -> tuple[str, str] | None:
+    from songbatch.engines import offline
+    from songbatch.errors import EngineError
+
+    voice = params.get("voice")
+    try:
+        if voice:
+            offline.check_espeak_voice(str(voice))
+        elif params.get("language"):
+            offline.voice_for_language(str(params["language"]))
+    except EngineError as exc:
+        return ("voice" if voice else "language", str(exc))
+    return None
 
 
 def resolve_profile(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import os
 import queue
 import threading
 import time
@@ -24,7 +26,6 @@ from songbatch.engines import check_engine
 from songbatch.engines.base import EngineSpec, Kind
 from songbatch.errors import (
     BudgetExceeded,
-    EngineUnavailable,
     InputError,
     Interrupted,
     SongbatchError,
@@ -47,6 +48,7 @@ from songbatch.outputs import (
 )
 from songbatch.planner import Plan, commit_plan, plan_manifest
 from songbatch.profiles import Profile, resolve_profile
+from songbatch.remote.preflight import check_client
 from songbatch.runlock import RunLock
 from songbatch.signals import signals_deferred, stop_on_signals
 from songbatch.workspace import Workspace
@@ -112,7 +114,7 @@ def load_all(paths: Sequence[Path], profile: str | None, workspace: Workspace) -
         )
         kind: Kind = "speech" if loaded.manifest.kind == "audiobook" else "music"
         if chosen.remote:
-            _check_remote()
+            check_client()
         else:
             check_engine(chosen.engine_spec(kind))
         item = Planned(loaded, chosen, plan_manifest(loaded, chosen, workspace))
@@ -148,16 +150,6 @@ def _planned_elsewhere(ledger: Ledger, planned: list[Planned]) -> tuple[list[Cla
     return claims, gone
 
 
-def _check_remote() -> None:
-    """Before anything is written: the remote engine's package is importable."""
-    import importlib.util
-
-    if importlib.util.find_spec("replicate") is None:
-        raise EngineUnavailable(
-            "the replicate engine needs the 'replicate' package: pip install 'songbatch[replicate]'"
-        )
-
-
 def exit_code_of(exc: BaseException) -> int:
     """The code the CLI exits with for an exception that ends a run."""
     if isinstance(exc, KeyboardInterrupt):
@@ -171,12 +163,18 @@ def render(
     paths: Sequence[Path], options: RenderOptions, observer: Observer = ignore
 ) -> RenderReport:
     workspace = options.workspace
-    if options.max_spend is not None and options.max_spend < 0:
-        raise InputError(f"--max-spend {options.max_spend}: expected an amount in USD >= 0")
+    _check_max_spend(options.max_spend)
     with stop_on_signals():
         planned = load_all(paths, options.profile, workspace)
+        check_one_executor(planned, devices_given=options.devices is not None)
+        remote = planned[0].profile.remote
+        if remote and options.max_spend == 0:
+            raise InputError(
+                "--max-spend 0 lets this run spend nothing, so no remote job could start;"
+                " `songbatch plan` shows what the book needs"
+            )
         devices = options.devices or planned[0].profile.devices
-        slots, warning = parse_devices(devices)
+        slots, warning = ([], None) if remote else parse_devices(devices)
         _make_workspace(workspace)
         with (
             RunLock(workspace.lock_path),
@@ -186,12 +184,70 @@ def render(
             return _Run(ledger, workspace, planned, slots, options, observer).run(warning)
 
 
+def _check_max_spend(max_spend: float | None) -> None:
+    if max_spend is not None and not (max_spend >= 0 and math.isfinite(max_spend)):
+        raise InputError(f"--max-spend {max_spend}: expected an amount in USD >= 0")
+
+
+def check_one_executor(planned: Sequence[Planned], *, devices_given: bool) -> None:
+    """One run drives one executor (the local worker pool, or Replicate) with one set of
+    settings, and a worker loads each engine and model once: manifests whose profiles need
+    otherwise are refused before anything is written, naming the two, until a run can drive
+    several executors at once."""
+    first = planned[0]
+    mine = _executor_settings(first.profile, devices_given)
+    specs = {spec_id(s.kind, s.engine, s.model): (first, s) for s in _specs_used(first)}
+    for item in planned[1:]:
+        other = _executor_settings(item.profile, devices_given)
+        differ = [name for name in mine if mine[name] != other[name]]
+        if differ:
+            hint = " (or choose them with --devices)" if differ == ["devices"] else ""
+            raise InputError(
+                f"{_named(first)} and {_named(item)} need different executors"
+                f" ({', '.join(differ)} differ): render them in separate runs{hint}"
+            )
+        for spec in _specs_used(item):
+            seen, known = specs.setdefault(
+                spec_id(spec.kind, spec.engine, spec.model), (item, spec)
+            )
+            if known != spec:
+                raise InputError(
+                    f"{_named(seen)} and {_named(item)} set {spec.kind} engine {spec.engine}"
+                    f" model {spec.model} up differently: render them in separate runs"
+                )
+
+
+def _named(item: Planned) -> str:
+    return f"{item.loaded.path} (profile {item.profile.name})"
+
+
+def _specs_used(item: Planned) -> list[EngineSpec]:
+    kind: Kind = "speech" if item.loaded.manifest.kind == "audiobook" else "music"
+    return [item.profile.engine_spec(kind)]
+
+
+def _executor_settings(profile: Profile, devices_given: bool) -> dict[str, object]:
+    return {
+        "executor": "replicate" if profile.remote else "local",
+        "replicate": None if profile.replicate is None else profile.replicate.model_dump(),
+        "devices": None if devices_given or profile.remote else profile.devices,
+        "lease_seconds": profile.lease_seconds,
+        "max_attempts": profile.max_attempts,
+        "transient_patience_s": profile.transient_patience_s,
+    }
+
+
 def _make_workspace(workspace: Workspace) -> None:
+    """Created, and proved writable, before the lock and the ledger are touched."""
     try:
         workspace.make_state_dir()
+        probe = workspace.state_dir / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as exc:
         raise InputError(
-            f"cannot create the workspace {workspace.state_dir}: {exc.strerror or exc}"
+            f"cannot write the workspace {workspace.state_dir}: {exc.strerror or exc}"
+            " (choose another with --workspace or SONGBATCH_HOME)"
         ) from None
 
 
@@ -286,11 +342,12 @@ class _Run:
 
     def _render_jobs(self, tracker: UnitTracker, assembly: AssemblyThread) -> None:
         profile = self.planned[0].profile
-        self.observer(
-            RunEvent("run-started", data={"jobs": tracker.remaining, "workers": len(self.slots)})
-        )
+        # A worker more than there are jobs would only load a model to sit idle.
+        self.slots = self.slots[: max(1, tracker.to_render)]
+        workers = profile.replicate.rate_limit.concurrency if profile.replicate else len(self.slots)
+        self.observer(RunEvent("run-started", data={"jobs": tracker.to_render, "workers": workers}))
         pause_point("rendering")
-        if not tracker.remaining:
+        if not tracker.to_render:
             return
         on_published = functools.partial(_on_published, tracker, assembly)
         if profile.remote:
@@ -369,13 +426,12 @@ def _on_published(tracker: UnitTracker, assembly: AssemblyThread, key: str) -> N
 
 
 def _engine_specs(planned: list[Planned]) -> dict[str, EngineSpec]:
-    specs: dict[str, EngineSpec] = {}
-    for item in planned:
-        kinds: tuple[Kind, ...] = ("speech", "music")
-        for kind in kinds:
-            spec = item.profile.engine_spec(kind)
-            specs.setdefault(spec_id(spec.kind, spec.engine, spec.model), spec)
-    return specs
+    """The engines this run's jobs need (check_one_executor made sure each id means one)."""
+    return {
+        spec_id(spec.kind, spec.engine, spec.model): spec
+        for item in planned
+        for spec in _specs_used(item)
+    }
 
 
 def _sweep(workspace: Workspace, infos: list[ManifestInfo]) -> None:
@@ -436,9 +492,12 @@ class UnitTracker:
         self.infos = {info.id: info for info in infos}
         self._left: dict[tuple[int, int], int] = {}
         self._units_of: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        self._pending: set[str] = set()
         for info in infos:
             for unit in range(len(info.assembly["units"])):
                 for job in ledger.unit_jobs(info.id, unit):
+                    if job.state == "pending":
+                        self._pending.add(job.key)
                     if job.state != "done":
                         self._left[(info.id, unit)] = self._left.get((info.id, unit), 0) + 1
                         self._units_of[job.key].append((info.id, unit))
@@ -446,8 +505,10 @@ class UnitTracker:
                         self._left.setdefault((info.id, unit), 0)
 
     @property
-    def remaining(self) -> int:
-        return sum(self._left.values())
+    def to_render(self) -> int:
+        """Distinct jobs this run will render: a sentence said twice, or shared by two books,
+        renders once; a failed job waits for `retry`."""
+        return len(self._pending)
 
     def complete_units(self) -> list[tuple[ManifestInfo, int]]:
         return [(self.infos[mid], unit) for (mid, unit), left in self._left.items() if left == 0]
@@ -536,7 +597,7 @@ def preview(paths: Sequence[Path], profile: str | None, workspace: Workspace) ->
             Preview(item, PlanDiff(new=len(item.plan.jobs), manifest_changed=True))
             for item in planned
         ]
-    with Ledger(workspace.ledger_path) as ledger, damaged_ledger_guard(ledger.path):
+    with Ledger.for_reading(workspace.ledger_path) as ledger, damaged_ledger_guard(ledger.path):
         elsewhere, _gone = _planned_elsewhere(ledger, planned)
         check_collisions([_claim(item) for item in planned], elsewhere)
         return [

@@ -7,9 +7,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from songbatch.errors import InputError
 from songbatch.integrity import FileState, check_chunks, check_file
 from songbatch.ledger import Ledger, ManifestInfo, damaged_ledger_guard
 from songbatch.outputs import planned_outputs
+from songbatch.runlock import RunLock
 from songbatch.workspace import Workspace
 
 STATES = ("pending", "leased", "done", "failed")
@@ -64,13 +66,33 @@ class ManifestStatus:
 def manifest_status(
     workspace: Workspace, paths: Sequence[Path] = (), *, verify: bool = False
 ) -> list[ManifestStatus]:
-    """Read-only: a workspace with no ledger yet has nothing to report (and gets none made)."""
+    """Read-only: the ledger is opened with SQLite's mode=ro and never migrated; a workspace
+    with no ledger yet has nothing to report (and gets none made). A manifest named here that
+    this workspace never planned is an InputError."""
     if not workspace.ledger_path.exists():
+        _never_planned(workspace, paths, set())
         return []
-    with Ledger(workspace.ledger_path) as ledger, damaged_ledger_guard(ledger.path):
-        wanted = [str(Path(p).resolve()) for p in paths] or None
-        infos = ledger.manifests(wanted)
+    with Ledger.for_reading(workspace.ledger_path) as ledger, damaged_ledger_guard(ledger.path):
+        infos = _named(ledger, workspace, paths)
         return [_status(ledger, info, verify=verify) for info in infos]
+
+
+def _named(ledger: Ledger, workspace: Workspace, paths: Sequence[Path]) -> list[ManifestInfo]:
+    """The manifests these paths name (every planned one when none), or an InputError naming
+    the first that was never planned here."""
+    wanted = [str(Path(p).resolve()) for p in paths]
+    infos = ledger.manifests(wanted or None)
+    _never_planned(workspace, paths, {info.path for info in infos})
+    return infos
+
+
+def _never_planned(workspace: Workspace, paths: Sequence[Path], planned: set[str]) -> None:
+    for path in paths:
+        if str(Path(path).resolve()) not in planned:
+            raise InputError(
+                f"{path}: never planned in the workspace {workspace.root}: `songbatch render"
+                f" {path}` plans and renders it (is --workspace right?)"
+            )
 
 
 def _status(ledger: Ledger, info: ManifestInfo, *, verify: bool) -> ManifestStatus:
@@ -85,8 +107,7 @@ def _status(ledger: Ledger, info: ManifestInfo, *, verify: bool) -> ManifestStat
     for count in ledger.state_counts([info.id]):
         status.jobs[count.state] = count.jobs
         status.chars += count.chars
-        status.est_ms += count.est_ms
-        status.rendered_ms += count.duration_ms
+    status.est_ms, status.rendered_ms = ledger.manifest_length(info.id)
     units = info.assembly["units"]
     current = {str(file.path) for file in planned_outputs(info.assembly)}
     status.outputs = [r.path for r in ledger.outputs(info.id) if r.path in current]
@@ -122,10 +143,15 @@ def _verify(ledger: Ledger, info: ManifestInfo, current: set[str]) -> Verificati
 
 
 def retry_jobs(workspace: Workspace, paths: Sequence[Path], *, force: bool) -> int:
-    """Failed jobs of these manifests (all planned ones when none named) go back to pending."""
+    """Failed jobs of these manifests (all planned ones when none named) go back to pending.
+    Under the run lock: a render in progress owns the ledger's jobs (LedgerBusy, exit 75)."""
     if not workspace.ledger_path.exists():
+        _never_planned(workspace, paths, set())
         return 0
-    with Ledger(workspace.ledger_path) as ledger, damaged_ledger_guard(ledger.path):
-        wanted = [str(Path(p).resolve()) for p in paths] or None
-        ids = [info.id for info in ledger.manifests(wanted)]
+    with (
+        RunLock(workspace.lock_path),
+        Ledger(workspace.ledger_path) as ledger,
+        damaged_ledger_guard(ledger.path),
+    ):
+        ids = [info.id for info in _named(ledger, workspace, paths)]
         return ledger.retry(ids, force=force) if ids else 0

@@ -13,15 +13,18 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "Chunk",
     "chunk_text",
     "estimate_seconds",
+    "has_visible_text",
+    "is_speakable",
     "normalize",
     "split_paragraphs",
     "split_sentences",
+    "starts_with_title",
 ]
 
 MIN_MAX_CHARS = 20
@@ -198,10 +201,12 @@ def _merge_unspeakable(text: str, spans: list[Span]) -> list[Span]:
 
 @dataclass(frozen=True)
 class Chunk:
-    """One TTS request. `paragraph_end`: pause for a paragraph after it, else for a sentence."""
+    """One TTS request. `paragraph_end`: pause for a paragraph after it, else for a sentence.
+    `sentence_end`: it ends a sentence (False only for a piece of an over-long sentence)."""
 
     text: str
     paragraph_end: bool
+    sentence_end: bool = field(default=True, compare=False)
 
 
 # Where an over-long sentence may be cut: after , ; : (when a space follows, so "1,000" stays),
@@ -211,12 +216,13 @@ class Chunk:
 _CLAUSE_END = re.compile(r"[,;:](?=\s)|(?:[，、；：]|—|--)(?=\s|[^\W_])|\s[–-](?=\s)")
 
 
-def chunk_text(text: str, max_chars: int) -> list[Chunk]:
+def chunk_text(text: str, max_chars: int, *, by_sentence: bool = False) -> list[Chunk]:
     """Normalise `text` and cut it into chunks of at most `max_chars` characters.
 
-    Whole sentences are packed greedily within a paragraph; only a sentence longer than
-    `max_chars` is cut, at clause marks, then at spaces, then anywhere. Paragraphs without a
-    letter or digit (scene breaks such as "* * *") are dropped.
+    Whole sentences are packed greedily within a paragraph (`by_sentence`: one sentence per
+    chunk, so a pause can go between any two); only a sentence longer than `max_chars` is
+    cut, at clause marks, then at spaces, then anywhere. Paragraphs without a letter or digit
+    (scene breaks such as "* * *") are dropped.
     """
     if max_chars < MIN_MAX_CHARS:
         raise ValueError(f"max_chars must be at least {MIN_MAX_CHARS}, got {max_chars}")
@@ -225,20 +231,26 @@ def chunk_text(text: str, max_chars: int) -> list[Chunk]:
         # A dropped scene break needs no flag: every paragraph's last chunk already has
         # paragraph_end=True, so the chunk before the break gets the paragraph pause.
         if _HAS_ALNUM.search(paragraph):
-            chunks.extend(_chunk_paragraph(paragraph, max_chars))
+            chunks.extend(_chunk_paragraph(paragraph, max_chars, by_sentence))
     return chunks
 
 
-def _chunk_paragraph(paragraph: str, max_chars: int) -> list[Chunk]:
+def _chunk_paragraph(paragraph: str, max_chars: int, by_sentence: bool) -> list[Chunk]:
     units: list[Span] = []
+    sentence_ends: set[int] = set()
     for start, end in _sentence_spans(paragraph):
+        sentence_ends.add(end)
         if end - start <= max_chars:
             units.append((start, end))
         else:
             units.extend(_split_long_sentence(paragraph, start, end, max_chars))
-    spans = _absorb_unspeakable(paragraph, _pack(units, max_chars), max_chars)
+    packed = units if by_sentence else _pack(units, max_chars)
+    spans = _absorb_unspeakable(paragraph, packed, max_chars)
     last = len(spans) - 1
-    return [Chunk(paragraph[s:e], paragraph_end=i == last) for i, (s, e) in enumerate(spans)]
+    return [
+        Chunk(paragraph[s:e], paragraph_end=i == last, sentence_end=e in sentence_ends)
+        for i, (s, e) in enumerate(spans)
+    ]
 
 
 def _pack(units: list[Span], max_chars: int) -> list[Span]:
@@ -298,6 +310,58 @@ def _absorb_unspeakable(text: str, spans: list[Span], max_chars: int) -> list[Sp
         else:
             carried = start
     return kept
+
+
+# --- what a text holds ------------------------------------------------------------------------
+
+# Letters and marks that render as nothing: Hangul fillers, the braille blank, the combining
+# grapheme joiner and the variation selectors (Unicode's default-ignorable code points that are
+# not format characters).
+_BLANK_CHARS = frozenset(
+    "\u115f\u1160\u3164\uffa0\u2800\u034f\u180b\u180c\u180d\u180f"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs"})
+
+
+def _visible(ch: str) -> bool:
+    return not (
+        ch.isspace() or ch in _BLANK_CHARS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES
+    )
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether `text` has anything but whitespace, separators, format characters (zero-width
+    spaces and joiners, bidi marks, BOMs), controls and blank fillers."""
+    return any(_visible(ch) for ch in set(text))
+
+
+def is_speakable(text: str) -> bool:
+    """Whether `chunk_text` would give `text` at least one chunk: a visible letter or digit."""
+    return any(ch.isalnum() and ch not in _BLANK_CHARS for ch in set(normalize(text)))
+
+
+_WORD = re.compile(r"[^\W_]+")
+_HORIZONTAL_SPACE = re.compile(r"[^\S\n]*")
+
+
+def starts_with_title(text: str, title: str) -> bool:
+    """Whether `text` opens with `title` as a heading of its own: the title's words, in order,
+    case folded, ending where the text's first line, sentence or clause ends ("CHAPTER I." or
+    "The Lamp" on its own line); "The Storm raged" does not start with the title "The Storm"."""
+    words = _WORD.findall(normalize(title).casefold())
+    if not words:
+        return False
+    # Single newlines matter here (a heading on its own line), so no full normalize().
+    body = unicodedata.normalize("NFC", _clean_chars(text.replace("\r\n", "\n"))).casefold()
+    pattern = r"[\W_]*" + r"[\W_]+".join(map(re.escape, words)) + r"(?![^\W_])"
+    found = re.match(pattern, body)
+    if found is None:
+        return False
+    after = _HORIZONTAL_SPACE.match(body, found.end())
+    rest = body[after.end() if after else found.end() :]
+    return not rest or not _WORD.match(rest[0])
 
 
 def estimate_seconds(chars: int, chars_per_second: float) -> float:

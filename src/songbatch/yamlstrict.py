@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from songbatch.errors import ManifestError
 PathKey = str | int
 FieldPath = tuple[PathKey, ...]
 Position = tuple[int, int]  # 1-based (line, col)
+
+# Lists and mappings inside each other; a manifest needs about five (chapters[0].voice.params).
+MAX_DEPTH = 64
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
@@ -107,6 +111,14 @@ class _StrictLoader(yaml.SafeLoader):
         if parent is not None and index is not None:  # a mapping value or a list item
             path = (*path, index if isinstance(index, int) else str(index.value))
         event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        if len(self._paths) > MAX_DEPTH:
+            # The composer (and every walk after it) recurses per level: refuse before Python's
+            # recursion limit turns a hostile document into an internal error.
+            raise _Problem(
+                f"nested more than {MAX_DEPTH} levels deep; no field needs that",
+                event.start_mark,
+                path[:1],
+            )
         if isinstance(event, yaml.AliasEvent):
             raise _Problem(
                 "aliases (*name) are not supported; repeat the value", event.start_mark, path
@@ -176,9 +188,32 @@ class TextEncodingError(UnicodeError):
         self.col = len(prefix) + 1
 
 
+def special_file_problem(path: Path) -> str | None:
+    """What `path` is when it exists but is not a regular file (a folder, a FIFO, a device),
+    found with stat() alone: opening a FIFO would block until something writes to it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # missing or unreachable: the caller's open says which
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a regular file"
+    return "is not a regular file"
+
+
 def load_yaml(path: Path | str, error_cls: type[ManifestError] = ManifestError) -> StrictDocument:
     """Read and strictly parse a YAML file whose top level must be a mapping."""
     file = Path(path)
+    problem = special_file_problem(file)
+    if problem is not None:
+        raise error_cls(file, problem)
     try:
         data = file.read_bytes()
     except OSError as exc:
@@ -214,6 +249,9 @@ def parse_yaml(
         ) from None
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, text, file, error_cls) from None
+    except RecursionError:
+        # MAX_DEPTH stops the composer first; this is for a Python whose stack is smaller.
+        raise error_cls(file, "invalid YAML: nested too deeply") from None
 
 
 def _mark_position(mark: Any) -> Position:
@@ -396,12 +434,23 @@ def validation_error(
         return error_cls(
             doc.file, "required field is missing", line=line, col=col, field=format_path(path)
         )
+    return doc.error(path, plain_message(err), error_cls=error_cls)
+
+
+def plain_message(err: Any) -> str:
+    """One pydantic error (an `ErrorDetails`) in YAML terms, with the value it got."""
+    kind = err["type"]
     message = _PLAIN_MESSAGES.get(kind) or str(err["msg"]).removeprefix("Value error, ")
     if kind == "too_short":
         message = f"needs at least {err.get('ctx', {}).get('min_length', 1)} item(s)"
     if kind.endswith("_type") or kind.endswith("_parsing") or kind == "literal_error":
         message += f" (got {_type_name(err.get('input'))}: {_short(err.get('input'))})"
-    return doc.error(path, message, error_cls=error_cls)
+    elif kind in _RANGE_ERRORS or kind == "finite_number":
+        message += f" (got {_short(err.get('input'))})"
+    return message
+
+
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
 
 
 # pydantic's wording names Python types (and our private class names); say it in YAML terms.
@@ -469,5 +518,7 @@ __all__ = [
     "format_path",
     "load_yaml",
     "parse_yaml",
+    "plain_message",
+    "special_file_problem",
     "validation_error",
 ]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from songbatch.engines.base import Engine, EngineSpec, RenderRequest, RenderResult
-from songbatch.errors import EngineUnavailable
+from songbatch.engines import params as p
+from songbatch.engines.base import Engine, EngineSpec, Kind, RenderRequest, RenderResult
+from songbatch.errors import EngineUnavailable, install_hint
 
 
 @dataclass(frozen=True)
@@ -21,22 +22,54 @@ class EngineEntry:
     factory: str = "load"
     extra: str | None = None  # the pip extra that provides its dependencies
     requires: tuple[str, ...] = ()  # top-level modules it imports that the extra installs
+    # The kinds it renders, each with the params it reads (engines/params.py: light, so the
+    # planner checks params without importing the engine).
+    params: dict[Kind, type[p.EngineParams]] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, EngineEntry] = {
-    "offline": EngineEntry("songbatch.engines.offline"),
-    "synthetic": EngineEntry("songbatch.engines.synthetic"),
+    "offline": EngineEntry(
+        "songbatch.engines.offline",
+        params={"speech": p.OfflineSpeechParams, "music": p.OfflineMusicParams},
+    ),
+    "synthetic": EngineEntry(
+        "songbatch.engines.synthetic",
+        params={"speech": p.SyntheticSpeechParams, "music": p.SyntheticMusicParams},
+    ),
     "musicgen": EngineEntry(
-        "songbatch.engines.musicgen", extra="local", requires=("torch", "transformers")
+        "songbatch.engines.musicgen",
+        extra="local",
+        requires=("torch", "transformers"),
+        params={"music": p.MusicgenParams},
     ),
     "chatterbox": EngineEntry(
-        "songbatch.engines.chatterbox", extra="chatterbox", requires=("torch", "chatterbox")
+        "songbatch.engines.chatterbox",
+        extra="chatterbox",
+        requires=("torch", "chatterbox"),
+        params={"speech": p.ChatterboxParams},
     ),
 }
 
 
 def known_engines() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def engine_kinds(engine: str) -> tuple[Kind, ...]:
+    """The kinds a local engine renders; () for a name that is not registered."""
+    entry = _REGISTRY.get(engine)
+    return tuple(entry.params) if entry is not None else ()
+
+
+def params_model(engine: str, kind: Kind) -> type[p.EngineParams] | None:
+    """What `engine` reads from params for `kind`; None if it is unknown or renders no such kind."""
+    entry = _REGISTRY.get(engine)
+    return None if entry is None else entry.params.get(kind)
+
+
+def params_models(kind: Kind) -> dict[str, type[p.EngineParams]]:
+    """Every registered engine's params model for `kind`, by engine name."""
+    return {name: entry.params[kind] for name, entry in _REGISTRY.items() if kind in entry.params}
 
 
 def _entry(spec: EngineSpec) -> EngineEntry:
@@ -49,7 +82,7 @@ def _entry(spec: EngineSpec) -> EngineEntry:
 
 
 def _missing(entry: EngineEntry, spec: EngineSpec, module: str) -> EngineUnavailable:
-    hint = f"pip install 'songbatch[{entry.extra}]'" if entry.extra else "reinstall songbatch"
+    hint = install_hint(entry.extra) if entry.extra else "reinstall songbatch"
     return EngineUnavailable(
         f"{spec.kind} engine {spec.engine!r} needs the {module!r} package: {hint},"
         " or choose another profile (--profile offline)"
@@ -80,6 +113,9 @@ __all__ = [
     "RenderRequest",
     "RenderResult",
     "check_engine",
+    "engine_kinds",
     "known_engines",
     "load_engine",
+    "params_model",
+    "params_models",
 ]

@@ -84,6 +84,12 @@ def voice_for_language(language: str) -> str:
     raise EngineError(f"espeak-ng has no voice for language {language!r}", retryable=False)
 
 
+@functools.lru_cache(maxsize=64)
+def check_espeak_voice(voice: str) -> None:
+    """Raise EngineError when espeak-ng has no voice `voice` (the planner asks before a run)."""
+    espeak.check_voice(voice)
+
+
 def _voice_params(params: dict[str, Any]) -> _Voice:
     if params.get("voice"):
         name = str(params["voice"])

@@ -32,7 +32,8 @@ import numpy as np
 import soundfile as sf
 
 from songbatch.engines.base import RenderResult
-from songbatch.errors import EngineUnavailable, RemoteRefused
+from songbatch.errors import RemoteRefused
+from songbatch.remote.preflight import check_client
 
 # bad-output: the prediction's output itself is unusable (the job's problem, not the network's).
 ErrorClass = Literal["rate-limited", "transient", "unknown-outcome", "fatal", "bad-output"]
@@ -92,17 +93,9 @@ class ReplicateApi:
     ) -> None:
         """`transport` replaces the client's network layer under its own retry layer (tests
         inject network faults there, such as a DNS outage)."""
-        try:
-            from replicate.client import Client
-        except ImportError as exc:
-            raise EngineUnavailable(
-                "the replicate engine needs the 'replicate' package:"
-                " pip install 'songbatch[replicate]'"
-            ) from exc
-        if not os.environ.get("REPLICATE_API_TOKEN"):
-            raise EngineUnavailable(
-                "REPLICATE_API_TOKEN is not set: the replicate profile needs it"
-            )
+        check_client()
+        from replicate.client import Client
+
         self._retry_after: str | None = None
         timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
         extra: dict[str, Any] = {} if transport is None else {"transport": transport}

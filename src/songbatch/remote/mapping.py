@@ -4,16 +4,35 @@ out, so the same input is built again after a crash (reconciliation matches on i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+import re
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from songbatch.profiles import RemoteModel
+from pydantic import create_model
+
+from songbatch.engines.params import EngineParams, SpeechParams
+
+if TYPE_CHECKING:  # profiles imports this module to check its `inputs` tables
+    from songbatch.profiles import RemoteModel
 
 _CASTS: dict[str, Callable[[Any], Any]] = {
     "int": lambda v: round(float(v)),
     "float": float,
     "str": str,
     "bool": bool,
+}
+_PLAIN_SOURCES = ("text", "lyrics", "seed", "duration", "duration_s", "voice", "language")
+_PARAMS = "params."
+_PARAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# What a param may be, by the cast its input applies: numbers for int/float (the cast rounds),
+# true/false for bool; any single value otherwise (sent as written, or as text for `|str`).
+_SCALAR = str | int | float | bool
+_PARAM_TYPES: dict[str, Any] = {
+    "int": float,
+    "float": float,
+    "bool": bool,
+    "str": _SCALAR,
+    "": _SCALAR,
 }
 
 
@@ -59,6 +78,44 @@ def _lookup(path: str, request: dict[str, Any], voice_url: str | None) -> Any:
     if path in ("text", "lyrics", "seed", "duration_s"):
         return request.get(path)
     raise InputError(f"unknown input source {path!r}")
+
+
+def source_problem(source: str) -> str | None:
+    """Why an `inputs` source cannot be read (checked when the profile loads), or None."""
+    path, _, cast = source.partition("|")
+    if cast and cast not in _CASTS:
+        return f"unknown cast {cast!r} in {source!r}; use one of {', '.join(_CASTS)}"
+    if path in _PLAIN_SOURCES:
+        return None
+    if path.startswith(_PARAMS) and _PARAM_NAME.fullmatch(path.removeprefix(_PARAMS)):
+        return None
+    known = ", ".join([*_PLAIN_SOURCES, "params.NAME"])
+    return f"unknown input source {path!r}; known: {known}"
+
+
+def param_casts(models: Iterable[RemoteModel]) -> dict[str, str]:
+    """The `params.NAME` the models' inputs read, each with its cast ('' for none)."""
+    casts: dict[str, str] = {}
+    for model in models:
+        for source in model.inputs.values():
+            path, _, cast = source.partition("|")
+            if path.startswith(_PARAMS):
+                casts.setdefault(path.removeprefix(_PARAMS), cast)
+    return casts
+
+
+def params_model(models: Iterable[RemoteModel], *, speech: bool) -> type[EngineParams]:
+    """What a job's params may hold for these models: exactly the names their inputs read, typed
+    by their casts; null leaves the input out. Speech jobs also carry `language`."""
+    fields: dict[str, Any] = {
+        name: (_PARAM_TYPES.get(cast, _SCALAR) | None, None)
+        for name, cast in param_casts(models).items()
+    }
+    if speech:
+        fields.pop("language", None)  # SpeechParams has it
+    base = SpeechParams if speech else EngineParams
+    model: type[EngineParams] = create_model("RemoteParams", __base__=base, **fields)
+    return model
 
 
 def _check_limits(model: RemoteModel, values: dict[str, Any]) -> None:
