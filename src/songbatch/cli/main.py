@@ -166,6 +166,98 @@ def retry(
     typer.echo(f"{count} job(s) back to pending" + (" (forced)" if force else ""))
 
 
+@app.command(short_help="Can this machine run a profile? Versions, devices, weights, ledger.")
+def doctor(
+    workspace: WorkspaceOpt = None,
+    profile: Annotated[
+        str | None, typer.Option("--profile", "-p", help="Profile to check (default: local).")
+    ] = None,
+    online: Annotated[
+        bool, typer.Option("--online", help="Also check the Replicate token with one API call.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Python and package versions, CUDA devices and free memory, ffmpeg and espeak-ng, model
+    weights in the Hugging Face cache, the Replicate token, the ledger and free disk. Exit 0
+    when the profile can run here, 1 when not (each failing check says what to do)."""
+    from songbatch.cli.tools import print_doctor
+    from songbatch.doctor import diagnose
+
+    report = _guard(lambda: diagnose(resolve_workspace(workspace), profile, online=online))
+    print_doctor(report, as_json=as_json)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command(short_help="Drop chunk files and job rows no planned manifest uses.")
+def gc(
+    workspace: WorkspaceOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say what would be freed.")
+    ] = False,
+    forget_missing: Annotated[
+        bool,
+        typer.Option(
+            "--forget-missing",
+            help="Also forget planned manifests whose YAML file is gone, and free their chunks.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Free the chunk cache of what no planned manifest needs (removed chapters, old edits,
+    previews). Waits for no render: exit 75 while one holds the ledger."""
+    from songbatch.cli.tools import print_gc
+    from songbatch.gc import collect_garbage
+
+    report = _guard(
+        lambda: collect_garbage(
+            resolve_workspace(workspace), dry_run=dry_run, forget_missing=forget_missing
+        )
+    )
+    print_gc(report, as_json=as_json)
+    raise typer.Exit(1 if report.errors else 0)
+
+
+@app.command(name="preview", short_help="The opening seconds of one chapter or track.")
+def preview_command(
+    manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.", show_default=False)],
+    workspace: WorkspaceOpt = None,
+    profile: ProfileOpt = None,
+    chapter: Annotated[
+        int | None, typer.Option("--chapter", help="Audiobooks: chapter number (from 1).")
+    ] = None,
+    track: Annotated[
+        int | None, typer.Option("--track", help="Albums: track number (from 1).")
+    ] = None,
+    seconds: Annotated[
+        float, typer.Option("--seconds", help="How much of its opening to render.")
+    ] = 30.0,
+    devices: Annotated[
+        str | None,
+        typer.Option("--devices", "-d", help="auto, cpu, cpu:N, or CUDA indices like 0,1."),
+    ] = None,
+) -> None:
+    """Render the opening of one chapter or track into <workspace>/previews/<slug>/. Not the
+    real render: the manifest is not planned, but the chunks are the real ones and are kept
+    in the cache for it."""
+    from songbatch.cli.tools import print_preview
+    from songbatch.preview import PreviewOptions, preview_unit
+
+    options = PreviewOptions(
+        workspace=resolve_workspace(workspace),
+        profile=profile,
+        chapter=chapter,
+        track=track,
+        seconds=seconds,
+        devices=devices,
+        argv=sys.argv,
+    )
+    reporter = make_reporter(sys.stderr, quiet=True)
+    with reporter:
+        result = _guard(lambda: preview_unit(manifest, options, reporter.observe))
+    ignore_stop_signals()
+    print_preview(result)
+
+
 def parse_span(text: str) -> float:
     """--time-limit's value in seconds (grammar in `songbatch.spans`); the error names the
     option."""

@@ -47,6 +47,7 @@ with warnings.catch_warnings():
 
 from songbatch.engines import chatterbox_batch as batch
 from songbatch.engines.base import EngineSpec, ProgressFn, RenderRequest, RenderResult
+from songbatch.engines.checkpoints import CHATTERBOX_VARIANTS, Variant
 from songbatch.engines.gpu_memory import free_memory, is_out_of_memory
 from songbatch.errors import EngineError, EngineUnavailable
 
@@ -92,33 +93,9 @@ _HUB_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.pt", "*.model"]
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    repo_id: str
-    files: tuple[str, ...]  # what the library's from_local reads (conds.pt is optional)
-    ignored: frozenset[str] = frozenset()  # generation params it does not support
-
-
-VARIANTS = {
-    "english": Variant(
-        "english",
-        "ResembleAI/chatterbox",
-        ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json"),
-    ),
-    # Turbo warns on (and ignores) CFG, min_p and exaggeration: they are not sent.
-    "turbo": Variant(
-        "turbo",
-        "ResembleAI/chatterbox-turbo",
-        ("ve.safetensors", "t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors"),
-        frozenset({"cfg_weight", "min_p", "exaggeration"}),
-    ),
-    "multilingual": Variant(
-        "multilingual",
-        "ResembleAI/chatterbox",
-        ("ve.pt", "t3_mtl23ls_v2.safetensors", "s3gen.pt", "grapheme_mtl_merged_expanded_v1.json"),
-    ),
-}
+# The variants' repos and checkpoint files live in a torch-free module, so `songbatch doctor`
+# reads the same table without importing this one.
+VARIANTS = CHATTERBOX_VARIANTS
 
 
 # ---------------------------------------------------------------------------------------------
