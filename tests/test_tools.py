@@ -4,8 +4,12 @@ renders nothing new); `preview` renders a unit's opening into the cache the real
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -235,6 +239,49 @@ def test_doctor_says_the_offline_profile_runs_here(tmp_path: Path) -> None:
     assert table.exit_code == 0 and "profile offline can run here" in table.output
 
 
+def test_doctor_counts_cuda_devices_and_their_free_memory_without_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An nvidia-smi stand-in on PATH: the devices and free memory come from it (and
+    CUDA_VISIBLE_DEVICES), never from a CUDA context in this process."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "-L" ]; then\n'
+        "  echo 'GPU 0: NVIDIA H200 (UUID: GPU-a)'; echo 'GPU 1: NVIDIA H200 (UUID: GPU-b)'\n"
+        "else\n"
+        "  echo '0, NVIDIA H200, 140000, 143771'; echo '1, NVIDIA H200, 512, 143771'\n"
+        "fi\n",
+        encoding="utf-8",
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    args = ("doctor", "--profile", "offline", "--workspace", str(tmp_path))
+    checks = checks_of(as_json(*args))
+    assert checks["cuda devices"]["detail"] == "2 visible"
+    assert checks["gpu 0"]["detail"] == "NVIDIA H200: 140,000 MiB free of 143,771 MiB"
+    assert checks["gpu 1"]["detail"].startswith("NVIDIA H200: 512 MiB free")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    checks = checks_of(as_json(*args))
+    assert checks["cuda devices"]["detail"].startswith("1 visible")
+    assert "gpu 0" not in checks and "gpu 1" in checks
+    # The CLI runner shares pytest's process, where another test may have imported torch:
+    # whether doctor imports it is seen in a process of its own.
+    probe = (
+        "import sys; from songbatch.doctor import diagnose;"
+        " from songbatch.workspace import resolve_workspace;"
+        f" diagnose(resolve_workspace({str(tmp_path)!r}), 'local');"
+        " print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stderr
+
+
 def gpu_profile(workspace: Path, variant: str = "english") -> None:
     """Offline speech (needs nothing) beside MusicGen: whether it runs is the weights' say; and
     a Chatterbox profile that doctor reports on without depending on it."""
@@ -256,8 +303,8 @@ def gpu_profile(workspace: Path, variant: str = "english") -> None:
 def test_doctor_finds_weights_in_the_hugging_face_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
+    if not all(importlib.util.find_spec(name) for name in ("torch", "transformers")):
+        pytest.skip("the musicgen engine needs the local extra")
     hf_home = tmp_path / "hf"
     monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
@@ -377,7 +424,7 @@ def test_preview_renders_a_chapters_opening_that_the_real_render_reuses(tmp_path
     )
     assert result.exit_code == 0, result.output
     [path] = (tmp_path / "previews").glob("*/*.flac")
-    assert path.name == "02 - Chapter 2.flac" or "Chapter 2" in path.name
+    assert "Chapter 2" in path.name
     seconds = sf.info(str(path)).duration
     assert seconds >= 3.0
     previewed = len(chunk_files(tmp_path))
