@@ -13,6 +13,7 @@ import json
 import shutil
 import sqlite3
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -404,3 +405,45 @@ def state_bytes(workspace: Path) -> dict[str, bytes]:
     if files.get("ledger.db-wal") == b"":
         del files["ledger.db-wal"]
     return files
+
+
+def test_the_hourly_cap_stops_a_run_and_holds_across_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each job reserves (1 + 0.5 a) x 3 + 2 s at $0.001/s, about $0.008, and settles at its
+    2 s ($0.002): a $0.025 hourly cap stops the first run (exit 3); a second run in the same
+    hour gets only what the settled costs left; an hour later the window has moved on."""
+    remote_profile(tmp_path, caps="  max_spend_per_hour: 0.025")
+    manifest = book_manifest(
+        tmp_path, chapters=2, sentences=6, formats="[flac]", profile="remote.yaml"
+    )
+    clock = VirtualClock()
+    ledger_path = tmp_path / ".songbatch" / "ledger.db"
+
+    def committed(since: float) -> float:
+        with sqlite3.connect(ledger_path) as conn:
+            [(usd,)] = conn.execute(
+                "SELECT COALESCE(SUM(CASE state WHEN 'open' THEN reserved_usd"
+                " ELSE settled_usd END), 0) FROM reservations WHERE created_utc >= ?",
+                (datetime.fromtimestamp(since, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),),
+            ).fetchall()
+        conn.close()
+        return float(usd)
+
+    with FakeReplicate(clock, latency_s=2.0) as fake:
+        start = clock()
+        first = render_virtual(tmp_path, manifest, fake, clock, monkeypatch)
+        after_first = len(fake.state.predictions)
+        second = render_virtual(tmp_path, manifest, fake, clock, monkeypatch)
+        after_second = len(fake.state.predictions)
+        assert committed(start) <= 0.025 + 1e-6  # both runs, one hour
+        clock.sleep(3600)
+        later = clock()
+        third = render_virtual(tmp_path, manifest, fake, clock, monkeypatch)
+        after_third = len(fake.state.predictions)
+    assert first.exit_code == 3 and "hourly spend cap" in str(first.stop_reason)
+    assert 0 < after_first < 12 and second.exit_code == 3
+    assert after_second > after_first  # settled below their reservations: room freed
+    assert after_third > after_second  # a new hour
+    assert committed(later) <= 0.025 + 1e-6
+    assert third.exit_code in (0, 3)
