@@ -246,10 +246,13 @@ def plan_money(
 ) -> list[Estimate | None]:
     """`plan`'s money column: the same estimate as `cost`, for remote profiles (None for
     local ones, whose money needs a device count and a price `plan` does not ask for)."""
+    items = list(plans)
+    if not any(profile.remote for _, profile in items):
+        return [None] * len(items)  # nothing to price: the ledger is not even opened
     with _reading(workspace) as ledger:
         calibration = Calibration.of(ledger)
         results: list[Estimate | None] = []
-        for plan, profile in plans:
+        for plan, profile in items:
             if not profile.remote:
                 results.append(None)
                 continue
