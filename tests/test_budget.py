@@ -1,6 +1,8 @@
 """The budget invariant, as a property: settled + open reservations never exceed a cap, at every
 step, whatever the prices, the predict times (0.2-3x the estimate) and where a run crashes
-(between reserving and creating, or between creating and settling).
+(between reserving and creating, or between creating and settling). The caps: one run's, one
+UTC day's, and any rolling 60 minutes' (the ledger's clock moves on between jobs, so windows
+open and close and cross midnight).
 
 Runs the real pieces: cost.worst_case, Ledger.reserve/attach/settle, reconcile_open after a crash
 (with a stand-in for the API: the property is about the ledger, not HTTP) and the executor's rule
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +71,19 @@ job = st.tuples(
     st.floats(0.2, 3.0),  # predict time / estimate
     st.floats(0, 1),  # how late the cancel lands, as a share of the grace
     st.sampled_from(["none", "before-create", "before-settle"]),
+    st.floats(0, 40 * 60),  # seconds on the clock before this job's reserve
 )
+
+# 23:30 UTC: the day cap's window turns over during a run.
+START = 1_764_631_800.0
+
+
+@dataclass
+class Clock:
+    now: float = START
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -79,6 +94,7 @@ job = st.tuples(
     factor=st.floats(1, 4),
     run_cap=st.floats(0, 2),
     day_cap=st.floats(0, 3),
+    hour_cap=st.floats(0, 1),
     jobs=st.lists(job, min_size=1, max_size=25),
 )
 def test_settled_plus_open_never_exceeds_a_cap(
@@ -88,24 +104,31 @@ def test_settled_plus_open_never_exceeds_a_cap(
     factor: float,
     run_cap: float,
     day_cap: float,
-    jobs: list[tuple[float, float, float, str]],
+    hour_cap: float,
+    jobs: list[tuple[float, float, float, str, float]],
 ) -> None:
     cfg = config(price, base_s, per_audio_s, factor)
     model = cfg.models["m"]
+    clock = Clock()
+    caps = SpendCaps(run_usd=run_cap, day_usd=day_cap, hour_usd=hour_cap)
     with tempfile.TemporaryDirectory() as folder:
-        ledger = _ledger(Path(folder), len(jobs))
+        ledger = _ledger(Path(folder), len(jobs), clock)
         run_id = ledger.start_run([])
         api = StandInApi()
 
         def check() -> None:
             for where, arg, cap in (("run_id = ?", run_id, run_cap), ("day = ?", None, day_cap)):
                 if arg is None:
-                    settled, reserved = _day_total(ledger)
+                    for settled, reserved in _day_totals(ledger):
+                        assert settled + reserved <= cap + 1e-6, (where, settled, reserved, cap)
                 else:
                     settled, reserved = ledger.spend(run_id=run_id)
-                assert settled + reserved <= cap + 1e-6, (where, settled, reserved, cap)
+                    assert settled + reserved <= cap + 1e-6, (where, settled, reserved, cap)
+            worst = _busiest_hour(ledger)
+            assert worst <= hour_cap + 1e-6, ("hour", worst, hour_cap)
 
-        for index, (audio_s, ratio, late, crash) in enumerate(jobs):
+        for index, (audio_s, ratio, late, crash, gap_s) in enumerate(jobs):
+            clock.now += gap_s
             text = f"job {index}"
             model_input: dict[str, Any] = {"text": text}
             reservation = worst_case(cfg, model, model_input, audio_s)
@@ -118,14 +141,14 @@ def test_settled_plus_open_never_exceeds_a_cap(
                     model_input=model_input,
                     usd=reservation.usd,
                     seconds=reservation.reserved_s,
-                    caps=SpendCaps(run_usd=run_cap, day_usd=day_cap),
+                    caps=caps,
                 )
             except CapReached:
                 check()
                 break  # the run stops cleanly here
             check()
             if crash == "before-create":
-                ledger, run_id = _crash_and_recover(ledger, cfg, api, folder)
+                ledger, run_id = _crash_and_recover(ledger, cfg, api, folder, clock)
                 check()
                 continue
             actual_s = (model.predict.base_s + model.predict.per_audio_s * audio_s) * ratio
@@ -144,7 +167,7 @@ def test_settled_plus_open_never_exceeds_a_cap(
             )
             api.created[text] = state
             if crash == "before-settle":
-                ledger, run_id = _crash_and_recover(ledger, cfg, api, folder)
+                ledger, run_id = _crash_and_recover(ledger, cfg, api, folder, clock)
                 check()
                 continue
             ledger.attach_prediction(rid, state.id)
@@ -163,23 +186,36 @@ def test_settled_plus_open_never_exceeds_a_cap(
 
 
 def _crash_and_recover(
-    ledger: Ledger, cfg: ReplicateConfig, api: StandInApi, folder: str
+    ledger: Ledger, cfg: ReplicateConfig, api: StandInApi, folder: str, clock: Clock
 ) -> tuple[Ledger, int]:
     """kill -9: the connection goes away mid-run; the next run reconciles, then starts."""
     ledger.close()
-    ledger = Ledger(Path(folder) / "ledger.db")
+    ledger = Ledger(Path(folder) / "ledger.db", clock=clock)
     reconcile_open(ledger, api, cfg, lambda kind, message: None)  # type: ignore[arg-type]
     # A fresh run has its own run cap; the day cap spans both. Adopted ones stay open and count.
     return ledger, ledger.start_run([])
 
 
-def _day_total(ledger: Ledger) -> tuple[float, float]:
-    row = ledger.conn.execute("SELECT day FROM reservations LIMIT 1").fetchone()
-    return (0.0, 0.0) if row is None else ledger.spend(day=row[0])
+def _day_totals(ledger: Ledger) -> list[tuple[float, float]]:
+    days = [row[0] for row in ledger.conn.execute("SELECT DISTINCT day FROM reservations")]
+    return [ledger.spend(day=day) for day in days]
 
 
-def _ledger(folder: Path, count: int) -> Ledger:
-    ledger = Ledger(folder / "ledger.db")
+def _busiest_hour(ledger: Ledger) -> float:
+    """The most any 60 minutes holds, settled or still reserved, worked out here from the rows
+    (not by the ledger's own query): each window that matters ends at some reservation."""
+    rows = ledger.conn.execute(
+        "SELECT created_utc, CASE state WHEN 'open' THEN reserved_usd ELSE settled_usd END"
+        " FROM reservations"
+    ).fetchall()
+    times = [(_utc(t), usd) for t, usd in rows]
+    return max(
+        (sum(usd for at, usd in times if end - 3600 < at <= end) for end, _ in times), default=0.0
+    )
+
+
+def _ledger(folder: Path, count: int, clock: Clock) -> Ledger:
+    ledger = Ledger(folder / "ledger.db", clock=clock)
     jobs = [
         JobRow(f"{i:064x}", "speech", "replicate", "m", {"text": f"job {i}"}, 5, 1000)
         for i in range(count)
@@ -187,3 +223,7 @@ def _ledger(folder: Path, count: int) -> Ledger:
     record = ManifestRecord("/b.yaml", "audiobook", "B", "b", "s", "remote", "x", {"units": []})
     ledger.apply_plan(record, jobs, [PlanRow(0, i, job.key, 0) for i, job in enumerate(jobs)])
     return ledger
+
+
+def _utc(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()

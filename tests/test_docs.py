@@ -27,6 +27,7 @@ from songbatch.manifest import (
     _RawVoice,
 )
 from songbatch.profiles import (
+    DeviceCost,
     EngineConfig,
     PredictEstimate,
     PriceRule,
@@ -52,6 +53,7 @@ SECTIONS: dict[tuple[str, str | None], type[BaseModel]] = {
     ("Tracks", None): _RawTrack,
     ("Profiles", None): _ProfileFile,
     ("Engine", None): EngineConfig,
+    ("Device cost", None): DeviceCost,
     ("Replicate", None): ReplicateConfig,
     ("Replicate models", None): RemoteModel,
     ("Replicate price and predict time", "`price:`"): PriceRule,

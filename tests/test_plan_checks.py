@@ -845,7 +845,27 @@ def test_replicate_limits_are_checked_per_chunk_at_plan_time(
     )
 
 
-def test_replicate_short_prompt_for_the_lyrics_model(ws: Path, replicate_profile: Path) -> None:
+def test_replicate_lyrics_past_the_lyrics_models_limit(ws: Path, replicate_profile: Path) -> None:
+    # music-2.5, the default lyrics_model, takes 1-3,500 characters of lyrics.
+    lyrics = "la " * 1200
+    edit(
+        ws / "album.yaml",
+        "    prompt: a calm piano\n",
+        f"    prompt: a calm piano\n    lyrics: {lyrics.strip()}\n",
+    )
+    assert_refused(
+        ws,
+        "album.yaml",
+        file="album.yaml",
+        line_with="- title: One",
+        field="tracks[0]",
+        snippet="input 'lyrics' has 3599 characters; the model takes 1-3500",
+        extra=("--profile", "remote.yaml"),
+    )
+
+
+def test_replicate_short_prompt_for_music_1_5(ws: Path, replicate_profile: Path) -> None:
+    edit(replicate_profile, "  lyrics_model: music-2.5 ", "  lyrics_model: music-1.5 ")
     edit(
         ws / "album.yaml",
         "    prompt: a calm piano\n",

@@ -41,7 +41,8 @@ def job_states(workspace: Path) -> dict[str, int]:
 
 
 def test_example_album_renders_with_the_replicate_profile(tmp_path: Path) -> None:
-    """The issue's done-when: musicgen for a track, minimax/music-1.5 for the song with lyrics."""
+    """The issue's done-when: musicgen for a track, minimax/music-2.5 (the default
+    lyrics_model) for the song with lyrics."""
     with FakeReplicate(latency_s=0.2) as fake:
         result = run_songbatch(
             "render",
@@ -57,8 +58,8 @@ def test_example_album_renders_with_the_replicate_profile(tmp_path: Path) -> Non
         assert result.returncode == 0, result.stderr
         models = sorted(p.model for p in fake.state.predictions.values())
         inputs = [p.input for p in fake.state.predictions.values()]
-    # meta/musicgen is versioned (predictions.create(version=...)); music-1.5 is official.
-    assert models == ["minimax/music-1.5", "versioned/b05b1dff"]
+    # meta/musicgen is versioned (predictions.create(version=...)); music-2.5 is official.
+    assert models == ["minimax/music-2.5", "versioned/b05b1dff"]
     song = next(i for i in inputs if "lyrics" in i)
     assert song["lyrics"].startswith("Light on the water")
     track = next(i for i in inputs if "duration" in i)
@@ -74,7 +75,7 @@ def test_example_album_renders_with_the_replicate_profile(tmp_path: Path) -> Non
     spent = reservations(tmp_path)
     assert [r["state"] for r in spent] == ["settled", "settled"]
     costs = sorted(float(str(r["settled_usd"])) for r in spent)
-    assert costs[1] == pytest.approx(0.03)  # per output
+    assert costs[1] == pytest.approx(0.20)  # per output (music-2.5's ceiling)
     assert 0 < costs[0] <= 0.2 * 0.001525 + 1e-6  # predict seconds x the H100 ceiling
 
 

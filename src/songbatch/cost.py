@@ -28,6 +28,39 @@ def expected_predict_s(model: RemoteModel, audio_s: float) -> float:
     return model.predict.base_s + model.predict.per_audio_s * max(0.0, audio_s)
 
 
+def remote_model_name(
+    config: ReplicateConfig, kind: str, model: str, request: dict[str, Any]
+) -> str:
+    """Which of the profile's models a job goes to: songs with lyrics to `lyrics_model`. The
+    executor and `songbatch cost` both ask here, so an estimate prices the model that runs."""
+    if kind == "music" and request.get("lyrics") and config.lyrics_model:
+        return config.lyrics_model
+    return model
+
+
+def expected_cost(
+    config: ReplicateConfig,
+    model: RemoteModel,
+    model_input: dict[str, Any],
+    audio_s: float,
+    *,
+    predict_s: float | None = None,
+) -> float:
+    """What a prediction is expected to cost: the bill `settled_cost` would write for a
+    successful prediction that ran `predict_s` (default: the profile's expected predict time).
+    The same function settles real predictions, so an estimate and a bill cannot disagree on
+    the rule, only on the predict time."""
+    seconds = expected_predict_s(model, audio_s) if predict_s is None else predict_s
+    return settled_cost(
+        config,
+        model,
+        model_input,
+        succeeded=True,
+        predict_s=seconds,
+        reserved_usd=worst_case(config, model, model_input, audio_s).usd,
+    )
+
+
 def worst_case(
     config: ReplicateConfig, model: RemoteModel, model_input: dict[str, Any], audio_s: float
 ) -> Reservation:

@@ -194,7 +194,14 @@ def m004_integrity(db: Database) -> None:
     )
 
 
+@migrations()
+def m005_spend_by_hour(db: Database) -> None:
+    """The hourly cap sums reservations by creation time at every reserve."""
+    db.execute("CREATE INDEX reservations_by_created ON reservations (created_utc)")
+
+
 _ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
+HOUR_S = 3600.0  # the hourly spend cap's window
 # Later than any real time: a job deferred "until the next run", which start_run clears.
 _NOT_THIS_RUN = "9999-12-31T23:59:59.999999Z"
 
@@ -366,6 +373,48 @@ class SpendCaps:
 
     run_usd: float | None = None  # every cap that applies to this run (--max-spend, profile)
     day_usd: float | None = None  # the profile's cap over all runs of one UTC day
+    # The profile's cap over all runs of any 60 minutes: a rolling hour, so two overlapping
+    # batches either side of a clock hour's turn cannot spend twice the cap in 60 minutes.
+    hour_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class RenderSamples:
+    """Finished local renders of one engine, model and device type (calibration)."""
+
+    engine: str
+    model: str
+    device: str  # the worker's device type: cuda or cpu
+    count: int
+    render_ms: int  # device time, the engine's share of a batched call plus the write
+    audio_ms: int
+
+
+@dataclass(frozen=True)
+class PredictSamples:
+    """Settled, successful predictions of one Replicate model (calibration)."""
+
+    model_ref: str
+    count: int
+    predict_ms: int
+    est_audio_ms: int  # the audio the jobs asked for: what the predict-time model is fed
+
+
+@dataclass(frozen=True)
+class ActualRow:
+    """Spend and device time of one group of `--actual` (a run, a UTC day, a manifest or a
+    profile)."""
+
+    group: str
+    settled_usd: float = 0.0
+    predictions: int = 0  # settled reservations
+    open_usd: float = 0.0  # still reserved: not spent yet, but counting against the caps
+    open_count: int = 0
+    device_ms: int = 0  # local engines' render time, summed over devices
+    renders: int = 0  # local attempts that rendered
+
+
+ACTUAL_GROUPS = ("run", "day", "manifest", "profile")
 
 
 @dataclass(frozen=True)
@@ -1376,6 +1425,12 @@ class Ledger:
                 self._check_cap(conn, "run", caps.run_usd, usd, "run_id = ?", run_id)
             if caps.day_usd is not None:
                 self._check_cap(conn, "daily", caps.day_usd, usd, "day = ?", day)
+            if caps.hour_usd is not None:
+                # Every reservation made in the last 60 minutes, at its settled cost once
+                # settled. Checked at each reserve, this bounds every 60-minute window: the
+                # last reserve inside any window saw all of that window's earlier ones.
+                since = utc_iso(now - HOUR_S)
+                self._check_cap(conn, "hourly", caps.hour_usd, usd, "created_utc > ?", since)
             row = conn.execute(
                 "INSERT INTO reservations (run_id, job_key, token, model, input, reserved_usd,"
                 " reserved_s, day, created_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -1498,6 +1553,100 @@ class Ledger:
             "INSERT INTO events (utc, kind, job_key, manifest_id, detail) VALUES (?, ?, ?, ?, ?)",
             (self.now(), kind, job_key, manifest_id, None if detail is None else _dumps(detail)),
         )
+
+    # ------------------------------------------------------------------ cost estimates
+
+    def done_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of these jobs are done (their chunk is in the cache: free to reuse)."""
+        done: set[str] = set()
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), 500):  # under SQLite's bound on parameters
+            part = unique[start : start + 500]
+            marks = ",".join("?" * len(part))
+            cursor = self.conn.execute(
+                f"SELECT key FROM jobs WHERE state = 'done' AND key IN ({marks})", part
+            )
+            done.update(row[0] for row in cursor)
+        return done
+
+    def render_samples(self) -> list[RenderSamples]:
+        """Local renders that finished, per engine, model and device type. Remote attempts
+        are left out: their render time is the model's predict time on someone else's GPU."""
+        cursor = self.conn.execute(
+            "SELECT j.engine, j.model, a.device, COUNT(*), SUM(a.render_ms), SUM(j.duration_ms)"
+            " FROM attempts a JOIN jobs j ON j.key = a.job_key"
+            " WHERE a.outcome = 'done' AND a.render_ms IS NOT NULL AND j.duration_ms > 0"
+            " AND j.engine != 'replicate'"
+            " GROUP BY j.engine, j.model, a.device"
+        )
+        return [RenderSamples(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in cursor]
+
+    def predict_samples(self) -> list[PredictSamples]:
+        """Settled predictions that succeeded with a reported predict time, per model."""
+        cursor = self.conn.execute(
+            "SELECT r.model, COUNT(*), SUM(r.predict_ms), SUM(j.est_ms)"
+            " FROM reservations r JOIN jobs j ON j.key = r.job_key"
+            " WHERE r.state = 'settled' AND r.outcome = 'succeeded' AND r.predict_ms IS NOT NULL"
+            " GROUP BY r.model"
+        )
+        return [PredictSamples(r[0], int(r[1]), int(r[2]), int(r[3])) for r in cursor]
+
+    def actual(self, by: str, since: str | None = None) -> list[ActualRow]:
+        """Settled and open remote spend and local device time, grouped `by` one of
+        ACTUAL_GROUPS, from `since` (a UTC date or ISO time) on. A job planned by several
+        manifests counts once, for the first of them planned, so groups add up to the total."""
+        if by not in ACTUAL_GROUPS:
+            raise ValueError(f"unknown grouping {by!r}")
+        floor = since or ""
+        owner = (
+            "(SELECT {col} FROM manifest_jobs mj JOIN manifests m ON m.id = mj.manifest_id"
+            " WHERE mj.job_key = {table}.job_key ORDER BY m.id LIMIT 1)"
+        )
+        spend_group = {
+            "run": "r.run_id",
+            "day": "r.day",
+            "manifest": owner.format(col="m.path", table="r"),
+            "profile": owner.format(col="m.profile", table="r"),
+        }[by]
+        device_group = {
+            "run": "a.run_id",
+            "day": "substr(a.started_utc, 1, 10)",
+            "manifest": owner.format(col="m.path", table="a"),
+            "profile": owner.format(col="m.profile", table="a"),
+        }[by]
+        rows: dict[str, dict[str, Any]] = {}
+
+        def row(group: Any) -> dict[str, Any]:
+            name = "(none)" if group is None else str(group)
+            return rows.setdefault(name, {"group": name})
+
+        spend = self.conn.execute(
+            f"SELECT {spend_group} AS g,"
+            " COALESCE(SUM(CASE r.state WHEN 'settled' THEN r.settled_usd END), 0),"
+            " SUM(r.state = 'settled'),"
+            " COALESCE(SUM(CASE r.state WHEN 'open' THEN r.reserved_usd END), 0),"
+            " SUM(r.state = 'open')"
+            " FROM reservations r WHERE r.created_utc >= ? GROUP BY g",
+            (floor,),
+        )
+        for group, settled, count, reserved, open_count in spend:
+            item = row(group)
+            item.update(
+                settled_usd=float(settled),
+                predictions=int(count or 0),
+                open_usd=float(reserved),
+                open_count=int(open_count or 0),
+            )
+        device = self.conn.execute(
+            f"SELECT {device_group} AS g, SUM(a.render_ms), COUNT(*)"
+            " FROM attempts a JOIN jobs j ON j.key = a.job_key"
+            " WHERE j.engine != 'replicate' AND a.render_ms IS NOT NULL AND a.started_utc >= ?"
+            " GROUP BY g",
+            (floor,),
+        )
+        for group, render_ms, count in device:
+            row(group).update(device_ms=int(render_ms or 0), renders=int(count))
+        return [ActualRow(**rows[name]) for name in sorted(rows)]
 
     def integrity_ok(self) -> bool:
         row = self.conn.execute("PRAGMA integrity_check").fetchone()

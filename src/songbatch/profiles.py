@@ -141,6 +141,7 @@ class ReplicateConfig(_Strict):
     cancel_grace_s: float = Field(default=5.0, ge=0)  # reserved beyond the cancel point
     max_spend_per_run: float | None = Field(default=None, ge=0)
     max_spend_per_day: float | None = Field(default=None, ge=0)
+    max_spend_per_hour: float | None = Field(default=None, ge=0)  # any rolling 60 minutes
 
     @property
     def rate_limit(self) -> RateLimit:
@@ -155,6 +156,14 @@ class ReplicateConfig(_Strict):
         if self.lyrics_model is not None and self.lyrics_model not in self.models:
             raise ValueError(f"lyrics_model {self.lyrics_model!r} is not in `models`")
         return self
+
+
+class DeviceCost(_Strict):
+    """What a person pays for local devices, for `songbatch cost`: never guessed by the code
+    (without it the money of a local run is unknown)."""
+
+    usd_per_device_hour: float | None = Field(default=None, ge=0)  # rented GPU or electricity
+    load_s: float | None = Field(default=None, ge=0)  # engine load per worker and run
 
 
 class _ProfileFile(_Strict):
@@ -173,6 +182,7 @@ class _ProfileFile(_Strict):
     # the next run (ratelimit.TransientPolicy).
     transient_patience_s: float = Field(default=900, ge=0)
     replicate: ReplicateConfig | None = None  # required when an engine is "replicate"
+    cost: DeviceCost | None = None  # local devices' price, for estimates only
 
     @model_validator(mode="after")
     def _remote_models_known(self) -> _ProfileFile:
@@ -408,6 +418,7 @@ def _yamls(folder: Path) -> list[Path]:
 __all__ = [
     "DEFAULT_PROFILE",
     "RATE_PRESETS",
+    "DeviceCost",
     "EngineConfig",
     "PriceRule",
     "Profile",

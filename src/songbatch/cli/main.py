@@ -6,13 +6,22 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from songbatch import __version__
-from songbatch.cli.reporter import make_reporter, print_plan, print_report, print_status
+from songbatch.cli.reporter import (
+    make_reporter,
+    print_actual,
+    print_compare,
+    print_estimates,
+    print_plan,
+    print_report,
+    print_status,
+)
 from songbatch.errors import InputError, SongbatchError
+from songbatch.estimate import actual, compare, estimate, plan_money
 from songbatch.render import RenderOptions, preview, render
 from songbatch.signals import ignore_stop_signals
 from songbatch.spans import EXAMPLES, SpanError
@@ -72,8 +81,12 @@ def plan(
     as_json: JsonOpt = False,
 ) -> None:
     """Dry run: what rendering would do (new, reused, unchanged jobs; length). Writes nothing."""
-    previews = _guard(lambda: preview(manifests, profile, resolve_workspace(workspace)))
-    print_plan(previews, as_json=as_json)
+    where = resolve_workspace(workspace)
+    previews = _guard(lambda: preview(manifests, profile, where))
+    money = _guard(
+        lambda: plan_money([(p.planned.plan, p.planned.profile) for p in previews], where)
+    )
+    print_plan(previews, money, as_json=as_json)
 
 
 @app.command(name="render", short_help="Plan into the ledger and render what is not done.")
@@ -256,6 +269,77 @@ def preview_command(
         result = _guard(lambda: preview_unit(manifest, options, reporter.observe))
     ignore_stop_signals()
     print_preview(result)
+
+
+@app.command(short_help="Time and money to render what is left; or what was spent.")
+def cost(
+    manifests: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Manifests or folders (every *.yaml in one).", show_default=False),
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    profile: ProfileOpt = None,
+    compare_with: Annotated[
+        str | None,
+        typer.Option(
+            "--compare",
+            metavar="P1,P2,...",
+            help="Profiles side by side in one table, cheapest first.",
+            show_default=False,
+        ),
+    ] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            "--devices", "-d", help="Local profiles: as render takes it (default: the profile's)."
+        ),
+    ] = None,
+    spent: Annotated[
+        bool,
+        typer.Option(
+            "--actual",
+            help="What was spent: settled remote spend and device hours, from the ledger.",
+        ),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", metavar="DATE", help="--actual: from this UTC date on (YYYY-MM-DD)."
+        ),
+    ] = None,
+    by: Annotated[
+        str,
+        typer.Option("--by", metavar="run|day|manifest|profile", help="--actual: grouping."),
+    ] = "run",
+    as_json: JsonOpt = False,
+) -> None:
+    """Estimate the work left per manifest and profile (jobs, characters, audio, wall time on
+    the profile's devices, money), or with --actual show what was spent. Writes nothing."""
+    where = resolve_workspace(workspace)
+    if spent:
+        if manifests or profile or compare_with:
+            _usage("--actual reads the ledger only: give no manifests, --profile or --compare")
+        print_actual(_guard(lambda: actual(where, by=by, since=since)), as_json=as_json)
+        return
+    if since is not None or by != "run":
+        _usage("--since and --by go with --actual")
+    if profile is not None and compare_with is not None:
+        _usage("use --profile or --compare, not both")
+    names: list[str | None] = [profile]
+    if compare_with is not None:
+        names = [name.strip() for name in compare_with.split(",") if name.strip()]
+        if len(names) < 2 or len(set(names)) != len(names):
+            _usage(f"--compare {compare_with!r}: name two or more different profiles")
+    estimates = _guard(lambda: estimate(manifests or [], names, where, devices=devices))
+    if compare_with is not None:
+        print_compare(estimates, compare(estimates), as_json=as_json)
+    else:
+        print_estimates(estimates, as_json=as_json)
+
+
+def _usage(message: str) -> NoReturn:
+    typer.echo(f"songbatch: error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def parse_span(text: str) -> float:

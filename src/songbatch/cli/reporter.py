@@ -23,6 +23,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from songbatch.estimate import Actual, CompareRow, Estimate
 from songbatch.events import RunEvent
 from songbatch.progress import DeviceMeter, RunMeter
 from songbatch.render import Preview, RenderReport
@@ -270,9 +271,11 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def print_plan(previews: Sequence[Preview], *, as_json: bool) -> None:
+def print_plan(
+    previews: Sequence[Preview], money: Sequence[Estimate | None], *, as_json: bool
+) -> None:
     rows: list[dict[str, Any]] = []
-    for item in previews:
+    for item, cost in zip(previews, money, strict=True):
         plan, diff = item.planned.plan, item.diff
         rows.append(
             {
@@ -286,6 +289,9 @@ def print_plan(previews: Sequence[Preview], *, as_json: bool) -> None:
                 "dropped": diff.dropped,
                 "chars": plan.chars,
                 "est_ms": plan.est_ms,
+                # Remote profiles: `songbatch cost`'s figures for the work left (None: local).
+                "usd_expected": None if cost is None else cost.usd_expected,
+                "usd_worst": None if cost is None else cost.usd_worst,
             }
         )
     if as_json:
@@ -301,6 +307,7 @@ def print_plan(previews: Sequence[Preview], *, as_json: bool) -> None:
         "dropped",
         "chars",
         "est. length",
+        "est. USD (worst)",
     )
     for row in rows:
         table.add_row(
@@ -308,8 +315,157 @@ def print_plan(previews: Sequence[Preview], *, as_json: bool) -> None:
             Text(row["profile"]),
             *(str(row[k]) for k in ("jobs", "new", "reused", "unchanged", "dropped", "chars")),
             _clock(row["est_ms"]),
+            _money_pair(row["usd_expected"], row["usd_worst"]),
         )
     screen(sys.stdout).print(table)
+
+
+def usd(value: float | None) -> str:
+    """Money as a person reads it: cents, or four places under a dollar; '-' when unknown."""
+    if value is None:
+        return "-"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
+def _money_pair(expected: float | None, worst: float | None) -> str:
+    if worst is None:
+        return usd(expected)
+    return f"{usd(expected)} ({usd(worst)})"
+
+
+def _span(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return _clock(round(seconds * 1000))
+
+
+def print_estimates(estimates: Sequence[Estimate], *, as_json: bool) -> None:
+    """`songbatch cost`: one row per manifest and profile, then where each figure comes from
+    and what would make an unknown one known."""
+    if as_json:
+        _print_json({"estimates": [e.as_dict() for e in estimates]})
+        return
+    console = screen(sys.stdout)
+    table = Table(
+        "manifest",
+        "profile",
+        "jobs left",
+        "chars",
+        "audio",
+        "done (free)",
+        "devices",
+        "device time",
+        "wall time",
+        "time from",
+        "USD expected",
+        "USD worst",
+        "money from",
+    )
+    for item in estimates:
+        table.add_row(
+            Text(item.title),
+            Text(item.profile),
+            str(item.jobs_left),
+            str(item.chars_left),
+            _span(item.audio_left_s),
+            f"{item.jobs_done} jobs, {_span(item.audio_done_s)}",
+            f"{item.devices} {item.device_type}",
+            _span(item.device_s),
+            _span(item.wall_s),
+            Text(item.time_from),
+            usd(item.usd_expected),
+            usd(item.usd_worst),
+            Text(item.money_from),
+        )
+    console.print(table)
+    _print_basis(console, estimates)
+
+
+def _print_basis(console: Console, estimates: Sequence[Estimate]) -> None:
+    seen: set[str] = set()
+    for item in estimates:
+        for basis in item.basis:
+            value = "-" if basis.value is None else f"{basis.value:.4g}"
+            line = f"{basis.figure} = {value}: {basis.label()}"
+            if basis.note:
+                line += f" ({basis.note})"
+            if line not in seen:
+                seen.add(line)
+                console.print(_line("basis", "cyan", line))
+        for hint in item.hints:
+            if hint not in seen:
+                seen.add(hint)
+                console.print(_line("hint", "yellow", hint))
+
+
+def print_compare(
+    estimates: Sequence[Estimate], rows: Sequence[CompareRow], *, as_json: bool
+) -> None:
+    """`cost --compare`: one row per profile, cheapest first."""
+    if as_json:
+        _print_json(
+            {
+                "compare": [row.__dict__ for row in rows],
+                "estimates": [e.as_dict() for e in estimates],
+            }
+        )
+        return
+    console = screen(sys.stdout)
+    table = Table(
+        "profile", "jobs left", "wall time", "time from", "USD expected", "USD worst", "money from"
+    )
+    for row in rows:
+        table.add_row(
+            Text(row.profile),
+            str(row.jobs_left),
+            _span(row.wall_s),
+            Text(row.time_from),
+            usd(row.usd_expected),
+            usd(row.usd_worst),
+            Text(row.money_from),
+        )
+    console.print(table)
+    _print_basis(console, estimates)
+
+
+def print_actual(result: Actual, *, as_json: bool) -> None:
+    """`cost --actual`: settled spend and device hours per group; open reservations apart."""
+    rows = [*result.rows, result.total]
+    if as_json:
+        _print_json(
+            {
+                "by": result.by,
+                "since": result.since,
+                "rows": [row.__dict__ for row in result.rows],
+                "total": result.total.__dict__,
+            }
+        )
+        return
+    console = screen(sys.stdout)
+    if not result.rows:
+        console.print("nothing rendered in this workspace yet", markup=False)
+        return
+    table = Table(result.by, "spent USD", "predictions", "device hours", "renders", "open USD")
+    for row in rows:
+        table.add_row(
+            Text(row.group),
+            usd(row.settled_usd),
+            str(row.predictions),
+            f"{row.device_ms / 3_600_000:.4f}",
+            str(row.renders),
+            f"{usd(row.open_usd)} ({row.open_count} open)" if row.open_count else "-",
+        )
+    console.print(table)
+    if result.total.open_count:
+        console.print(
+            _line(
+                "open",
+                "yellow",
+                f"{result.total.open_count} reservation(s), {usd(result.total.open_usd)}: not"
+                " settled yet (a run in progress, or a crash the next run reconciles); they"
+                " count against the caps until then",
+            )
+        )
 
 
 def print_status(rows: Sequence[ManifestStatus], *, as_json: bool) -> None:

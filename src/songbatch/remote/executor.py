@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from songbatch import audio
-from songbatch.cost import Reservation, settled_cost, worst_case
+from songbatch.cost import Reservation, remote_model_name, settled_cost, worst_case
 from songbatch.crashpoints import crash_point, pause_point
 from songbatch.errors import EngineError, Interrupted, RemoteRefused
 from songbatch.events import Observer, RunEvent, ignore
@@ -197,6 +197,7 @@ class RemoteExecutor:
         self.caps = SpendCaps(
             run_usd=_smallest(settings.max_spend, config.max_spend_per_run),
             day_usd=config.max_spend_per_day,
+            hour_usd=config.max_spend_per_hour,
         )
         self.summary = RemoteSummary()
         self._flights: list[_Flight] = []
@@ -368,9 +369,7 @@ class RemoteExecutor:
         return flight
 
     def _model_for(self, lease: Lease) -> RemoteModel:
-        name = lease.model
-        if lease.kind == "music" and lease.request.get("lyrics") and self.config.lyrics_model:
-            name = self.config.lyrics_model
+        name = remote_model_name(self.config, lease.kind, lease.model, lease.request)
         return self.config.models[name]
 
     def _voice_url(self, lease: Lease) -> str | None:

@@ -1,0 +1,495 @@
+"""`songbatch cost`: what rendering the work left would take, in time and money, per manifest and
+profile, and what was actually spent.
+
+Remote money comes from `cost.py`, the code the budget reserves and settles with: the worst case
+here is `worst_case`, what each create would reserve, and the expected figure is what
+`settled_cost` would bill a successful prediction running its expected predict time. Local money
+is device time times the profile's own price of a device hour (`cost:`), never a guess.
+
+Estimates calibrate themselves from the ledger: once an engine, model and device type has
+`MIN_SAMPLES` finished renders (or a Replicate model that many settled predictions), the
+measured figure replaces the default, and every figure says which it is.
+
+No network call, no `replicate` package, no engine import: deciding where to render must not
+need either installed. The library never prints; the CLI shows what this returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from songbatch.cost import expected_cost, expected_predict_s, remote_model_name, worst_case
+from songbatch.errors import InputError
+from songbatch.executors.devices import parse_devices
+from songbatch.ledger import (
+    ACTUAL_GROUPS,
+    ActualRow,
+    JobRow,
+    Ledger,
+    PredictSamples,
+    RenderSamples,
+    damaged_ledger_guard,
+)
+from songbatch.manifest import load_manifest
+from songbatch.planner import Plan, plan_manifest
+from songbatch.profiles import Profile, RemoteModel, ReplicateConfig, resolve_profile
+from songbatch.remote.mapping import model_input
+from songbatch.workspace import Workspace
+
+# Below this many samples a measured figure is noise (one slow first render, a warm cache).
+MIN_SAMPLES = 5
+
+# A stand-in for a voice's uploaded URL: a model input that takes a voice gets a value, so
+# the input (and a per-character price, should one count it) has its real shape.
+_VOICE_URL = "https://example.invalid/voice"
+
+
+@dataclass(frozen=True)
+class DefaultFactor:
+    """A default real-time factor (device seconds per second of audio) and engine load time
+    per worker and run, with where the figure comes from."""
+
+    rtf: float
+    load_s: float
+    source: str
+
+
+# The one table of defaults, by (engine, model, device type). Anything else has no default:
+# its time is unknown until a render calibrates it. Calibrated figures replace these.
+DEFAULT_FACTORS: dict[tuple[str, str, str], DefaultFactor] = {
+    ("offline", "espeak-ng", "cpu"): DefaultFactor(
+        0.0090,
+        0.0,
+        "measured 2026-12-02 on the project's 2-core VM: the example book, 20 chunks,"
+        " 0.62 s of render for 69 s of audio (espeak loads per call: no load time)",
+    ),
+    ("offline", "sketch", "cpu"): DefaultFactor(
+        0.020,
+        0.0,
+        "measured 2026-12-02 on the project's 2-core VM: the example album, 2 tracks,"
+        " 0.94 s of render for 48 s of audio",
+    ),
+    ("chatterbox", "ResembleAI/chatterbox", "cuda"): DefaultFactor(
+        0.36,
+        30.0,
+        "github.com/resemble-ai/chatterbox/issues/71: 2.75x real time on an RTX 3090, one"
+        " chunk per call (batched English should be faster); load time a rough figure",
+    ),
+    ("musicgen", "facebook/musicgen-small", "cuda"): DefaultFactor(
+        1.75,
+        15.0,
+        "runlocalai.co (music generation): a 10 s clip in 15-20 s on an RTX 3060, one track"
+        " per call (batches share a call); load time a rough figure",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Basis:
+    """Where one figure comes from: `measured` (with its sample count), `default` (with the
+    default's source) or `unknown`."""
+
+    figure: str  # e.g. "real-time factor offline espeak-ng on cpu", "predict time tts"
+    value: float | None
+    source: str  # measured | default | unknown
+    samples: int = 0
+    note: str = ""
+
+    def label(self) -> str:
+        if self.source == "measured":
+            return f"measured ({self.samples})"
+        return self.source
+
+
+@dataclass
+class Estimate:
+    """One manifest under one profile: the work left and what it would take."""
+
+    manifest: str
+    title: str
+    profile: str
+    remote: bool
+    jobs_left: int = 0
+    chars_left: int = 0
+    audio_left_s: float = 0.0
+    jobs_done: int = 0  # already rendered (in the cache): free
+    chars_done: int = 0
+    audio_done_s: float = 0.0
+    devices: int = 0  # local: workers the run would start; remote: predictions in flight
+    device_type: str = ""  # cpu, cuda, or replicate
+    device_s: float | None = None  # local: device time incl. loads; remote: predict time
+    wall_s: float | None = None
+    usd_expected: float | None = None
+    usd_worst: float | None = None  # remote: what the budget would reserve for it all
+    time_from: str = "unknown"
+    money_from: str = "unknown"
+    basis: list[Basis] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Calibration:
+    """What the ledger measured: local renders per (engine, model, device type) and remote
+    predictions per model ref."""
+
+    renders: dict[tuple[str, str, str], RenderSamples] = field(default_factory=dict)
+    predictions: dict[str, PredictSamples] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, ledger: Ledger | None) -> Calibration:
+        if ledger is None:
+            return cls()
+        return cls(
+            renders={(s.engine, s.model, s.device): s for s in ledger.render_samples()},
+            predictions={s.model_ref: s for s in ledger.predict_samples()},
+        )
+
+
+@dataclass
+class CompareRow:
+    """One profile's totals over the manifests compared."""
+
+    profile: str
+    jobs_left: int
+    wall_s: float | None
+    usd_expected: float | None
+    usd_worst: float | None
+    time_from: str
+    money_from: str
+
+
+# ---------------------------------------------------------------------- entry points
+
+
+def manifest_paths(paths: Sequence[Path]) -> list[Path]:
+    """Manifests as given, a folder standing for every `*.yaml` directly in it."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(path.glob("*.yaml"))
+            if not inside:
+                raise InputError(f"{path}: no *.yaml manifest in this folder")
+            found.extend(inside)
+        else:
+            found.append(path)
+    if not found:
+        raise InputError("name at least one manifest or folder (or use --actual)")
+    return found
+
+
+def estimate(
+    paths: Sequence[Path],
+    profiles: Sequence[str | None],
+    workspace: Workspace,
+    *,
+    devices: str | None = None,
+) -> list[Estimate]:
+    """Every manifest under every profile (None: the manifest's own, else the default)."""
+    manifests = manifest_paths(paths)
+    with _reading(workspace) as ledger:
+        calibration = Calibration.of(ledger)
+        results = []
+        for path in manifests:
+            loaded = load_manifest(path)
+            for name in profiles:
+                profile = resolve_profile(
+                    name, loaded.manifest.profile, workspace, base_dir=loaded.path.parent
+                )
+                plan = plan_manifest(loaded, profile, workspace)
+                done = ledger.done_keys([j.key for j in plan.jobs]) if ledger else set()
+                results.append(estimate_plan(plan, profile, done, calibration, devices=devices))
+        return results
+
+
+def estimate_plan(
+    plan: Plan,
+    profile: Profile,
+    done: set[str],
+    calibration: Calibration,
+    *,
+    devices: str | None = None,
+) -> Estimate:
+    """One planned manifest: its jobs not in `done` are the work left."""
+    result = Estimate(
+        manifest=plan.record.path,
+        title=plan.record.title,
+        profile=profile.name,
+        remote=profile.remote,
+    )
+    left = [job for job in plan.jobs if job.key not in done]
+    for job in plan.jobs:
+        if job.key in done:
+            result.jobs_done += 1
+            result.chars_done += job.chars
+            result.audio_done_s += job.est_ms / 1000
+    result.jobs_left = len(left)
+    result.chars_left = sum(job.chars for job in left)
+    result.audio_left_s = sum(job.est_ms for job in left) / 1000
+    if profile.remote:
+        assert profile.replicate is not None  # a remote profile has its section
+        _remote(result, left, profile.replicate, calibration)
+    else:
+        _local(result, left, profile, calibration, devices)
+    return result
+
+
+def plan_money(
+    plans: Iterable[tuple[Plan, Profile]], workspace: Workspace
+) -> list[Estimate | None]:
+    """`plan`'s money column: the same estimate as `cost`, for remote profiles (None for
+    local ones, whose money needs a device count and a price `plan` does not ask for)."""
+    items = list(plans)
+    if not any(profile.remote for _, profile in items):
+        return [None] * len(items)  # nothing to price: the ledger is not even opened
+    with _reading(workspace) as ledger:
+        calibration = Calibration.of(ledger)
+        results: list[Estimate | None] = []
+        for plan, profile in items:
+            if not profile.remote:
+                results.append(None)
+                continue
+            done = ledger.done_keys([j.key for j in plan.jobs]) if ledger else set()
+            results.append(estimate_plan(plan, profile, done, calibration))
+        return results
+
+
+def compare(estimates: Sequence[Estimate]) -> list[CompareRow]:
+    """Totals per profile, cheapest first (expected money; unknown money last, then the
+    shorter wall time)."""
+    by_profile: dict[str, list[Estimate]] = {}
+    for item in estimates:
+        by_profile.setdefault(item.profile, []).append(item)
+    rows = []
+    for name, items in by_profile.items():
+        rows.append(
+            CompareRow(
+                profile=name,
+                jobs_left=sum(i.jobs_left for i in items),
+                wall_s=_sum_or_none(i.wall_s for i in items),
+                usd_expected=_sum_or_none(i.usd_expected for i in items),
+                usd_worst=_sum_or_none(i.usd_worst for i in items),
+                time_from=_merge_labels(i.time_from for i in items),
+                money_from=_merge_labels(i.money_from for i in items),
+            )
+        )
+    inf = float("inf")
+    return sorted(
+        rows,
+        key=lambda r: (
+            inf if r.usd_expected is None else r.usd_expected,
+            inf if r.wall_s is None else r.wall_s,
+            r.profile,
+        ),
+    )
+
+
+@dataclass
+class Actual:
+    by: str
+    since: str | None
+    rows: list[ActualRow]
+
+    @property
+    def total(self) -> ActualRow:
+        return ActualRow(
+            group="total",
+            settled_usd=sum(r.settled_usd for r in self.rows),
+            predictions=sum(r.predictions for r in self.rows),
+            open_usd=sum(r.open_usd for r in self.rows),
+            open_count=sum(r.open_count for r in self.rows),
+            device_ms=sum(r.device_ms for r in self.rows),
+            renders=sum(r.renders for r in self.rows),
+        )
+
+
+def actual(workspace: Workspace, *, by: str = "run", since: str | None = None) -> Actual:
+    """Settled remote spend, open reservations and local device time, from the ledger."""
+    if by not in ACTUAL_GROUPS:
+        raise InputError(f"--by {by!r}: use one of {', '.join(ACTUAL_GROUPS)}")
+    if since is not None:
+        try:
+            date.fromisoformat(since)
+        except ValueError:
+            raise InputError(f"--since {since!r}: expected a date such as 2026-12-01") from None
+    with _reading(workspace) as ledger:
+        rows = [] if ledger is None else ledger.actual(by, since)
+    if by == "run":
+        rows.sort(key=lambda r: (not r.group.isdigit(), int(r.group) if r.group.isdigit() else 0))
+    return Actual(by=by, since=since, rows=rows)
+
+
+# ---------------------------------------------------------------------- remote
+
+
+def _remote(
+    result: Estimate, jobs: list[JobRow], config: ReplicateConfig, calibration: Calibration
+) -> None:
+    rate = config.rate_limit
+    result.devices, result.device_type = rate.concurrency, "replicate"
+    predict_total = longest = usd_expected = usd_worst = 0.0
+    bases: dict[str, Basis] = {}
+    per_second = False
+    for job in jobs:
+        name = remote_model_name(config, job.kind, job.model, job.request)
+        model = config.models[name]
+        audio_s = job.est_ms / 1000
+        voice = _VOICE_URL if job.request.get("voice") else None
+        values = model_input(model, job.request, voice)
+        basis = bases.get(name) or _predict_basis(name, model, calibration)
+        bases[name] = basis
+        predict_s = expected_predict_s(model, audio_s) * (basis.value or 1.0)
+        predict_total += predict_s
+        longest = max(longest, predict_s)
+        usd_expected += expected_cost(config, model, values, audio_s, predict_s=predict_s)
+        usd_worst += worst_case(config, model, values, audio_s).usd
+        per_second = per_second or model.price.per == "second"
+    result.basis = list(bases.values())
+    result.device_s = predict_total
+    creates_s = len(jobs) * 60.0 / rate.creates_per_min
+    # Predictions run `concurrency` at a time, creates are paced by the rate limit, and no
+    # run ends before its longest prediction: the slowest of the three sets the pace.
+    result.wall_s = max(creates_s, predict_total / rate.concurrency, longest) if jobs else 0.0
+    result.usd_expected, result.usd_worst = usd_expected, usd_worst
+    result.time_from = _merge_labels(b.label() for b in result.basis) if jobs else "-"
+    result.money_from = (
+        f"price rules x predict time {result.time_from}" if per_second else "price rules"
+    )
+
+
+def _predict_basis(name: str, model: RemoteModel, calibration: Calibration) -> Basis:
+    """A multiplier on the profile's predict-time model: measured over expected, once enough
+    predictions of this model settled; 1 (the profile's own figures) before."""
+    samples = calibration.predictions.get(model.ref)
+    figure = f"predict time {name}"
+    if samples is not None and samples.count >= MIN_SAMPLES:
+        expected = (
+            samples.count * model.predict.base_s
+            + model.predict.per_audio_s * samples.est_audio_ms / 1000
+        )
+        if expected > 0:
+            ratio = samples.predict_ms / 1000 / expected
+            note = f"{ratio:.2f}x the profile's predict model"
+            return Basis(figure, ratio, "measured", samples.count, note)
+    note = f"profile: {model.predict.base_s:g} s + {model.predict.per_audio_s:g} s per audio second"
+    return Basis(figure, 1.0, "default", samples.count if samples else 0, note)
+
+
+# ---------------------------------------------------------------------- local
+
+
+def _local(
+    result: Estimate,
+    jobs: list[JobRow],
+    profile: Profile,
+    calibration: Calibration,
+    devices: str | None,
+) -> None:
+    slots, warning = parse_devices(devices or profile.devices)
+    if warning:
+        result.hints.append(warning)
+    device_type = slots[0].device
+    # A run starts no more workers than it has jobs.
+    workers = max(1, min(len(slots), len(jobs)))
+    result.devices, result.device_type = workers, device_type
+    groups: dict[tuple[str, str], float] = {}
+    for job in jobs:
+        groups[(job.engine, job.model)] = groups.get((job.engine, job.model), 0.0) + job.est_ms
+    device_s: float | None = 0.0
+    load_s = 0.0
+    for (engine, model), audio_ms in sorted(groups.items()):
+        basis, default_load = _factor_basis(engine, model, device_type, calibration)
+        result.basis.append(basis)
+        if basis.value is None or device_s is None:
+            device_s = None
+            result.hints.append(
+                f"no default real-time factor for {engine} {model} on {device_type}: a render"
+                f" of {MIN_SAMPLES} or more jobs there calibrates it"
+            )
+            continue
+        device_s += audio_ms / 1000 * basis.value
+        load_s = max(load_s, default_load)
+    if profile.cost is not None and profile.cost.load_s is not None:
+        load_s = profile.cost.load_s
+    if not jobs:
+        result.device_s = result.wall_s = 0.0
+        result.time_from = "-"
+    elif device_s is not None:
+        # Every worker loads its engine once per run; the work splits across the workers.
+        result.device_s = device_s + load_s * workers
+        result.wall_s = device_s / workers + load_s
+        result.time_from = _merge_labels(b.label() for b in result.basis)
+    price = profile.cost.usd_per_device_hour if profile.cost is not None else None
+    if price is None:
+        result.hints.append(
+            f"money unknown: add `cost: {{usd_per_device_hour: ...}}` to profile"
+            f" {profile.name!r} (what a device hour costs you; docs/manifest.md#device-cost)"
+        )
+        result.money_from = "unknown"
+    elif result.device_s is not None:
+        result.usd_expected = result.device_s / 3600 * price
+        result.money_from = f"profile cost x time {result.time_from}"
+
+
+def _factor_basis(
+    engine: str, model: str, device_type: str, calibration: Calibration
+) -> tuple[Basis, float]:
+    """The real-time factor and the default load time of one engine and model on one device
+    type: measured once enough renders finished there, else the table's default."""
+    figure = f"real-time factor {engine} {model} on {device_type}"
+    default = DEFAULT_FACTORS.get((engine, model, device_type))
+    default_load = default.load_s if default is not None else 0.0
+    samples = calibration.renders.get((engine, model, device_type))
+    if samples is not None and samples.count >= MIN_SAMPLES and samples.audio_ms > 0:
+        rtf = samples.render_ms / samples.audio_ms
+        note = f"{samples.render_ms / 1000:.1f} s of render for {samples.audio_ms / 1000:.1f} s"
+        return Basis(figure, rtf, "measured", samples.count, note), default_load
+    count = samples.count if samples is not None else 0
+    if default is None:
+        return Basis(figure, None, "unknown", count), default_load
+    return Basis(figure, default.rtf, "default", count, default.source), default_load
+
+
+# ---------------------------------------------------------------------- shared
+
+
+@contextmanager
+def _reading(workspace: Workspace) -> Iterator[Ledger | None]:
+    """The workspace's ledger opened read-only (never created or migrated), or None when the
+    workspace has none yet: then nothing is done and nothing is measured."""
+    if not workspace.ledger_path.exists():
+        yield None
+        return
+    with Ledger.for_reading(workspace.ledger_path) as ledger, damaged_ledger_guard(ledger.path):
+        yield ledger
+
+
+def _sum_or_none(values: Iterable[float | None]) -> float | None:
+    total = 0.0
+    for value in values:
+        if value is None:
+            return None
+        total += value
+    return total
+
+
+def _merge_labels(labels: Iterable[str]) -> str:
+    """One label for several figures: `measured (12)`, `default`, `measured (12) + default`;
+    `unknown` when any is."""
+    measured, others = 0, []
+    for label in labels:
+        if label.startswith("measured ("):
+            measured += int(label.removeprefix("measured (").split(")")[0])
+        elif label not in others and label != "-":
+            others.append(label)
+    if "unknown" in others:
+        return "unknown"
+    parts = ([f"measured ({measured})"] if measured else []) + others
+    return " + ".join(parts) if parts else "-"
