@@ -101,14 +101,15 @@ class LedgerUnavailable(InputError):
 
 
 class LedgerOutdated(InputError):
-    """A command that only reads (plan, status) found a ledger this version would have to
-    migrate first; it does not, so looking never changes the file."""
+    """A command that only reads (plan, status, cost, doctor) found a ledger this version would
+    have to migrate first; it does not, so looking never changes the file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         super().__init__(
             f"the ledger {path} was written by an earlier songbatch (or is empty): `songbatch"
-            " render` upgrades it; plan and status only read it"
+            " render` upgrades it; commands that only look (plan, status, cost, doctor) never"
+            " write it"
         )
 
 
