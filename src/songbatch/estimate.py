@@ -404,9 +404,14 @@ def _local(
         groups[(job.engine, job.model)] = groups.get((job.engine, job.model), 0.0) + job.est_ms
     device_s: float | None = 0.0
     load_s = 0.0
-    for (engine, model), audio_ms in sorted(groups.items()):
+    for (engine, model), planned_ms in sorted(groups.items()):
         basis, default_load = _factor_basis(engine, model, device_type, calibration)
         result.basis.append(basis)
+        # The planner's audio length comes from characters per second; renders measured how
+        # long this engine's audio really is for what was estimated, and that corrects both the
+        # audio shown and the device time derived from it.
+        audio_ms = planned_ms * _audio_ratio(calibration.renders.get((engine, model, device_type)))
+        result.audio_left_s += (audio_ms - planned_ms) / 1000
         if basis.value is None or device_s is None:
             device_s = None
             result.hints.append(
@@ -436,6 +441,13 @@ def _local(
     elif result.device_s is not None:
         result.usd_expected = result.device_s / 3600 * price
         result.money_from = f"profile cost x time {result.time_from}"
+
+
+def _audio_ratio(samples: RenderSamples | None) -> float:
+    """Measured audio over estimated audio, once enough renders calibrate it; else 1."""
+    if samples is None or samples.count < MIN_SAMPLES or samples.est_ms <= 0:
+        return 1.0
+    return samples.audio_ms / samples.est_ms
 
 
 def _factor_basis(

@@ -388,6 +388,7 @@ class RenderSamples:
     count: int
     render_ms: int  # device time, the engine's share of a batched call plus the write
     audio_ms: int
+    est_ms: int = 0  # what the planner estimated for the same jobs' audio
 
 
 @dataclass(frozen=True)
@@ -1573,13 +1574,16 @@ class Ledger:
         """Local renders that finished, per engine, model and device type. Remote attempts
         are left out: their render time is the model's predict time on someone else's GPU."""
         cursor = self.conn.execute(
-            "SELECT j.engine, j.model, a.device, COUNT(*), SUM(a.render_ms), SUM(j.duration_ms)"
-            " FROM attempts a JOIN jobs j ON j.key = a.job_key"
+            "SELECT j.engine, j.model, a.device, COUNT(*), SUM(a.render_ms), SUM(j.duration_ms),"
+            " SUM(j.est_ms) FROM attempts a JOIN jobs j ON j.key = a.job_key"
             " WHERE a.outcome = 'done' AND a.render_ms IS NOT NULL AND j.duration_ms > 0"
             " AND j.engine != 'replicate'"
             " GROUP BY j.engine, j.model, a.device"
         )
-        return [RenderSamples(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in cursor]
+        return [
+            RenderSamples(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6] or 0))
+            for r in cursor
+        ]
 
     def predict_samples(self) -> list[PredictSamples]:
         """Settled predictions that succeeded with a reported predict time, per model."""
