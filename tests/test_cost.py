@@ -198,8 +198,8 @@ def test_after_an_offline_render_measured_factors_replace_the_default(
     result = invoke("render", str(book), "-w", str(ws), "-p", "offline", "-q")
     assert result.exit_code == 0, result.output
     with sqlite3.connect(ws / ".songbatch" / "ledger.db") as conn:
-        count, render_ms, audio_ms = conn.execute(
-            "SELECT COUNT(*), SUM(a.render_ms), SUM(j.duration_ms) FROM attempts a"
+        count, render_ms, audio_ms, est_ms = conn.execute(
+            "SELECT COUNT(*), SUM(a.render_ms), SUM(j.duration_ms), SUM(j.est_ms) FROM attempts a"
             " JOIN jobs j ON j.key = a.job_key WHERE a.outcome = 'done' AND j.kind = 'speech'"
         ).fetchone()
     conn.close()
@@ -209,6 +209,10 @@ def test_after_an_offline_render_measured_factors_replace_the_default(
     [basis] = after["basis"]
     assert (basis["source"], basis["samples"]) == ("measured", count)
     rtf = render_ms / audio_ms
+    # How long the engine's audio really is, for what the planner estimated, corrects the
+    # audio left (and the device time with it).
+    assert audio_ms != est_ms
+    assert after["audio_left_s"] == pytest.approx(before["audio_left_s"] * audio_ms / est_ms)
     assert after["device_s"] == pytest.approx(after["audio_left_s"] * rtf)
     assert after["wall_s"] == pytest.approx(after["audio_left_s"] * rtf / 2)
     # What is rendered is free and shown apart.
