@@ -62,6 +62,7 @@ def test_migrations_apply_once(tmp_path: Path) -> None:
             "m002_render_info",
             "m003_spend",
             "m004_integrity",
+            "m005_window",
         ]
         assert ledger.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
