@@ -63,6 +63,7 @@ def test_migrations_apply_once(tmp_path: Path) -> None:
             "m003_spend",
             "m004_integrity",
             "m005_spend_by_hour",
+            "m006_window",
         ]
         assert ledger.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

@@ -200,6 +200,18 @@ def m005_spend_by_hour(db: Database) -> None:
     db.execute("CREATE INDEX reservations_by_created ON reservations (created_utc)")
 
 
+@migrations()
+def m006_window(db: Database) -> None:
+    """Claim order for nightly windows: a manifest's priority (from its YAML, set every run) and
+    how many runs in a row it waited with work left and got none (its age, against starving)."""
+    db.executescript(
+        """
+        ALTER TABLE manifests ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE manifests ADD COLUMN waited_runs INTEGER NOT NULL DEFAULT 0;
+        """
+    )
+
+
 _ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
 HOUR_S = 3600.0  # the hourly spend cap's window
 # Later than any real time: a job deferred "until the next run", which start_run clears.
@@ -282,6 +294,15 @@ class Publication:
     worker: str | None = None  # who rendered it, where the lease was claimed for a pool
     device: str | None = None
     info: dict[str, Any] | None = None  # the engine's notes on the render
+
+
+@dataclass(frozen=True)
+class DeviceUse:
+    device: str
+    done: int
+    failed: int
+    busy_ms: int
+    audio_ms: int
 
 
 @dataclass(frozen=True)
@@ -669,29 +690,68 @@ class Ledger:
         manifest_ids: Sequence[int] | None = None,
         kinds: Sequence[str] | None = None,
     ) -> list[Lease]:
-        """Lease up to `limit` pending jobs, longest first, each with a new fencing token."""
+        """Lease up to `limit` pending jobs, each with a new fencing token, in the order that
+        makes a time window end with whole files (docs/architecture.md, "Claim order"):
+
+        1. units (chapters, tracks) are ranked: manifest priority plus age first; units with a
+           failed job last within it (they cannot be written this run); units already started
+           (a job done or leased) before untouched ones; then the manifest's place in
+           `manifest_ids` (the run's order) and the unit's place in its manifest;
+        2. the frontier is the shortest prefix of that ranking whose pending jobs fill `limit`
+           (the caller's pool: every device and batch slot), so devices stay busy;
+        3. within the frontier, longest first (the long job is not the one the window waits on,
+           and similar lengths meet in one batch); the units it holds whole go before the one
+           the limit cuts, which is started by this claim and so leads the next one. (Longest
+           first alone would leave an early unit's short job behind a later unit's long ones,
+           claim after claim.)"""
         now = self.clock()
-        where: list[str] = [
-            "j.state = 'pending'",
-            "(j.not_before_utc IS NULL OR j.not_before_utc <= ?)",
-        ]
+        filters = ["j.state = 'pending'", "(j.not_before_utc IS NULL OR j.not_before_utc <= ?)"]
         params: list[Any] = [utc_iso(now)]
         if kinds:
-            where.append(f"j.kind IN ({','.join('?' * len(kinds))})")
+            filters.append(f"j.kind IN ({','.join('?' * len(kinds))})")
             params.extend(kinds)
         if manifest_ids is not None:
-            where.append(
-                "EXISTS (SELECT 1 FROM manifest_jobs mj WHERE mj.job_key = j.key"
-                f" AND mj.manifest_id IN ({','.join('?' * len(manifest_ids))}))"
+            # One parameter for any number of manifests, and its index is the run's order.
+            scope, position = "JOIN json_each(?) o ON o.value = mj.manifest_id", "o.key"
+            params.insert(0, json.dumps(list(manifest_ids)))
+        else:
+            scope, position = "", "m.id"
+        sql = f"""
+            WITH cand AS (
+                SELECT j.key, mj.manifest_id AS mid, mj.unit AS unit,
+                       m.priority + m.waited_runs AS rank, {position} AS pos
+                FROM jobs j
+                JOIN manifest_jobs mj ON mj.job_key = j.key
+                JOIN manifests m ON m.id = mj.manifest_id
+                {scope}
+                WHERE {" AND ".join(filters)}
+            ),
+            units AS (
+                SELECT mid, unit, rank, pos, COUNT(DISTINCT key) AS n,
+                    EXISTS (SELECT 1 FROM manifest_jobs s JOIN jobs sj ON sj.key = s.job_key
+                            WHERE s.manifest_id = mid AND s.unit = c.unit
+                            AND sj.state IN ('done', 'leased')) AS started,
+                    EXISTS (SELECT 1 FROM manifest_jobs s JOIN jobs sj ON sj.key = s.job_key
+                            WHERE s.manifest_id = mid AND s.unit = c.unit
+                            AND sj.state = 'failed') AS blocked
+                FROM cand c GROUP BY mid, unit
+            ),
+            ranked AS (
+                SELECT mid, unit, n, COALESCE(SUM(n) OVER (
+                    ORDER BY rank DESC, blocked, started DESC, pos, unit
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+                FROM units
             )
-            params.extend(manifest_ids)
-        sql = (
-            "SELECT j.key, j.kind, j.engine, j.model, j.request, j.est_ms FROM jobs j"
-            f" WHERE {' AND '.join(where)}"
-            " ORDER BY j.est_ms DESC, j.key LIMIT ?"
-        )
+            SELECT j.key, j.kind, j.engine, j.model, j.request, j.est_ms,
+                   MIN(r.before + r.n > ?) AS partial
+            FROM cand c JOIN ranked r ON r.mid = c.mid AND r.unit = c.unit
+            JOIN jobs j ON j.key = c.key
+            WHERE r.before < ?
+            GROUP BY j.key
+            ORDER BY partial, j.est_ms DESC, j.key LIMIT ?
+        """
         with self.immediate() as conn:
-            rows = conn.execute(sql, (*params, limit)).fetchall()
+            rows = conn.execute(sql, (*params, limit, limit, limit)).fetchall()
             started, expires = utc_iso(now), utc_iso(now + lease_s)
             leases = []
             for row in rows:
@@ -717,6 +777,32 @@ class Ledger:
                     )
                 )
             return leases
+
+    def set_priorities(self, priorities: dict[int, int]) -> None:
+        """Each manifest's `priority:` as its YAML says now (scheduling, not part of the plan:
+        changing it re-renders nothing)."""
+        with self.immediate() as conn:
+            conn.executemany(
+                "UPDATE manifests SET priority = ? WHERE id = ? AND priority != ?",
+                ((p, mid, p) for mid, p in priorities.items()),
+            )
+
+    def age_manifests(self, run_id: int, manifest_ids: Sequence[int]) -> None:
+        """After a run: a manifest that still has pending work and got no job done in this run
+        waited one more run (its rank rises by one, so no priority starves it for ever); one
+        that got work, or has none left, starts again from its own priority."""
+        marks = ",".join("?" * len(manifest_ids))
+        with self.immediate() as conn:
+            conn.execute(
+                "UPDATE manifests SET waited_runs = CASE"
+                " WHEN EXISTS (SELECT 1 FROM manifest_jobs mj JOIN jobs j ON j.key = mj.job_key"
+                "  WHERE mj.manifest_id = manifests.id AND j.state = 'pending')"
+                " AND NOT EXISTS (SELECT 1 FROM attempts a JOIN manifest_jobs mj"
+                "  ON mj.job_key = a.job_key WHERE a.run_id = ? AND a.outcome = 'done'"
+                "  AND mj.manifest_id = manifests.id)"
+                f" THEN waited_runs + 1 ELSE 0 END WHERE id IN ({marks})",
+                (run_id, *manifest_ids),
+            )
 
     def heartbeat(self, tokens: Sequence[int], lease_s: float) -> int:
         """Extend the leases of jobs that made progress; returns how many are still ours."""
@@ -1522,6 +1608,35 @@ class Ledger:
             (arg,),
         ).fetchone()
         return float(row[0]), float(row[1])
+
+    def run_row(self, run_id: int) -> dict[str, Any]:
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return {} if row is None else dict(row)
+
+    def run_devices(self, run_id: int) -> list[DeviceUse]:
+        """Per device (its worker: `cpu:0`, `cuda:1`; `replicate` on remote runs), this run's
+        finished attempts: jobs done and failed, time spent rendering (engine and write, as the
+        attempt recorded it; predict time on Replicate), audio made."""
+        cursor = self.conn.execute(
+            "SELECT a.worker, SUM(a.outcome = 'done') AS done,"
+            " SUM(a.outcome IN ('failed', 'expired', 'lost')) AS failed,"
+            " COALESCE(SUM(a.render_ms), 0) AS busy_ms,"
+            " COALESCE(SUM(CASE WHEN a.outcome = 'done' THEN j.duration_ms END), 0) AS audio_ms"
+            " FROM attempts a JOIN jobs j ON j.key = a.job_key"
+            " WHERE a.run_id = ? AND a.outcome IN ('done', 'failed', 'expired', 'lost')"
+            " GROUP BY a.worker ORDER BY a.worker",
+            (run_id,),
+        )
+        return [
+            DeviceUse(
+                device=row["worker"],
+                done=int(row["done"] or 0),
+                failed=int(row["failed"] or 0),
+                busy_ms=int(row["busy_ms"]),
+                audio_ms=int(row["audio_ms"]),
+            )
+            for row in cursor
+        ]
 
     def upload_url(self, sha256: str) -> str | None:
         """A voice file's uploaded URL, while it has not expired."""

@@ -136,6 +136,8 @@ TrackSeconds = Annotated[float, BeforeValidator(_track_seconds)]
 Title = Annotated[str, AfterValidator(_not_blank)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy/torch generators take 32-bit seeds
 Year = Annotated[int, AfterValidator(_year)]
+# Scheduling only (never part of a job key); bounded so that adding waited runs stays an int.
+Priority = Annotated[int, Field(ge=-1000, le=1000)]
 Language = Annotated[str, AfterValidator(_language)]
 
 # --- public models (effective values) -------------------------------------------------------
@@ -187,6 +189,7 @@ class Audiobook(_Model):
     formats: list[Format] = Field(default_factory=_book_formats)
     output: Path | None = None
     profile: str | None = None
+    priority: int = 0
     chapters: list[Chapter]
 
 
@@ -215,6 +218,7 @@ class Album(_Model):
     formats: list[Format] = Field(default_factory=_album_formats)
     output: Path | None = None
     profile: str | None = None
+    priority: int = 0
     tracks: list[Track]
 
 
@@ -275,6 +279,7 @@ class _RawAudiobook(_Raw):
     formats: list[Format] = Field(default_factory=_book_formats, min_length=1)
     output: str | None = None
     profile: str | None = None
+    priority: Priority = 0
     chapters: list[_RawChapter] = Field(min_length=1)
 
 
@@ -302,6 +307,7 @@ class _RawAlbum(_Raw):
     formats: list[Format] = Field(default_factory=_album_formats, min_length=1)
     output: str | None = None
     profile: str | None = None
+    priority: Priority = 0
     tracks: list[_RawTrack] = Field(min_length=1)
 
 
@@ -395,6 +401,7 @@ class _Builder:
             formats=raw.formats,
             output=self.output(raw.output),
             profile=raw.profile,
+            priority=raw.priority,
             chapters=chapters,
         )
 
@@ -466,6 +473,7 @@ class _Builder:
             formats=raw.formats,
             output=self.output(raw.output),
             profile=raw.profile,
+            priority=raw.priority,
             tracks=tracks,
         )
 

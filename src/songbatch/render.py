@@ -12,6 +12,7 @@ import functools
 import math
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections import Counter, defaultdict
@@ -50,6 +51,7 @@ from songbatch.planner import Plan, commit_plan, plan_manifest
 from songbatch.profiles import Profile, resolve_profile
 from songbatch.remote.preflight import check_client
 from songbatch.runlock import RunLock
+from songbatch.runsummary import RunSummary, build_summary, write_summary
 from songbatch.signals import signals_deferred, stop_on_signals
 from songbatch.workspace import Workspace
 
@@ -69,7 +71,8 @@ class RenderOptions:
     workspace: Workspace
     profile: str | None = None
     devices: str | None = None
-    time_limit_s: float | None = None
+    time_limit_s: float | None = None  # from the start of rendering
+    until_epoch: float | None = None  # --until: a wall-clock deadline (epoch seconds)
     max_spend: float | None = None  # USD this run may spend on remote predictions
     argv: Sequence[str] = ()
     remote_hooks: RemoteHooks | None = None  # tests and benchmarks: virtual clock, fake API
@@ -86,6 +89,8 @@ class RenderReport:
     assembly_errors: list[str] = field(default_factory=list)
     exit_code: int = 0
     stop_reason: str | None = None  # why a run stopped early (the budget cap)
+    run_summary: RunSummary | None = None
+    summary_path: Path | None = None  # .songbatch/runs/<run-id>.json
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, info: ManifestInfo, outcome: FileOutcome, observer: Observer) -> None:
@@ -106,7 +111,7 @@ def load_all(paths: Sequence[Path], profile: str | None, workspace: Workspace) -
     here, before anything is written: two of these manifests writing one file, and an output
     folder that cannot be written."""
     planned = []
-    for path in paths:
+    for path in manifest_paths(paths):
         pause_point("planning")
         loaded = load_manifest(path)
         chosen = resolve_profile(
@@ -124,6 +129,28 @@ def load_all(paths: Sequence[Path], profile: str | None, workspace: Workspace) -
         planned.append(item)
     check_collisions([_claim(item) for item in planned])
     return planned
+
+
+def manifest_paths(paths: Sequence[Path]) -> list[Path]:
+    """Files as given; a folder gives every `*.yaml` directly in it, sorted by name. Each
+    must be a manifest (a folder's YAML that is not one is refused by its loader, naming it):
+    profiles belong in a `profiles/` subfolder, which is not read. A file named twice (itself
+    and through its folder) is rendered once, in its first place."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.glob("*.yaml") if not p.name.startswith("."))
+            if not inside:
+                raise InputError(f"{path}: a folder with no *.yaml manifest in it")
+        else:
+            inside = [path]
+        for item in inside:
+            resolved = item.expanduser().resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                found.append(item)
+    return found
 
 
 def _claim(item: Planned) -> Claim:
@@ -269,7 +296,7 @@ class _Run:
         elsewhere, gone = _planned_elsewhere(self.ledger, self.planned)
         check_collisions([_claim(item) for item in self.planned], elsewhere)
         self.run_id = self.ledger.start_run(list(self.options.argv))
-        exit_code = 70
+        exit_code, reason = 70, None
         try:
             self._commit(gone)
             _sweep(self.workspace, self.infos)
@@ -277,15 +304,51 @@ class _Run:
             if warning:
                 self.observer(RunEvent("warning", warning))
             self._execute()
+            self.ledger.age_manifests(self.run_id, [info.id for info in self.infos])
             self._prune()
             exit_code = self.report.exit_code = _exit_code(self.report, self.ledger, self.infos)
         except BaseException as exc:
             exit_code = exit_code_of(exc)
+            reason = str(exc) or None if isinstance(exc, SongbatchError) else None
             raise
+        else:
+            reason = self._reason(exit_code)
         finally:
             with signals_deferred():
                 self.ledger.finish_run(self.run_id, exit_code)
+                self._summarise(exit_code, reason if exit_code != 70 else None)
         return self.report
+
+    def _reason(self, exit_code: int) -> str | None:
+        if self.report.stop_reason:
+            return self.report.stop_reason
+        if exit_code == 4:
+            return "stopped at the time limit with work left; the next run continues"
+        if exit_code == 1:
+            failed, unwritten = len(self.report.failed), len(self.report.assembly_errors)
+            aside = len(self.report.set_aside)
+            return (
+                f"{failed} job(s) failed, {unwritten} file(s) not written,"
+                f" {aside} job(s) set aside by transient faults"
+            )
+        return None
+
+    def _summarise(self, exit_code: int, reason: str | None) -> None:
+        """The run summary, from the ledger as `status` reads it; written beside the ledger.
+        A summary that cannot be written costs the run nothing (the ledger has the record)."""
+        try:
+            summary = build_summary(
+                self.ledger,
+                self.run_id,
+                self.infos,
+                exit_code=exit_code,
+                reason=reason,
+                files_written=len(self.report.outputs),
+            )
+            self.report.run_summary = summary
+            self.report.summary_path = write_summary(self.workspace.runs_dir, summary)
+        except (OSError, sqlite3.Error) as exc:
+            self.observer(RunEvent("warning", f"run summary not written: {exc}"))
 
     def _commit(self, gone: list[str]) -> None:
         claimed = {same_file_key(f.path) for item in self.planned for f in _claim(item).files}
@@ -299,7 +362,13 @@ class _Run:
             diff = commit_plan(self.ledger, item.plan, self.workspace)
             self.report.diffs[str(item.loaded.path)] = diff
             self.observer(RunEvent("planned", item.loaded.manifest.title, data=vars(diff)))
-        self.infos = self.ledger.manifests([str(item.loaded.path) for item in self.planned])
+        paths = [str(item.loaded.path) for item in self.planned]
+        by_path = {info.path: info for info in self.ledger.manifests(paths)}
+        # In the run's order (folders sorted, then as given): claims break ties by it.
+        self.infos = [by_path[path] for path in paths]
+        self.ledger.set_priorities(
+            {by_path[str(i.loaded.path)].id: i.loaded.manifest.priority for i in self.planned}
+        )
 
     def _check_files(self) -> None:
         """Chunks recorded done are still there and intact (size and mtime, the hash when they
@@ -354,9 +423,8 @@ class _Run:
             self.report.summary = self._run_remote(profile, on_published)
             self.report.stop_reason = getattr(self.report.summary, "stop_reason", None)
             return
-        deadline = None
-        if self.options.time_limit_s is not None:
-            deadline = time.monotonic() + self.options.time_limit_s
+        left = self._time_left()
+        deadline = None if left is None else time.monotonic() + left
         executor = LocalExecutor(
             self.ledger,
             self.workspace,
@@ -380,9 +448,8 @@ class _Run:
 
         assert profile.replicate is not None  # the profile validator guarantees it
         hooks = self.options.remote_hooks or RemoteHooks()
-        deadline = None
-        if self.options.time_limit_s is not None:
-            deadline = hooks.clock() + self.options.time_limit_s
+        left = self._time_left()
+        deadline = None if left is None else hooks.clock() + left
         executor = RemoteExecutor(
             self.ledger,
             self.workspace,
@@ -401,6 +468,16 @@ class _Run:
             hooks=hooks,
         )
         return executor.run()
+
+    def _time_left(self) -> float | None:
+        """Seconds from now to the nearer of --time-limit (counted from here, the start of
+        rendering) and --until (a wall-clock moment); None without either."""
+        limits = []
+        if self.options.time_limit_s is not None:
+            limits.append(self.options.time_limit_s)
+        if self.options.until_epoch is not None:
+            limits.append(max(0.0, self.options.until_epoch - time.time()))
+        return min(limits) if limits else None
 
     def _prune(self) -> None:
         """Outputs follow the manifest: files of removed or renamed chapters, tracks and

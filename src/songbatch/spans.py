@@ -1,4 +1,5 @@
-"""Spans of time as a person types them: `90m`, `1.5h`, `1h30m`, `2h 15min`, `45s`.
+"""Spans of time as a person types them: `90m`, `1.5h`, `1h30m`, `2h 15min`, `45s`; and the
+local times of day `--until` takes (`06:30`, `23:15:30`).
 
 The grammar, case-insensitive, spaces allowed between the parts:
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime, timedelta
+from datetime import time as dt_time
 
 from songbatch.errors import InputError
 
@@ -84,3 +87,34 @@ def format_span(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs:02d}s"
     return f"{secs}s"
+
+
+# --- `--until`: a local time of day, its next occurrence ------------------------------------
+
+_CLOCK = re.compile(r"\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*", re.ASCII)
+UNTIL_EXAMPLES = "06:30 or 23:15:30 (24-hour local time)"
+
+
+def parse_clock(text: str) -> tuple[int, int, int]:
+    """(hour, minute, second) of `HH:MM` or `HH:MM:SS`, 24-hour; raises SpanError."""
+    match = _CLOCK.fullmatch(text)
+    if match is None:
+        raise SpanError(f"expected a time like {UNTIL_EXAMPLES}")
+    hour, minute, second = (int(part) if part else 0 for part in match.groups())
+    if hour > 23 or minute > 59 or second > 59:
+        raise SpanError(f"no such time of day; expected {UNTIL_EXAMPLES}")
+    return hour, minute, second
+
+
+def next_occurrence(text: str, now: datetime) -> datetime:
+    """The first moment after `now` (aware) whose local wall clock reads `text`: later today,
+    else tomorrow. A time a DST change skips resolves as the system's `mktime` does."""
+    hour, minute, second = parse_clock(text)
+    local = now.astimezone()
+    day = local.date()
+    for _ in range(3):  # today, tomorrow; a third day only if DST ate tomorrow's as well
+        target = datetime.combine(day, dt_time(hour, minute, second)).astimezone()
+        if target > local:
+            return target
+        day += timedelta(days=1)
+    raise SpanError(f"{text}: no such local time in the next days")

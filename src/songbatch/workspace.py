@@ -55,6 +55,11 @@ class Workspace:
         """Cover images, copied at plan time and named by their sha256."""
         return self.state_dir / "covers"
 
+    @property
+    def runs_dir(self) -> Path:
+        """One summary per run, `<run-id>.json`."""
+        return self.state_dir / "runs"
+
     def voice_path(self, sha256: str) -> Path:
         return self.voices_dir / sha256
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -12,6 +13,7 @@ import typer
 
 from songbatch import __version__
 from songbatch.cli.reporter import (
+    LOG_FORMATS,
     make_reporter,
     print_actual,
     print_compare,
@@ -24,7 +26,7 @@ from songbatch.errors import InputError, SongbatchError
 from songbatch.estimate import actual, compare, estimate, plan_money
 from songbatch.render import RenderOptions, preview, render
 from songbatch.signals import ignore_stop_signals
-from songbatch.spans import EXAMPLES, SpanError
+from songbatch.spans import EXAMPLES, UNTIL_EXAMPLES, SpanError, next_occurrence
 from songbatch.spans import parse_span as parse_span_text
 from songbatch.status import manifest_status, retry_jobs
 from songbatch.workspace import resolve_workspace
@@ -120,24 +122,44 @@ def render_command(
             "--quiet", "-q", help="Only warnings, errors and the summary: no line per job."
         ),
     ] = False,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="HH:MM",
+            help=f"Stop handing out jobs in time to end by this local time ({UNTIL_EXAMPLES};"
+            " its next occurrence).",
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            metavar="FORMAT",
+            help="auto (progress on a terminal, lines elsewhere), plain (timestamped lines)"
+            " or json (one JSON object per event line).",
+        ),
+    ] = "auto",
 ) -> None:
-    """Plan the manifests into the ledger and render everything not yet done."""
+    """Plan the manifests (files, or folders of *.yaml) into the ledger and render everything
+    not yet done."""
+    if log_format not in LOG_FORMATS:
+        _guard(lambda: _bad(f"--log-format {log_format!r}: expected {', '.join(LOG_FORMATS)}"))
     options = RenderOptions(
         workspace=resolve_workspace(workspace),
         profile=profile,
         devices=devices,
         time_limit_s=None if time_limit is None else _guard(lambda: parse_span(time_limit)),
+        until_epoch=None if until is None else _guard(lambda: parse_until(until)),
         max_spend=max_spend,
         argv=sys.argv,
     )
-    reporter = make_reporter(sys.stderr, quiet=quiet)
+    reporter = make_reporter(sys.stderr, quiet=quiet, log_format=log_format)
     with reporter:
         report = _guard(lambda: render(manifests, options, reporter.observe))
     # Done and recorded: a signal now would only make the exit code disagree with the ledger.
     ignore_stop_signals()
-    print_report(report)
-    if report.stop_reason:
-        typer.echo(f"songbatch: stopped: {report.stop_reason}; the rest stays pending", err=True)
+    print_report(report, log_format=log_format)
     raise typer.Exit(report.exit_code)
 
 
@@ -349,6 +371,18 @@ def parse_span(text: str) -> float:
         return parse_span_text(text)
     except SpanError as exc:
         raise InputError(f"--time-limit {text!r}: {exc}") from None
+
+
+def parse_until(text: str) -> float:
+    """--until's value: the epoch time of its next local occurrence."""
+    try:
+        return next_occurrence(text, datetime.now(timezone.utc)).timestamp()
+    except SpanError as exc:
+        raise InputError(f"--until {text!r}: {exc}") from None
+
+
+def _bad(message: str) -> None:
+    raise InputError(message)
 
 
 def _guard(action: Any) -> Any:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
@@ -27,6 +28,7 @@ from songbatch.estimate import Actual, CompareRow, Estimate
 from songbatch.events import RunEvent
 from songbatch.progress import DeviceMeter, RunMeter
 from songbatch.render import Preview, RenderReport
+from songbatch.runsummary import RunSummary
 from songbatch.spans import format_span
 from songbatch.status import ManifestStatus, Verification
 
@@ -108,6 +110,55 @@ class PlainReporter:
         parts.extend(_details(event))
         with self._lock:
             self.stream.write(" ".join(parts) + "\n")
+            self.stream.flush()
+
+
+class JsonReporter:
+    """`--log-format json`: one JSON object per line and event, for log shippers: ts (UTC ISO),
+    kind, worker, job, message, data. With `quiet`, only the events in ATTENTION."""
+
+    def __init__(self, stream: IO[str], *, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> JsonReporter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stream.flush()
+
+    def observe(self, event: RunEvent) -> None:
+        if event.kind == "progress" or (self.quiet and event.kind not in ATTENTION):
+            return
+        self.write(event.kind, event.message, worker=event.worker, job=event.job, data=event.data)
+
+    def write(
+        self,
+        kind: str,
+        message: str = "",
+        *,
+        worker: str | None = None,
+        job: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        record = {
+            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "kind": kind,
+            "worker": worker,
+            "job": job,
+            "message": message,
+            "data": data or {},
+        }
+        # default=str: a Path or an exception in an event's data must not end the run.
+        line = json.dumps(record, ensure_ascii=False, default=str)
+        with self._lock:
+            self.stream.write(line + "\n")
             self.stream.flush()
 
 
@@ -261,8 +312,15 @@ def device_note(device: DeviceMeter, now: float) -> str:
     return ", ".join(parts)
 
 
-def make_reporter(stream: IO[str], *, quiet: bool = False) -> PlainReporter | RichReporter:
-    if quiet or not _is_tty(stream):
+LOG_FORMATS = ("auto", "plain", "json")
+
+
+def make_reporter(
+    stream: IO[str], *, quiet: bool = False, log_format: str = "auto"
+) -> PlainReporter | RichReporter | JsonReporter:
+    if log_format == "json":
+        return JsonReporter(stream, quiet=quiet)
+    if quiet or log_format == "plain" or not _is_tty(stream):
         return PlainReporter(stream, quiet=quiet)
     return RichReporter(Console(file=stream))
 
@@ -544,7 +602,14 @@ def _print_verification(console: Console, title: str, result: Verification) -> N
         console.print(_line("damaged", "red", path, " (the next render writes it again)"))
 
 
-def print_report(report: RenderReport) -> None:
+def print_report(report: RenderReport, *, log_format: str = "auto") -> None:
+    if log_format == "json":
+        data = report.run_summary.as_dict() if report.run_summary else {}
+        if report.summary_path is not None:
+            data["path"] = str(report.summary_path)
+        reason = report.run_summary.reason if report.run_summary else ""
+        JsonReporter(sys.stderr).write("summary", reason, data=data)
+        return
     console = screen(sys.stderr)
     summary = report.summary
     console.print(
@@ -572,3 +637,31 @@ def print_report(report: RenderReport) -> None:
         console.print(_line("assembly failed", "red", error))
     if report.exit_code == 4:
         console.print("stopped at the time limit; run again to continue")
+    if report.stop_reason:
+        console.print(
+            f"songbatch: stopped: {report.stop_reason}; the rest stays pending",
+            markup=False,
+            highlight=False,
+        )
+    if report.run_summary is not None:
+        _print_run_summary(console, report.run_summary, report.summary_path)
+
+
+def _print_run_summary(console: Console, run: RunSummary, path: Path | None) -> None:
+    """The run in a few lines: for a cron mail, the same figures as the summary file."""
+    jobs = run.jobs
+    lines = [
+        f"run {run.run_id}: {run.done_this_run} job(s) done, {run.failed_this_run} failed in"
+        f" this run; {jobs['done']} done, {jobs['failed']} failed, {run.left} left in all;"
+        f" {run.audio_minutes_this_run:.1f} min of audio in {format_span(run.wall_s)}",
+    ]
+    if run.devices:
+        busy = ", ".join(f"{name} {d.busy_share:.0%}" for name, d in run.devices.items())
+        lines.append(f"busy: {busy}")
+    if run.spend_usd or run.reserved_usd:
+        lines.append(f"spent ${run.spend_usd:.4f} (${run.reserved_usd:.4f} still reserved)")
+    lines.append(f"exit {run.exit_code}: {run.reason}")
+    if path is not None:
+        lines.append(f"summary: {path}")
+    for line in lines:
+        console.print(Text(line))

@@ -37,6 +37,7 @@ from songbatch.fsutil import remove_quietly
 from songbatch.ledger import Lease, Ledger, Publication
 from songbatch.ratelimit import TransientPolicy
 from songbatch.signals import STOP_SIGNALS, stop_on_signals
+from songbatch.window import JobTimes, room
 from songbatch.workspace import Workspace
 
 # A slot whose worker dies this many times in a row without finishing a job is given up.
@@ -104,6 +105,7 @@ class LocalExecutor:
         self._device_of = {slot.name: slot.device for slot in self.slots}
         self.transient = TransientPolicy(patience_s=settings.transient_patience_s)
         self._retry_at: float | None = None  # epoch time a job set aside comes due
+        self.job_times = JobTimes()  # device seconds per job, for the deadline (window.py)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -218,12 +220,37 @@ class LocalExecutor:
             self.observer(RunEvent("deadline", "time limit reached: finishing jobs in flight"))
 
     def _fill(self) -> None:
+        refused = 0
         for worker in self._workers:
             while worker.ready and len(worker.batches) < self._depth(worker):
-                batch = self._next_batch(worker)
+                fits = self._room(worker)
+                if fits == 0:
+                    refused += 1
+                    break
+                batch = self._next_batch(worker, fits)
                 if not batch:
                     return
                 self._send(worker, batch)
+        if refused and refused == len(self._workers) and not self._stopping:
+            # No device can take another job and finish it in time: stop handing out now, so
+            # what is in flight ends by the deadline instead of past it.
+            self._stopping = True
+            self.summary.stopped_at_deadline = True
+            self.observer(
+                RunEvent(
+                    "deadline",
+                    "stopping early: the jobs in flight take what is left of the time limit",
+                )
+            )
+
+    def _room(self, worker: _Worker) -> int | None:
+        """Jobs this worker can still take and finish before the deadline (window.room)."""
+        return room(
+            time.monotonic(),
+            self.settings.deadline,
+            ahead=len(worker.queue),
+            per_job_s=self.job_times.per_job(worker.slot.name),
+        )
 
     def _depth(self, worker: _Worker) -> int:
         """Batches kept in flight. A worker yet to load an engine with `batch_size: auto` gets
@@ -231,14 +258,17 @@ class LocalExecutor:
         auto = any(spec.batch_auto for spec in self.specs.values())
         return 1 if auto and not worker.batch_limits else self.settings.depth
 
-    def _next_batch(self, worker: _Worker) -> list[Lease]:
-        """The longest pending job, with as many jobs that can share its call (`_batchable`) as
-        its engine takes in one call on this worker."""
+    def _next_batch(self, worker: _Worker, fits: int | None = None) -> list[Lease]:
+        """The next job in claim order, with as many jobs that can share its call
+        (`_batchable`) as its engine takes in one call on this worker, and as `fits` before the
+        deadline."""
         first = self._next_lease()
         if first is None:
             return []
         batch = [first]
         size = self._batch_size(worker, spec_id(first.kind, first.engine, first.model))
+        if fits is not None:
+            size = max(1, min(size, fits))
         if len(self._pool) < size - 1 and not self._drained:
             self._claim_pool()  # a size reported since the last claim may want more than it got
         for lease in list(self._pool):
@@ -335,6 +365,7 @@ class LocalExecutor:
             worker.last_progress = now
         elif kind == "rendered":
             lease = self._pop(worker, message[1])
+            self.job_times.record(worker.slot.name, message[2]["engine_ms"] / 1000)
             self._finished_jobs.append((worker.slot.name, lease, message[2]))
         elif kind == "failed":
             lease = self._pop(worker, message[1])

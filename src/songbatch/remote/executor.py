@@ -43,6 +43,7 @@ from songbatch.remote.client import CallFailed, PredictionState, ReplicateApi
 from songbatch.remote.mapping import InputError, model_input
 from songbatch.remote.reconcile import Adopted, find_prediction, reconcile_open
 from songbatch.signals import stop_on_signals
+from songbatch.window import JobTimes, room
 from songbatch.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -210,6 +211,9 @@ class RemoteExecutor:
         self._next_beat = 0.0
         self._retry_at: float | None = None  # when the next job set aside in this run is due
         self._set_aside_changed = False
+        # Seconds from create to a downloaded file, for the deadline (window.py): flights run
+        # side by side, so each is a lane of its own with nothing ahead of it.
+        self.job_times = JobTimes()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -325,6 +329,15 @@ class RemoteExecutor:
     def _fill(self) -> None:
         free = self.concurrency - len(self._flights)
         if free <= 0 or self._drained:
+            return
+        fits = room(
+            self.clock(), self.settings.deadline, ahead=0, per_job_s=self.job_times.per_job()
+        )
+        if fits == 0:
+            # A prediction created now would end past the deadline: what is in flight ends
+            # before it, and nothing new starts.
+            self._stop("deadline", "stopping early: a new prediction would end past the time limit")
+            self.summary.stopped_at_deadline = True
             return
         leases = self.ledger.claim(
             limit=free,
@@ -705,6 +718,7 @@ class RemoteExecutor:
             device=flight.model.ref,
             info=info,
         )
+        self.job_times.record(WORKER, max(0.0, self.clock() - flight.sent_at))
         data = {"duration_ms": publication.duration_ms, "render_ms": publication.render_ms}
         self._finished.append((publication, data | {"cost_usd": usd}))
 
