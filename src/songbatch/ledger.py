@@ -483,6 +483,9 @@ class Ledger:
         self._state_prefix = str(self.state_dir) + os.sep
         self.clock = clock
         self.read_only = read_only
+        # The units the last ranked claim chose, and the scope it ranked (see claim).
+        self._frontier: list[tuple[int, int]] = []
+        self._frontier_scope: tuple[object, ...] | None = None
         if read_only:
             target: str | Path = f"{path.resolve().as_uri()}?mode=ro"
         else:
@@ -579,6 +582,7 @@ class Ledger:
         self, record: ManifestRecord, jobs: Sequence[JobRow], rows: Sequence[PlanRow]
     ) -> PlanDiff:
         """Record a manifest's plan in one transaction; an unchanged plan writes nothing."""
+        self._frontier = []  # ranks may change: the next claim ranks again
         with self.immediate() as conn:
             diff = self.diff_plan(record, rows)
             if not diff.changed_anything:
@@ -646,6 +650,7 @@ class Ledger:
 
     def start_run(self, argv: Sequence[str]) -> int:
         """Called with the run lock held: every lease still open belongs to a dead run."""
+        self._frontier = []  # ranks may change: the next claim ranks again
         with self.immediate() as conn:
             now = self.now()
             conn.execute(
@@ -743,15 +748,20 @@ class Ledger:
                 FROM units
             )
             SELECT j.key, j.kind, j.engine, j.model, j.request, j.est_ms,
-                   MIN(r.before + r.n > ?) AS partial
+                   MIN(c.mid) AS mid, MIN(c.unit) AS unit, MIN(r.before + r.n > ?) AS partial
             FROM cand c JOIN ranked r ON r.mid = c.mid AND r.unit = c.unit
             JOIN jobs j ON j.key = c.key
             WHERE r.before < ?
             GROUP BY j.key
             ORDER BY partial, j.est_ms DESC, j.key LIMIT ?
         """
+        ranked_in = (None if manifest_ids is None else tuple(manifest_ids), tuple(kinds or ()))
         with self.immediate() as conn:
-            rows = conn.execute(sql, (*params, limit, limit, limit)).fetchall()
+            rows = self._claim_frontier(conn, filters, params, ranked_in, limit)
+            if rows is None:
+                rows = conn.execute(sql, (*params, limit, limit, limit)).fetchall()
+                self._frontier = list(dict.fromkeys((r["mid"], r["unit"]) for r in rows))
+                self._frontier_scope = ranked_in
             started, expires = utc_iso(now), utc_iso(now + lease_s)
             leases = []
             for row in rows:
@@ -778,9 +788,41 @@ class Ledger:
                 )
             return leases
 
+    def _claim_frontier(
+        self,
+        conn: sqlite3.Connection,
+        filters: list[str],
+        params: list[Any],
+        scope: tuple[object, ...],
+        limit: int,
+    ) -> list[sqlite3.Row] | None:
+        """The cheap claim: pending jobs of the units the last ranked claim chose, longest
+        first, or None when they cannot fill `limit` (then the ranking runs again). Ranks do not
+        change within a run (priorities are set before it, ages after it), and the units a
+        ranked claim chose stay at the top of the ranking while they have pending jobs, so this
+        takes what the ranking would, without reading every pending job of the run: through
+        the pending-by-length index, probing each job's units. (A unit whose job failed in this
+        run is not moved last until the ranking runs again.)"""
+        if not self._frontier or self._frontier_scope != scope:
+            return None
+        sql = (
+            "SELECT j.key, j.kind, j.engine, j.model, j.request, j.est_ms FROM jobs j"
+            f" WHERE {' AND '.join(filters)} AND EXISTS (SELECT 1 FROM manifest_jobs mj"
+            " JOIN json_each(?) f ON json_extract(f.value, '$[0]') = mj.manifest_id"
+            " AND json_extract(f.value, '$[1]') = mj.unit WHERE mj.job_key = j.key)"
+            # The index's own order: a tie-break on key would sort every pending job of a
+            # length (a book of equal chunks) in a temp b-tree on each claim.
+            " ORDER BY j.est_ms DESC LIMIT ?"
+        )
+        # The ranked query's first parameter is its manifest scope; the filters' come after.
+        values = params[1:] if scope[0] is not None else params
+        rows = conn.execute(sql, (*values, json.dumps(self._frontier), limit)).fetchall()
+        return rows if len(rows) == limit else None
+
     def set_priorities(self, priorities: dict[int, int]) -> None:
         """Each manifest's `priority:` as its YAML says now (scheduling, not part of the plan:
         changing it re-renders nothing)."""
+        self._frontier = []  # ranks may change: the next claim ranks again
         with self.immediate() as conn:
             conn.executemany(
                 "UPDATE manifests SET priority = ? WHERE id = ? AND priority != ?",
@@ -791,6 +833,7 @@ class Ledger:
         """After a run: a manifest that still has pending work and got no job done in this run
         waited one more run (its rank rises by one, so no priority starves it for ever); one
         that got work, or has none left, starts again from its own priority."""
+        self._frontier = []  # ranks may change: the next claim ranks again
         marks = ",".join("?" * len(manifest_ids))
         with self.immediate() as conn:
             conn.execute(
@@ -905,6 +948,7 @@ class Ledger:
     ) -> str | None:
         """Charge a failed attempt to the job: back to pending while it has tries left, else
         failed. Returns the job's new state, or None if the lease was stale (nothing changed)."""
+        self._frontier = []  # ranks may change: the next claim ranks again
         with self.immediate() as conn:
             if not self._holds(conn, lease):
                 return None
@@ -1015,6 +1059,7 @@ class Ledger:
 
     def reap_expired(self, max_failures: int) -> list[str]:
         """Leases whose holder stopped making progress go back to pending, charged."""
+        self._frontier = []  # ranks may change: the next claim ranks again
         with self.immediate() as conn:
             now = self.now()
             rows = conn.execute(
@@ -1249,6 +1294,7 @@ class Ledger:
 
     def retry(self, manifest_ids: Sequence[int], *, force: bool = False) -> int:
         """Failed jobs (and with `force` done ones too) go back to pending; forcing is recorded."""
+        self._frontier = []  # ranks may change: the next claim ranks again
         states = ("failed", "done") if force else ("failed",)
         marks = ",".join("?" * len(manifest_ids))
         with self.immediate() as conn:
@@ -1378,6 +1424,7 @@ class Ledger:
     def forget_manifest(self, path: str, *, because: str) -> None:
         """Drop a manifest whose file is gone (its outputs are another manifest's now); its jobs
         stay as cache."""
+        self._frontier = []  # ranks may change: the next claim ranks again
         with self.immediate() as conn:
             row = conn.execute("SELECT id FROM manifests WHERE path = ?", (path,)).fetchone()
             if row is None:
