@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from helpers.books import book_manifest
 from helpers.fake_replicate import FakeReplicate, VirtualClock
 from helpers.remote import remote_profile, render_virtual
+from helpers.verify import state_bytes
 from songbatch.cli.main import app
 from songbatch.ledger import Ledger, SpendCaps
 
@@ -395,20 +396,6 @@ def test_cost_never_writes_the_ledger(examples: Path, ws: Path) -> None:
     for args in ([str(book), "-p", "replicate"], ["--actual"], [str(examples), "-p", "offline"]):
         assert invoke("cost", *args, "-w", str(ws)).exit_code == 0
     assert state_bytes(ws) == before
-
-
-def state_bytes(workspace: Path) -> dict[str, bytes]:
-    """Every file under .songbatch a write would change (as tests/test_environment.py: a
-    reader of a WAL database gets SQLite's -shm index and an empty -wal, no ledger data)."""
-    state = workspace / ".songbatch"
-    files = {
-        str(p.relative_to(state)): p.read_bytes()
-        for p in sorted(state.rglob("*"))
-        if p.is_file() and not p.name.endswith("-shm")
-    }
-    if files.get("ledger.db-wal") == b"":
-        del files["ledger.db-wal"]
-    return files
 
 
 def test_the_hourly_cap_stops_a_run_and_holds_across_runs(

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from helpers.books import book_manifest, synthetic_profile
 from helpers.remote import remote_profile
+from helpers.verify import state_bytes
 from songbatch.cli.main import app
 from songbatch.runlock import RunLock
 from songbatch.workspace import resolve_workspace
@@ -22,21 +23,6 @@ runner = CliRunner()
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
     return runner.invoke(app, list(args), catch_exceptions=False, env=env)
-
-
-def state_bytes(workspace: Path) -> dict[str, bytes]:
-    """Every file under .songbatch that a write would change. A reader of a WAL database has
-    SQLite make its -shm index and an empty -wal if they are missing (it must, to see a
-    render's commits safely); those hold no ledger data, so an empty -wal counts as none."""
-    state = workspace / ".songbatch"
-    files = {
-        str(p.relative_to(state)): p.read_bytes()
-        for p in sorted(state.rglob("*"))
-        if p.is_file() and not p.name.endswith("-shm")
-    }
-    if files.get("ledger.db-wal") == b"":
-        del files["ledger.db-wal"]
-    return files
 
 
 def assert_one_line(result: Any, code: int, *needles: str) -> str:

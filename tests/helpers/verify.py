@@ -110,3 +110,18 @@ class Watcher(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=30)
+
+
+def state_bytes(workspace: Path) -> dict[str, bytes]:
+    """Every file under the workspace's .songbatch that a write would change. A reader of a WAL
+    database has SQLite make its -shm index and an empty -wal if they are missing (it must, to
+    see a render's commits safely); those hold no ledger data, so an empty -wal counts as none."""
+    state = workspace / ".songbatch"
+    files = {
+        str(p.relative_to(state)): p.read_bytes()
+        for p in sorted(state.rglob("*"))
+        if p.is_file() and not p.name.endswith("-shm")
+    }
+    if files.get("ledger.db-wal") == b"":
+        del files["ledger.db-wal"]
+    return files
