@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from rich.console import Console, RenderableType
 from rich.progress import Progress, ProgressColumn, Task, TaskID, TextColumn
@@ -74,18 +74,19 @@ def _clock(ms: int) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-class PlainReporter:
-    """One timestamped line per event that a person reading a cron mail would want; with
-    `quiet`, only the events in ATTENTION."""
+_R = TypeVar("_R", bound="_LineReporter")
 
-    SKIPPED = frozenset({"job-started", "progress"})
+
+class _LineReporter:
+    """A reporter that writes whole lines to a stream, from any thread (the assembly thread
+    reports too); with `quiet`, only the events in ATTENTION."""
 
     def __init__(self, stream: IO[str], *, quiet: bool = False) -> None:
         self.stream = stream
         self.quiet = quiet
         self._lock = threading.Lock()
 
-    def __enter__(self) -> PlainReporter:
+    def __enter__(self: _R) -> _R:
         return self
 
     def __exit__(
@@ -95,6 +96,18 @@ class PlainReporter:
         tb: TracebackType | None,
     ) -> None:
         self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        with self._lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+class PlainReporter(_LineReporter):
+    """One timestamped line per event that a person reading a cron mail would want; with
+    `quiet`, only the events in ATTENTION."""
+
+    SKIPPED = frozenset({"job-started", "progress"})
 
     def observe(self, event: RunEvent) -> None:
         if event.kind in self.SKIPPED or (self.quiet and event.kind not in ATTENTION):
@@ -108,30 +121,12 @@ class PlainReporter:
         if event.message:
             parts.append(event.message)
         parts.extend(_details(event))
-        with self._lock:
-            self.stream.write(" ".join(parts) + "\n")
-            self.stream.flush()
+        self._line(" ".join(parts))
 
 
-class JsonReporter:
+class JsonReporter(_LineReporter):
     """`--log-format json`: one JSON object per line and event, for log shippers: ts (UTC ISO),
     kind, worker, job, message, data. With `quiet`, only the events in ATTENTION."""
-
-    def __init__(self, stream: IO[str], *, quiet: bool = False) -> None:
-        self.stream = stream
-        self.quiet = quiet
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> JsonReporter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stream.flush()
 
     def observe(self, event: RunEvent) -> None:
         if event.kind == "progress" or (self.quiet and event.kind not in ATTENTION):
@@ -156,10 +151,7 @@ class JsonReporter:
             "data": data or {},
         }
         # default=str: a Path or an exception in an event's data must not end the run.
-        line = json.dumps(record, ensure_ascii=False, default=str)
-        with self._lock:
-            self.stream.write(line + "\n")
-            self.stream.flush()
+        self._line(json.dumps(record, ensure_ascii=False, default=str))
 
 
 def _details(event: RunEvent) -> list[str]:
