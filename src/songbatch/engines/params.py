@@ -103,11 +103,20 @@ class _SyntheticBase(EngineParams):
     chars_per_second: Annotated[float, Field(gt=0)] = 14.0
     fail_marker: str | None = None  # a job whose text contains it fails for good
     disk_full_while: str | None = None  # while this path exists, calls fail as a full disk
+    # A call with a job whose text contains it fails as a GPU's device-side assert does.
+    device_assert_marker: str | None = None
     auto_batch_limit: Annotated[WholeNumber, Field(ge=1, le=256)] = 1  # `batch_size: auto`
 
     # The stand-in reads every param from its profile.
     load_only = frozenset(
-        {"latency_ms", "chars_per_second", "fail_marker", "disk_full_while", "auto_batch_limit"}
+        {
+            "latency_ms",
+            "chars_per_second",
+            "fail_marker",
+            "disk_full_while",
+            "device_assert_marker",
+            "auto_batch_limit",
+        }
     )
 
 

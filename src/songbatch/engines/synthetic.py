@@ -30,6 +30,9 @@ class SyntheticEngine:
         self.fail_marker = spec.params.get("fail_marker")
         # Tests of transient faults: while this file exists, every call fails as a full disk.
         self.disk_full_while = spec.params.get("disk_full_while")
+        # Tests of a poisoned device: the call raises what torch raises after a device-side
+        # assert (the CUDA context is unusable from then on).
+        self.device_assert_marker = spec.params.get("device_assert_marker")
         # `batch_size: auto`: what a GPU engine would measure from free memory at load, given.
         if spec.batch_auto:
             self.batch_limit = int(spec.params.get("auto_batch_limit", 1))
@@ -42,6 +45,12 @@ class SyntheticEngine:
         progress()
         if self.disk_full_while and os.path.exists(str(self.disk_full_while)):
             raise OSError(errno.ENOSPC, "No space left on device (synthetic)")
+        marker = self.device_assert_marker
+        if marker and any(str(marker) in request.text for request in requests):
+            raise RuntimeError(
+                "CUDA error: device-side assert triggered\nCUDA kernel errors might be"
+                " asynchronously reported at some other API call (synthetic)"
+            )
         results: list[RenderResult | EngineError] = []
         for request in requests:
             if self.fail_marker and str(self.fail_marker) in request.text:

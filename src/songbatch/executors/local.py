@@ -105,6 +105,8 @@ class LocalExecutor:
         self._device_of = {slot.name: slot.device for slot in self.slots}
         self.transient = TransientPolicy(patience_s=settings.transient_patience_s)
         self._retry_at: float | None = None  # epoch time a job set aside comes due
+        # Sticky device errors per slot since it last rendered a job (see worker.poisons).
+        self._device_losses: dict[str, int] = {}
         self.job_times = JobTimes()  # device seconds per job, for the deadline (window.py)
 
     # ------------------------------------------------------------------ lifecycle
@@ -364,12 +366,17 @@ class LocalExecutor:
         elif kind == "progress":
             worker.last_progress = now
         elif kind == "rendered":
+            self._device_losses.pop(worker.slot.name, None)
             lease = self._pop(worker, message[1])
             self.job_times.record(worker.slot.name, message[2]["engine_ms"] / 1000)
             self._finished_jobs.append((worker.slot.name, lease, message[2]))
         elif kind == "failed":
             lease = self._pop(worker, message[1])
             self._failed(worker, lease, message[2], bool(message[3]), bool(message[4]))
+        elif kind == "device-lost":
+            # Its jobs were reported set aside; the process exits and _reap_dead replaces it.
+            self._device_losses[worker.slot.name] = self._device_losses.get(worker.slot.name, 0) + 1
+            worker.kill_reason = f"its device failed ({message[1]}): a fresh worker takes over"
         elif kind == "fatal":
             raise EngineUnavailable(message[2])
 
@@ -481,7 +488,10 @@ class LocalExecutor:
             self.summary.deaths += 1
             reason = worker.kill_reason or f"exit code {worker.process.exitcode}"
             self.observer(RunEvent("worker-died", reason, worker=worker.slot.name))
-            deaths = worker.consecutive_deaths + 1
+            # A device that keeps failing is given up like a worker that keeps dying; its
+            # jobs were set aside, so finishing them elsewhere resets neither count.
+            losses = self._device_losses.get(worker.slot.name)
+            deaths = losses if losses is not None else worker.consecutive_deaths + 1
             if deaths >= MAX_CONSECUTIVE_DEATHS:
                 self.observer(RunEvent("worker-gave-up", reason, worker=worker.slot.name))
                 continue

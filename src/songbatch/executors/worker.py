@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -123,12 +124,17 @@ class _Worker:
                 except SongbatchError as exc:
                     self.send(("fatal", tickets[0].token, str(exc)))
                     return
-                self._render(engine, tickets)
+                try:
+                    self._render(engine, tickets)
+                except DeviceLost as exc:
+                    self.send(("device-lost", str(exc)))
+                    return
         finally:
             self._written.put(None)
             self._writer.join()
             for engine in self.engines.values():
-                engine.close()
+                with contextlib.suppress(Exception):  # a lost CUDA context may fail to free
+                    engine.close()
 
     def _engine(self, spec: str) -> Any:
         from songbatch.engines import load_engine
@@ -162,16 +168,32 @@ class _Worker:
             if len(results) != len(tickets):
                 raise EngineError(f"engine gave {len(results)} results for {len(tickets)} jobs")
         except Exception as exc:  # the whole call failed: every job of the batch, not the run
-            for ticket in tickets:
-                self.send(("failed", ticket.token, *_describe(exc)))
+            self._batch_failed(tickets, exc)
             return
         crash_point("after-render")
         elapsed = (time.monotonic() - started) / len(tickets)
+        poisoned = next((r for r in results if isinstance(r, EngineError) and poisons(r)), None)
+        if poisoned is not None:
+            self._batch_failed(tickets, poisoned)
+            return
         for ticket, result in zip(tickets, results, strict=True):
             if isinstance(result, EngineError):
                 self.send(("failed", ticket.token, *_describe(result)))
             else:
                 self._written.put((ticket, result, elapsed))
+
+    def _batch_failed(self, tickets: list[Ticket], exc: BaseException) -> None:
+        if not poisons(exc):
+            for ticket in tickets:
+                self.send(("failed", ticket.token, *_describe(exc)))
+            return
+        # The device's fault, not the jobs': they are set aside uncharged, and this process
+        # leaves, since every later call on its CUDA context would fail the same way. The
+        # coordinator starts a fresh worker (a new context) on the device.
+        message = _describe(exc)[0].splitlines()[0]
+        for ticket in tickets:
+            self.send(("failed", ticket.token, f"[device] {message}", True, True))
+        raise DeviceLost(message)
 
     def _write_loop(self) -> None:
         from songbatch import audio
@@ -208,6 +230,24 @@ class _Worker:
                     },
                 )
             )
+
+
+class DeviceLost(Exception):
+    """The worker's CUDA context is unusable (a sticky error): the worker must exit."""
+
+
+# CUDA errors that leave the context unusable: after one, every later call in this process
+# fails (torch >= 2.5 raises them for NaN probabilities in multinomial and out-of-range
+# embedding indices). Out of memory is not one of them: it is transient and recoverable.
+_STICKY_CUDA = re.compile(
+    r"device-side assert|illegal memory access|unspecified launch failure|misaligned address"
+    r"|illegal instruction|uncorrectable ECC|CUDA error: an illegal"
+)
+
+
+def poisons(exc: BaseException) -> bool:
+    """Whether this error leaves the worker's device unusable until a new process."""
+    return bool(_STICKY_CUDA.search(str(exc)))
 
 
 # The machine's state, not the job's: a full disk or quota, an I/O error, memory.
