@@ -32,7 +32,6 @@ from songbatch.engines.base import EngineSpec, Kind
 from songbatch.errors import EngineError, InputError
 from songbatch.events import Observer, ignore
 from songbatch.executors.devices import DeviceSlot, parse_devices
-from songbatch.executors.local import ExecutorSettings, LocalExecutor
 from songbatch.executors.worker import spec_id
 from songbatch.fsutil import fsync_file, remove_quietly, replace_durably, temp_sibling
 from songbatch.gc import PREVIEW_PREFIX
@@ -42,7 +41,7 @@ from songbatch.manifest import LoadedManifest, load_manifest
 from songbatch.planner import Plan, commit_plan, job_key, plan_manifest
 from songbatch.profiles import Profile, resolve_profile
 from songbatch.remote.preflight import check_client
-from songbatch.render import exit_code_of
+from songbatch.render import exit_code_of, run_jobs
 from songbatch.runlock import RunLock
 from songbatch.signals import signals_deferred, stop_on_signals
 from songbatch.workspace import Workspace
@@ -199,39 +198,17 @@ class _Preview:
         profile = self.profile
         kind: Kind = "speech" if info.kind == "audiobook" else "music"
         spec = profile.engine_spec(kind)
-        if profile.remote:
-            from songbatch.remote.executor import RemoteExecutor, RemoteSettings
-
-            assert profile.replicate is not None  # the profile validator guarantees it
-            RemoteExecutor(
-                self.ledger,
-                self.workspace,
-                profile.replicate,
-                run_id=run_id,
-                manifest_ids=[info.id],
-                settings=RemoteSettings(
-                    max_failures=profile.max_attempts,
-                    lease_s=profile.lease_seconds,
-                    transient_patience_s=profile.transient_patience_s,
-                ),
-                observer=self.observer,
-            ).run()
-            return
         specs = {spec_id(s.kind, s.engine, s.model): s for s in _specs(self.plan, spec)}
-        LocalExecutor(
+        run_jobs(
             self.ledger,
             self.workspace,
+            profile,
             self.slots[: max(1, to_render)],
             specs,
             run_id=run_id,
             manifest_ids=[info.id],
-            settings=ExecutorSettings(
-                lease_s=profile.lease_seconds,
-                max_failures=profile.max_attempts,
-                transient_patience_s=profile.transient_patience_s,
-            ),
             observer=self.observer,
-        ).run()
+        )
 
     def _write(self, info: ManifestInfo, kind: Kind, *, rendered: int) -> PreviewResult:
         jobs = self.ledger.unit_jobs(info.id, 0)

@@ -419,55 +419,21 @@ class _Run:
         if not tracker.to_render:
             return
         on_published = functools.partial(_on_published, tracker, assembly)
-        if profile.remote:
-            self.report.summary = self._run_remote(profile, on_published)
-            self.report.stop_reason = getattr(self.report.summary, "stop_reason", None)
-            return
-        left = self._time_left()
-        deadline = None if left is None else time.monotonic() + left
-        executor = LocalExecutor(
+        self.report.summary = run_jobs(
             self.ledger,
             self.workspace,
+            profile,
             self.slots,
             _engine_specs(self.planned),
             run_id=self.run_id,
             manifest_ids=[info.id for info in self.infos],
-            settings=ExecutorSettings(
-                lease_s=profile.lease_seconds,
-                max_failures=profile.max_attempts,
-                deadline=deadline,
-                transient_patience_s=profile.transient_patience_s,
-            ),
             observer=self.observer,
             on_published=on_published,
+            time_left_s=self._time_left(),
+            max_spend=self.options.max_spend,
+            remote_hooks=self.options.remote_hooks,
         )
-        self.report.summary = executor.run()
-
-    def _run_remote(self, profile: Profile, on_published: Callable[[str], None]) -> ExecutorSummary:
-        from songbatch.remote.executor import RemoteExecutor, RemoteHooks, RemoteSettings
-
-        assert profile.replicate is not None  # the profile validator guarantees it
-        hooks = self.options.remote_hooks or RemoteHooks()
-        left = self._time_left()
-        deadline = None if left is None else hooks.clock() + left
-        executor = RemoteExecutor(
-            self.ledger,
-            self.workspace,
-            profile.replicate,
-            run_id=self.run_id,
-            manifest_ids=[info.id for info in self.infos],
-            settings=RemoteSettings(
-                max_failures=profile.max_attempts,
-                lease_s=profile.lease_seconds,
-                deadline=deadline,
-                max_spend=self.options.max_spend,
-                transient_patience_s=profile.transient_patience_s,
-            ),
-            observer=self.observer,
-            on_published=on_published,
-            hooks=hooks,
-        )
-        return executor.run()
+        self.report.stop_reason = getattr(self.report.summary, "stop_reason", None)
 
     def _time_left(self) -> float | None:
         """Seconds from now to the nearer of --time-limit (counted from here, the start of
@@ -500,6 +466,64 @@ class _Run:
 def _on_published(tracker: UnitTracker, assembly: AssemblyThread, key: str) -> None:
     for info, unit in tracker.job_done(key):
         assembly.submit(info, unit)
+
+
+def run_jobs(
+    ledger: Ledger,
+    workspace: Workspace,
+    profile: Profile,
+    slots: list[DeviceSlot],
+    specs: dict[str, EngineSpec],
+    *,
+    run_id: int,
+    manifest_ids: list[int],
+    observer: Observer,
+    on_published: Callable[[str], None] = lambda key: None,
+    time_left_s: float | None = None,
+    max_spend: float | None = None,
+    remote_hooks: RemoteHooks | None = None,
+) -> ExecutorSummary:
+    """The pending jobs of these manifests through the profile's executor: the local worker
+    pool on `slots`, or Replicate. `time_left_s` becomes each executor's deadline on its own
+    clock. The one place executors are built (a render and a preview both run jobs here)."""
+    if profile.remote:
+        from songbatch.remote.executor import RemoteExecutor, RemoteHooks, RemoteSettings
+
+        assert profile.replicate is not None  # the profile validator guarantees it
+        hooks = remote_hooks or RemoteHooks()
+        return RemoteExecutor(
+            ledger,
+            workspace,
+            profile.replicate,
+            run_id=run_id,
+            manifest_ids=manifest_ids,
+            settings=RemoteSettings(
+                max_failures=profile.max_attempts,
+                lease_s=profile.lease_seconds,
+                deadline=None if time_left_s is None else hooks.clock() + time_left_s,
+                max_spend=max_spend,
+                transient_patience_s=profile.transient_patience_s,
+            ),
+            observer=observer,
+            on_published=on_published,
+            hooks=hooks,
+        ).run()
+    return LocalExecutor(
+        ledger,
+        workspace,
+        slots,
+        specs,
+        run_id=run_id,
+        manifest_ids=manifest_ids,
+        settings=ExecutorSettings(
+            lease_s=profile.lease_seconds,
+            max_failures=profile.max_attempts,
+            deadline=None if time_left_s is None else time.monotonic() + time_left_s,
+            transient_patience_s=profile.transient_patience_s,
+        ),
+        observer=observer,
+        on_published=on_published,
+    ).run()
 
 
 def _engine_specs(planned: list[Planned]) -> dict[str, EngineSpec]:
