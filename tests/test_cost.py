@@ -4,7 +4,8 @@ a render, `--compare` ordering, `--actual` against the ledger's sums, and bad in
 
 Every figure here is worked out from the profile's numbers in the test itself: a per-second
 model bills (base_s + per_audio_s x audio) x the hardware price, and reserves (that x
-worst_factor + cancel_grace_s) x the price; a per-output model bills its price.
+worst_factor + cancel_grace_s) x the price; a per-output model bills its price. Wall time adds
+what assembly does after the last render (ASSEMBLY_S_PER_S, the default table's rates).
 """
 
 from __future__ import annotations
@@ -26,9 +27,19 @@ from helpers.remote import remote_profile, render_virtual
 from helpers.verify import state_bytes
 from songbatch.cli.main import app
 from songbatch.ledger import Ledger, SpendCaps
+from songbatch.manifest import load_manifest
+from songbatch.planner import plan_manifest
+from songbatch.profiles import resolve_profile
+from songbatch.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = 0.001525  # profiles/replicate.yaml: gpu-h100, USD per second
+# The estimator's default assembly rates, seconds per audio second, copied by hand.
+ASSEMBLY_S_PER_S = {"master": 0.0015, "flac": 0.0011, "mp3": 0.0070, "m4b": 0.0091}
+STARTUP_S = 1.0  # a worker's start before its engine loads, by default
+# The example album (mp3, flac): 20 s and 28 s tracks. After the last render the longest is
+# mastered and encoded; the rest was assembled while it rendered.
+ALBUM_TAIL_S = 28 * sum(ASSEMBLY_S_PER_S[fmt] for fmt in ("master", "mp3", "flac"))
 runner = CliRunner()
 
 
@@ -66,6 +77,21 @@ def shipped_profile(ws: Path, name: str, extra: str = "", rename: str | None = N
     (ws / "profiles" / f"{rename or name}.yaml").write_text(text + extra, encoding="utf-8")
 
 
+def book_tail_s(manifest: Path, ws: Path, profile: str = "offline") -> float:
+    """The example book's assembly after its last render, by hand: its longest chapter
+    mastered and encoded to mp3, then the .m4b of the whole book (pauses included), at the
+    default rates. Chapter lengths are the planner's."""
+    loaded = load_manifest(manifest)
+    workspace = Workspace(ws)
+    plan = plan_manifest(loaded, resolve_profile(profile, None, workspace), workspace)
+    est = {job.key: job.est_ms for job in plan.jobs}
+    units: dict[int, float] = {}
+    for row in plan.rows:
+        units[row.unit] = units.get(row.unit, 0.0) + (est[row.key] + row.pause_after_ms) / 1000
+    unit_rate = ASSEMBLY_S_PER_S["master"] + ASSEMBLY_S_PER_S["mp3"]
+    return max(units.values()) * unit_rate + sum(units.values()) * ASSEMBLY_S_PER_S["m4b"]
+
+
 def only(data: dict[str, Any]) -> dict[str, Any]:
     [item] = data["estimates"]
     result: dict[str, Any] = item
@@ -84,12 +110,16 @@ def test_example_album_on_replicate_is_the_price_rules_by_hand(examples: Path, w
     assert item["usd_expected"] == pytest.approx(40 * H100 + 0.20, abs=2e-6)
     assert item["usd_worst"] == pytest.approx(125 * H100 + 0.20, abs=2e-6)
     assert item["audio_left_s"] == pytest.approx(48.0)
-    # Wall time: 32 in flight, so the longest prediction: music-2.5's 60 + 0.5 x 28 = 74 s.
-    assert item["wall_s"] == pytest.approx(74.0)
+    # Wall time: 32 in flight, so the longest prediction: music-2.5's 60 + 0.5 x 28 = 74 s,
+    # then the last track's assembly.
+    assert item["wall_s"] == pytest.approx(74.0 + ALBUM_TAIL_S)
     assert item["time_from"] == "default"
     assert {b["figure"] for b in item["basis"]} == {
         "predict time musicgen",
         "predict time music-2.5",
+        "assembly master",
+        "assembly mp3",
+        "assembly flac",
     }
 
 
@@ -142,11 +172,13 @@ def test_offline_default_factor_and_no_money_without_a_cost_block(examples: Path
     book = str(examples / "example-book.yaml")
     item = only(cost_json(book, "-w", str(ws), "-p", "offline"))
     audio = item["audio_left_s"]
-    # The default table: espeak-ng on a CPU, 0.0090 device seconds per audio second, no load;
-    # the offline profile has devices cpu:2.
+    # The default table: espeak-ng on a CPU, 0.0031 device seconds per audio second, no load
+    # but each worker's start; the offline profile has devices cpu:2.
     assert item["devices"] == 2 and item["device_type"] == "cpu"
-    assert item["device_s"] == pytest.approx(audio * 0.0090)
-    assert item["wall_s"] == pytest.approx(audio * 0.0090 / 2)
+    assert item["device_s"] == pytest.approx(audio * 0.0031 + 2 * STARTUP_S)
+    assert item["wall_s"] == pytest.approx(
+        audio * 0.0031 / 2 + STARTUP_S + book_tail_s(examples / "example-book.yaml", ws)
+    )
     assert item["time_from"] == "default"
     assert item["usd_expected"] is None and item["money_from"] == "unknown"
     text = invoke("cost", book, "-w", str(ws), "-p", "offline").output
@@ -162,16 +194,20 @@ def test_a_cost_block_prices_device_hours_and_loads(
     a = book["audio_left_s"]
     # Chatterbox on CUDA: default 0.36 device-s per audio-s; each of 2 workers loads for 30 s.
     assert (book["devices"], book["device_type"]) == (2, "cuda")
+    # load_s is the whole of a worker's start: it replaces the default start-up too.
     assert book["device_s"] == pytest.approx(a * 0.36 + 2 * 30)
-    assert book["wall_s"] == pytest.approx(a * 0.36 / 2 + 30)
+    tail = book_tail_s(examples / "example-book.yaml", ws, "local")
+    assert book["wall_s"] == pytest.approx(a * 0.36 / 2 + 30 + tail)
     assert book["usd_expected"] == pytest.approx((a * 0.36 + 60) / 3600 * 0.45)
     assert book["usd_worst"] is None
-    # Without load_s the table's default load applies (MusicGen small: 15 s per worker).
+    # Without load_s the table's default load applies (MusicGen small: 15 s per worker),
+    # after the worker's start.
     shipped_profile(ws, "local", "cost: {usd_per_device_hour: 0.45}\n")
     album = only(cost_json(str(examples / "example-album.yaml"), "-w", str(ws), "-p", "local"))
-    assert album["device_s"] == pytest.approx(48 * 1.75 + 2 * 15)
-    assert album["wall_s"] == pytest.approx(48 * 1.75 / 2 + 15)
-    assert album["usd_expected"] == pytest.approx((48 * 1.75 + 30) / 3600 * 0.45)
+    load = 15 + STARTUP_S
+    assert album["device_s"] == pytest.approx(48 * 1.75 + 2 * load)
+    assert album["wall_s"] == pytest.approx(48 * 1.75 / 2 + load + ALBUM_TAIL_S)
+    assert album["usd_expected"] == pytest.approx((48 * 1.75 + 2 * load) / 3600 * 0.45)
 
 
 def test_no_default_factor_is_unknown_and_says_how_to_know(examples: Path, ws: Path) -> None:
@@ -199,29 +235,55 @@ def test_after_an_offline_render_measured_factors_replace_the_default(
     result = invoke("render", str(book), "-w", str(ws), "-p", "offline", "-q")
     assert result.exit_code == 0, result.output
     with sqlite3.connect(ws / ".songbatch" / "ledger.db") as conn:
-        count, render_ms, audio_ms, est_ms = conn.execute(
-            "SELECT COUNT(*), SUM(a.render_ms), SUM(j.duration_ms), SUM(j.est_ms) FROM attempts a"
+        count, engine_ms, audio_ms, est_ms = conn.execute(
+            "SELECT COUNT(*), SUM(a.engine_ms), SUM(j.duration_ms), SUM(j.est_ms) FROM attempts a"
             " JOIN jobs j ON j.key = a.job_key WHERE a.outcome = 'done' AND j.kind = 'speech'"
         ).fetchone()
+        loads, load_ms = conn.execute(
+            "SELECT COUNT(*), SUM(startup_ms + load_ms) FROM loads"
+        ).fetchone()
+        encoded = {
+            fmt: build_ms / audio
+            for fmt, build_ms, audio in conn.execute(
+                "SELECT format, SUM(build_ms), SUM(audio_ms) FROM encodes GROUP BY format"
+            )
+        }
     conn.close()
     after = only(cost_json(str(variant), "-w", str(ws), "-p", "offline"))
     assert count == 20 and after["jobs_left"] == 20
     assert after["time_from"] == f"measured ({count})"
-    [basis] = after["basis"]
-    assert (basis["source"], basis["samples"]) == ("measured", count)
-    rtf = render_ms / audio_ms
+    bases = {b["figure"]: b for b in after["basis"]}
+    rate = bases["real-time factor offline espeak-ng on cpu"]
+    assert (rate["source"], rate["samples"]) == ("measured", count)
+    # Its engine time: the write of a chunk overlaps the next render.
+    rtf = engine_ms / audio_ms
+    assert rate["value"] == pytest.approx(rtf)
+    # The workers' start-ups and every format's assembly were measured too.
+    load_s = load_ms / loads / 1000
+    assert loads == 2 and bases["start-up and load offline espeak-ng on cpu"]["value"] == (
+        pytest.approx(load_s)
+    )
+    assert set(encoded) == {"master", "mp3", "m4b"}
+    for fmt, measured in encoded.items():
+        assert bases[f"assembly {fmt}"]["source"] == "measured"
+        assert bases[f"assembly {fmt}"]["value"] == pytest.approx(measured)
     # How long the engine's audio really is, for what the planner estimated, corrects the
     # audio left (and the device time with it).
     assert audio_ms != est_ms
     assert after["audio_left_s"] == pytest.approx(before["audio_left_s"] * audio_ms / est_ms)
-    assert after["device_s"] == pytest.approx(after["audio_left_s"] * rtf)
-    assert after["wall_s"] == pytest.approx(after["audio_left_s"] * rtf / 2)
+    assert after["device_s"] == pytest.approx(after["audio_left_s"] * rtf + 2 * load_s)
+    assert after["wall_s"] > after["audio_left_s"] * rtf / 2 + load_s
     # What is rendered is free and shown apart.
     done = only(cost_json(str(book), "-w", str(ws), "-p", "offline"))
     assert (done["jobs_left"], done["jobs_done"]) == (0, 20)
     assert done["device_s"] == 0 and done["audio_done_s"] == pytest.approx(before["audio_left_s"])
     text = invoke("cost", str(variant), "-w", str(ws), "-p", "offline").output
     assert f"measured ({count})" in text
+    # Replicate's predict times are still the profile's: only the assembly was measured, and
+    # the comparison says both, however the labels of its manifests combine.
+    rows = cost_json(str(variant), str(book), "-w", str(ws), "--compare", "offline,replicate")
+    by_profile = {row["profile"]: row["time_from"] for row in rows["compare"]}
+    assert by_profile == {"offline": f"measured ({count})", "replicate": "measured + default"}
 
 
 def render_remote_book(
@@ -263,7 +325,7 @@ def test_after_a_remote_render_measured_predict_times_replace_the_profiles(
     assert item["audio_done_s"] == pytest.approx(est_ms / 1000)
     assert item["audio_left_s"] == pytest.approx(est_ms / 1000)  # same sentence lengths
     assert item["time_from"] == "measured (6)"
-    [basis] = item["basis"]
+    [basis] = [b for b in item["basis"] if b["figure"].startswith("predict time")]
     assert basis["value"] == pytest.approx(ratio)
     expected_s = (6 * 1.0 + 0.5 * item["audio_left_s"]) * ratio
     assert item["device_s"] == pytest.approx(expected_s)
@@ -333,12 +395,13 @@ def test_compare_orders_by_money(examples: Path, ws: Path) -> None:
     album = str(examples / "example-album.yaml")
     data = cost_json(album, "-w", str(ws), "--compare", "pricey,replicate,offline")
     order = [row["profile"] for row in data["compare"]]
-    # offline: 48 s x 0.020 = 0.96 device-s -> $0.00012; replicate: $0.2605;
-    # pricey: 0.96 s at $100,000/h -> $26.67.
+    # offline: 48 s x 0.020 = 0.96 device-s and two workers' 1 s start -> $0.00037;
+    # replicate: $0.2605; pricey: 2.96 s at $100,000/h -> $82.22.
     assert order == ["offline", "replicate", "pricey"]
     money = {row["profile"]: row["usd_expected"] for row in data["compare"]}
-    assert money["offline"] == pytest.approx(48 * 0.020 / 3600 * 0.45)
-    assert money["pricey"] == pytest.approx(48 * 0.020 / 3600 * 100000)
+    device_s = 48 * 0.020 + 2 * STARTUP_S
+    assert money["offline"] == pytest.approx(device_s / 3600 * 0.45)
+    assert money["pricey"] == pytest.approx(device_s / 3600 * 100000)
     assert money["replicate"] == pytest.approx(40 * H100 + 0.20, abs=2e-6)
     text = invoke("cost", album, "-w", str(ws), "--compare", "pricey,replicate,offline").output
     rows = [line for line in text.splitlines() if "│" in line]

@@ -64,6 +64,7 @@ def test_migrations_apply_once(tmp_path: Path) -> None:
             "m004_integrity",
             "m005_spend_by_hour",
             "m006_window",
+            "m007_timings",
         ]
         assert ledger.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,7 @@ class Assembler:
             path.parent.mkdir(parents=True, exist_ok=True)
             segments = self._segments(jobs, lead_in_ms)
             first = self._chunk_path(jobs[0])
+            started = time.monotonic()
             try:
                 probe = soundfile.info(str(first))
                 audio.assemble_master(
@@ -169,7 +171,14 @@ class Assembler:
                 )
             except (soundfile.LibsndfileError, RuntimeError) as exc:
                 raise self._damaged_chunks(jobs, exc) from exc
+            self._timed("master", audio.audio_duration_ms(path), started)
         return Master(path=path, duration_ms=audio.audio_duration_ms(path), inputs_sha256=inputs)
+
+    def _timed(self, fmt: str, audio_ms: int, started: float) -> None:
+        """How long a build took, for `cost`'s estimate of the assembly a render still needs."""
+        self.ledger.record_encode(
+            run_id=self.run_id, fmt=fmt, audio_ms=audio_ms, build_s=time.monotonic() - started
+        )
 
     def _damaged_chunks(self, jobs: list[UnitJob], exc: BaseException) -> AssemblyError:
         """A chunk that no longer decodes is found by its hash and rendered again next run."""
@@ -317,6 +326,7 @@ class Assembler:
         """Encode to a temp file beside the target, tag, sync, replace."""
         file.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_sibling(file.path, self.owner)
+        started = time.monotonic()
         try:
             pause_point("assembly", self.cancel)
             tags = Tags(**{**vars(tags), "origin": f"{self.owner}:{inputs}"})
@@ -333,6 +343,7 @@ class Assembler:
             replace_durably(tmp, file.path)
         finally:
             remove_quietly(tmp)
+        self._timed(file.fmt, sum(m.duration_ms for m in masters), started)
 
     def _failed(self, info: ManifestInfo, file: OutputFile, exc: BaseException) -> FileOutcome:
         error = _describe(exc)

@@ -29,8 +29,10 @@ from songbatch.executors.devices import parse_devices
 from songbatch.ledger import (
     ACTUAL_GROUPS,
     ActualRow,
+    EncodeSamples,
     JobRow,
     Ledger,
+    LoadSamples,
     PredictSamples,
     RenderSamples,
     damaged_ledger_guard,
@@ -43,6 +45,26 @@ from songbatch.workspace import Workspace
 
 # Below this many samples a measured figure is noise (one slow first render, a warm cache).
 MIN_SAMPLES = 5
+# A worker's start-up and load, and a file's encode, are long, steady figures (one per worker
+# and run, one per file): one measurement tells.
+MIN_TIMING_SAMPLES = 1
+
+# A worker process's start (Python, numpy, songbatch) before its engine loads, where nothing
+# measured it yet: measured 2026-12-02 on the project's 2-core VM (spawn to ready, 0.98 s).
+DEFAULT_STARTUP_S = 1.0
+
+# Assembly's build time per second of audio, by format (`master`: the unit's master FLAC that
+# every format is encoded from), where nothing measured it yet: songbatch's own ffmpeg encodes
+# of three chapters of Alice (31 minutes) on the project's 2-core VM, 2026-12-02. Measured
+# rates replace these; an 11-hour book's .m4b takes about 6 minutes at this rate.
+DEFAULT_ENCODE_S_PER_AUDIO_S: dict[str, float] = {
+    "master": 0.0015,
+    "flac": 0.0011,
+    "wav": 0.0006,
+    "mp3": 0.0070,
+    "opus": 0.021,
+    "m4b": 0.0091,
+}
 
 # A stand-in for a voice's uploaded URL: a model input that takes a voice gets a value, so
 # the input (and a per-character price, should one count it) has its real shape.
@@ -63,10 +85,10 @@ class DefaultFactor:
 # its time is unknown until a render calibrates it. Calibrated figures replace these.
 DEFAULT_FACTORS: dict[tuple[str, str, str], DefaultFactor] = {
     ("offline", "espeak-ng", "cpu"): DefaultFactor(
-        0.0090,
+        0.0031,
         0.0,
-        "measured 2026-12-02 on the project's 2-core VM: the example book, 20 chunks,"
-        " 0.62 s of render for 69 s of audio (espeak loads per call: no load time)",
+        "measured 2026-12-02 on the project's 2-core VM: three chapters of Alice, 102"
+        " chunks, 5.6 s of engine time for 30 minutes of audio (espeak loads per call)",
     ),
     ("offline", "sketch", "cpu"): DefaultFactor(
         0.020,
@@ -99,10 +121,13 @@ class Basis:
     source: str  # measured | default | unknown
     samples: int = 0
     note: str = ""
+    # Renders and predictions are what a figure's sample count counts; start-ups, loads and
+    # encodes are measured too, but their counts would only muddle it.
+    counted: bool = True
 
     def label(self) -> str:
         if self.source == "measured":
-            return f"measured ({self.samples})"
+            return f"measured ({self.samples})" if self.counted else "measured"
         return self.source
 
 
@@ -142,6 +167,8 @@ class Calibration:
 
     renders: dict[tuple[str, str, str], RenderSamples] = field(default_factory=dict)
     predictions: dict[str, PredictSamples] = field(default_factory=dict)
+    loads: dict[tuple[str, str, str], LoadSamples] = field(default_factory=dict)
+    encodes: dict[str, EncodeSamples] = field(default_factory=dict)
 
     @classmethod
     def of(cls, ledger: Ledger | None) -> Calibration:
@@ -150,6 +177,8 @@ class Calibration:
         return cls(
             renders={(s.engine, s.model, s.device): s for s in ledger.render_samples()},
             predictions={s.model_ref: s for s in ledger.predict_samples()},
+            loads={(s.engine, s.model, s.device): s for s in ledger.load_samples()},
+            encodes={s.fmt: s for s in ledger.encode_samples()},
         )
 
 
@@ -238,6 +267,7 @@ def estimate_plan(
         _remote(result, left, profile.replicate, calibration)
     else:
         _local(result, left, profile, calibration, devices)
+    _assembly(result, plan, {job.key for job in left}, calibration)
     return result
 
 
@@ -403,10 +433,14 @@ def _local(
     for job in jobs:
         groups[(job.engine, job.model)] = groups.get((job.engine, job.model), 0.0) + job.est_ms
     device_s: float | None = 0.0
-    load_s = 0.0
+    startup_s = load_s = 0.0
     for (engine, model), planned_ms in sorted(groups.items()):
         basis, default_load = _factor_basis(engine, model, device_type, calibration)
         result.basis.append(basis)
+        loading = _load_basis(engine, model, device_type, calibration, default_load)
+        result.basis.append(loading.basis)
+        # A worker starts once and loads each engine it renders with once.
+        startup_s, load_s = max(startup_s, loading.startup_s), load_s + loading.load_s
         # The planner's audio length comes from characters per second; renders measured how
         # long this engine's audio really is for what was estimated, and that corrects both the
         # audio shown and the device time derived from it.
@@ -420,9 +454,9 @@ def _local(
             )
             continue
         device_s += audio_ms / 1000 * basis.value
-        load_s = max(load_s, default_load)
     if profile.cost is not None and profile.cost.load_s is not None:
-        load_s = profile.cost.load_s
+        startup_s, load_s = 0.0, profile.cost.load_s
+    load_s += startup_s
     if not jobs:
         result.device_s = result.wall_s = 0.0
         result.time_from = "-"
@@ -441,6 +475,75 @@ def _local(
     elif result.device_s is not None:
         result.usd_expected = result.device_s / 3600 * price
         result.money_from = f"profile cost x time {result.time_from}"
+
+
+@dataclass(frozen=True)
+class _Loading:
+    basis: Basis
+    startup_s: float
+    load_s: float
+
+
+def _load_basis(
+    engine: str, model: str, device_type: str, calibration: Calibration, default_load: float
+) -> _Loading:
+    """A worker's start-up and its load of one engine: the mean of the recent measured ones,
+    else the defaults."""
+    figure = f"start-up and load {engine} {model} on {device_type}"
+    samples = calibration.loads.get((engine, model, device_type))
+    if samples is not None and samples.count >= MIN_TIMING_SAMPLES:
+        startup = samples.startup_ms / samples.count / 1000
+        load = samples.load_ms / samples.count / 1000
+        note = f"{startup:.1f} s start-up + {load:.1f} s load"
+        basis = Basis(figure, startup + load, "measured", samples.count, note, counted=False)
+        return _Loading(basis, startup, load)
+    note = f"{DEFAULT_STARTUP_S:g} s start-up + {default_load:g} s load"
+    basis = Basis(figure, DEFAULT_STARTUP_S + default_load, "default", 0, note, counted=False)
+    return _Loading(basis, DEFAULT_STARTUP_S, default_load)
+
+
+def _assembly(result: Estimate, plan: Plan, left: set[str], calibration: Calibration) -> None:
+    """Add the assembly a render of the work left still needs to its wall time.
+
+    Chapters and tracks are assembled in the background as they finish, while devices render:
+    that is hidden unless it is slower than the render. What follows the last render is not:
+    the last unit's files, then the book file (.m4b), which is encoded from every chapter."""
+    if result.wall_s is None or not left:
+        return
+    planned_s = sum(job.est_ms for job in plan.jobs if job.key in left) / 1000
+    # Audio as estimated (calibrated where renders measured it), spread over the units.
+    scale = result.audio_left_s / planned_s if planned_s > 0 else 1.0
+    unit_s: dict[int, float] = {}
+    book_s = 0.0
+    by_key = {job.key: job.est_ms for job in plan.jobs}
+    touched = {row.unit for row in plan.rows if row.key in left}
+    for row in plan.rows:
+        seconds = (by_key[row.key] * scale + row.pause_after_ms) / 1000
+        book_s += seconds
+        if row.unit in touched:
+            unit_s[row.unit] = unit_s.get(row.unit, 0.0) + seconds
+    formats = list(plan.record.assembly["formats"])
+    per_unit = ["master", *(f for f in formats if f != "m4b")]
+    rates = {fmt: _encode_basis(fmt, calibration) for fmt in [*per_unit, *formats]}
+    result.basis.extend(rates.values())
+    unit_rate = sum(rates[fmt].value or 0.0 for fmt in per_unit)
+    units_s = sum(unit_s.values()) * unit_rate
+    last_unit_s = max(unit_s.values(), default=0.0) * unit_rate
+    book_file_s = book_s * (rates["m4b"].value or 0.0) if "m4b" in formats else 0.0
+    result.wall_s = max(result.wall_s + last_unit_s, units_s) + book_file_s
+    result.time_from = _merge_labels([result.time_from, *(b.label() for b in rates.values())])
+
+
+def _encode_basis(fmt: str, calibration: Calibration) -> Basis:
+    """Seconds of assembly per second of audio for one format: measured, else the default."""
+    figure = f"assembly {fmt}"
+    samples = calibration.encodes.get(fmt)
+    if samples is not None and samples.count >= MIN_TIMING_SAMPLES and samples.audio_ms > 0:
+        rate = samples.build_ms / samples.audio_ms
+        note = f"{samples.build_ms / 1000:.1f} s for {samples.audio_ms / 1000:.0f} s of audio"
+        return Basis(figure, rate, "measured", samples.count, note, counted=False)
+    rate = DEFAULT_ENCODE_S_PER_AUDIO_S.get(fmt, 0.02)
+    return Basis(figure, rate, "default", 0, "ffmpeg on the project's 2-core VM", counted=False)
 
 
 def _audio_ratio(samples: RenderSamples | None) -> float:
@@ -495,13 +598,16 @@ def _sum_or_none(values: Iterable[float | None]) -> float | None:
 def _merge_labels(labels: Iterable[str]) -> str:
     """One label for several figures: `measured (12)`, `default`, `measured (12) + default`;
     `unknown` when any is."""
-    measured, others = 0, []
-    for label in labels:
-        if label.startswith("measured ("):
-            measured += int(label.removeprefix("measured (").split(")")[0])
+    measured, counts, others = False, 0, []
+    for label in (part for whole in labels for part in whole.split(" + ")):
+        if label.startswith("measured"):
+            measured = True
+            if label.startswith("measured ("):
+                counts += int(label.removeprefix("measured (").split(")")[0])
         elif label not in others and label != "-":
             others.append(label)
     if "unknown" in others:
         return "unknown"
-    parts = ([f"measured ({measured})"] if measured else []) + others
+    first = f"measured ({counts})" if counts else "measured"
+    parts = ([first] if measured else []) + others
     return " + ".join(parts) if parts else "-"

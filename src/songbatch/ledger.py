@@ -212,6 +212,36 @@ def m006_window(db: Database) -> None:
     )
 
 
+@migrations()
+def m007_timings(db: Database) -> None:
+    """How long the work around the renders takes, for `cost`'s wall time: each worker's
+    start-up and engine load, each master or output file assembly built, and a render's
+    engine time apart from its write."""
+    db.executescript(
+        """
+        ALTER TABLE attempts ADD COLUMN engine_ms INTEGER;
+        CREATE TABLE loads (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER REFERENCES runs (id),
+            engine TEXT NOT NULL,
+            model TEXT NOT NULL,
+            device TEXT NOT NULL,
+            startup_ms INTEGER NOT NULL,
+            load_ms INTEGER NOT NULL,
+            utc TEXT NOT NULL
+        );
+        CREATE TABLE encodes (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER REFERENCES runs (id),
+            format TEXT NOT NULL,
+            audio_ms INTEGER NOT NULL,
+            build_ms INTEGER NOT NULL,
+            utc TEXT NOT NULL
+        );
+        """
+    )
+
+
 _ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
 HOUR_S = 3600.0  # the hourly spend cap's window
 # Later than any real time: a job deferred "until the next run", which start_run clears.
@@ -294,6 +324,9 @@ class Publication:
     worker: str | None = None  # who rendered it, where the lease was claimed for a pool
     device: str | None = None
     info: dict[str, Any] | None = None  # the engine's notes on the render
+    # The engine's own time, without the write that overlaps the next render: what holds the
+    # device up, and what `cost` times a render by.
+    engine_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -407,7 +440,7 @@ class RenderSamples:
     model: str
     device: str  # the worker's device type: cuda or cpu
     count: int
-    render_ms: int  # device time, the engine's share of a batched call plus the write
+    render_ms: int  # device time: the engine's share of a batched call (older rows: + write)
     audio_ms: int
     est_ms: int = 0  # what the planner estimated for the same jobs' audio
 
@@ -420,6 +453,32 @@ class PredictSamples:
     count: int
     predict_ms: int
     est_audio_ms: int  # the audio the jobs asked for: what the predict-time model is fed
+
+
+@dataclass(frozen=True)
+class LoadSamples:
+    """Measured worker start-ups and engine loads of one engine, model and device type."""
+
+    engine: str
+    model: str
+    device: str  # cuda or cpu
+    count: int
+    startup_ms: int  # process start to ready (Python, imports), summed
+    load_ms: int  # the engine's load (weights to the device), summed
+
+
+@dataclass(frozen=True)
+class EncodeSamples:
+    """Measured assembly builds of one format (`master`: a unit's master file)."""
+
+    fmt: str
+    count: int
+    audio_ms: int
+    build_ms: int
+
+
+# Calibration reads the most recent rows only: a machine's speed is what it is now.
+RECENT_TIMINGS = 50
 
 
 @dataclass(frozen=True)
@@ -925,10 +984,19 @@ class Ledger:
             )
             conn.executemany(
                 "UPDATE attempts SET finished_utc = ?, outcome = 'done', render_ms = ?,"
-                " cost_usd = ?, worker = COALESCE(?, worker), device = COALESCE(?, device),"
-                " info = ? WHERE token = ?",
+                " engine_ms = ?, cost_usd = ?, worker = COALESCE(?, worker),"
+                " device = COALESCE(?, device), info = ? WHERE token = ?",
                 [
-                    (now, i.render_ms, i.cost_usd, i.worker, i.device, _json(i.info), i.lease.token)
+                    (
+                        now,
+                        i.render_ms,
+                        i.engine_ms,
+                        i.cost_usd,
+                        i.worker,
+                        i.device,
+                        _json(i.info),
+                        i.lease.token,
+                    )
                     for i in done
                 ],
             )
@@ -1736,7 +1804,8 @@ class Ledger:
         """Local renders that finished, per engine, model and device type. Remote attempts
         are left out: their render time is the model's predict time on someone else's GPU."""
         cursor = self.conn.execute(
-            "SELECT j.engine, j.model, a.device, COUNT(*), SUM(a.render_ms), SUM(j.duration_ms),"
+            "SELECT j.engine, j.model, a.device, COUNT(*),"
+            " SUM(COALESCE(a.engine_ms, a.render_ms)), SUM(j.duration_ms),"
             " SUM(j.est_ms) FROM attempts a JOIN jobs j ON j.key = a.job_key"
             " WHERE a.outcome = 'done' AND a.render_ms IS NOT NULL AND j.duration_ms > 0"
             " AND j.engine != 'replicate'"
@@ -1746,6 +1815,60 @@ class Ledger:
             RenderSamples(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6] or 0))
             for r in cursor
         ]
+
+    def record_load(
+        self,
+        *,
+        run_id: int | None,
+        engine: str,
+        model: str,
+        device: str,
+        startup_s: float,
+        load_s: float,
+    ) -> None:
+        with self.immediate() as conn:
+            conn.execute(
+                "INSERT INTO loads (run_id, engine, model, device, startup_ms, load_ms, utc)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    engine,
+                    model,
+                    device,
+                    round(startup_s * 1000),
+                    round(load_s * 1000),
+                    self.now(),
+                ),
+            )
+
+    def record_encode(self, *, run_id: int | None, fmt: str, audio_ms: int, build_s: float) -> None:
+        with self.immediate() as conn:
+            conn.execute(
+                "INSERT INTO encodes (run_id, format, audio_ms, build_ms, utc)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (run_id, fmt, audio_ms, round(build_s * 1000), self.now()),
+            )
+
+    def load_samples(self) -> list[LoadSamples]:
+        """The most recent start-ups and loads per engine, model and device type."""
+        rows = self._recent_sums("loads", "engine, model, device", "startup_ms, load_ms")
+        return [LoadSamples(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
+
+    def encode_samples(self) -> list[EncodeSamples]:
+        """The most recent assembly builds per format."""
+        rows = self._recent_sums("encodes", "format", "audio_ms, build_ms")
+        return [EncodeSamples(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    def _recent_sums(self, table: str, keys: str, columns: str) -> list[sqlite3.Row]:
+        """Per group of `keys`: the count and the sums of `columns` over its most recent
+        RECENT_TIMINGS rows. Names are this module's constants, never input."""
+        sums = ", ".join(f"SUM({c.strip()})" for c in columns.split(","))
+        return self.conn.execute(
+            f"SELECT {keys}, COUNT(*), {sums} FROM (SELECT *, ROW_NUMBER() OVER"
+            f" (PARTITION BY {keys} ORDER BY id DESC) AS recent FROM {table})"
+            f" WHERE recent <= ? GROUP BY {keys}",
+            (RECENT_TIMINGS,),
+        ).fetchall()
 
     def predict_samples(self) -> list[PredictSamples]:
         """Settled predictions that succeeded with a reported predict time, per model."""

@@ -68,6 +68,8 @@ class _Worker:
     batch_limits: dict[str, int] = field(default_factory=dict)
     consecutive_deaths: int = 0
     kill_reason: str | None = None
+    spawned_at: float = field(default_factory=time.monotonic)
+    startup_s: float | None = None  # spawn to ready, once: later engine loads start warm
 
 
 class LocalExecutor:
@@ -339,6 +341,18 @@ class LocalExecutor:
                 return worker
         return None
 
+    def _record_load(self, worker: _Worker, spec: EngineSpec, load_s: float) -> None:
+        """What it took this worker to get to its first render: `cost` calibrates from it."""
+        self.ledger.record_load(
+            run_id=self.run_id,
+            engine=spec.engine,
+            model=spec.model,
+            device=worker.slot.device,
+            startup_s=worker.startup_s or 0.0,
+            load_s=load_s,
+        )
+        worker.startup_s = 0.0
+
     def _drain(self, worker: _Worker) -> None:
         try:
             while worker.conn.poll():
@@ -352,10 +366,12 @@ class LocalExecutor:
         if kind == "ready":
             worker.ready = True
             worker.last_progress = now
+            worker.startup_s = now - worker.spawned_at
             self.observer(RunEvent("worker-ready", worker=worker.slot.name, data=message[1]))
         elif kind == "loaded":
             worker.batch_limits[message[1]] = message[3]
             data = {"seconds": message[2], "batch_limit": message[3]}
+            self._record_load(worker, self.specs[message[1]], message[2])
             self.observer(RunEvent("engine-loaded", worker=worker.slot.name, data=data))
         elif kind == "started":
             worker.rendering = set(message[1])
@@ -414,6 +430,7 @@ class LocalExecutor:
                 sha256=result["sha256"],
                 duration_ms=int(result["duration_ms"]),
                 render_ms=int(result["render_ms"]),
+                engine_ms=int(result["engine_ms"]),
                 worker=worker_name,
                 device=self._device_of.get(worker_name),
                 info=result.get("info") or None,
