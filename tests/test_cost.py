@@ -368,6 +368,21 @@ def test_actual_is_the_ledgers_sums_with_open_reservations_apart(
     assert by_manifest[0]["settled_usd"] == pytest.approx(settled)
     later = cost_json("--actual", "-w", str(workspace), "--since", "2999-01-01")
     assert later["rows"] == [] and later["total"]["settled_usd"] == 0
+    # A time of day is local time (as --until's): last night's batch, not the whole day.
+    with sqlite3.connect(ledger_path) as conn:
+        [(first, last)] = conn.execute(
+            "SELECT MIN(created_utc), MAX(created_utc) FROM reservations WHERE state = 'settled'"
+        ).fetchall()
+    conn.close()
+
+    def local(utc: str, shift_s: float) -> str:
+        moment = datetime.fromisoformat(utc.replace("Z", "+00:00")).timestamp() + shift_s
+        return datetime.fromtimestamp(moment).strftime("%Y-%m-%dT%H:%M:%S")
+
+    before = cost_json("--actual", "-w", str(workspace), "--since", local(first, -1))
+    assert before["total"]["settled_usd"] == pytest.approx(settled)
+    after = cost_json("--actual", "-w", str(workspace), "--since", local(last, 1))
+    assert after["total"]["settled_usd"] == 0 and after["total"]["predictions"] == 0
     text = invoke("cost", "--actual", "-w", str(workspace)).output
     assert "1 reservation(s), $0.0123: not settled yet" in text
 

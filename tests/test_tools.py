@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from helpers.books import album_manifest, book_manifest, synthetic_profile
+from helpers.books import album_manifest, book_manifest, run_songbatch, synthetic_profile
 from helpers.hub_cache import hub_snapshot
 from songbatch.cli.main import app
 from songbatch.ledger import Ledger, SpendCaps, utc_iso
@@ -437,6 +437,28 @@ def test_preview_renders_a_chapters_opening_that_the_real_render_reuses(tmp_path
     )
     assert again.exit_code == 0 and f"{previewed} from the cache" in again.output
     assert render(manifest, tmp_path) == 12 - previewed, "the render reuses the preview's chunks"
+
+
+def test_a_killed_previews_row_is_never_a_planned_manifest(tmp_path: Path) -> None:
+    """kill -9 gives a preview no chance to remove its temporary manifest row: `status` does
+    not show it, and the next render (or preview, or gc) removes it."""
+    synthetic_profile(tmp_path, latency_ms=1, devices="cpu:1")
+    manifest = book_manifest(tmp_path, chapters=2, sentences=6, formats="[flac]")
+    killed = run_songbatch(
+        *("preview", str(manifest), "--chapter", "1", "--seconds", "3"),
+        *("--workspace", str(tmp_path)),
+        cwd=tmp_path,
+        env={"SONGBATCH_CRASH_AT": "after-done"},
+    )
+    assert killed.returncode in (-9, 137), killed.stderr
+    ws = resolve_workspace(tmp_path)
+    with Ledger.for_reading(ws.ledger_path) as ledger:
+        [row] = ledger.manifests()
+    assert row.path.startswith("preview:")
+    assert as_json("status", "--workspace", str(tmp_path)) == [], "not a planned manifest"
+    render(manifest, tmp_path)
+    with Ledger.for_reading(ws.ledger_path) as ledger:
+        assert [info.path for info in ledger.manifests()] == [str(manifest.resolve())]
 
 
 def test_preview_of_a_track_keeps_its_key_and_cuts_the_file(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from songbatch.ledger import (
     PredictSamples,
     RenderSamples,
     damaged_ledger_guard,
+    utc_iso,
 )
 from songbatch.manifest import load_manifest
 from songbatch.planner import Plan, plan_manifest
@@ -344,16 +345,27 @@ def actual(workspace: Workspace, *, by: str = "run", since: str | None = None) -
     """Settled remote spend, open reservations and local device time, from the ledger."""
     if by not in ACTUAL_GROUPS:
         raise InputError(f"--by {by!r}: use one of {', '.join(ACTUAL_GROUPS)}")
-    if since is not None:
-        try:
-            date.fromisoformat(since)
-        except ValueError:
-            raise InputError(f"--since {since!r}: expected a date such as 2026-12-01") from None
+    floor = None if since is None else since_floor(since)
     with _reading(workspace) as ledger:
-        rows = [] if ledger is None else ledger.actual(by, since)
+        rows = [] if ledger is None else ledger.actual(by, floor)
     if by == "run":
         rows.sort(key=lambda r: (not r.group.isdigit(), int(r.group) if r.group.isdigit() else 0))
     return Actual(by=by, since=since, rows=rows)
+
+
+def since_floor(since: str) -> str:
+    """`--since`: a date (a UTC day, as `--by day` counts days) or a date and time (local time
+    unless it names its offset, as `--until` is), as the ledger's UTC text compares."""
+    try:
+        if len(since) == 10:
+            return date.fromisoformat(since).isoformat()
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        raise InputError(
+            f"--since {since!r}: expected a date such as 2026-12-01 or a time such as"
+            " 2026-12-01T22:00"
+        ) from None
+    return utc_iso(moment.astimezone().timestamp())
 
 
 # ---------------------------------------------------------------------- remote

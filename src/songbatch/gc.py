@@ -35,6 +35,16 @@ _CHUNK_NAME = re.compile(r"[0-9a-f]{64}\.flac")
 PREVIEW_PREFIX = "preview:"
 
 
+def is_preview(manifest_path: str) -> bool:
+    return manifest_path.startswith(PREVIEW_PREFIX)
+
+
+def forget_preview_leftovers(ledger: Ledger) -> None:
+    """Under the run lock no preview runs, so every preview row there is a killed one's."""
+    for path in ledger.manifests_where_path_starts(PREVIEW_PREFIX):
+        ledger.forget_manifest(path, because="a killed preview's leftover")
+
+
 @dataclass
 class GcReport:
     dry_run: bool
@@ -73,7 +83,7 @@ def _forget(ledger: Ledger, report: GcReport, *, forget_missing: bool) -> list[i
     manifest whose file is gone only when asked. Their ids (forgotten unless a dry run)."""
     ids = []
     for info in ledger.manifests():
-        leftover_preview = info.path.startswith(PREVIEW_PREFIX)
+        leftover_preview = is_preview(info.path)
         if not leftover_preview and Path(info.path).exists():
             continue
         if not leftover_preview:

@@ -12,8 +12,9 @@ first `seconds`; the album's render then costs nothing more for that track.
 
 The jobs run through the same executors (workers, leases, fenced publish) under a temporary
 manifest row named `preview:<manifest path>`, removed when the preview ends, however it ends
-(a killed preview's row is removed by the next preview or `gc`). The manifest itself is never
-planned by a preview: `status` and `plan` of it are unchanged but for the shared chunk cache.
+(a killed preview's row is removed by the next render, preview or `gc`, and `status` never
+shows it). The manifest itself is never planned by a preview: `status` and `plan` of it are
+unchanged but for the shared chunk cache.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from songbatch.events import Observer, ignore
 from songbatch.executors.devices import DeviceSlot, parse_devices
 from songbatch.executors.worker import spec_id
 from songbatch.fsutil import fsync_file, remove_quietly, replace_durably, temp_sibling
-from songbatch.gc import PREVIEW_PREFIX
+from songbatch.gc import PREVIEW_PREFIX, forget_preview_leftovers
 from songbatch.integrity import adopt_chunks, check_chunks, requeue_bad_chunks
 from songbatch.ledger import Ledger, ManifestInfo, ManifestRecord, damaged_ledger_guard
 from songbatch.manifest import LoadedManifest, load_manifest
@@ -97,8 +98,7 @@ def preview_unit(
             Ledger(workspace.ledger_path) as ledger,
             damaged_ledger_guard(ledger.path),
         ):
-            for path in ledger.manifests_where_path_starts(PREVIEW_PREFIX):
-                ledger.forget_manifest(path, because="a killed preview's leftover")
+            forget_preview_leftovers(ledger)
             return _Preview(ledger, workspace, profile, plan, slots, options, observer).run(kind)
 
 

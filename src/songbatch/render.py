@@ -37,6 +37,7 @@ from songbatch.executors.local import ExecutorSettings, LocalExecutor
 from songbatch.executors.publishing import ExecutorSummary
 from songbatch.executors.worker import spec_id
 from songbatch.fsutil import remove_quietly, sweep_temps
+from songbatch.gc import forget_preview_leftovers
 from songbatch.integrity import adopt_chunks, check_chunks, requeue_bad_chunks
 from songbatch.ledger import Ledger, ManifestInfo, PlanDiff, damaged_ledger_guard
 from songbatch.manifest import LoadedManifest, load_manifest
@@ -208,6 +209,7 @@ def render(
             Ledger(workspace.ledger_path) as ledger,
             damaged_ledger_guard(ledger.path),
         ):
+            forget_preview_leftovers(ledger)
             return _Run(ledger, workspace, planned, slots, options, observer).run(warning)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from songbatch.errors import InputError
+from songbatch.gc import is_preview
 from songbatch.integrity import FileState, check_chunks, check_file
 from songbatch.ledger import Ledger, ManifestInfo, damaged_ledger_guard
 from songbatch.outputs import planned_outputs
@@ -81,7 +82,8 @@ def _named(ledger: Ledger, workspace: Workspace, paths: Sequence[Path]) -> list[
     """The manifests these paths name (every planned one when none), or an InputError naming
     the first that was never planned here."""
     wanted = [str(Path(p).resolve()) for p in paths]
-    infos = ledger.manifests(wanted or None)
+    # A killed preview's row (removed by the next render) was never a planned manifest.
+    infos = [info for info in ledger.manifests(wanted or None) if not is_preview(info.path)]
     _never_planned(workspace, paths, {info.path for info in infos})
     return infos
 

@@ -326,7 +326,9 @@ def cost(
     since: Annotated[
         str | None,
         typer.Option(
-            "--since", metavar="DATE", help="--actual: from this UTC date on (YYYY-MM-DD)."
+            "--since",
+            metavar="DATE[THH:MM]",
+            help="--actual: from this UTC date (YYYY-MM-DD) or local time (2026-12-01T22:00) on.",
         ),
     ] = None,
     by: Annotated[
