@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from songbatch import render as render_module
 from songbatch.events import RunEvent
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow
 from songbatch.render import RenderOptions, render
@@ -103,18 +104,30 @@ def main() -> None:
         f"  median {median:.2f} ms, p95 {p95:.2f} ms; target median <= 2 ms:"
         f" ratio {median / 2:.2f} of the budget"
     )
-    with tempfile.TemporaryDirectory() as folder:
-        share = orchestrator_share(Path(folder), args.render_jobs, args.latency_ms, args.workers)
-    overhead = 1 - share["device_busy"]
-    print(
-        f"orchestrator: {share['jobs']:.0f} jobs x {args.latency_ms} ms on {args.workers} workers"
-    )
-    print(
-        f"  first job to last {share['window_s']:.2f} s vs ideal {share['ideal_s']:.2f} s;"
-        f" devices busy {share['device_busy']:.2%} of their windows;"
-        f" orchestrator share {overhead:.2%}"
-        f" (target <= 1 %); coordinator CPU {share['coordinator_cpu_s']:.2f} s"
-    )
+    print(f"orchestrator: {args.render_jobs} jobs x {args.latency_ms} ms on {args.workers} workers")
+    # Side by side: the assembly thread (and its ffmpeg) at the run's own CPU priority, and
+    # lowered as renders run it (render.ASSEMBLY_NICENESS).
+    shares = {}
+    for label, niceness in (("assembly at the run's priority", 0), ("assembly niced (now)", None)):
+        saved = render_module.ASSEMBLY_NICENESS
+        if niceness is not None:
+            render_module.ASSEMBLY_NICENESS = niceness
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                share = orchestrator_share(
+                    Path(folder), args.render_jobs, args.latency_ms, args.workers
+                )
+        finally:
+            render_module.ASSEMBLY_NICENESS = saved
+        shares[label] = overhead = 1 - share["device_busy"]
+        print(
+            f"  {label}: first job to last {share['window_s']:.2f} s vs ideal"
+            f" {share['ideal_s']:.2f} s; devices busy {share['device_busy']:.2%} of their"
+            f" windows; orchestrator share {overhead:.2%} (target <= 1 %);"
+            f" coordinator CPU {share['coordinator_cpu_s']:.2f} s"
+        )
+    before, now = shares.values()
+    print(f"  share now / at the run's priority: {now / before:.2f}" if before else "")
 
 
 if __name__ == "__main__":

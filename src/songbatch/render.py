@@ -13,6 +13,7 @@ import math
 import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -628,6 +629,25 @@ class UnitTracker:
         return all(left == 0 for (mid, _), left in self._left.items() if mid == info.id)
 
 
+# How much lower than the run the assembly thread (and the ffmpeg it starts) asks the kernel to
+# schedule it: chapters are assembled while devices render, and a CPU worker, or a GPU worker
+# launching kernels, must not wait on an encode that could as well run a moment later.
+ASSEMBLY_NICENESS = 10
+
+
+def yield_cpu_to_devices() -> None:
+    """Lower the calling thread's CPU priority by ASSEMBLY_NICENESS; children it starts
+    inherit it. Linux only: there `setpriority` takes a thread id; elsewhere a thread id is no
+    process id and the call could touch another process."""
+    if not ASSEMBLY_NICENESS or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        os.setpriority(
+            os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + ASSEMBLY_NICENESS
+        )
+
+
 class AssemblyThread:
     """Assembles finished units in the background so the coordinator keeps feeding devices."""
 
@@ -671,6 +691,7 @@ class AssemblyThread:
         self.close()
 
     def _serve(self) -> None:
+        yield_cpu_to_devices()
         while (item := self._queue.get()) is not None:
             info, unit = item
             try:
