@@ -6,6 +6,7 @@ The tiny model's audio is noise; these tests check lengths, batching, windows, s
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from songbatch.engines import EngineSpec, RenderRequest, load_engine  # noqa: E4
 from songbatch.engines.base import RenderResult  # noqa: E402
 from songbatch.engines.musicgen import (  # noqa: E402
     CPU_AUTO_BATCH,
+    AutoBatch,
     MusicGenEngine,
     Window,
     auto_batch_limit,
+    available_bytes,
     batch_that_fits,
     kv_cache_bytes,
     plan_windows,
@@ -277,12 +280,119 @@ def test_auto_batch_reads_free_memory_on_cuda(
     assert auto_batch_limit(engine.model, torch.device("cuda:0"), ceiling=3) == 3
 
 
+class FakeCuda:
+    """torch.cuda's memory calls for a GPU that is not here: free memory read from a script, and
+    a peak that the (also faked) generate() raises by `peak_per_track` for each track it runs."""
+
+    def __init__(self) -> None:
+        self.free = [6250]  # one reading per mem_get_info call; the last one repeats
+        self.peak_per_track = 1000
+        self.allocated = 10_000  # the weights, say
+        self.peak = self.allocated
+        self.resets = 0
+
+    def mem_get_info(self, device: torch.device) -> tuple[int, int]:
+        return (self.free.pop(0) if len(self.free) > 1 else self.free[0], 10**12)
+
+    def reset_peak_memory_stats(self, device: torch.device) -> None:
+        self.resets += 1
+        self.peak = self.allocated
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(torch.cuda, "mem_get_info", self.mem_get_info)
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: self.allocated)
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: self.allocated)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: self.peak)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", self.reset_peak_memory_stats)
+
+
+@dataclass
+class Sized:
+    engine: MusicGenEngine
+    sizer: AutoBatch
+    cuda: FakeCuda
+    batches: list[int]  # tracks per generate() call
+
+
+@pytest.fixture
+def sized(tiny_folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sized]:
+    """An auto-batched engine on the CPU handed a sizer for cuda:0, with torch.cuda's memory
+    calls faked (no GPU here) and a generate() that returns silence at once: these tests are
+    about batch sizes, and 30 s windows (the ones a sizer learns from) would take the tiny model
+    seconds each. The sizer's figures are round: 1000 per track modelled, a 100 floor."""
+    spec = EngineSpec(
+        kind="music", engine="musicgen", model=str(tiny_folder), batch_size=8, batch_auto=True
+    )
+    engine = load_engine(spec, "cpu")
+    assert isinstance(engine, MusicGenEngine)
+    engine.sizer = AutoBatch(torch.device("cuda:0"), ceiling=8, modelled=1000, floor=100)
+    cuda = FakeCuda()
+    cuda.install(monkeypatch)
+    batches: list[int] = []
+
+    def generate(**kwargs: Any) -> Any:
+        rows = kwargs["input_ids"].shape[0]
+        batches.append(rows)
+        cuda.peak = max(cuda.peak, cuda.allocated + rows * cuda.peak_per_track)
+        prompt = kwargs["input_values"].shape[-1] if "input_values" in kwargs else 0
+        new = kwargs["generation_config"].max_new_tokens - engine.delay
+        return torch.zeros(rows, engine.channels, prompt + new * engine.hop)
+
+    monkeypatch.setattr(engine.model, "generate", generate)
+    yield Sized(engine, engine.sizer, cuda, batches)
+    engine.close()
+
+
+def test_free_memory_dropping_mid_run_shrinks_the_next_batch(sized: Sized) -> None:
+    # 0.8 x 6250 = 5000 usable: 5 tracks of the modelled 1000; then a tenant leaves 2500: 2.
+    sized.cuda.free = [6250, 2500]
+    results = ok(sized.engine.render([track(seed, 1.0) for seed in range(10)], lambda: None))
+    assert sized.batches == [5, 2, 2, 1]
+    assert [result.info["batch"] for result in results] == [5] * 5 + [2] * 4 + [1]
+    # 1 s tracks are not a full window: they teach the sizer nothing, the model held.
+    assert sized.sizer.measured is None and sized.cuda.resets == 0
+    sized.cuda.free = [0]
+    (alone,) = ok(sized.engine.render([track(1, 1.0)], lambda: None))
+    assert alone.info["batch"] == 1  # never zero: out of memory halves, then sets aside
+
+
+def test_a_measured_peak_under_the_model_lets_batches_grow_to_the_ceiling(sized: Sized) -> None:
+    # 5000 usable: 5 tracks by the model; each is measured at 250 (x 1.1 = 275): 18, capped at 8.
+    sized.cuda.peak_per_track = 250
+    ok(sized.engine.render([track(seed, 30.0) for seed in range(20)], lambda: None))
+    assert sized.batches == [5, 8, 7]
+    assert sized.sizer.measured == 250 and sized.cuda.resets == 3
+    assert sized.sizer.per_track() == 275
+    assert sized.engine.batch_limit == CPU_AUTO_BATCH  # what the worker reported at load stays
+    # A peak under the KV cache alone is not believed: the floor (100) holds.
+    sized.cuda.peak_per_track = 10
+    ok(sized.engine.render([track(seed, 30.0) for seed in range(2)], lambda: None))
+    assert sized.sizer.measured == 10 and sized.sizer.per_track() == 100
+
+
+def test_a_measured_peak_over_the_model_shrinks_the_next_batch(sized: Sized) -> None:
+    sized.cuda.peak_per_track = 2000  # x 1.1 = 2200: 5000 // 2200 = 2
+    ok(sized.engine.render([track(seed, 30.0) for seed in range(9)], lambda: None))
+    assert sized.batches == [5, 2, 2]
+
+
+def test_available_memory_counts_what_the_allocator_caches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faked torch.cuda (no GPU here): blocks an earlier batch left in torch's cache are ours."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1000, 10**6))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 700)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 500)
+    assert available_bytes(torch.device("cuda:0")) == 1200
+
+
 def test_auto_batch_on_a_cpu_is_small_and_splits_the_call(tiny_folder: Path) -> None:
     spec = EngineSpec(
         kind="music", engine="musicgen", model=str(tiny_folder), batch_size=32, batch_auto=True
     )
     auto = load_engine(spec, "cpu")
     assert isinstance(auto, MusicGenEngine) and auto.batch_limit == CPU_AUTO_BATCH == 4
+    assert auto.sizer is None  # a CPU's batches are never re-measured
     results = ok(auto.render([track(seed, 0.2) for seed in range(6)], lambda: None))
     assert auto.generate_calls == 2
     assert [result.info["batch"] for result in results] == [4] * 4 + [2] * 2

@@ -274,12 +274,18 @@ class MusicGenEngine:
         # (stereo checkpoints interleave left/right codebooks, which share a delay).
         self.delay = self.codebooks // self.channels - 1
         self.generate_calls = 0
-        # Most tracks per generate call; `batch_size: auto` measures it once, after the weights
-        # are on the device, and the worker tells the coordinator.
+        # Most tracks per generate call as measured at load, after the weights are on the
+        # device: the worker tells the coordinator, which hands this engine no more per call.
         self.batch_limit = (
             auto_batch_limit(self.model, self.device, spec.batch_size)
             if spec.batch_auto
             else max(1, spec.batch_size)
+        )
+        # `batch_size: auto` on CUDA: each batch within a call is sized again, just before it.
+        self.sizer: AutoBatch | None = (
+            AutoBatch.for_model(self.model, self.device, max(1, spec.batch_size))
+            if spec.batch_auto and self.device.type == "cuda"
+            else None
         )
 
     # -- public -------------------------------------------------------------------------------
@@ -296,12 +302,13 @@ class MusicGenEngine:
                 results[index] = exc
                 continue
             groups.setdefault(job.group, []).append(job)
-        size = self.batch_limit
         for jobs in groups.values():
-            for start in range(0, len(jobs), size):
-                batch = jobs[start : start + size]
+            start = 0
+            while start < len(jobs):
+                batch = jobs[start : start + self._next_batch_size()]
                 for job, result in zip(batch, self._render_batch(batch, progress), strict=True):
                     results[job.index] = result
+                start += len(batch)
         assert all(result is not None for result in results)
         return [result for result in results if result is not None]
 
@@ -310,6 +317,19 @@ class MusicGenEngine:
         free_memory(self.device)
 
     # -- batches ------------------------------------------------------------------------------
+
+    def _next_batch_size(self) -> int:
+        return self.sizer.next_size() if self.sizer is not None else self.batch_limit
+
+    def _measured(
+        self, jobs: list[_Job], total_frames: int
+    ) -> contextlib.AbstractContextManager[None]:
+        """Batches shaped like what the sizer's figure describes (a full 30 s window with
+        guidance) teach it their peak; shorter or unguided ones would understate a track."""
+        full = total_frames >= round(WINDOW_S * self.frame_rate)
+        if self.sizer is None or not full or not jobs[0].sampling.guidance:
+            return contextlib.nullcontext()
+        return self.sizer.measure(len(jobs))
 
     def _job(self, index: int, request: RenderRequest) -> _Job:
         params = {**self.spec.params, **request.params}
@@ -359,12 +379,13 @@ class MusicGenEngine:
         ).to(self.device)
         audio = np.zeros((len(jobs), self.channels, total_frames * self.hop), dtype=np.float32)
         made = 0  # samples written so far
-        for window in windows:
-            prompt = np.ascontiguousarray(
-                audio[:, :, made - window.prompt_frames * self.hop : made]
-            )
-            out = self._generate(dict(text), prompt, window.new_frames, sampler, progress)
-            made = self._place(audio, out, made, prompt.shape[-1])
+        with self._measured(jobs, total_frames):
+            for window in windows:
+                prompt = np.ascontiguousarray(
+                    audio[:, :, made - window.prompt_frames * self.hop : made]
+                )
+                out = self._generate(dict(text), prompt, window.new_frames, sampler, progress)
+                made = self._place(audio, out, made, prompt.shape[-1])
         seconds = time.perf_counter() - started
         return [
             self._result(job, audio[row, :, :samples], len(windows), len(jobs), seconds)
@@ -535,9 +556,12 @@ def _unavailable(model: str, why: str) -> EngineUnavailable:
 
 # On a CPU batching buys little (it is compute bound) and big batches leave other workers idle.
 CPU_AUTO_BATCH = 4
-# Share of the free memory a batch may plan to use: the allocator fragments, and the estimate
-# below is a model of the big tensors, not a measurement.
+# Share of the free memory a batch may plan to use: the allocator fragments, and until a batch
+# has been measured the estimate below is a model of the big tensors, not a measurement.
 MEMORY_HEADROOM = 0.8
+# On top of a measured per-track peak: the next batch's prompts may pad to more text tokens, and
+# the allocator rounds blocks up.
+PEAK_MARGIN = 1.1
 # Text tokens a prompt is padded to in its batch (T5 tokens; a one-line prompt has 10-40): the
 # decoder's cross-attention caches keys and values for each.
 _TEXT_TOKENS = 64
@@ -594,18 +618,68 @@ def batch_that_fits(free_bytes: int, per_track: int, ceiling: int) -> int:
     return max(1, min(ceiling, int(free_bytes * MEMORY_HEADROOM) // max(1, per_track)))
 
 
+def available_bytes(device: torch.device) -> int:
+    """What a batch may use on a CUDA device: the driver's free memory plus what torch's caching
+    allocator holds with no tensor in it (an earlier batch's blocks: the driver counts them as
+    taken, but this process reuses them)."""
+    free, _total = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(free) + max(0, int(cached))
+
+
 def auto_batch_limit(
     model: MusicgenForConditionalGeneration, device: torch.device, ceiling: int
 ) -> int:
-    """`batch_size: auto`: as many tracks as the free memory holds, measured with the weights
-    already loaded. Out of memory still halves a batch, so an estimate on the high side costs
-    one retry, not the job."""
+    """`batch_size: auto` at load: as many tracks as the free memory holds, measured with the
+    weights already loaded. Out of memory still halves a batch, so an estimate on the high side
+    costs one retry, not the job."""
     if device.type != "cuda":
         return min(ceiling, CPU_AUTO_BATCH)
-    free, _total = torch.cuda.mem_get_info(device)
-    dtype_bytes = torch.finfo(model.dtype).bits // 8
-    per_track = track_bytes(model.decoder.config, model.audio_encoder.config, dtype_bytes)
-    return batch_that_fits(free, per_track, ceiling)
+    return AutoBatch.for_model(model, device, ceiling).next_size()
+
+
+class AutoBatch:
+    """`batch_size: auto` on a CUDA device, batch by batch: each is sized from the memory free
+    just before it, so another tenant taking memory mid-run shrinks the next batch instead of
+    costing out-of-memory retries. The cost of a track is the model (`track_bytes`) until a batch
+    has been measured, then that batch's peak per track, times `PEAK_MARGIN`, but never under
+    the KV cache alone (`floor`), which a full window cannot do without."""
+
+    def __init__(self, device: torch.device, ceiling: int, modelled: int, floor: int) -> None:
+        self.device = device
+        self.ceiling = ceiling  # the profile's batch_size: never more per batch
+        self.modelled = modelled
+        self.floor = floor
+        self.measured: int | None = None  # peak bytes per track of the last measured batch
+
+    @classmethod
+    def for_model(
+        cls, model: MusicgenForConditionalGeneration, device: torch.device, ceiling: int
+    ) -> AutoBatch:
+        dtype_bytes = torch.finfo(model.dtype).bits // 8
+        decoder, codec = model.decoder.config, model.audio_encoder.config
+        modelled = track_bytes(decoder, codec, dtype_bytes)
+        return cls(device, ceiling, modelled, kv_cache_bytes(decoder, codec, dtype_bytes))
+
+    def per_track(self) -> int:
+        if self.measured is None:
+            return self.modelled
+        return max(self.floor, math.ceil(self.measured * PEAK_MARGIN))
+
+    def next_size(self) -> int:
+        return batch_that_fits(available_bytes(self.device), self.per_track(), self.ceiling)
+
+    @contextlib.contextmanager
+    def measure(self, tracks: int) -> Iterator[None]:
+        """Around all of a batch's windows: its peak above what was allocated before it, per
+        track. The windows run one after another and free what they held, so the peak is one
+        window's (the first, full one) and needs no dividing by their number. A batch that
+        raises (out of memory) teaches nothing."""
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        yield
+        peak = torch.cuda.max_memory_allocated(self.device) - before
+        self.measured = max(0, peak) // max(1, tracks)
 
 
 def _seed_globals(seed: int) -> None:
