@@ -42,7 +42,12 @@ from transformers.utils import logging as hf_logging
 
 from songbatch.engines import musicgen
 from songbatch.engines.base import AUTO_BATCH_CEILING, EngineSpec, RenderRequest
-from songbatch.engines.musicgen import MusicGenEngine, auto_batch_limit, track_bytes
+from songbatch.engines.musicgen import (
+    MusicGenEngine,
+    auto_batch_limit,
+    kv_cache_bytes,
+    track_bytes,
+)
 from songbatch.errors import EngineUnavailable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -191,13 +196,17 @@ def _print_auto_batch(model: MusicGen, device: str) -> None:
     compare its per-track figure with the peak growth per track in the table above."""
     dtype_bytes = torch.finfo(model.dtype).bits // 8
     per_track = track_bytes(model.decoder.config, model.audio_encoder.config, dtype_bytes)
+    kv = kv_cache_bytes(model.decoder.config, model.audio_encoder.config, dtype_bytes)
     limit = auto_batch_limit(model, model.device, AUTO_BATCH_CEILING)
     free = (
         f", {torch.cuda.mem_get_info(model.device)[0] / 2**30:.1f} GiB free"
         if device == "cuda"
         else ""
     )
-    print(f"batch_size auto: {limit} (model: {per_track / 2**20:.0f} MiB per 30 s track{free})")
+    print(
+        f"batch_size auto: {limit} (model: {per_track / 2**20:.0f} MiB per 30 s track,"
+        f" {kv / 2**20:.0f} MiB of it KV cache{free})"
+    )
 
 
 def _warm_up(engine: MusicGenEngine, tracks: list[RenderRequest]) -> None:

@@ -7,7 +7,9 @@ How a batch is rendered
 -----------------------
 * Requests are grouped by (length, sampling params, stride) and each group is generated in
   batches of up to `batch_limit` (the profile's `batch_size`, or with `auto` what the device's
-  free memory holds, see `auto_batch_limit`), ONE `generate` call per batch and window.
+  free memory holds at load, see `auto_batch_limit`), ONE `generate` call per batch and window.
+  With `auto` on CUDA each batch is sized again just before it (`AutoBatch`): from the memory
+  free then, and from the peak an earlier batch was measured at once there is one.
 * MusicGen was trained on 30 s. Longer tracks are continued like audiocraft's `extend_stride`:
   the first window makes 30 s; every further window is prompted with the last (30 - stride) s
   of the audio so far (as an `input_values` audio prompt) and adds up to `stride` s (param
