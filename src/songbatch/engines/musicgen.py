@@ -599,7 +599,9 @@ def kv_cache_bytes(
 def track_bytes(decoder: PretrainedConfig, codec: PretrainedConfig, dtype_bytes: int) -> int:
     """Device memory one more track in a batch costs for one 30 s window with guidance (the
     engine's default): the KV cache (`kv_cache_bytes`), the small terms that live alongside it,
-    and EnCodec's full-rate activations while generate() decodes the window."""
+    and EnCodec's full-rate activations while generate() decodes the window. (The cache was
+    counted right before; what made the model 2-3x too high was 1.5x the cache again for
+    activations, which for one decoding step are a few MB, not proportional to the cache.)"""
     rows = 2  # guidance
     layers, hidden = int(decoder.num_hidden_layers), int(decoder.hidden_size)
     steps = _window_frames(decoder, codec)
@@ -612,8 +614,8 @@ def track_bytes(decoder: PretrainedConfig, codec: PretrainedConfig, dtype_bytes:
     logits = rows * int(decoder.num_codebooks) * int(prompt_steps) * int(decoder.vocab_size)
     # The codec is mono (stereo checkpoints decode left and right one after the other).
     codec_bytes = _CODEC_COPIES * int(WINDOW_S * codec.sampling_rate) * int(codec.num_filters)
-    small = (cross + growth + logits + codec_bytes) * dtype_bytes
-    return kv_cache_bytes(decoder, codec, dtype_bytes) + small
+    rest = (cross + growth + logits + codec_bytes) * dtype_bytes
+    return kv_cache_bytes(decoder, codec, dtype_bytes) + rest
 
 
 def batch_that_fits(free_bytes: int, per_track: int, ceiling: int) -> int:
