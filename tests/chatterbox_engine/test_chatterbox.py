@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported, which reads it once
 
 import dataclasses
+import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,7 @@ def spec(**params: Any) -> EngineSpec:
         kind="speech",
         engine="chatterbox",
         model="ResembleAI/chatterbox",
-        params={"variant": "english", **LOOSE_QA, **params},
+        params={"variant": "english", **LOOSE_QA, "max_new_tokens": tiny.DEFAULT_TOKENS, **params},
         max_chars=300,
     )
 
@@ -84,7 +85,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def model(built: Any) -> Iterator[Any]:
     """The module's model, with whatever a test or an engine changed on it put back."""
     saved = {name: getattr(built, name) for name in ("watermarker", "conds")}
-    inference = built.t3.inference
+    inference, vocoder = built.t3.inference, built.s3gen.inference
+    caps = tiny._BATCH_CAPS.get(built.t3)
     prepares = Counter()
     real_prepare = built.prepare_conditionals
 
@@ -97,7 +99,9 @@ def model(built: Any) -> Iterator[Any]:
     yield built
     for name, value in saved.items():
         setattr(built, name, value)
-    built.t3.inference = inference
+    built.t3.inference, built.s3gen.inference = inference, vocoder
+    if caps is not None:
+        tiny._BATCH_CAPS[built.t3] = caps
     del built.prepare_conditionals, built.prepares
 
 
@@ -237,13 +241,15 @@ def test_english_chunks_of_one_call_sample_their_tokens_together(model: Any, voi
     """One batched token loop for the call; each chunk comes out as long as it does alone
     (the same tokens: the loop is the library's, row by row) and its audio follows its seed,
     whatever its batch-mates."""
-    engine = cb.ChatterboxEngine.from_model(model, spec(max_new_tokens=tiny.DEFAULT_TOKENS))
+    engine = cb.ChatterboxEngine.from_model(model, spec())
     requests = [request(voice, seed=20 + i, text=text) for i, text in enumerate(BATCH_TEXTS)]
     together = [ok(r) for r in engine.render(requests, Counter())]
     assert engine.token_loops == 1
-    alone = [ok(render_one(engine, req)) for req in requests]  # the library's generate
-    assert engine.token_loops == 1
-    assert [r.audio.shape for r in together] == [r.audio.shape for r in alone]
+    # Alone (a retry, a resumed run) a chunk takes the same path and sounds the same.
+    alone = [ok(render_one(engine, req)) for req in requests]
+    assert engine.token_loops == 4
+    for one, batched in zip(alone, together, strict=True):
+        assert np.array_equal(one.audio, batched.audio)
     assert [r.info["seed_used"] for r in together] == [20, 21, 22]
     assert [r.info["batch"] for r in together] == [3, 3, 3]
     assert [r.info["batch"] for r in alone] == [1, 1, 1]
@@ -296,9 +302,7 @@ def test_the_batched_loop_samples_exactly_the_librarys_tokens(model: Any, voice:
 def test_batched_chunks_that_fail_qa_go_round_again_then_fail(model: Any, voice: Path) -> None:
     """A limit of 0.01 x the expected length: every row is a run-on after a few tokens, stopped
     early without S3Gen, and tried with each of its seeds in one loop per round."""
-    engine = cb.ChatterboxEngine.from_model(
-        model, spec(qa_min_ratio=0.0, qa_max_ratio=0.01, max_new_tokens=tiny.DEFAULT_TOKENS)
-    )
+    engine = cb.ChatterboxEngine.from_model(model, spec(qa_min_ratio=0.0, qa_max_ratio=0.01))
     requests = [request(voice, seed=5 + i, text=text) for i, text in enumerate(BATCH_TEXTS)]
     results = engine.render(requests, Counter())
     assert engine.token_loops == 3  # the first seed, then two more (qa_retries 2)
@@ -322,7 +326,7 @@ def test_out_of_memory_halves_a_batched_loop_then_fails_the_chunk_alone(
         return real(t3, rows, *args, **kwargs)
 
     monkeypatch.setattr(batch, "sample_speech_tokens", sample)
-    engine = cb.ChatterboxEngine.from_model(model, spec(max_new_tokens=tiny.DEFAULT_TOKENS))
+    engine = cb.ChatterboxEngine.from_model(model, spec())
     requests = [request(voice, seed=30 + i, text=text) for i, text in enumerate(BATCH_TEXTS)]
     results = [ok(r) for r in engine.render(requests, Counter())]
     assert [r.info["batch"] for r in results] == [1, 1, 1]
@@ -333,7 +337,7 @@ def test_out_of_memory_halves_a_batched_loop_then_fails_the_chunk_alone(
 
 
 def test_batched_chunks_with_other_sampling_take_their_own_loop(model: Any, voice: Path) -> None:
-    engine = cb.ChatterboxEngine.from_model(model, spec(max_new_tokens=tiny.DEFAULT_TOKENS))
+    engine = cb.ChatterboxEngine.from_model(model, spec())
     requests = [
         request(voice, seed=1, text=BATCH_TEXTS[0]),
         request(voice, seed=2, text=BATCH_TEXTS[1], temperature=0.5),
@@ -374,10 +378,15 @@ def test_turbo_renders_without_the_params_it_does_not_take(
     assert calls == [{"temperature": 0.7, "top_k": 50}]
 
 
-def test_multilingual_renders_with_the_manifest_language(tmp_path: Path, voice: Path) -> None:
+@pytest.fixture(scope="module")
+def multilingual(tmp_path_factory: pytest.TempPathFactory, built: Any) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = tiny.build_tiny_multilingual(tmp_path)
+        return tiny.build_tiny_multilingual(tmp_path_factory.mktemp("mtl"))
+
+
+def test_multilingual_renders_with_the_manifest_language(multilingual: Any, voice: Path) -> None:
+    model = multilingual
     engine = cb.ChatterboxEngine.from_model(model, spec(variant="multilingual"))
     calls = recording_generate(model)
     result = ok(render_one(engine, request(voice, seed=3, text="Bonjour.", language="fr-FR")))
@@ -440,4 +449,200 @@ def test_load_runs_the_librarys_from_local(
     tiny.cap_speech_tokens(engine.model, lambda: tiny.DEFAULT_TOKENS)
     result = ok(render_one(engine, request(None, seed=4)))  # the checkpoint's built-in voice
     assert result.info["voice"] == "builtin"
+    engine.close()
+
+
+# -- first contact with real weights and long-lived workers (issue 11)
+
+
+def test_a_render_that_samples_no_speech_tokens_fails_qa_and_takes_the_next_seed(
+    model: Any, voice: Path
+) -> None:
+    """Only padding ids (past the speech vocabulary) in the first render: nothing S3Gen can
+    speak. That is the sampling's fault, so the next seed renders it, in the same attempt."""
+    handle = force_speech_head(model.t3, token=7000, steps=tiny.DEFAULT_TOKENS)
+    try:
+        engine = cb.ChatterboxEngine.from_model(model, spec())
+        result = ok(render_one(engine, request(voice, seed=8)))
+    finally:
+        handle.remove()
+    assert result.info["qa_renders"] == 2
+    assert result.info["seed_used"] == 8 + cb.SEED_STRIDE
+    assert result.duration_s > 0
+    # With every seed sampling nothing, the chunk fails QA saying so, not S3Gen's crash.
+    handle = force_speech_head(model.t3, token=7000, steps=10**6)
+    try:
+        engine = cb.ChatterboxEngine.from_model(model, spec(qa_min_ratio=0.0))
+        failed = render_one(engine, request(voice, seed=8))
+    finally:
+        handle.remove()
+    assert isinstance(failed, EngineError) and not failed.retryable
+    assert "sampled no speech tokens after 3 seeds" in str(failed)
+
+
+def force_speech_head(t3: Any, *, token: int, steps: int) -> Any:
+    """For its next `steps` forward passes T3's speech head scores only `token` (random weights
+    cannot be steered to an output, so the head's output is overridden by a forward hook, seen
+    by the library's loop and by ours alike)."""
+    passes = [0]
+
+    def hook(module: Any, args: Any, output: torch.Tensor) -> torch.Tensor | None:
+        passes[0] += 1
+        if passes[0] > steps:
+            return None
+        forced = torch.full_like(output, -1e4)
+        forced[..., token] = 1e4
+        return forced
+
+    return t3.speech_head.register_forward_hook(hook)
+
+
+def forward_hooks(root: torch.nn.Module) -> int:
+    return sum(len(module._forward_hooks) for module in root.modules())
+
+
+def test_multilingual_removes_the_hooks_each_call_adds(multilingual: Any, voice: Path) -> None:
+    """0.1.7 registers three attention hooks per call and never removes them, and leaves the
+    model on eager attention: a long-lived worker got slower with every chunk."""
+    engine = cb.ChatterboxEngine.from_model(multilingual, spec(variant="multilingual"))
+    tfmr = multilingual.t3.tfmr
+    attention = tfmr.config._attn_implementation
+    fr = request(voice, seed=3, text="Bonjour.", language="fr-FR")
+    first = ok(render_one(engine, fr))
+    hooks = forward_hooks(tfmr)  # transformers' own capture hooks, installed on first use
+    conds = engine._conditionals(str(voice))
+    text = multilingual.tokenizer.text_to_tokens("Salut.", language_id="fr")
+    text = torch.nn.functional.pad(torch.cat([text, text]), (1, 0), value=255)
+    text = torch.nn.functional.pad(text, (0, 1), value=0)
+    for _ in range(50):
+        with torch.inference_mode(), cb.quiet():
+            multilingual.t3.inference(t3_cond=conds.t3, text_tokens=text, max_new_tokens=2)
+        assert forward_hooks(tfmr) == hooks
+    assert tfmr.config._attn_implementation == attention
+    assert tfmr.config.output_attentions is False
+    again = ok(render_one(engine, fr))
+    assert np.array_equal(again.audio, first.audio)
+
+
+def test_multilingual_that_samples_no_speech_tokens_takes_the_next_seed(
+    multilingual: Any, voice: Path
+) -> None:
+    """The library's loop (Multilingual's own stop control ends a render of one repeated token
+    after a few steps): its first render only is steered to padding ids."""
+    engine = cb.ChatterboxEngine.from_model(multilingual, spec(variant="multilingual"))
+    inner = multilingual.t3.inference
+    handle = force_speech_head(multilingual.t3, token=7000, steps=10**6)
+
+    def first_render_steered(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            handle.remove()
+
+    multilingual.t3.inference = first_render_steered
+    try:
+        result = ok(render_one(engine, request(voice, seed=5, text="Hallo.", language="de")))
+    finally:
+        handle.remove()
+        multilingual.t3.inference = inner
+    assert result.info["qa_renders"] == 2
+    assert result.info["seed_used"] == 5 + cb.SEED_STRIDE
+
+
+class NetworkCalls:
+    """Every name lookup and socket connection attempted while installed; each fails."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import socket
+
+        self.addresses: list[Any] = []
+
+        def refuse(sock: Any, address: Any, *args: Any) -> Any:
+            self.addresses.append(address)
+            raise ConnectionRefusedError(f"test: no network ({address})")
+
+        def unresolved(host: Any, *args: Any, **kwargs: Any) -> Any:
+            self.addresses.append(host)
+            raise socket.gaierror(socket.EAI_NONAME, f"test: no network ({host})")
+
+        monkeypatch.setattr(socket.socket, "connect", refuse)
+        monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+        monkeypatch.setattr(socket, "getaddrinfo", unresolved)
+
+
+def hub_cache_with(folder: Path, cache: Path, repo_id: str) -> Path:
+    """`folder`'s files as the Hugging Face cache holds a downloaded repo."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.parent.mkdir(parents=True)
+    folder.rename(snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    return snapshot
+
+
+def test_weights_in_the_hub_cache_load_without_a_network_call(
+    model: Any, voice: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not HF_HUB_OFFLINE: a worker on a box without a route out, with the weights cached,
+    starts at once instead of asking the Hub about each file and waiting out its timeouts."""
+    cache = tmp_path / "hub"
+    hub_cache_with(
+        tiny.save_checkpoint(model, tmp_path / "ckpt", voice), cache, "ResembleAI/chatterbox"
+    )
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setitem(LLAMA_CONFIGS, "Llama_520M", LLAMA_CONFIGS[tiny.TINY_LLAMA])
+    calls = NetworkCalls(monkeypatch)
+    engine = cb.load(spec(), "cpu")
+    assert calls.addresses == []
+    assert torch.equal(engine.model.t3.speech_emb.weight, model.t3.speech_emb.weight)
+    assert engine.model.conds is not None  # the cached checkpoint's built-in voice
+    engine.close()
+
+
+def test_multilingual_reads_its_cangjie_table_beside_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0.1.7 asks the Hub for it with the checkpoint folder as a cache, always: offline it
+    logs a warning and reads Chinese without it. A full Multilingual checkpoint is too big to
+    write here, so the tokenizer is built as from_local builds it, inside the engine's loader
+    context."""
+    from chatterbox.models.tokenizers import MTLTokenizer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny.build_tiny_multilingual(tmp_path)  # writes mtl_tokenizer.json
+    (tmp_path / "Cangjie5_TC.json").write_text(json.dumps(["好\tvnd", "書\tlga"]), "utf-8")
+    calls = NetworkCalls(monkeypatch)
+    with cb._checkpoint_files_first():
+        tokenizer = MTLTokenizer(str(tmp_path / "mtl_tokenizer.json"))
+    assert tokenizer.cangjie_converter.word2cj == {"好": "vnd", "書": "lga"}
+    assert calls.addresses == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mtl = dataclasses.replace(spec(variant="multilingual"), model=str(empty))
+    with pytest.raises(EngineUnavailable, match=r"Cangjie5_TC\.json"):
+        cb.load(mtl, "cpu")
+
+
+def test_watermark_false_loads_without_the_watermarker(
+    model: Any, voice: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """perth leaves its watermarker None when it cannot import it (setuptools >= 81): the
+    models' constructors then fail, unless the profile has turned watermarking off."""
+    import perth
+
+    folder = tiny.save_checkpoint(model, tmp_path / "ckpt", voice)
+    monkeypatch.setitem(LLAMA_CONFIGS, "Llama_520M", LLAMA_CONFIGS[tiny.TINY_LLAMA])
+    monkeypatch.setattr(perth, "PerthImplicitWatermarker", None)
+    with pytest.raises(EngineUnavailable, match=r"setuptools<81.*watermark: false"):
+        cb.load(dataclasses.replace(spec(), model=str(folder)), "cpu")
+    engine = cb.load(dataclasses.replace(spec(watermark=False), model=str(folder)), "cpu")
+    tiny.cap_speech_tokens(engine.model, lambda: tiny.DEFAULT_TOKENS)
+    result = ok(render_one(engine, request(None, seed=4)))
+    assert result.info["watermarked"] is False
+    assert perth.PerthImplicitWatermarker is None  # put back as it was
     engine.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from chatterbox.tts_turbo import ChatterboxTurboTTS
 from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
+
+from songbatch.engines import chatterbox_batch as batch
 
 TINY_LLAMA = "songbatch_tiny_llama"
 # Default speech tokens per call: 25 tokens are one second of audio.
@@ -60,8 +63,10 @@ def write_tokenizer(path: Path) -> Path:
     return path
 
 
-def cap_speech_tokens(model: ChatterboxTTS, caps: Callable[[], int]) -> None:
-    """Wrap `model.t3.inference` so each call samples at most `caps()` tokens."""
+def cap_speech_tokens(model: Any, caps: Callable[[], int]) -> None:
+    """Each token loop run for `model` samples at most `caps()` tokens: the library's
+    (`model.t3.inference`, wrapped) and songbatch's batched one (`sample_speech_tokens`, which
+    reads the cap this sets for the model's T3)."""
     inner = model.t3.inference
 
     @functools.wraps(inner)
@@ -70,6 +75,22 @@ def cap_speech_tokens(model: ChatterboxTTS, caps: Callable[[], int]) -> None:
         return inner(*args, **kwargs)
 
     model.t3.inference = capped
+    _BATCH_CAPS[model.t3] = caps
+
+
+# The batched loop's caps, per T3 module; a T3 without one runs uncapped.
+_BATCH_CAPS: weakref.WeakKeyDictionary[Any, Callable[[], int]] = weakref.WeakKeyDictionary()
+_sample_speech_tokens = batch.sample_speech_tokens
+
+
+@functools.wraps(_sample_speech_tokens)
+def _capped_sample(t3: Any, rows: Any, sampling: Any, *, max_new_tokens: int, **kw: Any) -> Any:
+    caps = _BATCH_CAPS.get(t3)
+    limit = max_new_tokens if caps is None else min(max_new_tokens, caps())
+    return _sample_speech_tokens(t3, rows, sampling, max_new_tokens=limit, **kw)
+
+
+batch.sample_speech_tokens = _capped_sample
 
 
 def token_schedule(first: list[int], then: int = DEFAULT_TOKENS) -> Callable[[], int]:

@@ -47,7 +47,7 @@ with warnings.catch_warnings():
 
 from songbatch.engines import chatterbox_batch as batch
 from songbatch.engines.base import EngineSpec, ProgressFn, RenderRequest, RenderResult
-from songbatch.engines.checkpoints import CHATTERBOX_VARIANTS, Variant
+from songbatch.engines.checkpoints import CHATTERBOX_VARIANTS, Variant, cached_snapshot
 from songbatch.engines.gpu_memory import free_memory, is_out_of_memory
 from songbatch.errors import EngineError, EngineUnavailable
 
@@ -106,8 +106,11 @@ def load(spec: EngineSpec, device: str) -> ChatterboxEngine:
     """Engine factory named in the registry: the library's own loaders, on `device`."""
     variant = variant_of(spec)
     torch_device = _torch_device(device)
-    _check_watermarker()
-    model = _load_model(spec.model, variant, torch_device)
+    watermark = bool(spec.params.get("watermark", DEFAULTS["watermark"]))
+    if watermark:
+        _check_watermarker()
+    with _watermarker_for_construction(watermark):
+        model = _load_model(spec.model, variant, torch_device)
     return ChatterboxEngine(model, spec, torch_device)
 
 
@@ -133,8 +136,24 @@ def _check_watermarker() -> None:
     if perth.PerthImplicitWatermarker is None:
         raise EngineUnavailable(
             "chatterbox: the Perth watermarker did not import (setuptools >= 81 removed"
-            " pkg_resources): pip install 'setuptools<81'"
+            " pkg_resources): pip install 'setuptools<81', or set `watermark: false` in the"
+            " profile"
         )
+
+
+@contextlib.contextmanager
+def _watermarker_for_construction(watermark: bool) -> Iterator[None]:
+    """Each model's constructor builds perth's watermarker unconditionally; with watermarking
+    off it gets the stand-in instead, so a machine without a working perth still loads."""
+    if watermark:
+        yield
+        return
+    saved = perth.PerthImplicitWatermarker
+    perth.PerthImplicitWatermarker = _NoWatermark
+    try:
+        yield
+    finally:
+        perth.PerthImplicitWatermarker = saved
 
 
 def _model_class(variant: Variant) -> Any:
@@ -171,17 +190,15 @@ def _load_model(model: str, variant: Variant, device: str) -> Any:
                 f"chatterbox {variant.name}: {folder} lacks {', '.join(missing)}; it needs the"
                 f" files of {variant.repo_id}"
             )
-        try:
-            with quiet():
-                return cls.from_local(folder, device)
-        except Exception as exc:  # wrong variant's files, damaged or foreign weights
-            raise EngineUnavailable(
-                f"chatterbox {variant.name}: {folder} does not load as this variant's checkpoint"
-                f" ({type(exc).__name__}: {_first_line(exc)})"
-            ) from exc
+        return _from_folder(cls, variant, folder, device)
+    cached = cached_snapshot(model)
+    if cached is not None and all((cached / name).is_file() for name in variant.files):
+        # Every file is in the cache: no network call at all (the library's from_pretrained
+        # asks the Hub about each file first, and waits out its timeouts when offline).
+        return _from_folder(cls, variant, cached, device)
     known = {v.repo_id for v in VARIANTS.values()}
     try:
-        with quiet():
+        with quiet(), _checkpoint_files_first():
             if model in known:
                 # The library's own download: it knows each variant's repo and files.
                 return cls.from_pretrained(device)
@@ -196,6 +213,40 @@ def _load_model(model: str, variant: Variant, device: str) -> Any:
             f" Face cache (`hf download {repo}`), name a local checkpoint folder in the"
             " profile's `model:`, or use --profile offline|replicate"
         ) from exc
+
+
+def _from_folder(cls: Any, variant: Variant, folder: Path, device: str) -> Any:
+    try:
+        with quiet(), _checkpoint_files_first():
+            return cls.from_local(folder, device)
+    except Exception as exc:  # wrong variant's files, damaged or foreign weights
+        raise EngineUnavailable(
+            f"chatterbox {variant.name}: {folder} does not load as this variant's checkpoint"
+            f" ({type(exc).__name__}: {_first_line(exc)})"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _checkpoint_files_first() -> Iterator[None]:
+    """0.1.7's Multilingual tokenizer fetches its Cangjie table (Chinese) with
+    `hf_hub_download(..., cache_dir=<checkpoint folder>)`, which treats the checkpoint as a
+    cache: it always goes to the network, and offline it only logs a warning and reads Chinese
+    without the table. The file beside the checkpoint is used instead, where it is."""
+    from chatterbox.models.tokenizers import tokenizer as module
+
+    inner = module.hf_hub_download
+
+    def download(repo_id: str, filename: str, cache_dir: Any = None, **kwargs: Any) -> str:
+        beside = Path(cache_dir) / filename if cache_dir is not None else None
+        if beside is not None and beside.is_file():
+            return str(beside)
+        return str(inner(repo_id=repo_id, filename=filename, cache_dir=cache_dir, **kwargs))
+
+    module.hf_hub_download = download
+    try:
+        yield
+    finally:
+        module.hf_hub_download = inner
 
 
 def _first_line(exc: BaseException) -> str:
@@ -323,8 +374,9 @@ class ChatterboxEngine:
         self.autocast_dtype = _autocast_dtype(str(spec.params.get("dtype", "auto")), device)
         if self.autocast_dtype is not None:
             _autocast_t3(model, device, self.autocast_dtype)
+        _speech_tokens_only_into_s3gen(model)
         if self.variant.name == "multilingual":
-            _drop_padding_tokens_before_s3gen(model)
+            _remove_alignment_hooks_after_each_call(model.t3)
 
     @classmethod
     def from_model(cls, model: Any, spec: EngineSpec, device: str = "cpu") -> ChatterboxEngine:
@@ -335,8 +387,9 @@ class ChatterboxEngine:
         self, requests: Sequence[RenderRequest], progress: ProgressFn
     ) -> list[RenderResult | EngineError]:
         """English chunks of one call sample their speech tokens together (see
-        `chatterbox_batch`); the other variants, and a call of one chunk, use the library's
-        own `generate` per chunk."""
+        `chatterbox_batch`), a call of one chunk too: one path, so a chunk retried or resumed
+        alone sounds as it did in its batch. The other variants use the library's own
+        `generate` per chunk."""
         results: list[RenderResult | EngineError | None] = [None] * len(requests)
         chunks: list[_Chunk] = []
         for index, request in enumerate(requests):
@@ -350,7 +403,7 @@ class ChatterboxEngine:
             else:
                 chunks.append(prepared)
             progress()
-        if self.variant.name == "english" and len(chunks) > 1:
+        if self.variant.name == "english" and chunks:
             self._render_together(chunks, results, progress)
         else:
             for chunk in chunks:
@@ -398,7 +451,8 @@ class ChatterboxEngine:
         duration = audio.shape[0] / self.sample_rate
         ratio = duration / chunk.expected_s
         chunk.ratios.append(ratio)
-        problem = chunk.qa.problem(duration, ratio)
+        problem = "sampled no speech tokens" if audio.size == 0 else None
+        problem = problem or chunk.qa.problem(duration, ratio)
         if problem is None and not np.isfinite(audio).all():
             problem = "non-finite samples"
         if problem is None:
@@ -503,6 +557,8 @@ class ChatterboxEngine:
 
         tokens = drop_invalid_tokens(row.tokens)
         tokens = tokens[tokens < batch.SPEECH_VOCAB]
+        if tokens.numel() == 0:
+            return np.zeros(0, np.float32)  # S3Gen fails on it; QA takes the next seed
         if row.run_on:
             return np.zeros(round(tokens.numel() / TOKENS_PER_S * self.sample_rate), np.float32)
         seed_everything(chunk.seed)  # the vocoder's noise: a chunk's audio follows its seed
@@ -547,8 +603,11 @@ class ChatterboxEngine:
         # A fresh holder per call: generate replaces `conds.t3` when exaggeration changes, and
         # that must not leak into the cached voice.
         self.model.conds = self._conds_cls(conds.t3, conds.gen)
-        with quiet(), torch.inference_mode():
-            wav = self.model.generate(text, **kwargs)
+        try:
+            with quiet(), torch.inference_mode():
+                wav = self.model.generate(text, **kwargs)
+        except _NoSpeechTokens:
+            return np.zeros(0, np.float32)  # QA takes the next seed
         audio: npt.NDArray[np.float32] = wav.detach().reshape(-1).float().cpu().numpy()
         return np.clip(audio, -1.0, 1.0, out=audio)
 
@@ -667,18 +726,61 @@ def _engine_error(request: RenderRequest, exc: Exception) -> EngineError:
     )
 
 
-def _drop_padding_tokens_before_s3gen(model: Any) -> None:
+class _NoSpeechTokens(Exception):
+    """A render sampled nothing S3Gen can speak (only its stop token, or padding ids)."""
+
+
+def _speech_tokens_only_into_s3gen(model: Any) -> None:
     """0.1.7's Multilingual `generate` drops the start/stop tokens but, unlike the English one,
     not the ids past them (6563-8193, padding of the speech vocabulary), and S3Gen's embedding
-    then fails with an IndexError on any it gets. Keep only speech ids, as English does."""
+    then fails with an IndexError on any it gets: keep only speech ids, as English does. With
+    none left S3Gen fails on an empty tensor; that is the sampling's fault, not the worker's,
+    so it is raised as such and QA renders again with the next seed."""
     inner = model.s3gen.inference
 
     def inference(*args: Any, speech_tokens: torch.Tensor, **kwargs: Any) -> Any:
-        return inner(
-            *args, speech_tokens=speech_tokens[speech_tokens < batch.SPEECH_VOCAB], **kwargs
-        )
+        speech = speech_tokens[speech_tokens < batch.SPEECH_VOCAB]
+        if speech.numel() == 0:
+            raise _NoSpeechTokens
+        return inner(*args, speech_tokens=speech, **kwargs)
 
     model.s3gen.inference = inference
+
+
+def _remove_alignment_hooks_after_each_call(t3: Any) -> None:
+    """0.1.7's Multilingual `T3.inference` builds an AlignmentStreamAnalyzer per call, which
+    registers forward hooks on three Llama layers, never removes them, and switches the model
+    to eager attention with attention outputs on (upstream resemble-ai/chatterbox#504): each
+    call makes every later forward pass slower. After each call its own hooks go (not
+    transformers' output-capturing hooks, installed once and read by the library) and the
+    attention settings are put back."""
+    inner = t3.inference
+
+    def inference(*args: Any, **kwargs: Any) -> Any:
+        config = t3.tfmr.config
+        saved = (config._attn_implementation, config.output_attentions)
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            remove_alignment_hooks(t3.tfmr)
+            config._attn_implementation, config.output_attentions = saved
+
+    t3.inference = inference
+
+
+def remove_alignment_hooks(root: torch.nn.Module) -> int:
+    """Remove the analyzer's forward hooks under `root`; how many there were."""
+    from chatterbox.models.t3.inference import alignment_stream_analyzer as analyzer
+
+    removed = 0
+    for module in root.modules():
+        for hook_id, hook in list(module._forward_hooks.items()):
+            if getattr(hook, "__module__", None) == analyzer.__name__:
+                module._forward_hooks.pop(hook_id)
+                module._forward_hooks_with_kwargs.pop(hook_id, None)
+                module._forward_hooks_always_called.pop(hook_id, None)
+                removed += 1
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,11 +36,18 @@ CHATTERBOX_VARIANTS = {
         ("ve.safetensors", "t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors"),
         frozenset({"cfg_weight", "min_p", "exaggeration"}),
     ),
-    # Multilingual reads its own grapheme tokenizer, not English's tokenizer.json.
+    # Multilingual reads its own grapheme tokenizer, not English's tokenizer.json, and the
+    # Cangjie table its tokenizer writes Chinese with (without it Chinese is read wrongly).
     "multilingual": Variant(
         "multilingual",
         "ResembleAI/chatterbox",
-        ("ve.pt", "t3_mtl23ls_v2.safetensors", "s3gen.pt", "grapheme_mtl_merged_expanded_v1.json"),
+        (
+            "ve.pt",
+            "t3_mtl23ls_v2.safetensors",
+            "s3gen.pt",
+            "grapheme_mtl_merged_expanded_v1.json",
+            "Cangjie5_TC.json",
+        ),
     ),
 }
 
