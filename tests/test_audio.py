@@ -338,3 +338,17 @@ def test_ffmpeg_is_found_by_variable_then_wheel_then_path(
             locate()
     finally:
         ffmpeg.ffmpeg_exe.cache_clear()
+
+
+def test_a_results_finish_step_runs_once_where_its_audio_is_first_read() -> None:
+    """Chatterbox's watermark: the worker's writer thread reads the audio, so it runs there."""
+    calls: list[int] = []
+
+    def louder(audio: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return audio * 2
+
+    result = RenderResult(np.full(SR, 0.25, np.float32), SR, finish=louder)
+    assert result.duration_s == 1.0 and calls == []
+    assert float(result.audio[0]) == 0.5 and float(result.audio[-1]) == 0.5
+    assert calls == [1]

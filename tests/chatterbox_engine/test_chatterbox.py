@@ -205,6 +205,54 @@ def test_watermark_is_on_by_default_and_can_be_switched_off(model: Any, voice: P
     assert not np.allclose(with_mark.audio, without.audio)
 
 
+def test_the_watermark_runs_where_the_audio_is_first_read(model: Any, voice: Path) -> None:
+    """In a worker that is the writer thread: the device renders the next batch meanwhile."""
+    import threading
+
+    engine = cb.ChatterboxEngine.from_model(model, spec())
+    perth_watermarker = model.perth_watermarker
+    threads: list[str] = []
+    real = perth_watermarker.apply_watermark
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    perth_watermarker.apply_watermark = recorded
+    try:
+        result = ok(render_one(engine, request(voice, seed=9)))
+        assert threads == [] and result.duration_s > 0
+        writer = threading.Thread(target=lambda: result.audio, name="writer")
+        writer.start()
+        writer.join()
+    finally:
+        del perth_watermarker.apply_watermark
+    assert threads == ["writer"]
+    plain = ok(
+        render_one(
+            cb.ChatterboxEngine.from_model(model, spec(watermark=False)), request(voice, seed=9)
+        )
+    )
+    assert np.array_equal(
+        result.audio, real(plain.audio, sample_rate=engine.sample_rate).clip(-1, 1)
+    )
+
+
+def test_tf32_is_switched_on_for_a_gpu_worker_unless_the_profile_says_not() -> None:
+    """No GPU here: the switch is process-wide state torch reports on any build."""
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        cb.use_tf32("cpu", True)
+        assert torch.get_float32_matmul_precision() == "highest"
+        cb.use_tf32("cuda", False)
+        assert torch.get_float32_matmul_precision() == "highest"
+        cb.use_tf32("cuda", True)
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
 def test_bf16_autocast_wraps_only_the_token_loop(model: Any, voice: Path) -> None:
     """On a GPU `auto` means this; the CPU's autocast runs the same code path here."""
     engine = cb.ChatterboxEngine.from_model(model, spec(dtype="bfloat16"))

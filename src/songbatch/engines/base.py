@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -48,17 +49,40 @@ class RenderRequest:
     duration_s: float | None = None  # music: target length
 
 
-@dataclass
 class RenderResult:
-    """Audio as float32 in [-1, 1], shape (samples,) for mono or (samples, channels)."""
+    """Audio as float32 in [-1, 1], shape (samples,) for mono or (samples, channels).
 
-    audio: npt.NDArray[np.float32]
-    sample_rate: int
-    info: dict[str, Any] = field(default_factory=dict)
+    `finish` is a last step on the audio that keeps its length (Chatterbox's watermark), run
+    once, by whoever first reads `audio`: in a worker that is the writer thread, so the step
+    runs while the device renders the next batch instead of before it."""
+
+    def __init__(
+        self,
+        audio: npt.NDArray[np.float32],
+        sample_rate: int,
+        info: dict[str, Any] | None = None,
+        finish: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] | None = None,
+    ) -> None:
+        self._audio = audio
+        self.sample_rate = sample_rate
+        self.info: dict[str, Any] = {} if info is None else info
+        self._finish = finish
+        self._finishing = threading.Lock()
+
+    @property
+    def audio(self) -> npt.NDArray[np.float32]:
+        with self._finishing:
+            if self._finish is not None:
+                self._audio = self._finish(self._audio)
+                self._finish = None
+            return self._audio
 
     @property
     def duration_s(self) -> float:
-        return float(self.audio.shape[0]) / float(self.sample_rate)
+        return float(self._audio.shape[0]) / float(self.sample_rate)
+
+    def __repr__(self) -> str:
+        return f"RenderResult({self.duration_s:.2f} s at {self.sample_rate} Hz, {self.info})"
 
 
 # Engines call this whenever they make progress; the worker turns calls into lease heartbeats.

@@ -71,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "variant": "english",
     "watermark": True,
     "dtype": "auto",
+    "tf32": True,
     "qa_min_ratio": 0.5,
     "qa_max_ratio": 2.0,
     "qa_retries": 2,
@@ -111,7 +112,18 @@ def load(spec: EngineSpec, device: str) -> ChatterboxEngine:
         _check_watermarker()
     with _watermarker_for_construction(watermark):
         model = _load_model(spec.model, variant, torch_device)
+    use_tf32(torch_device, bool(spec.params.get("tf32", DEFAULTS["tf32"])))
     return ChatterboxEngine(model, spec, torch_device)
+
+
+def use_tf32(device: str, enabled: bool) -> None:
+    """S3Gen (flow matching and the vocoder) runs in float32, and the library leaves TF32 off
+    for matmuls: on an Ampere or newer GPU TF32 runs them on the tensor cores (about 10 bits
+    of mantissa, as cuDNN's convolutions already use by default). The worker owns its process,
+    so the process-wide switch is its own."""
+    if device.startswith("cuda") and enabled:
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def variant_of(spec: EngineSpec) -> Variant:
@@ -364,8 +376,13 @@ class ChatterboxEngine:
         self.chars_per_second = float(
             getattr(spec, "chars_per_second", None) or DEFAULTS["chars_per_second"]
         )
-        if not self.watermark:
-            model.watermarker = _NoWatermark()
+        # The watermark runs in the worker's writer thread (RenderResult's `finish`), not in
+        # the library's generate or the render loop: the device renders the next batch
+        # meanwhile. Perth runs on the CPU, with two resamples per chunk.
+        if not isinstance(model.watermarker, _NoWatermark):
+            model.perth_watermarker = model.watermarker  # for later engines on this model
+        self._watermarker = getattr(model, "perth_watermarker", None) if self.watermark else None
+        model.watermarker = _NoWatermark()
         self._builtin = model.conds  # the checkpoint's conds.pt voice, if it has one
         self._voices: OrderedDict[str, Any] = OrderedDict()
         self._conds_cls = _conds_class(model)
@@ -458,7 +475,7 @@ class ChatterboxEngine:
         if problem is None:
             info = self._info(ratio, len(chunk.ratios), seed, chunk.request.voice_path)
             info["batch"] = chunk.batch
-            return RenderResult(audio, self.sample_rate, info)
+            return RenderResult(audio, self.sample_rate, info, finish=self._finish)
         if len(chunk.ratios) <= chunk.qa.retries:
             return None
         tried = ", ".join(f"{r:.2f}" for r in chunk.ratios)
@@ -551,8 +568,9 @@ class ChatterboxEngine:
         return batch.Row(cond, text_tokens, chunk.seed, allowed)
 
     def _speak(self, chunk: _Chunk, row: batch.RowTokens) -> npt.NDArray[np.float32]:
-        """The library's steps after its token loop: S3Gen, then the watermark. A run-on row
-        skips them: its valid tokens alone already fail QA, so silence of that length stands in."""
+        """The library's step after its token loop, S3Gen (the watermark is the result's
+        `finish`). A run-on row skips it: its valid tokens alone already fail QA, so silence of
+        that length stands in."""
         from chatterbox.models.s3tokenizer import drop_invalid_tokens
 
         tokens = drop_invalid_tokens(row.tokens)
@@ -565,9 +583,18 @@ class ChatterboxEngine:
         with quiet(), torch.inference_mode():
             wav, _ = self.model.s3gen.inference(speech_tokens=tokens, ref_dict=chunk.conds.gen)
             audio = wav.squeeze(0).detach().float().cpu().numpy()
-            audio = self.model.watermarker.apply_watermark(audio, sample_rate=self.sample_rate)
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         return np.clip(audio, -1.0, 1.0, out=audio)
+
+    def _finish(self, audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The watermark, as the library applies it after S3Gen; the same audio whichever
+        thread runs it (perth samples nothing outside training)."""
+        if self._watermarker is None:
+            return audio
+        with quiet(), torch.inference_mode():
+            marked = self._watermarker.apply_watermark(audio, sample_rate=self.sample_rate)
+        marked = np.asarray(marked, dtype=np.float32).reshape(-1)
+        return np.clip(marked, -1.0, 1.0, out=marked)
 
     def _info(self, ratio: float, renders: int, seed: int, voice: str | None) -> dict[str, Any]:
         return {

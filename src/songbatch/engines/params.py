@@ -145,6 +145,7 @@ class ChatterboxParams(SpeechParams):
     variant: Annotated[str, AfterValidator(_variant)] = "english"
     watermark: bool = True
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    tf32: bool = True
     qa_min_ratio: Annotated[float, Field(ge=0)] = 0.5
     qa_max_ratio: Annotated[float, Field(gt=0)] = 2.0
     qa_retries: Annotated[WholeNumber, Field(ge=0, le=100)] = 2
@@ -159,7 +160,7 @@ class ChatterboxParams(SpeechParams):
     norm_loudness: bool = True  # turbo only
     max_new_tokens: Annotated[WholeNumber, Field(ge=1, le=1000)] = 1000
 
-    load_only = frozenset({"variant", "watermark", "dtype"})
+    load_only = frozenset({"variant", "watermark", "dtype", "tf32"})
 
     @model_validator(mode="after")
     def _qa_bounds(self) -> ChatterboxParams:
