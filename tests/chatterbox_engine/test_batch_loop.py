@@ -85,10 +85,12 @@ class Stopper:
         self.stop, self.stops = stop, stops
         self.rows = list(range(count))
         self.step = 0
+        self.logits: list[list[torch.Tensor]] = [[] for _ in range(count)]  # per row, per step
 
     def __call__(self, module: Any, inputs: Any, output: torch.Tensor) -> torch.Tensor:
         output = output.clone()
         for position, row in enumerate(self.rows):
+            self.logits[row].append(output[2 * position : 2 * position + 2].clone())
             if row in self.stops and self.step >= self.stops[row]:
                 output[2 * position : 2 * position + 2, self.stop] += 1e4
         self.step += 1
@@ -138,7 +140,11 @@ def run_loop(
     finally:
         handle.remove()
         monkeypatch.undo()
-    return [(r.tokens.tolist(), r.stopped, r.run_on) for r in out], loop
+    # Each row's logits up to its last token, to the bit: sampling could hide a small difference.
+    tokens = [r.tokens.tolist() for r in out]
+    logits = [torch.stack(seen[: len(t)]) for seen, t in zip(stopper.logits, tokens, strict=True)]
+    loop.logits = logits
+    return [(t, r.stopped, r.run_on) for t, r in zip(tokens, out, strict=True)], loop
 
 
 # Rows 0, 2 and 4 stop at different steps (one before the first look, one between looks, one
@@ -156,9 +162,11 @@ def test_tokens_match_the_per_step_loop(
     model: Any, reference: ModuleType, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]
 ) -> None:
     rows = make_rows(model, [11, 12, 13, 14, 15], LIMITS)
-    expected, _ = run_loop(reference, model, rows, STOPS, 30, monkeypatch)
+    expected, old = run_loop(reference, model, rows, STOPS, 30, monkeypatch)
     got, loop = run_loop(batch, model, rows, STOPS, 30, monkeypatch, **options)
     assert got == expected
+    for mine, theirs in zip(loop.logits, old.logits, strict=True):
+        assert torch.equal(mine, theirs)
     assert (loop.drops > 0) == (options.get("drop_at", batch._Loop.DROP_AT) is not None)
     # The scenario is what it says: stops, a run-on (one valid token over its limit of 6; the
     # ids of padding sampled along the way do not count) and a row that ran to the cap.
@@ -212,3 +220,31 @@ def test_position_table_equals_the_librarys_lookup(model: Any) -> None:
         assert torch.equal(loop._position(table, 50), pos_emb.get_fixed_embedding(50))
         with pytest.raises(IndexError):
             loop._position(loop._position_table(end + 5), end)
+
+
+def test_step_mask_is_the_mask_transformers_builds(model: Any) -> None:
+    from transformers.masking_utils import create_causal_mask
+
+    loop = batch._Loop(model.t3, make_rows(model, [1, 2, 3], {}), batch.Sampling(), lambda: None)
+    config = model.t3.tfmr.config
+    with torch.inference_mode():
+        out, mask, _ = loop.prompt_pass()
+        step_mask = loop._step_mask(mask, 10)
+        assert step_mask is not None and step_mask.dim() == 4  # SDPA, and rows of three lengths
+        cache = out.past_key_values
+        prompt = mask.size(1)
+        # The first step after the prompt: transformers' mask from the grown 2D mask.
+        grown = torch.cat([mask, mask.new_ones((mask.size(0), 1))], dim=1)
+        embeds = torch.zeros((mask.size(0), 1, config.hidden_size))
+        built = create_causal_mask(
+            config=config,
+            inputs_embeds=embeds,
+            attention_mask=grown,
+            cache_position=torch.tensor([prompt]),
+            past_key_values=cache,
+        )
+        assert isinstance(built, torch.Tensor)
+        assert torch.equal(built, step_mask[..., : prompt + 1].expand_as(built))
+        # One chunk has no padding: no mask at all, as transformers would pass none.
+        alone = batch._Loop(model.t3, make_rows(model, [1], {}), batch.Sampling(), lambda: None)
+        assert alone._step_mask(alone.prompt_pass()[1], 10) is None

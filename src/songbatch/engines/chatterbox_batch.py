@@ -16,6 +16,22 @@ about what one does. This is the library's own loop (`T3.inference`), written fo
 - a row stops at its stop token, at `max_new_tokens`, or as soon as its valid tokens already
   make it longer than `max_valid_tokens` allows (QA would reject it: sampling on is waste).
 
+Unlike the library's loop, a step does not wait for the device: the host would otherwise stall
+the queue of kernels once per token, which costs most at small batches on a GPU.
+
+- Each row's stop flag, length and why it stopped are device tensors, updated with
+  `torch.where`; a finished row is forced to its stop token from then on. The host reads the
+  flags every `CHECK_EVERY` steps, so the loop may run a few steps past its last row's stop;
+  those steps change nothing a row returns. The results come back in one read at the end.
+- Speech positions are looked up in the position embedding once per loop, not with a host int
+  copied over at every step (`get_fixed_embedding`).
+- The attention mask and the token buffer are allocated once at full length and sliced per step;
+  with SDPA the mask is the 4D one transformers would build at every step (with a host check).
+- At a look that finds at least `DROP_AT` of the rows left finished, those rows leave the batch:
+  the KV cache (`DynamicCache.batch_select_indices`), mask and position ids keep the other rows'
+  conditional and CFG rows, and every per-row tensor and generator the other rows. The rows left
+  then run at a smaller batch, which may round a logit differently on a GPU (as padding may).
+
 Only the English variant: Multilingual adds an alignment analyser per row and Turbo its own
 loop; both keep the library's one-chunk path.
 """
@@ -123,8 +139,7 @@ class _Loop:
         out, mask, positions = self.prompt_pass()
         state = _Rows.start(self.rows, self.start, max_new_tokens, self.device)
         prompt = mask.size(1)
-        # One mask for the whole loop, sliced to past + current length at each step.
-        mask = torch.cat([mask, mask.new_ones((mask.size(0), max_new_tokens))], dim=1)
+        step_mask = self._step_mask(mask, max_new_tokens)
         table = self._position_table(max_new_tokens)
         for step in range(max_new_tokens):
             logits = self.t3.speech_head(out.last_hidden_state[:, -1, :])
@@ -141,17 +156,34 @@ class _Loop:
                     pairs = state.drop([i for i, d in enumerate(done) if not d])
                     self.drops += 1
                     out.past_key_values.batch_select_indices(pairs)
-                    mask, positions = mask[pairs], positions[pairs]
+                    positions = positions[pairs]
+                    step_mask = None if step_mask is None else step_mask[pairs]
             step_embeds = self.t3.speech_emb(state.last[:, None]) + self._position(table, step + 1)
             positions = positions[:, -1:] + 1
             out = self.t3.tfmr(
                 inputs_embeds=step_embeds.repeat_interleave(2, dim=0),
-                attention_mask=mask[:, : prompt + step + 1],
+                attention_mask=None if step_mask is None else step_mask[..., : prompt + step + 1],
                 position_ids=positions,
                 past_key_values=out.past_key_values,
                 use_cache=True,
             )
         return state.finish()
+
+    def _step_mask(self, prompt_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor | None:
+        """The attention mask of every step after the prompt, at full length: each step slices it
+        to past + current length (transformers wants that length), instead of growing one.
+
+        No padding: no mask, as transformers drops an all-ones one. With SDPA: the 4D boolean
+        mask transformers would build from the 2D one (a one-token query at the end sees every
+        earlier position, so only padding is masked), built once, because building it checks the
+        2D mask on the host (`padding_mask.all()`) at every step."""
+        if bool(prompt_mask.all()):
+            return None
+        ones = prompt_mask.new_ones((prompt_mask.size(0), max_new_tokens))
+        full = torch.cat([prompt_mask, ones], dim=1)
+        if self.t3.tfmr.config._attn_implementation != "sdpa":
+            return full
+        return full.bool()[:, None, None, :]
 
     def _look(self, state: _Rows) -> list[bool]:
         """The rows' stop flags on the host: the loop's only wait for the device."""
