@@ -155,8 +155,13 @@ LIMITS = {1: 6}
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"check_every": 1}, {"check_every": 5, "drop_at": 0.2}, {"drop_at": None}],
-    ids=["default", "look-every-step", "drop-early", "no-drops"],
+    [
+        {"check_every": 8},
+        {},
+        {"check_every": 5, "drop_at": 0.2},
+        {"check_every": 8, "drop_at": None},
+    ],
+    ids=["accelerator-default", "cpu-default", "drop-early", "no-drops"],
 )
 def test_tokens_match_the_per_step_loop(
     model: Any, reference: ModuleType, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]
@@ -183,9 +188,11 @@ def test_rows_that_all_finish_early_end_the_loop_at_the_next_look(
     rows = make_rows(model, [3, 4], {})
     stops = {0: 1, 1: 9}
     expected, _ = run_loop(reference, model, rows, stops, 40, monkeypatch)
-    got, loop = run_loop(batch, model, rows, stops, 40, monkeypatch, drop_at=None)
+    got, loop = run_loop(batch, model, rows, stops, 40, monkeypatch, check_every=8, drop_at=None)
     assert got == expected
     assert loop.checks == 2  # after steps 8 and 16; the second finds every row done
+    _, loop = run_loop(batch, model, rows, stops, 40, monkeypatch)
+    assert loop.check_every == 1 and loop.checks == 10  # a CPU looks at every step
 
 
 def test_a_loop_that_runs_to_the_cap_looks_every_check_every_steps(
@@ -193,7 +200,7 @@ def test_a_loop_that_runs_to_the_cap_looks_every_check_every_steps(
 ) -> None:
     rows = make_rows(model, [21], {})
     expected, _ = run_loop(reference, model, rows, {}, 33, monkeypatch)
-    got, loop = run_loop(batch, model, rows, {}, 33, monkeypatch)
+    got, loop = run_loop(batch, model, rows, {}, 33, monkeypatch, check_every=8)
     assert got == expected
     assert loop.checks == 4  # after steps 8, 16, 24 and 32; none after the last
 

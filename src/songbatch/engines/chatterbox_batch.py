@@ -20,9 +20,10 @@ Unlike the library's loop, a step does not wait for the device: the host would o
 the queue of kernels once per token, which costs most at small batches on a GPU.
 
 - Each row's stop flag, length and why it stopped are device tensors, updated with
-  `torch.where`; a finished row is forced to its stop token from then on. The host reads the
-  flags every `CHECK_EVERY` steps, so the loop may run a few steps past its last row's stop;
-  those steps change nothing a row returns. The results come back in one read at the end.
+  `torch.where`; a finished row is forced to its stop token from then on. On an accelerator
+  the host reads the flags every `CHECK_EVERY` steps (on a CPU, where a read waits for nothing,
+  every step), so the loop may run a few steps past its last row's stop; those steps change
+  nothing a row returns. The results come back in one read at the end.
 - Speech positions are looked up in the position embedding once per loop, not with a host int
   copied over at every step (`get_fixed_embedding`).
 - The attention mask and the token buffer are allocated once at full length and sliced per step;
@@ -104,8 +105,10 @@ def first_logits(t3: Any, rows: Sequence[Row], sampling: Sampling) -> torch.Tens
 
 
 class _Loop:
-    # How often (in steps) the host looks at the rows' stop flags: each look waits for the device
-    # to catch up, and a late look only costs a few steps on rows already forced to the stop token.
+    # How often (in steps) the host looks at the rows' stop flags on an accelerator: each look
+    # waits for the device to catch up, and a late look only costs a few steps on rows already
+    # forced to the stop token. A CPU computes as the host goes, so there a look costs nothing
+    # and the loop looks at every step (a late look would only add steps).
     CHECK_EVERY = 8
     # Finished rows leave the batch (KV cache and all) once this share of the rows left is done.
     DROP_AT = 0.5
@@ -117,18 +120,20 @@ class _Loop:
         sampling: Sampling,
         progress: ProgressFn,
         *,
-        check_every: int = CHECK_EVERY,
+        check_every: int | None = None,
         drop_at: float | None = DROP_AT,
     ):
         self.t3 = t3
         self.rows = list(rows)
         self.sampling = sampling
         self.progress = progress
-        self.check_every = check_every
         self.drop_at = drop_at
         self.checks = 0  # how many times the host looked at the stop flags (tests count them)
         self.drops = 0  # how many times finished rows left the batch
         self.device = t3.device
+        if check_every is None:
+            check_every = 1 if torch.device(self.device).type == "cpu" else self.CHECK_EVERY
+        self.check_every = check_every
         hp = t3.hp
         self.start, self.stop = int(hp.start_speech_token), int(hp.stop_speech_token)
         self.penalty = RepetitionPenaltyLogitsProcessor(penalty=float(sampling.repetition_penalty))
