@@ -1,0 +1,101 @@
+"""Mastering presets: the level a book is brought to, the encoding it is published in, and the
+rules `songbatch check` holds its files to. Plain data, shared by the assembly (which masters
+to a preset) and the checker (which measures against it), so the two cannot disagree.
+
+Sources: ACX's audio submission requirements (RMS -23 to -18 dB, peaks at most -3 dB, noise
+floor at most -60 dB RMS, 44.1 kHz, 192 kbit/s or more constant-bit-rate MP3, 0.5-1 s of room
+tone at the head and 1-5 s at the tail of each file, one chapter per file); the podcast level
+most platforms normalise to (-16 LUFS integrated, -1 dBTP: Apple's and the AES TD1004
+recommendation for streaming); `spoken` sits between them at -19 LUFS, where spoken-word
+streaming services normalise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+
+class PresetName(str, Enum):  # str, Enum: StrEnum is 3.11+
+    NONE = "none"
+    ACX = "acx"
+    PODCAST = "podcast"
+    SPOKEN = "spoken"
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a format is encoded under a preset; None keeps the format's own default."""
+
+    sample_rate: int | None = None
+    channels: int | None = None
+    bitrate_kbps: int | None = None
+    cbr: bool = False
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: PresetName
+    # What the level is measured as: "rms" (ACX's meter: unweighted RMS of the whole file,
+    # dBFS) or "lufs" (integrated loudness, ITU-R BS.1770 / EBU R128).
+    measure: Literal["rms", "lufs"] | None = None
+    target: float | None = None  # dB RMS or LUFS
+    tolerance: float = 0.5  # how far from the target a file may be and pass
+    level_range: tuple[float, float] | None = None  # where a file must be to pass (ACX's RMS)
+    true_peak_max: float | None = None  # dBTP; the limiter's ceiling sits below it
+    noise_floor_max: float | None = None  # dB RMS of the quietest 0.5 s
+    head_silence_s: tuple[float, float] | None = None  # room tone before the first word
+    tail_silence_s: tuple[float, float] | None = None  # room tone after the last word
+    encodings: dict[str, Encoding] | None = None  # per format
+
+    @property
+    def masters(self) -> bool:
+        return self.name is not PresetName.NONE
+
+    @property
+    def limiter_ceiling_db(self) -> float | None:
+        """Where the true-peak limiter holds peaks: half a dB of headroom under the rule, as a
+        lossy encode's overshoot is about that."""
+        return None if self.true_peak_max is None else self.true_peak_max - 0.5
+
+    def encoding(self, fmt: str) -> Encoding:
+        return (self.encodings or {}).get(fmt, Encoding())
+
+
+_ACX_ENCODING = Encoding(sample_rate=44_100, channels=1, bitrate_kbps=192, cbr=True)
+
+PRESETS: dict[PresetName, Preset] = {
+    PresetName.NONE: Preset(PresetName.NONE),
+    PresetName.ACX: Preset(
+        PresetName.ACX,
+        measure="rms",
+        target=-20.0,  # the middle of ACX's -23..-18 dB window
+        tolerance=1.0,
+        level_range=(-23.0, -18.0),
+        true_peak_max=-3.0,
+        noise_floor_max=-60.0,
+        head_silence_s=(0.5, 1.0),
+        tail_silence_s=(1.0, 5.0),
+        encodings={
+            "mp3": _ACX_ENCODING,
+            "m4b": Encoding(sample_rate=44_100, channels=1, bitrate_kbps=128),
+            "flac": Encoding(sample_rate=44_100, channels=1),
+            "wav": Encoding(sample_rate=44_100, channels=1),
+        },
+    ),
+    PresetName.PODCAST: Preset(
+        PresetName.PODCAST, measure="lufs", target=-16.0, true_peak_max=-1.0
+    ),
+    PresetName.SPOKEN: Preset(PresetName.SPOKEN, measure="lufs", target=-19.0, true_peak_max=-1.0),
+}
+
+
+def preset(name: str | PresetName) -> Preset:
+    """The preset of that name; ValueError naming the known ones otherwise."""
+    try:
+        key = name if isinstance(name, PresetName) else PresetName(str(name).lower())
+        return PRESETS[key]
+    except ValueError:
+        known = ", ".join(p.value for p in PresetName)
+        raise ValueError(f"unknown mastering preset {name!r}; known: {known}") from None
