@@ -17,7 +17,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from helpers.tiny_musicgen import build_tiny_musicgen  # noqa: E402
-from songbatch.engines import EngineSpec, RenderRequest, load_engine  # noqa: E402
+from songbatch.engines import (  # noqa: E402
+    EngineSpec,
+    RenderRequest,
+    load_engine,
+    musicgen,
+)
 from songbatch.engines.base import RenderResult  # noqa: E402
 from songbatch.engines.musicgen import (  # noqa: E402
     CPU_AUTO_BATCH,
@@ -94,31 +99,135 @@ def test_equal_tracks_are_one_generate_call(engine: MusicGenEngine) -> None:
     assert len(beats) >= 4 * 50
 
 
+@dataclass
+class Spied:
+    """What a MusicGen model was asked to do: generate() kwargs, the codes each EnCodec decode
+    got (mono: one per window; stereo: left, then right) and how often EnCodec encoded."""
+
+    generate: list[dict[str, Any]]
+    decoded: list[Any]  # torch tensors, (1, batch, codebooks per channel, frames)
+    encodes: list[int]
+
+
+def spy(model: Any, monkeypatch: pytest.MonkeyPatch) -> Spied:
+    calls = Spied([], [], [])
+    codec = model.audio_encoder
+    real_generate, real_decode, real_encode = model.generate, codec.decode, codec.encode
+
+    def generate(**kwargs: Any) -> Any:
+        calls.generate.append(kwargs)
+        return real_generate(**kwargs)
+
+    def decode(audio_codes: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.decoded.append(audio_codes)
+        return real_decode(audio_codes, *args, **kwargs)
+
+    def encode(*args: Any, **kwargs: Any) -> Any:
+        calls.encodes.append(1)
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", generate)
+    monkeypatch.setattr(codec, "decode", decode)
+    monkeypatch.setattr(codec, "encode", encode)
+    return calls
+
+
 def test_long_track_is_continued_in_windows(
     engine: MusicGenEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[dict[str, Any]] = []
-    real = engine.model.generate
-
-    def generate(**kwargs: Any) -> Any:
-        seen.append(kwargs)
-        return real(**kwargs)
-
-    monkeypatch.setattr(engine.model, "generate", generate)
+    calls = spy(engine.model, monkeypatch)
     beats: list[int] = []
     (result,) = ok(engine.render([track(5, 40.0)], lambda: beats.append(1)))
     assert result.audio.shape == (40 * SR,)
     assert np.isfinite(result.audio).all()
     assert len(beats) >= 40 * 50
-    # 30 s, then a window prompted with the last 12 s that adds the missing 10 s
+    # 30 s, then a window prompted with the codes of the last 12 s that adds the missing 10 s
     assert result.info["windows"] == 2
-    first, second = seen
-    assert "input_values" not in first
+    first, second = calls.generate
+    assert "decoder_input_ids" not in first and "input_values" not in first
     assert first["generation_config"].max_new_tokens == 30 * 50 + 3
-    prompt = second["input_values"]
-    assert prompt.shape == (1, 1, 12 * SR)
-    assert prompt.dtype == engine.dtype
+    assert "input_values" not in second
+    prompt = second["decoder_input_ids"]
+    assert prompt.shape == (1 * 4, 12 * 50)  # (batch * codebooks, frames)
+    assert torch.equal(prompt, calls.decoded[0][0, :, :, -12 * 50 :].reshape(4, 12 * 50))
     assert second["generation_config"].max_new_tokens == 10 * 50 + 3
+    assert calls.encodes == []
+
+
+# Short windows, so continuation is cheap to test: 2 s = 100 frames, stride 1.2 s = 60 frames,
+# prompt 0.8 s = 40 frames. A 4 s track (200 frames) is windows of 100, 40 + 60 and 40 + 40.
+SHORT_WINDOW_S = 2.0
+SHORT = {"extend_stride": 1.2}
+PROMPT_FRAMES = 40
+
+
+@pytest.fixture
+def short_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(musicgen, "WINDOW_S", SHORT_WINDOW_S)
+
+
+def test_the_spy_sees_an_audio_prompt_being_encoded(
+    engine: MusicGenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check below that windows never encode is only worth something if it would notice."""
+    calls = spy(engine.model, monkeypatch)
+    inputs = engine.processor(text=["calm piano"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        engine.model.generate(
+            **inputs, input_values=torch.zeros(1, 1, 10 * engine.hop), max_new_tokens=5 + 3
+        )
+    assert calls.encodes == [1]
+
+
+@pytest.mark.usefixtures("short_windows")
+def test_windows_continue_from_the_codes_and_never_encode(
+    engine: MusicGenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = spy(engine.model, monkeypatch)
+    requests = [track(5, 4.0, **SHORT), track(6, 4.0, "fast rock drums", **SHORT)]
+    results = ok(engine.render(requests, lambda: None))
+    for result in results:
+        assert result.audio.shape == (4 * SR,)
+        assert result.info["windows"] == 3
+    assert calls.encodes == []  # no EnCodec round trip: the codes are reused as they are
+    assert [codes.shape for codes in calls.decoded] == [
+        (1, 2, 4, 100),
+        (1, 2, 4, PROMPT_FRAMES + 60),
+        (1, 2, 4, PROMPT_FRAMES + 40),
+    ]
+    first, *continued = calls.generate
+    assert "decoder_input_ids" not in first
+    for before, after, kwargs in zip(calls.decoded[:-1], calls.decoded[1:], continued, strict=True):
+        assert "input_values" not in kwargs
+        tail = before[0, :, :, -PROMPT_FRAMES:]  # (batch, codebooks, frames)
+        # The layout generate() builds from an audio prompt: a row per (track, codebook).
+        assert torch.equal(kwargs["decoder_input_ids"], tail.reshape(2 * 4, PROMPT_FRAMES))
+        # ... and generate() kept each track's prompt where it belongs, un-delayed.
+        assert torch.equal(after[0, :, :, :PROMPT_FRAMES], tail)
+
+
+@pytest.mark.usefixtures("short_windows")
+def test_continued_tracks_are_exact_reproducible_and_alone(
+    engine: MusicGenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    odd = ok(engine.render([track(3, 4.321, **SHORT)], lambda: None))[0]
+    assert odd.audio.shape == (round(4.321 * SR),)
+    assert odd.info["windows"] == 3
+    alone, again, other = (
+        ok(engine.render([track(seed, 4.0, **SHORT)], lambda: None))[0] for seed in (3, 3, 4)
+    )
+    assert np.array_equal(alone.audio, again.audio)
+    assert not np.allclose(alone.audio, other.audio)
+    requests = [track(9, 4.0, "jazz guitar song", **SHORT), track(3, 4.0, **SHORT)]
+    mates = ok(engine.render(requests, lambda: None))
+    assert mates[1].info["batch"] == 2
+    np.testing.assert_allclose(mates[1].audio, alone.audio, atol=1e-5)
+    # An out-of-memory split replays every window of each half: the same tracks again.
+    _oom_when(engine, monkeypatch, limit=1)
+    split = ok(engine.render(requests, lambda: None))
+    assert [result.info["batch"] for result in split] == [1, 1]
+    for before, after in zip(mates, split, strict=True):
+        np.testing.assert_allclose(after.audio, before.audio, atol=1e-5)
 
 
 def test_lengths_are_exact_for_odd_durations(engine: MusicGenEngine) -> None:
@@ -334,9 +443,9 @@ def sized(tiny_folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sized]
         rows = kwargs["input_ids"].shape[0]
         batches.append(rows)
         cuda.peak = max(cuda.peak, cuda.allocated + rows * cuda.peak_per_track)
-        prompt = kwargs["input_values"].shape[-1] if "input_values" in kwargs else 0
+        prompt = kwargs["decoder_input_ids"].shape[-1] if "decoder_input_ids" in kwargs else 0
         new = kwargs["generation_config"].max_new_tokens - engine.delay
-        return torch.zeros(rows, engine.channels, prompt + new * engine.hop)
+        return torch.zeros(rows, engine.channels, (prompt + new) * engine.hop)
 
     monkeypatch.setattr(engine.model, "generate", generate)
     yield Sized(engine, engine.sizer, cuda, batches)
@@ -420,12 +529,53 @@ def test_window_schedule_matches_audiocraft() -> None:
     assert plan_windows(3300, 1500, 900) == [Window(0, 1500), Window(600, 900), Window(600, 900)]
 
 
-def test_stereo_checkpoints_give_samples_by_channels(tmp_path: Path) -> None:
-    folder = build_tiny_musicgen(tmp_path / "stereo", stereo=True)
-    stereo = load_engine(EngineSpec(kind="music", engine="musicgen", model=str(folder)), "cpu")
+@pytest.fixture(scope="module")
+def stereo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MusicGenEngine]:
+    folder = build_tiny_musicgen(tmp_path_factory.mktemp("tiny-stereo"), stereo=True)
+    spec = EngineSpec(kind="music", engine="musicgen", model=str(folder), batch_size=2)
+    loaded = load_engine(spec, "cpu")
+    assert isinstance(loaded, MusicGenEngine)
+    yield loaded
+    loaded.close()
+
+
+def test_stereo_checkpoints_give_samples_by_channels(stereo: MusicGenEngine) -> None:
     (result,) = ok(stereo.render([track(1, 0.5)], lambda: None))
     assert result.audio.shape == (SR // 2, 2)
     assert result.audio.flags.c_contiguous
+
+
+@pytest.mark.usefixtures("short_windows")
+def test_stereo_windows_continue_from_interleaved_left_right_codes(
+    stereo: MusicGenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stereo checkpoints interleave left and right codebooks (8 = L0 R0 L1 R1 ...); generate()
+    decodes the even ones, then the odd ones: the prompt must be woven back the same way."""
+    calls = spy(stereo.model, monkeypatch)
+    requests = [track(5, 4.0, **SHORT), track(6, 4.0, "fast rock drums", **SHORT)]
+    results = ok(stereo.render(requests, lambda: None))
+    for result in results:
+        assert result.audio.shape == (4 * SR, 2)
+        assert result.info["windows"] == 3
+    assert calls.encodes == []
+    assert len(calls.generate) == 3  # both tracks together, window by window
+    assert len(calls.decoded) == 2 * 3  # left and right per window
+    first, *continued = calls.generate
+    assert "decoder_input_ids" not in first
+    for window, kwargs in enumerate(continued):
+        left, right = (
+            c[0, :, :, -PROMPT_FRAMES:] for c in calls.decoded[2 * window : 2 * window + 2]
+        )
+        prompt = kwargs["decoder_input_ids"]
+        assert prompt.shape == (2 * 8, PROMPT_FRAMES)
+        by_track = prompt.reshape(2, 8, PROMPT_FRAMES)
+        assert torch.equal(by_track[:, ::2], left)
+        assert torch.equal(by_track[:, 1::2], right)
+        next_left, next_right = calls.decoded[2 * window + 2 : 2 * window + 4]
+        assert torch.equal(next_left[0, :, :, :PROMPT_FRAMES], left)
+        assert torch.equal(next_right[0, :, :, :PROMPT_FRAMES], right)
+    again = ok(stereo.render(requests[1:], lambda: None))[0]
+    np.testing.assert_allclose(again.audio, results[1].audio, atol=1e-5)
 
 
 @pytest.mark.parametrize("guidance", [3.0, 1.0])

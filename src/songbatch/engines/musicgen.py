@@ -11,11 +11,17 @@ How a batch is rendered
   With `auto` on CUDA each batch is sized again just before it (`AutoBatch`): from the memory
   free then, and from the peak an earlier batch was measured at once there is one.
 * MusicGen was trained on 30 s. Longer tracks are continued like audiocraft's `extend_stride`:
-  the first window makes 30 s; every further window is prompted with the last (30 - stride) s
-  of the audio so far (as an `input_values` audio prompt) and adds up to `stride` s (param
-  `extend_stride`, default 18). Each window's decode of the prompt region is crossfaded into
-  the previous tail over `_CROSSFADE_S`, so the join is the codec's own continuous decode.
-  The result is exactly round(duration_s * sample_rate) samples.
+  the first window makes 30 s; every further window is prompted with the codes of the last
+  (30 - stride) s, exactly as the previous window sampled them, and adds up to `stride` s
+  (param `extend_stride`, default 18). The codes go in as `decoder_input_ids`, in the layout
+  generate() builds from an audio prompt ((batch * codebooks, frames), stereo's left/right
+  codebooks interleaved); generate() returns only audio, so they are taken from its closing
+  call to EnCodec's decode (`_decoded_codes`). Prompting with the decoded audio instead
+  (`input_values`) would make generate() re-encode it: a lossy EnCodec round trip that hands
+  the next window codes the model never chose (drift) and an encode pass per window (work).
+  Each window's audio is decoded on its own (prompt + new codes); its decode of the prompt
+  region is crossfaded into the previous tail over `_CROSSFADE_S`, so the join is the codec's
+  own continuous decode. The result is exactly round(duration_s * sample_rate) samples.
 * Reproducibility: generate() cannot take a torch.Generator per row, so sampling is done by our
   own logits processor (`_Sampler`), with one generator per request seeded from that request's
   seed; generate() itself runs greedily and just takes the token we chose. A track's samples
@@ -381,13 +387,18 @@ class MusicGenEngine:
         ).to(self.device)
         audio = np.zeros((len(jobs), self.channels, total_frames * self.hop), dtype=np.float32)
         made = 0  # samples written so far
+        codes: torch.Tensor | None = None  # (batch, codebooks, frames): the last window's codes
         with self._measured(jobs, total_frames):
-            for window in windows:
-                prompt = np.ascontiguousarray(
-                    audio[:, :, made - window.prompt_frames * self.hop : made]
+            for number, window in enumerate(windows):
+                prompt = None
+                if window.prompt_frames:
+                    assert codes is not None  # only the first window has no prompt
+                    prompt = codes[:, :, -window.prompt_frames :]
+                last = number == len(windows) - 1
+                out, codes = self._generate(
+                    dict(text), prompt, window.new_frames, sampler, progress, keep_codes=not last
                 )
-                out = self._generate(dict(text), prompt, window.new_frames, sampler, progress)
-                made = self._place(audio, out, made, prompt.shape[-1])
+                made = self._place(audio, out, made, window.prompt_frames * self.hop)
         seconds = time.perf_counter() - started
         return [
             self._result(job, audio[row, :, :samples], len(windows), len(jobs), seconds)
@@ -397,27 +408,52 @@ class MusicGenEngine:
     def _generate(
         self,
         inputs: dict[str, Any],
-        prompt: npt.NDArray[np.float32],
+        prompt: torch.Tensor | None,
         new_frames: int,
         sampler: _Sampler,
         progress: ProgressFn,
-    ) -> npt.NDArray[np.float32]:
-        """One generate() call: (batch, channels, (prompt + new) frames * hop) float32 audio."""
-        if prompt.shape[-1]:
-            inputs["input_values"] = torch.from_numpy(prompt).to(self.device, self.dtype)
+        *,
+        keep_codes: bool,
+    ) -> tuple[npt.NDArray[np.float32], torch.Tensor | None]:
+        """One generate() call, continuing `prompt` (codes, (batch, codebooks, frames)) if any.
+
+        Returns (batch, channels, (prompt + new) frames * hop) float32 audio and, with
+        `keep_codes`, the codes generate() decoded it from, (batch, codebooks, prompt + new
+        frames), so the next window can be prompted with them as they are.
+        """
+        prompt_frames = 0 if prompt is None else int(prompt.shape[-1])
+        if prompt is not None:
+            # What generate() makes of an audio prompt after EnCodec's encode: one row per
+            # (track, codebook), stereo's left/right codebooks interleaved as they were decoded.
+            inputs["decoder_input_ids"] = prompt.reshape(-1, prompt_frames)
         config = self._generation_config(sampler.sampling, new_frames)
         processors = LogitsProcessorList([_Heartbeat(progress), sampler])
         self.generate_calls += 1
-        with torch.inference_mode(), _quiet():
+        codec = self.model.audio_encoder
+        with torch.inference_mode(), _quiet(), _decoded_codes(codec, keep_codes) as decoded:
             out = self.model.generate(
                 **inputs, generation_config=config, logits_processor=processors
             )
         assert isinstance(out, torch.Tensor)
-        expected = prompt.shape[-1] + new_frames * self.hop
+        expected = (prompt_frames + new_frames) * self.hop
         if out.shape[-1] != expected:
             raise EngineError(f"musicgen returned {out.shape[-1]} samples, expected {expected}")
+        frames = prompt_frames + new_frames
+        codes = self._codes(decoded, out.shape[0], frames) if keep_codes else None
         result: npt.NDArray[np.float32] = out.float().cpu().numpy()
-        return result
+        return result, codes
+
+    def _codes(self, decoded: list[torch.Tensor], batch: int, frames: int) -> torch.Tensor:
+        """The codes generate() handed EnCodec's decode, as (batch, codebooks, frames): mono
+        checkpoints decode once; stereo ones decode the even (left) codebooks, then the odd
+        (right) ones, which are interleaved back here."""
+        shape = (1, batch, self.codebooks // self.channels, frames)
+        if len(decoded) != self.channels or any(tuple(c.shape) != shape for c in decoded):
+            # transformers changed how generate() decodes: fail loudly rather than drift.
+            got = [tuple(c.shape) for c in decoded]
+            raise RuntimeError(f"musicgen decoded codes {got}, expected {self.channels} x {shape}")
+        # (batch, codebooks per channel, channels, frames) -> left0, right0, left1, right1, ...
+        return torch.stack([c[0] for c in decoded], dim=2).reshape(batch, self.codebooks, frames)
 
     def _generation_config(self, sampling: Sampling, new_frames: int) -> GenerationConfig:
         """Greedy from generate()'s point of view: `_Sampler` has already chosen each token.
@@ -443,7 +479,7 @@ class MusicGenEngine:
         """Write a window's new audio after `made` samples; return the new total.
 
         Over the last few ms before the join, fade from what we had into this window's decode of
-        the same prompt audio: that decode runs straight into the new part with no edge, while the
+        the same prompt codes: that decode runs straight into the new part with no edge, while the
         previous window's tail was decoded without anything after it.
         """
         new = out[:, :, prompt:]
@@ -684,6 +720,35 @@ class AutoBatch:
         yield
         peak = torch.cuda.max_memory_allocated(self.device) - before
         self.measured = max(0, peak) // max(1, tracks)
+
+
+@contextlib.contextmanager
+def _decoded_codes(codec: Any, capture: bool) -> Iterator[list[torch.Tensor]]:
+    """While the block runs, record what is handed to `codec.decode` (an EncodecModel; Any
+    because nn.Module types its attributes as tensors or modules). MusicGen's generate() ends
+    by decoding the un-delayed codes of prompt + new frames (left, then right for stereo) and
+    returns only the audio: this is where the codes themselves can be had. The wrapper is an
+    instance attribute, removed afterwards (or the one it shadowed put back)."""
+    decoded: list[torch.Tensor] = []
+    if not capture:
+        yield decoded
+        return
+    attributes = vars(codec)
+    shadowed = attributes.get("decode")
+    real = codec.decode
+
+    def decode(audio_codes: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(audio_codes)
+        return real(audio_codes, *args, **kwargs)
+
+    attributes["decode"] = decode
+    try:
+        yield decoded
+    finally:
+        if shadowed is None:
+            attributes.pop("decode", None)
+        else:
+            attributes["decode"] = shadowed
 
 
 def _seed_globals(seed: int) -> None:
