@@ -472,7 +472,8 @@ def test_a_measured_peak_under_the_model_lets_batches_grow_to_the_ceiling(sized:
     assert sized.batches == [5, 8, 7]
     assert sized.sizer.measured == 250 and sized.cuda.resets == 3
     assert sized.sizer.per_track() == 275
-    assert sized.engine.batch_limit == CPU_AUTO_BATCH  # what the worker reported at load stays
+    # What the worker now reports: the coordinator's next calls carry up to 8 tracks.
+    assert sized.engine.batch_limit == 8
     # A peak under the KV cache alone is not believed: the floor (100) holds.
     sized.cuda.peak_per_track = 10
     ok(sized.engine.render([track(seed, 30.0) for seed in range(2)], lambda: None))

@@ -184,6 +184,31 @@ def test_auto_batch_size_follows_what_the_loaded_engine_reports(tmp_path: Path) 
     assert sorted(info["batch"] for info in infos) == [1, 3, 3, 3, 3, 3, 3]
 
 
+def test_a_batch_limit_the_engine_raises_after_a_call_sizes_the_next_calls(
+    tmp_path: Path,
+) -> None:
+    """MusicGen with `auto` on CUDA measures a peak under its model after a call and can hold
+    more: the worker reports the new limit and later calls carry that many. The synthetic
+    engine stands in: 2 at load, 4 after its first call."""
+    profile = synthetic_profile(tmp_path, latency_ms=50, devices="cpu:1")
+    profile.write_text(
+        profile.read_text(encoding="utf-8")
+        .replace(
+            "music:\n  engine: synthetic\n",
+            "music:\n  engine: synthetic\n  batch_size: auto\n",
+        )
+        .replace("params: {", "params: {auto_batch_limit: 2, auto_batch_limit_after: 4, ", 2),
+        encoding="utf-8",
+    )
+    tracks = [(f"calm piano {i}", "3s") for i in range(11)]
+    result = render(tmp_path, synthetic_album(tmp_path, tracks))
+    assert result.returncode == 0, result.stderr
+    with Ledger(tmp_path / ".songbatch" / "ledger.db") as ledger:
+        infos = [json.loads(row[0]) for row in ledger.conn.execute("SELECT info FROM jobs")]
+    batches = sorted(info["batch"] for info in infos)
+    assert batches.count(4) >= 8, batches  # at most one call of 1 and one of 2 before the report
+
+
 def test_speech_chunks_of_any_length_share_a_call(tmp_path: Path) -> None:
     """Speech engines that batch (Chatterbox pads its rows) get chunks of different lengths
     together; music is held to equal lengths (the test below)."""

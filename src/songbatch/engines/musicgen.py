@@ -284,7 +284,7 @@ class MusicGenEngine:
         self.generate_calls = 0
         # Most tracks per generate call as measured at load, after the weights are on the
         # device: the worker tells the coordinator, which hands this engine no more per call.
-        self.batch_limit = (
+        self.load_limit = (
             auto_batch_limit(self.model, self.device, spec.batch_size)
             if spec.batch_auto
             else max(1, spec.batch_size)
@@ -326,8 +326,15 @@ class MusicGenEngine:
 
     # -- batches ------------------------------------------------------------------------------
 
+    @property
+    def batch_limit(self) -> int:
+        """Most tracks per call, as the worker reports it to the coordinator: at load, and
+        again after a call whenever it changed (with `auto` on CUDA, what the device holds now
+        by its free memory and the peak measured; without, the figure from load)."""
+        return self._next_batch_size()
+
     def _next_batch_size(self) -> int:
-        return self.sizer.next_size() if self.sizer is not None else self.batch_limit
+        return self.sizer.next_size() if self.sizer is not None else self.load_limit
 
     def _measured(
         self, jobs: list[_Job], total_frames: int

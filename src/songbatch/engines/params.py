@@ -106,6 +106,8 @@ class _SyntheticBase(EngineParams):
     # A call with a job whose text contains it fails as a GPU's device-side assert does.
     device_assert_marker: str | None = None
     auto_batch_limit: Annotated[WholeNumber, Field(ge=1, le=256)] = 1  # `batch_size: auto`
+    # ... and what it reports after its first call, as MusicGen can once it measured a peak.
+    auto_batch_limit_after: Annotated[WholeNumber, Field(ge=1, le=256)] | None = None
 
     # The stand-in reads every param from its profile.
     load_only = frozenset(
@@ -116,6 +118,7 @@ class _SyntheticBase(EngineParams):
             "disk_full_while",
             "device_assert_marker",
             "auto_batch_limit",
+            "auto_batch_limit_after",
         }
     )
 

@@ -36,6 +36,8 @@ class SyntheticEngine:
         # `batch_size: auto`: what a GPU engine would measure from free memory at load, given.
         if spec.batch_auto:
             self.batch_limit = int(spec.params.get("auto_batch_limit", 1))
+        # ... and what it would measure after its first call (a peak below its model's).
+        self.limit_after_first_call = spec.params.get("auto_batch_limit_after")
 
     def render(
         self, requests: Sequence[RenderRequest], progress: ProgressFn
@@ -60,6 +62,8 @@ class SyntheticEngine:
             result = self._tone(request)
             result.info["batch"] = len(requests)
             results.append(result)
+        if self.limit_after_first_call is not None:
+            self.batch_limit = int(self.limit_after_first_call)
         return results
 
     def _tone(self, request: RenderRequest) -> RenderResult:

@@ -373,6 +373,8 @@ class LocalExecutor:
             data = {"seconds": message[2], "batch_limit": message[3]}
             self._record_load(worker, self.specs[message[1]], message[2])
             self.observer(RunEvent("engine-loaded", worker=worker.slot.name, data=data))
+        elif kind == "batch-limit":
+            worker.batch_limits[message[1]] = message[2]
         elif kind == "started":
             worker.rendering = set(message[1])
             worker.last_progress = now

@@ -102,6 +102,7 @@ class _Worker:
         self.conn = conn
         self.config = config
         self.engines: dict[str, Any] = {}
+        self._limits: dict[str, int] = {}  # the batch limit last reported, per spec
         # Sends come from the render loop and the writer thread.
         self._send_lock = threading.Lock()
         self._written: queue.Queue[tuple[Ticket, RenderResult, float] | None] = queue.Queue(1)
@@ -129,6 +130,7 @@ class _Worker:
                 except DeviceLost as exc:
                     self.send(("device-lost", str(exc)))
                     return
+                self._report_limit(tickets[0].spec_id, engine)
         finally:
             self._written.put(None)
             self._writer.join()
@@ -143,8 +145,20 @@ class _Worker:
         if spec not in self.engines:
             started = time.monotonic()
             engine = self.engines[spec] = load_engine(self.config.specs[spec], self.config.device)
-            self.send(("loaded", spec, time.monotonic() - started, batch_limit(engine)))
+            self._limits[spec] = batch_limit(engine)
+            self.send(("loaded", spec, time.monotonic() - started, self._limits[spec]))
         return self.engines[spec]
+
+    def _report_limit(self, spec: str, engine: Any) -> None:
+        """An engine that sizes batches from its device (`batch_size: auto`) may know better
+        after a call (a measured peak, memory freed or taken): the coordinator's next calls
+        follow what it says now."""
+        from songbatch.engines.base import batch_limit
+
+        limit = batch_limit(engine)
+        if limit != self._limits.get(spec):
+            self._limits[spec] = limit
+            self.send(("batch-limit", spec, limit))
 
     def _render(self, engine: Any, tickets: list[Ticket]) -> None:
         """One engine call for the batch; each result goes to the writer, each error is that
