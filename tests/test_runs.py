@@ -159,20 +159,25 @@ def synthetic_album(folder: Path, tracks: list[tuple[str, str]]) -> Path:
     return album_manifest(folder, tracks, profile="synthetic.yaml", title="Batch Album")
 
 
-def test_auto_batch_size_follows_what_the_loaded_engine_reports(tmp_path: Path) -> None:
-    """`batch_size: auto`: the first calls carry one job each (they load the engine, which
-    measures its device); after the worker reports its limit, batches are that big. The
-    synthetic engine stands in for a GPU's free memory with `auto_batch_limit`."""
-    profile = synthetic_profile(tmp_path, latency_ms=50, devices="cpu:1")
+def auto_batch_profile(folder: Path, params: str) -> None:
+    """A one-device synthetic profile whose music engine has `batch_size: auto` and `params`."""
+    profile = synthetic_profile(folder, latency_ms=50, devices="cpu:1")
     profile.write_text(
         profile.read_text(encoding="utf-8")
         .replace(
             "music:\n  engine: synthetic\n",
             "music:\n  engine: synthetic\n  batch_size: auto\n",
         )
-        .replace("params: {", "params: {auto_batch_limit: 3, ", 2),
+        .replace("params: {", f"params: {{{params}, ", 2),
         encoding="utf-8",
     )
+
+
+def test_auto_batch_size_follows_what_the_loaded_engine_reports(tmp_path: Path) -> None:
+    """`batch_size: auto`: the first calls carry one job each (they load the engine, which
+    measures its device); after the worker reports its limit, batches are that big. The
+    synthetic engine stands in for a GPU's free memory with `auto_batch_limit`."""
+    auto_batch_profile(tmp_path, "auto_batch_limit: 3")
     tracks = [(f"calm piano {i}", "3s") for i in range(7)]
     result = render(tmp_path, synthetic_album(tmp_path, tracks))
     assert result.returncode == 0, result.stderr
@@ -190,16 +195,7 @@ def test_a_batch_limit_the_engine_raises_after_a_call_sizes_the_next_calls(
     """MusicGen with `auto` on CUDA measures a peak under its model after a call and can hold
     more: the worker reports the new limit and later calls carry that many. The synthetic
     engine stands in: 2 at load, 4 after its first call."""
-    profile = synthetic_profile(tmp_path, latency_ms=50, devices="cpu:1")
-    profile.write_text(
-        profile.read_text(encoding="utf-8")
-        .replace(
-            "music:\n  engine: synthetic\n",
-            "music:\n  engine: synthetic\n  batch_size: auto\n",
-        )
-        .replace("params: {", "params: {auto_batch_limit: 2, auto_batch_limit_after: 4, ", 2),
-        encoding="utf-8",
-    )
+    auto_batch_profile(tmp_path, "auto_batch_limit: 2, auto_batch_limit_after: 4")
     tracks = [(f"calm piano {i}", "3s") for i in range(11)]
     result = render(tmp_path, synthetic_album(tmp_path, tracks))
     assert result.returncode == 0, result.stderr
