@@ -29,6 +29,7 @@ from songbatch.errors import Interrupted, SongbatchError
 from songbatch.fsutil import (
     FileStamp,
     file_sha256,
+    fsync_file,
     make_public,
     remove_quietly,
     replace_durably,
@@ -36,7 +37,9 @@ from songbatch.fsutil import (
 )
 from songbatch.integrity import FileState, check_file
 from songbatch.ledger import Ledger, ManifestInfo, UnitJob
+from songbatch.mastering import master_to, mastered_key
 from songbatch.outputs import OutputFile, planned_outputs, stale_outputs
+from songbatch.presets import Encoding, Preset, preset
 from songbatch.tagging import Tags, read_origin
 from songbatch.workspace import Workspace
 
@@ -96,6 +99,25 @@ def _tags(
     )
 
 
+# Silence an engine leaves before its first word and after its last (a breath, a fade): a
+# preset's head and tail bounds leave room for it.
+_ENGINE_HEAD_MS = 300
+_ENGINE_TAIL_MS = 1000
+
+
+def _silences(lead_in_ms: int, pauses: list[int], chosen: Preset) -> tuple[int, list[int]]:
+    """The lead-in and the pauses after each chunk, the first and the last held inside the
+    preset's head and tail room-tone bounds (ACX: 0.5-1 s, 1-5 s) whatever the manifest's
+    pauses say."""
+    if chosen.head_silence_s is not None:
+        low, high = (round(s * 1000) for s in chosen.head_silence_s)
+        lead_in_ms = max(low, min(lead_in_ms, high - _ENGINE_HEAD_MS))
+    if chosen.tail_silence_s is not None and pauses:
+        low, high = (round(s * 1000) for s in chosen.tail_silence_s)
+        pauses = [*pauses[:-1], max(low + 200, min(pauses[-1], high - _ENGINE_TAIL_MS))]
+    return lead_in_ms, pauses
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         where = exc.filename or ""
@@ -148,15 +170,27 @@ class Assembler:
         return lyrics if isinstance(lyrics, str) and lyrics.strip() else None
 
     def master(self, info: ManifestInfo, unit: int) -> Master:
+        """The unit's master: its chunks and pauses in one FLAC, mastered to the manifest's
+        preset where it names one."""
+        chosen = preset(info.assembly.get("master", "none"))
+        raw = self._raw_master(info, unit, chosen)
+        return self._mastered(raw, chosen) if chosen.masters else raw
+
+    def _raw_master(self, info: ManifestInfo, unit: int, chosen: Preset) -> Master:
         jobs = self.ledger.unit_jobs(info.id, unit)
-        lead_in_ms = int(info.assembly.get("lead_in_ms", 0))
+        lead_in_ms, pauses = _silences(
+            int(info.assembly.get("lead_in_ms", 0)), [j.pause_after_ms for j in jobs], chosen
+        )
         inputs = _digest(
-            {"lead_in_ms": lead_in_ms, "jobs": [(j.sha256, j.pause_after_ms) for j in jobs]}
+            {
+                "lead_in_ms": lead_in_ms,
+                "jobs": [(j.sha256, pause) for j, pause in zip(jobs, pauses, strict=True)],
+            }
         )
         path = self.workspace.work_dir / f"{inputs}.flac"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            segments = self._segments(jobs, lead_in_ms)
+            segments = self._segments(jobs, lead_in_ms, pauses)
             first = self._chunk_path(jobs[0])
             started = time.monotonic()
             try:
@@ -173,6 +207,21 @@ class Assembler:
                 raise self._damaged_chunks(jobs, exc) from exc
             self._timed("master", audio.audio_duration_ms(path), started)
         return Master(path=path, duration_ms=audio.audio_duration_ms(path), inputs_sha256=inputs)
+
+    def _mastered(self, raw: Master, chosen: Preset) -> Master:
+        """`raw` brought to the preset's level, peak limit and rate (mastering.py), beside it
+        and keyed by it: made once, whatever formats are encoded from it."""
+        key = mastered_key(raw.inputs_sha256, chosen)
+        path = self.workspace.work_dir / f"{key}.flac"
+        if not path.exists():
+            tmp = temp_sibling(path, self.owner)
+            try:
+                master_to(raw.path, tmp, chosen, cancel=self.cancel)
+                fsync_file(tmp)
+                replace_durably(tmp, path)
+            finally:
+                remove_quietly(tmp)
+        return Master(path=path, duration_ms=audio.audio_duration_ms(path), inputs_sha256=key)
 
     def _timed(self, fmt: str, audio_ms: int, started: float) -> None:
         """How long a build took, for `cost`'s estimate of the assembly a render still needs."""
@@ -200,12 +249,14 @@ class Assembler:
             " they are rendered again on the next run"
         )
 
-    def _segments(self, jobs: list[UnitJob], lead_in_ms: int) -> list[audio.Segment]:
+    def _segments(
+        self, jobs: list[UnitJob], lead_in_ms: int, pauses: list[int]
+    ) -> list[audio.Segment]:
         segments = [audio.Segment(silence_s=lead_in_ms / 1000)] if lead_in_ms else []
-        for job in jobs:
+        for job, pause_ms in zip(jobs, pauses, strict=True):
             segments.append(audio.Segment(path=self._chunk_path(job)))
-            if job.pause_after_ms:
-                segments.append(audio.Segment(silence_s=job.pause_after_ms / 1000))
+            if pause_ms:
+                segments.append(audio.Segment(silence_s=pause_ms / 1000))
         return segments
 
     def _chunk_path(self, job: UnitJob) -> Path:
@@ -247,6 +298,7 @@ class Assembler:
         tags: Tags,
         chapters: list[audio.ChapterMark] | None,
     ) -> FileOutcome:
+        encoding = preset(info.assembly.get("master", "none")).encoding(file.fmt)
         inputs = _digest(
             {
                 "masters": [m.inputs_sha256 for m in masters],
@@ -259,12 +311,14 @@ class Assembler:
                 },
                 "cover": info.assembly.get("cover_sha256"),
                 "chapters": None if chapters is None else [vars(c) for c in chapters],
+                # Only where a preset sets one: files encoded before presets stay current.
+                **({"encoding": vars(encoding)} if encoding != Encoding() else {}),
             }
         )
         try:
             if self._current(info, file, inputs, masters):
                 return FileOutcome(file.path, written=False)
-            self._encode(file, masters, tags, chapters, inputs)
+            self._encode(file, masters, tags, chapters, inputs, encoding)
             self._record(info, file, inputs, masters)
         except Interrupted:
             raise
@@ -322,6 +376,7 @@ class Assembler:
         tags: Tags,
         chapters: list[audio.ChapterMark] | None,
         inputs: str,
+        encoding: Encoding,
     ) -> None:
         """Encode to a temp file beside the target, tag, sync, replace."""
         file.path.parent.mkdir(parents=True, exist_ok=True)
@@ -337,6 +392,9 @@ class Assembler:
                 tags=tags,
                 cover=tags.cover,
                 chapters=chapters,
+                bitrate=f"{encoding.bitrate_kbps}k" if encoding.bitrate_kbps else None,
+                sample_rate=encoding.sample_rate,
+                channels=encoding.channels,
                 cancel=self.cancel,
             )
             make_public(tmp)

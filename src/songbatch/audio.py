@@ -206,6 +206,8 @@ def encode(
     cover: Path | None = None,
     chapters: Sequence[ChapterMark] | None = None,
     bitrate: str | None = None,
+    sample_rate: int | None = None,
+    channels: int | None = None,
     cancel: threading.Event | None = None,
 ) -> None:
     """Concatenate `inputs` (masters of one rate and channel count) into `out_path` as `fmt`,
@@ -218,7 +220,7 @@ def encode(
         raise EngineError("encode: no inputs", retryable=False)
     muxer, encoder, extra = _CODECS[fmt]
     require_encoder(encoder)
-    channels = _channels(inputs[0])
+    channels = channels or _channels(inputs[0])
     with tempfile.TemporaryDirectory(prefix="songbatch-encode-") as work:
         args = ["-f", "concat", "-safe", "0", "-i", str(_concat_list(inputs, Path(work)))]
         if chapters and fmt in ("m4b", "mp3"):
@@ -229,7 +231,9 @@ def encode(
         else:
             args += ["-map_metadata", "-1", "-map_chapters", "-1"]
         # Either way no tag comes from the masters (their Vorbis comments): write_tags does it.
-        args += ["-map", "0:a", "-c:a", encoder, *extra]
+        args += ["-map", "0:a", "-c:a", encoder, *extra, "-ac", str(channels)]
+        if sample_rate:
+            args += ["-ar", str(sample_rate)]
         kbps = bitrate or _default_bitrate(fmt, channels)
         if kbps:
             args += ["-b:a", kbps]

@@ -269,6 +269,7 @@ def _assembly_spec(
     """Everything assembly needs, so that stage reads the ledger and never the manifest."""
     manifest = loaded.manifest
     output = manifest.output or workspace.root / "outputs" / loaded.slug
+    extra: dict[str, Any] = {}
     tags: dict[str, Any] = {
         "album": manifest.title,
         "year": manifest.year,
@@ -284,6 +285,8 @@ def _assembly_spec(
             "language": manifest.language,
         }
         lead_in_ms = CHAPTER_LEAD_IN_MS
+        if manifest.master != "none":  # absent for none: specs written before presets match
+            extra["master"] = manifest.master
     else:
         tags |= {"artist": manifest.artist, "album_artist": manifest.artist}
         tags["genre"] = manifest.genre
@@ -298,6 +301,7 @@ def _assembly_spec(
         "lead_in_ms": lead_in_ms,
         "book_file": safe_filename(manifest.title),
         "units": units,
+        **extra,
     }
 
 

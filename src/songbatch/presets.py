@@ -48,6 +48,11 @@ class Preset:
     head_silence_s: tuple[float, float] | None = None  # room tone before the first word
     tail_silence_s: tuple[float, float] | None = None  # room tone after the last word
     encodings: dict[str, Encoding] | None = None  # per format
+    # What mastering writes: its sample rate and channels (None keeps the master's), and
+    # whether silences carry room tone (a quiet room, not digital zero).
+    sample_rate: int | None = None
+    channels: int | None = None
+    room_tone: bool = False
 
     @property
     def masters(self) -> bool:
@@ -77,6 +82,9 @@ PRESETS: dict[PresetName, Preset] = {
         noise_floor_max=-60.0,
         head_silence_s=(0.5, 1.0),
         tail_silence_s=(1.0, 5.0),
+        sample_rate=44_100,
+        channels=1,
+        room_tone=True,
         encodings={
             "mp3": _ACX_ENCODING,
             "m4b": Encoding(sample_rate=44_100, channels=1, bitrate_kbps=128),

@@ -1,0 +1,163 @@
+"""Mastering a unit's master to a preset: measured, brought to the preset's level, peaks held
+under its true-peak limit, resampled to its rate, with room tone under the silences where the
+preset asks for it. Every step is one streamed ffmpeg pass (memory flat in a chapter's
+length): ffmpeg's ebur128 (ITU-R BS.1770 / EBU R128) and astats measure, its volume, alimiter
+and anoisesrc filters master. Each chapter is brought to the same target, so the chapters of
+one book play at one level, and the .m4b made of them at that level too.
+
+A mastered file is content-keyed like the master it is made from (`mastered_key`): the raw
+master's key, the preset and MASTERING_VERSION. Changing the preset re-masters and re-encodes;
+nothing is rendered again.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+
+from songbatch.errors import EngineError
+from songbatch.ffmpeg import run_ffmpeg
+from songbatch.presets import Preset
+
+# Part of every mastered file's key: a change to the chain below re-masters what exists.
+MASTERING_VERSION = 1
+# The limiter works on a signal oversampled this many times, so it also holds the peaks
+# between samples (true peak) that a decoder reconstructs.
+_OVERSAMPLE = 4
+# Room tone: pink noise 75 dB under full scale (RMS), far under ACX's -60 dB noise
+# floor and inaudible under speech, so a silence is a quiet room rather than digital zero.
+ROOM_TONE_DB = -75.0
+# anoisesrc's amplitude is the noise's peak: its pink noise measured here at RMS = a / 5.3.
+_PINK_CREST = 5.3
+# Further passes correct the level while the limiter took more than this off the target;
+# one pass is the rule, two common for a peaky voice at a streaming level, more rare.
+_LEVEL_SLACK_DB = 0.2
+_MAX_PASSES = 4
+_MAX_CORRECTION_DB = 3.0
+
+_FLOAT = r"(-?(?:\d+(?:\.\d*)?|inf))"
+
+
+@dataclass(frozen=True)
+class Level:
+    """What one streamed pass over a file measured."""
+
+    lufs: float  # integrated loudness (gated), LUFS
+    rms_db: float  # unweighted RMS of the whole file, dBFS (ACX's "RMS")
+    true_peak_db: float  # dBTP
+    sample_peak_db: float  # dBFS
+
+    def of(self, measure: str) -> float:
+        return self.rms_db if measure == "rms" else self.lufs
+
+
+def measure_level(path: Path, *, cancel: threading.Event | None = None) -> Level:
+    """Loudness, RMS and peaks of an audio file in one ffmpeg pass."""
+    chain = (
+        "ebur128=peak=true:framelog=verbose,"
+        "astats=measure_perchannel=none:measure_overall=RMS_level+Peak_level"
+    )
+    report = run_ffmpeg(
+        ["-i", str(path), "-af", chain, "-f", "null", "-"], cancel=cancel, loglevel="info"
+    )
+    return Level(
+        lufs=_reported(report, rf"I:\s+{_FLOAT} LUFS", path),
+        rms_db=_reported(report, rf"RMS level dB: {_FLOAT}", path),
+        true_peak_db=_reported(report, rf"True peak:\s+Peak:\s+{_FLOAT} dBFS", path),
+        sample_peak_db=_reported(report, rf"Peak level dB: {_FLOAT}", path),
+    )
+
+
+def _reported(report: str, pattern: str, path: Path) -> float:
+    found = re.findall(pattern, report)
+    if not found:
+        raise EngineError(f"{path}: ffmpeg reported no {pattern.split(':')[0]!r}", retryable=False)
+    return float(found[-1])  # the summary comes last
+
+
+def mastered_key(master_key: str, preset: Preset) -> str:
+    return f"{master_key}-{preset.name.value}-m{MASTERING_VERSION}"
+
+
+def master_to(
+    source: Path,
+    target: Path,
+    preset: Preset,
+    *,
+    cancel: threading.Event | None = None,
+) -> Level:
+    """Write `source` mastered to `preset` at `target` (FLAC, 24-bit); the level it came out
+    at. One pass, and more only while the limiter pulled the level off the target."""
+    if preset.measure is None or preset.target is None:
+        raise ValueError(f"preset {preset.name.value} does not master")
+    before = measure_level(source, cancel=cancel)
+    gain = _finite_gain(preset.target - before.of(preset.measure), source)
+    for _ in range(_MAX_PASSES):
+        _render(source, target, preset, gain, cancel)
+        after = measure_level(target, cancel=cancel)
+        short = preset.target - after.of(preset.measure)
+        if abs(short) <= _LEVEL_SLACK_DB:
+            break
+        # The limiter took some of the gain (a peaky voice under a -1.5 dBTP ceiling): more.
+        gain += max(-_MAX_CORRECTION_DB, min(_MAX_CORRECTION_DB, short))
+    return after
+
+
+def _finite_gain(gain: float, source: Path) -> float:
+    if not math.isfinite(gain):
+        raise EngineError(f"{source}: silent throughout, nothing to master", retryable=False)
+    return gain
+
+
+def _render(
+    source: Path, target: Path, preset: Preset, gain_db: float, cancel: threading.Event | None
+) -> None:
+    info = sf.info(str(source))
+    rate = preset.sample_rate or int(info.samplerate)
+    channels = preset.channels or int(info.channels)
+    voice = [f"volume={gain_db:.4f}dB"]
+    if channels != info.channels:
+        voice.append(f"aformat=channel_layouts={'mono' if channels == 1 else 'stereo'}")
+    if preset.limiter_ceiling_db is not None:
+        limit = 10 ** (preset.limiter_ceiling_db / 20)
+        voice += [
+            f"aresample={rate * _OVERSAMPLE}",
+            f"alimiter=limit={limit:.6f}:level=false:latency=true:attack=2:release=80",
+        ]
+    voice.append(f"aresample={rate}")
+    graph = f"[0:a]{','.join(voice)}[voice]"
+    if preset.room_tone:
+        amplitude = 10 ** (ROOM_TONE_DB / 20) * _PINK_CREST
+        layout = "mono" if channels == 1 else "stereo"
+        graph += (
+            f";anoisesrc=r={rate}:c=pink:a={amplitude:.8f}:seed=1,"
+            f"aformat=channel_layouts={layout}[room]"
+            ";[voice][room]amix=inputs=2:duration=first:normalize=false[out]"
+        )
+    else:
+        graph = graph.replace("[voice]", "[out]")
+    run_ffmpeg(
+        [
+            "-i",
+            str(source),
+            "-filter_complex",
+            graph,
+            "-map",
+            "[out]",
+            "-c:a",
+            "flac",
+            "-sample_fmt",
+            "s32",
+            "-bits_per_raw_sample",
+            "24",
+            "-f",
+            "flac",
+            str(target),
+        ],
+        cancel=cancel,
+    )

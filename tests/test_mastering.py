@@ -1,0 +1,161 @@
+"""Mastering presets end to end: the example book rendered with `master: acx` (and others)
+through the CLI, its files measured back with meters independent of the ffmpeg that mastered
+them: numpy for RMS and the noise floor, pyloudnorm for integrated loudness (ITU-R BS.1770),
+4x oversampling (scipy) for true peak, soundfile's own MP3 decoder, mutagen for the encoding."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyloudnorm
+import pytest
+import soundfile
+from mutagen.mp3 import MP3, BitrateMode
+from scipy.signal import resample_poly
+from typer.testing import CliRunner
+
+from songbatch.assemble import _silences
+from songbatch.cli.main import app
+from songbatch.presets import preset
+from songbatch.tagging import read_chapters
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK_DIR = "the-lighthouse-keeper-s-almanac"
+runner = CliRunner()
+
+
+def invoke(*args: str) -> Any:
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def book_with(workspace: Path, master: str, formats: str = "[mp3, m4b]") -> Path:
+    manifests = workspace / "manifests"
+    if not manifests.exists():
+        shutil.copytree(REPO / "manifests", manifests)
+    book = manifests / "example-book.yaml"
+    text = (REPO / "manifests" / "example-book.yaml").read_text(encoding="utf-8")
+    text = text.replace("formats: [m4b, mp3]", f"formats: {formats}\nmaster: {master}")
+    book.write_text(text, encoding="utf-8")
+    return book
+
+
+def render(workspace: Path, book: Path) -> Any:
+    result = invoke("render", str(book), "--workspace", str(workspace), "--profile", "offline")
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def chapters(workspace: Path) -> list[Path]:
+    return sorted((workspace / "outputs" / BOOK_DIR).glob("*.mp3"))
+
+
+def decoded(path: Path) -> tuple[npt.NDArray[np.float64], int]:
+    audio, rate = soundfile.read(str(path), dtype="float64")
+    return audio, rate
+
+
+def rms_db(audio: npt.NDArray[np.float64]) -> float:
+    return float(20 * np.log10(np.sqrt(np.mean(np.square(audio))) + 1e-12))
+
+
+def true_peak_db(audio: npt.NDArray[np.float64]) -> float:
+    return float(20 * np.log10(np.abs(resample_poly(audio, 4, 1)).max()))
+
+
+def windows_db(audio: npt.NDArray[np.float64], rate: int, seconds: float) -> list[float]:
+    size = int(seconds * rate)
+    return [rms_db(audio[i : i + size]) for i in range(0, len(audio) - size + 1, size)]
+
+
+def silence_s(audio: npt.NDArray[np.float64], rate: int, *, from_end: bool) -> float:
+    """How long the file stays under -50 dB (10 ms windows) from its start, or its end."""
+    levels = windows_db(audio[::-1] if from_end else audio, rate, 0.01)
+    quiet = next((i for i, level in enumerate(levels) if level > -50), len(levels))
+    return quiet * 0.01
+
+
+@pytest.fixture(scope="module")
+def acx_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workspace = tmp_path_factory.mktemp("acx")
+    render(workspace, book_with(workspace, "acx"))
+    return workspace
+
+
+def test_an_acx_book_meets_acx_rules_by_an_independent_meter(acx_book: Path) -> None:
+    files = chapters(acx_book)
+    assert len(files) == 3
+    for path in files:
+        info = MP3(path).info
+        assert (info.sample_rate, info.channels, info.bitrate) == (44_100, 1, 192_000), path
+        assert info.bitrate_mode is BitrateMode.CBR
+        audio, rate = decoded(path)
+        assert -23.0 <= rms_db(audio) <= -18.0, path
+        assert true_peak_db(audio) <= -3.0, path
+        floor = min(windows_db(audio, rate, 0.5))
+        # Room tone: under ACX's -60 dB, but a quiet room, not digital zero.
+        assert -90.0 < floor <= -60.0, (path, floor)
+        assert 0.5 <= silence_s(audio, rate, from_end=False) <= 1.0, path
+        assert 1.0 <= silence_s(audio, rate, from_end=True) <= 5.0, path
+
+
+def test_the_chapters_of_a_book_play_at_one_level(acx_book: Path) -> None:
+    levels = []
+    for path in chapters(acx_book):
+        audio, rate = decoded(path)
+        levels.append(pyloudnorm.Meter(rate).integrated_loudness(audio))
+    assert max(levels) - min(levels) < 1.0, levels
+
+
+def test_the_mastered_m4b_keeps_a_mark_at_every_chapter(acx_book: Path) -> None:
+    [m4b] = (acx_book / "outputs" / BOOK_DIR).glob("*.m4b")
+    marks = read_chapters(m4b)
+    assert [title for title, _ in marks] == ["The Lamp", "The Storm", "The Letter"]
+    lengths = [MP3(path).info.length for path in chapters(acx_book)]
+    starts = np.cumsum([0.0, *lengths[:-1]])
+    # Within AAC and MP3 framing (tens of ms) of where each chapter file says it starts.
+    assert np.allclose([start_ms / 1000 for _, start_ms in marks], starts, atol=0.1)
+
+
+@pytest.mark.parametrize(("master", "target"), [("podcast", -16.0), ("spoken", -19.0)])
+def test_streaming_presets_reach_their_loudness(tmp_path: Path, master: str, target: float) -> None:
+    render(tmp_path, book_with(tmp_path, master, formats="[flac]"))
+    files = sorted((tmp_path / "outputs" / BOOK_DIR).glob("*.flac"))
+    assert len(files) == 3
+    for path in files:
+        audio, rate = decoded(path)
+        assert pyloudnorm.Meter(rate).integrated_loudness(audio) == pytest.approx(target, abs=0.5)
+        assert true_peak_db(audio) <= -1.0
+
+
+def test_another_preset_remasters_without_rendering_again(tmp_path: Path) -> None:
+    book = book_with(tmp_path, "none", formats="[flac]")
+    render(tmp_path, book)
+    [first] = sorted((tmp_path / "outputs" / BOOK_DIR).glob("*.flac"))[:1]
+    before, rate = decoded(first)
+    result = render(tmp_path, book_with(tmp_path, "spoken", formats="[flac]"))
+    assert "rendered 0 job(s)" in result.output
+    after, _ = decoded(first)
+    assert pyloudnorm.Meter(rate).integrated_loudness(after) == pytest.approx(-19.0, abs=0.5)
+    assert abs(rms_db(after) - rms_db(before)) > 0.5  # it changed: the espeak voice is not -19
+
+
+def test_an_unknown_preset_is_a_one_line_error_naming_the_field(tmp_path: Path) -> None:
+    book = book_with(tmp_path, "loud")
+    result = invoke("render", str(book), "--workspace", str(tmp_path), "--profile", "offline")
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert "example-book.yaml:" in line and "master" in line
+    assert "none, acx, podcast, spoken" in line
+    assert not (tmp_path / ".songbatch").exists()
+
+
+def test_acx_holds_the_head_and_tail_silence_inside_its_bounds() -> None:
+    acx = preset("acx")
+    assert _silences(500, [350, 2000], acx) == (500, [350, 2000])
+    assert _silences(0, [350, 300], acx) == (500, [350, 1200])  # too short a head and tail
+    assert _silences(3000, [350, 9000], acx) == (700, [350, 4000])  # too long
+    assert _silences(0, [350, 300], preset("podcast")) == (0, [350, 300])  # no such rules
