@@ -159,3 +159,22 @@ def test_acx_holds_the_head_and_tail_silence_inside_its_bounds() -> None:
     assert _silences(0, [350, 300], acx) == (500, [350, 1200])  # too short a head and tail
     assert _silences(3000, [350, 9000], acx) == (700, [350, 4000])  # too long
     assert _silences(0, [350, 300], preset("podcast")) == (0, [350, 300])  # no such rules
+
+
+def test_a_profiles_preset_masters_the_books_that_name_none(tmp_path: Path) -> None:
+    profile = tmp_path / "spoken-offline.yaml"
+    text = (REPO / "profiles" / "offline.yaml").read_text(encoding="utf-8")
+    profile.write_text(text.replace("name: offline", "name: spoken-offline") + "master: spoken\n")
+    book = book_with(tmp_path, "none", formats="[flac]")
+    book.write_text(book.read_text(encoding="utf-8").replace("master: none\n", ""), "utf-8")
+    args = ("render", str(book), "--workspace", str(tmp_path), "--profile", str(profile))
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    [first, *_] = sorted((tmp_path / "outputs" / BOOK_DIR).glob("*.flac"))
+    audio, rate = decoded(first)
+    assert pyloudnorm.Meter(rate).integrated_loudness(audio) == pytest.approx(-19.0, abs=0.5)
+    # The book's own `master: none` wins over its profile's.
+    book.write_text(book.read_text(encoding="utf-8") + "master: none\n", "utf-8")
+    assert invoke(*args).exit_code == 0
+    unmastered, _ = decoded(first)
+    assert abs(pyloudnorm.Meter(rate).integrated_loudness(unmastered) + 19.0) > 0.5

@@ -31,7 +31,7 @@ from pydantic import (
 from songbatch import text as textlib
 from songbatch.engines.params import MAX_MUSIC_S, MIN_MUSIC_S
 from songbatch.errors import ManifestError
-from songbatch.presets import preset
+from songbatch.presets import PresetField
 from songbatch.yamlstrict import (
     FieldPath,
     StrictDocument,
@@ -140,12 +140,6 @@ Year = Annotated[int, AfterValidator(_year)]
 # Scheduling only (never part of a job key); bounded so that adding waited runs stays an int.
 Priority = Annotated[int, Field(ge=-1000, le=1000)]
 
-
-def _master(value: str) -> str:
-    return preset(value).name.value  # ValueError names the known presets
-
-
-Master = Annotated[str, AfterValidator(_master)]
 Language = Annotated[str, AfterValidator(_language)]
 
 # --- public models (effective values) -------------------------------------------------------
@@ -195,7 +189,7 @@ class Audiobook(_Model):
     pauses: Pauses = Field(default_factory=Pauses)
     speak_titles: bool = True
     formats: list[Format] = Field(default_factory=_book_formats)
-    master: str = "none"  # a mastering preset (presets.py)
+    master: str | None = None  # a mastering preset (presets.py); None: the profile's
     output: Path | None = None
     profile: str | None = None
     priority: int = 0
@@ -286,7 +280,7 @@ class _RawAudiobook(_Raw):
     pauses: Pauses = Field(default_factory=Pauses)
     speak_titles: bool = True
     formats: list[Format] = Field(default_factory=_book_formats, min_length=1)
-    master: Master = "none"
+    master: PresetField | None = None
     output: str | None = None
     profile: str | None = None
     priority: Priority = 0

@@ -83,7 +83,7 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
         sha = file_sha256(manifest.cover)
         cover = StoredFile(sha, manifest.cover, workspace.cover_path(sha))
         stored.append(cover)
-    assembly = _assembly_spec(loaded, workspace, units, _comment(manifest, profile), cover)
+    assembly = _assembly_spec(loaded, workspace, units, profile, cover)
     record = ManifestRecord(
         path=str(loaded.path),
         kind=manifest.kind,
@@ -263,7 +263,7 @@ def _assembly_spec(
     loaded: LoadedManifest,
     workspace: Workspace,
     units: list[dict[str, Any]],
-    comment: str,
+    profile: Profile,
     cover: StoredFile | None,
 ) -> dict[str, Any]:
     """Everything assembly needs, so that stage reads the ledger and never the manifest."""
@@ -274,7 +274,7 @@ def _assembly_spec(
         "album": manifest.title,
         "year": manifest.year,
         "description": manifest.description,
-        "comment": comment,
+        "comment": _comment(manifest, profile),
     }
     if isinstance(manifest, Audiobook):
         tags |= {
@@ -285,8 +285,9 @@ def _assembly_spec(
             "language": manifest.language,
         }
         lead_in_ms = CHAPTER_LEAD_IN_MS
-        if manifest.master != "none":  # absent for none: specs written before presets match
-            extra["master"] = manifest.master
+        master = manifest.master or profile.master or "none"
+        if master != "none":  # absent for none: specs written before presets match
+            extra["master"] = master
     else:
         tags |= {"artist": manifest.artist, "album_artist": manifest.artist}
         tags["genre"] = manifest.genre

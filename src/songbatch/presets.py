@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator
 
 
 class PresetName(str, Enum):  # str, Enum: StrEnum is 3.11+
@@ -107,3 +109,11 @@ def preset(name: str | PresetName) -> Preset:
     except ValueError:
         known = ", ".join(p.value for p in PresetName)
         raise ValueError(f"unknown mastering preset {name!r}; known: {known}") from None
+
+
+def _preset_name(value: str) -> str:
+    return preset(value).name.value  # ValueError names the known presets
+
+
+# A manifest's or a profile's `master:` field.
+PresetField = Annotated[str, AfterValidator(_preset_name)]

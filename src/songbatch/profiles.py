@@ -26,6 +26,7 @@ from songbatch.engines import params as engine_params
 from songbatch.engines.base import AUTO_BATCH_CEILING, EngineSpec, Kind
 from songbatch.errors import ProfileError
 from songbatch.executors.devices import check_device_syntax
+from songbatch.presets import PresetField
 from songbatch.text import MIN_MAX_CHARS
 from songbatch.workspace import Workspace
 from songbatch.yamlstrict import (
@@ -183,6 +184,8 @@ class _ProfileFile(_Strict):
     transient_patience_s: float = Field(default=900, ge=0)
     replicate: ReplicateConfig | None = None  # required when an engine is "replicate"
     cost: DeviceCost | None = None  # local devices' price, for estimates only
+    # The mastering preset of books rendered with this profile that name none themselves.
+    master: PresetField | None = None
 
     @model_validator(mode="after")
     def _remote_models_known(self) -> _ProfileFile:
