@@ -41,7 +41,11 @@ from songbatch.workspace import Workspace, resolve_workspace
 
 AUDIO_EXTENSIONS = (".mp3", ".m4b", ".m4a", ".flac", ".opus", ".ogg", ".wav")
 MANIFEST_EXTENSIONS = (".yaml", ".yml")
-SILENCE_DB = -50.0  # below this (sample level) is room tone, not a word
+# Below this (every sample of a stretch: silencedetect's test is per sample, not RMS) is room
+# tone, not a word. Not -50 dB: noise at ACX's -60 dB RMS limit peaks over -50 dB dozens of
+# times a second, and each peak would end the "silence"; -40 dB is 20 dB over the loudest room
+# tone ACX takes (10 sigma for Gaussian noise) and far under speech.
+SILENCE_DB = -40.0
 SILENCE_MIN_S = 0.1  # shorter quiet stretches are not counted as head or tail silence
 WINDOW_S = 0.5  # the noise floor's window
 _EDGE_S = 0.01  # a silence starting this close to 0 (or ending this close to the end) is at it
