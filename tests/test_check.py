@@ -70,10 +70,8 @@ def wav(path: Path, samples: np.ndarray, sr: int = SR) -> Path:
 def mp3(path: Path, samples: np.ndarray, *, rate: int = SR, quality: str = "-b:a 192k") -> Path:
     require_encoder("libmp3lame")
     source = wav(path.with_suffix(".src.wav"), samples)
-    run_ffmpeg(
-        ["-i", str(source), "-c:a", "libmp3lame", *quality.split(), "-ar", str(rate), "-ac", "1"]
-        + [str(path)]
-    )
+    encode = ["-c:a", "libmp3lame", *quality.split(), "-ar", str(rate), "-ac", "1"]
+    run_ffmpeg(["-i", str(source), *encode, str(path)])
     source.unlink()
     return path
 
