@@ -269,3 +269,16 @@ def test_a_manifest_checks_its_rendered_outputs(tmp_path: Path) -> None:
     files[1].unlink()
     code, output = invoke("check", str(manifest), "--workspace", str(tmp_path))
     assert code == 2 and "not rendered yet" in output, output
+
+
+def test_tags_are_read_back_and_digital_silence_is_null_in_json(tmp_path: Path) -> None:
+    from songbatch.tagging import Tags, write_tags
+
+    path = mp3(tmp_path / "tagged.mp3", speech_like())
+    write_tags(path, "mp3", Tags(title="Chapter 1", artist="An Author", album="A Book"))
+    assert measure(path).tags == {"title": "Chapter 1", "artist": "An Author", "album": "A Book"}
+    silent = wav(tmp_path / "silent.wav", np.zeros(SR * 2, dtype=np.float32))
+    code, output = invoke("check", str(silent), "--preset", "acx", "--json")
+    assert code == 1, output  # no level at all, and no words between head and tail
+    m = json.loads(output)["files"][0]["measurement"]
+    assert m["rms_db"] is None and m["noise_floor_db"] is None and m["true_peak_dbtp"] is None
