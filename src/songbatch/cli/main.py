@@ -24,6 +24,7 @@ from songbatch.cli.reporter import (
 )
 from songbatch.errors import InputError, SongbatchError
 from songbatch.estimate import actual, compare, estimate, plan_money
+from songbatch.presets import PresetName
 from songbatch.render import RenderOptions, preview, render
 from songbatch.signals import ignore_stop_signals
 from songbatch.spans import EXAMPLES, UNTIL_EXAMPLES, SpanError, next_occurrence
@@ -291,6 +292,44 @@ def preview_command(
         result = _guard(lambda: preview_unit(manifest, options, reporter.observe))
     ignore_stop_signals()
     print_preview(result)
+
+
+@app.command(short_help="Measure finished files against a mastering preset (ACX, podcast).")
+def check(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Audio files, folders of them, or manifests (their rendered outputs).",
+            show_default=False,
+        ),
+    ],
+    preset: Annotated[
+        PresetName | None,
+        typer.Option(
+            "--preset",
+            case_sensitive=False,
+            help="Rules to hold the files to (default: measure and report only).",
+        ),
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Loudness (integrated LUFS, RMS), true peak, noise floor, head and tail room tone,
+    sample rate, channels, codec, bitrate, CBR, tags and chapters of each file; with --preset,
+    each of its rules passed or failed. Exit 0 when every file passes, 1 when one fails a rule,
+    2 when a path is missing or a file cannot be read."""
+    from songbatch.cli.tools import print_check
+    from songbatch.presets import preset as preset_named
+    from songbatch.quality import check_files, check_paths
+
+    rules = None if preset is None else preset_named(preset)
+    checks = _guard(
+        lambda: check_files(
+            check_paths(paths, resolve_workspace(workspace) if workspace else None), rules
+        )
+    )
+    print_check(checks, rules, as_json=as_json)
+    raise typer.Exit(0 if all(item.passed for item in checks) else 1)
 
 
 @app.command(short_help="Time and money to render what is left; or what was spent.")
