@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from songbatch.errors import EngineError, Interrupted
 
 # Quiet, never interactive: ffmpeg reading stdin would steal a terminal or hang under cron.
-_BASE_ARGS = ("-nostdin", "-hide_banner", "-y")
+_BASE_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error", "-y")
 _ERROR_LINES = 8
 
 
@@ -66,17 +66,13 @@ def require_encoder(name: str) -> None:
         raise EngineError(f"this ffmpeg ({ffmpeg_exe()}) has no {name} encoder", retryable=False)
 
 
-def run_ffmpeg(
-    args: Sequence[str], *, cancel: threading.Event | None = None, loglevel: str = "error"
-) -> str:
+def run_ffmpeg(args: Sequence[str], *, cancel: threading.Event | None = None) -> None:
     """Run ffmpeg with `args`; raise EngineError(retryable=False) with its last stderr lines.
-    Returns what it wrote to stderr: with `loglevel="info"`, the reports of measuring filters
-    (ebur128, astats) as well.
 
     ffmpeg never outlives the call: an exception here (Ctrl-C, SIGTERM) or `cancel` being set
     kills it, and `cancel` raises Interrupted.
     """
-    command = [ffmpeg_exe(), *_BASE_ARGS, "-loglevel", loglevel, *args]
+    command = [ffmpeg_exe(), *_BASE_ARGS, *args]
     with tempfile.TemporaryFile() as errors:
         try:
             process = subprocess.Popen(
@@ -92,12 +88,10 @@ def run_ffmpeg(
                 process.wait()
         errors.seek(0)
         stderr = errors.read()
-    text = stderr.decode("utf-8", "replace")
     if returncode != 0:
-        lines = text.strip().splitlines()
+        lines = stderr.decode("utf-8", "replace").strip().splitlines()
         tail = " | ".join(lines[-_ERROR_LINES:]) or "no message"
         raise EngineError(f"ffmpeg exited {returncode}: {tail}", retryable=False)
-    return text
 
 
 def _wait(process: subprocess.Popen[bytes], cancel: threading.Event | None) -> int:

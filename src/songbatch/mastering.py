@@ -1,9 +1,10 @@
 """Mastering a unit's master to a preset: measured, brought to the preset's level, peaks held
 under its true-peak limit, resampled to its rate, with room tone under the silences where the
 preset asks for it. Every step is one streamed ffmpeg pass (memory flat in a chapter's
-length): ffmpeg's ebur128 (ITU-R BS.1770 / EBU R128) and astats measure, its volume, alimiter
-and anoisesrc filters master. Each chapter is brought to the same target, so the chapters of
-one book play at one level, and the .m4b made of them at that level too.
+length): `quality.measure` measures (ffmpeg's ebur128, ITU-R BS.1770 / EBU R128, and astats:
+the meter `songbatch check` uses, so mastering and checking cannot disagree), and ffmpeg's
+volume, alimiter and anoisesrc filters master. Each chapter is brought to the same target, so
+the chapters of one book play at one level, and the .m4b made of them at that level too.
 
 A mastered file is content-keyed like the master it is made from (`mastered_key`): the raw
 master's key, the preset and MASTERING_VERSION. Changing the preset re-masters and re-encodes;
@@ -13,9 +14,7 @@ nothing is rendered again.
 from __future__ import annotations
 
 import math
-import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
@@ -23,6 +22,7 @@ import soundfile as sf
 from songbatch.errors import EngineError
 from songbatch.ffmpeg import run_ffmpeg
 from songbatch.presets import Preset
+from songbatch.quality import Measurement, measure
 
 # Part of every mastered file's key: a change to the chain below re-masters what exists.
 MASTERING_VERSION = 1
@@ -40,45 +40,6 @@ _LEVEL_SLACK_DB = 0.2
 _MAX_PASSES = 4
 _MAX_CORRECTION_DB = 3.0
 
-_FLOAT = r"(-?(?:\d+(?:\.\d*)?|inf))"
-
-
-@dataclass(frozen=True)
-class Level:
-    """What one streamed pass over a file measured."""
-
-    lufs: float  # integrated loudness (gated), LUFS
-    rms_db: float  # unweighted RMS of the whole file, dBFS (ACX's "RMS")
-    true_peak_db: float  # dBTP
-    sample_peak_db: float  # dBFS
-
-    def of(self, measure: str) -> float:
-        return self.rms_db if measure == "rms" else self.lufs
-
-
-def measure_level(path: Path, *, cancel: threading.Event | None = None) -> Level:
-    """Loudness, RMS and peaks of an audio file in one ffmpeg pass."""
-    chain = (
-        "ebur128=peak=true:framelog=verbose,"
-        "astats=measure_perchannel=none:measure_overall=RMS_level+Peak_level"
-    )
-    report = run_ffmpeg(
-        ["-i", str(path), "-af", chain, "-f", "null", "-"], cancel=cancel, loglevel="info"
-    )
-    return Level(
-        lufs=_reported(report, rf"I:\s+{_FLOAT} LUFS", path),
-        rms_db=_reported(report, rf"RMS level dB: {_FLOAT}", path),
-        true_peak_db=_reported(report, rf"True peak:\s+Peak:\s+{_FLOAT} dBFS", path),
-        sample_peak_db=_reported(report, rf"Peak level dB: {_FLOAT}", path),
-    )
-
-
-def _reported(report: str, pattern: str, path: Path) -> float:
-    found = re.findall(pattern, report)
-    if not found:
-        raise EngineError(f"{path}: ffmpeg reported no {pattern.split(':')[0]!r}", retryable=False)
-    return float(found[-1])  # the summary comes last
-
 
 def mastered_key(master_key: str, preset: Preset) -> str:
     return f"{master_key}-{preset.name.value}-m{MASTERING_VERSION}"
@@ -90,22 +51,26 @@ def master_to(
     preset: Preset,
     *,
     cancel: threading.Event | None = None,
-) -> Level:
+) -> Measurement:
     """Write `source` mastered to `preset` at `target` (FLAC, 24-bit); the level it came out
     at. One pass, and more only while the limiter pulled the level off the target."""
     if preset.measure is None or preset.target is None:
         raise ValueError(f"preset {preset.name.value} does not master")
-    before = measure_level(source, cancel=cancel)
-    gain = _finite_gain(preset.target - before.of(preset.measure), source)
+    gain = _finite_gain(preset.target - _level(measure(source), preset), source)
     for _ in range(_MAX_PASSES):
         _render(source, target, preset, gain, cancel)
-        after = measure_level(target, cancel=cancel)
-        short = preset.target - after.of(preset.measure)
+        after = measure(target)
+        short = preset.target - _level(after, preset)
         if abs(short) <= _LEVEL_SLACK_DB:
             break
         # The limiter took some of the gain (a peaky voice under a -1.5 dBTP ceiling): more.
         gain += max(-_MAX_CORRECTION_DB, min(_MAX_CORRECTION_DB, short))
     return after
+
+
+def _level(measured: Measurement, preset: Preset) -> float:
+    """The level as the preset measures it: ACX's unweighted RMS, or integrated loudness."""
+    return measured.rms_db if preset.measure == "rms" else measured.integrated_lufs
 
 
 def _finite_gain(gain: float, source: Path) -> float:
