@@ -40,7 +40,7 @@ from songbatch.ledger import Ledger, ManifestInfo, UnitJob
 from songbatch.mastering import master_to, mastered_key
 from songbatch.outputs import OutputFile, planned_outputs, stale_outputs
 from songbatch.presets import Encoding, Preset, preset
-from songbatch.tagging import Tags, read_origin
+from songbatch.tagging import PUBLISHING_TAGS, Tags, read_origin
 from songbatch.workspace import Workspace
 
 
@@ -66,6 +66,10 @@ class FileOutcome:
 class Pruned:
     removed: list[Path]
     kept: list[Path]  # changed since songbatch wrote them: left for the person
+
+
+# Tags added after files were first written: absent (None) they leave an output's key as it was.
+_SINCE_ADDED = frozenset({"lyrics", *PUBLISHING_TAGS})
 
 
 def _digest(value: Any) -> str:
@@ -96,6 +100,7 @@ def _tags(
         comment=base.get("comment"),
         lyrics=lyrics,
         cover=None if spec.get("cover") is None else Path(spec["cover"]),
+        **{name: base.get(name) for name in PUBLISHING_TAGS},
     )
 
 
@@ -303,11 +308,12 @@ class Assembler:
             {
                 "masters": [m.inputs_sha256 for m in masters],
                 "format": file.fmt,
-                # Lyrics only when set: files written before lyrics were tagged stay current.
+                # Lyrics and publishing fields only when set: files written before them stay
+                # current.
                 "tags": {
                     k: str(v)
                     for k, v in vars(tags).items()
-                    if k != "cover" and not (k == "lyrics" and v is None)
+                    if k != "cover" and not (k in _SINCE_ADDED and v is None)
                 },
                 "cover": info.assembly.get("cover_sha256"),
                 "chapters": None if chapters is None else [vars(c) for c in chapters],

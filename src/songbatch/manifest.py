@@ -142,6 +142,43 @@ Priority = Annotated[int, Field(ge=-1000, le=1000)]
 
 Language = Annotated[str, AfterValidator(_language)]
 
+
+def _series_part(value: str | int | float) -> str:
+    """A number in the series: 1, 2.5 or "1-2" (an omnibus); kept as text, as tags hold it."""
+    text = f"{value:g}" if isinstance(value, (int, float)) else value.strip()
+    if not re.fullmatch(r"\d+(\.\d+)?(-\d+(\.\d+)?)?", text):
+        raise ValueError(f"series_part must be a number like 1, 2.5 or 1-3, got {value!r}")
+    return text
+
+
+def _isbn(value: str | int) -> str:
+    """ISBN-10 or ISBN-13, hyphens and spaces allowed; its check digit must hold. Unquoted
+    digits arrive as a YAML number, which loses an ISBN-10's leading zero: say to quote it."""
+    digits = re.sub(r"[\s-]", "", str(value)).upper()
+    if isinstance(value, int) and len(digits) not in (10, 13):
+        raise ValueError(f"isbn must be 10 or 13 digits, got {value}: write it in quotes")
+    if re.fullmatch(r"\d{9}[\dX]", digits):
+        total = sum((10 - i) * (10 if c == "X" else int(c)) for i, c in enumerate(digits))
+        valid = total % 11 == 0
+    elif re.fullmatch(r"\d{13}", digits):
+        valid = sum((3 if i % 2 else 1) * int(c) for i, c in enumerate(digits)) % 10 == 0
+    else:
+        raise ValueError(f"isbn must be 10 or 13 digits (hyphens allowed), got {value!r}")
+    if not valid:
+        raise ValueError(f"isbn {value!r} fails its check digit: a typo?")
+    return digits
+
+
+def _asin(value: str) -> str:
+    if not re.fullmatch(r"[A-Z0-9]{10}", value.strip()):
+        raise ValueError(f"asin must be 10 capital letters and digits (B0...), got {value!r}")
+    return value.strip()
+
+
+SeriesPart = Annotated[str | int | float, AfterValidator(_series_part)]
+Isbn = Annotated[str | int, AfterValidator(_isbn)]
+Asin = Annotated[str, AfterValidator(_asin)]
+
 # --- public models (effective values) -------------------------------------------------------
 
 
@@ -184,6 +221,12 @@ class Audiobook(_Model):
     cover: Path | None = None
     description: str | None = None
     year: int | None = None
+    subtitle: str | None = None
+    publisher: str | None = None
+    series: str | None = None
+    series_part: str | None = None
+    isbn: str | None = None
+    asin: str | None = None
     voice: Voice = Field(default_factory=Voice)
     seed: int = 0
     pauses: Pauses = Field(default_factory=Pauses)
@@ -275,6 +318,12 @@ class _RawAudiobook(_Raw):
     cover: str | None = None
     description: str | None = None
     year: Year | None = None
+    subtitle: Title | None = None
+    publisher: Title | None = None
+    series: Title | None = None
+    series_part: SeriesPart | None = None
+    isbn: Isbn | None = None
+    asin: Asin | None = None
     voice: _RawVoice = Field(default_factory=_RawVoice)
     seed: Seed = 0
     pauses: Pauses = Field(default_factory=Pauses)
@@ -398,6 +447,12 @@ class _Builder:
             cover=cover,
             description=raw.description,
             year=raw.year,
+            subtitle=raw.subtitle,
+            publisher=raw.publisher,
+            series=raw.series,
+            series_part=self.series_part(raw),
+            isbn=None if raw.isbn is None else str(raw.isbn),
+            asin=raw.asin,
             voice=voice,
             seed=raw.seed,
             pauses=raw.pauses,
@@ -409,6 +464,11 @@ class _Builder:
             priority=raw.priority,
             chapters=chapters,
         )
+
+    def series_part(self, raw: _RawAudiobook) -> str | None:
+        if raw.series_part is not None and raw.series is None:
+            raise self.fail(("series_part",), "series_part needs the series it is a part of")
+        return None if raw.series_part is None else str(raw.series_part)
 
     def chapter(self, raw: _RawChapter, i: int, book: _RawAudiobook, voice: Voice) -> Chapter:
         path: FieldPath = ("chapters", i)

@@ -22,6 +22,7 @@ from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanDiff, PlanRow
 from songbatch.manifest import Album, Audiobook, Chapter, LoadedManifest, Track, safe_filename
 from songbatch.plancheck import check_manifest_inputs, check_remote_inputs
 from songbatch.profiles import Profile
+from songbatch.tagging import PUBLISHING_TAGS
 from songbatch.workspace import Workspace
 
 KEY_VERSION = 1
@@ -283,6 +284,12 @@ def _assembly_spec(
             "narrator": manifest.narrator,
             "genre": "Audiobook",
             "language": manifest.language,
+        }
+        # Only those set: the specs (and outputs) of books without them stay as they were.
+        tags |= {
+            name: value
+            for name in PUBLISHING_TAGS
+            if (value := getattr(manifest, name)) is not None
         }
         lead_in_ms = CHAPTER_LEAD_IN_MS
         master = manifest.master or profile.master or "none"

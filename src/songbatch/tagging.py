@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from mutagen.id3 import (
     TRCK,
     TXXX,
     USLT,
+    Frames,
     ID3NoHeaderError,
     PictureType,
 )
@@ -76,11 +78,44 @@ class Tags:
     description: str | None = None
     comment: str | None = None
     lyrics: str | None = None
+    # A book's publishing fields (BOOK_FIELDS says where each goes in every format).
+    subtitle: str | None = None
+    publisher: str | None = None
+    series: str | None = None
+    series_part: str | None = None
+    isbn: str | None = None
+    asin: str | None = None
     cover: Path | None = None
     cover_bytes: bytes | None = None
     # "<workspace id>:<inputs hash>" of the songbatch output this is: how a workspace whose
     # ledger was lost still knows its own files from a person's.
     origin: str | None = None
+
+
+@dataclass(frozen=True)
+class BookField:
+    """Where one publishing field goes: ID3 (a frame, or TXXX:<desc>), an MP4 freeform atom
+    (----:com.apple.iTunes:<name>) and a Vorbis comment. Audiobookshelf reads each through
+    ffprobe under these names (`series`, `series-part`, `isbn`, `asin`, `publisher`,
+    `subtitle`, case-blind; server/utils/prober.js), and ffmpeg names an MP4 freeform atom and
+    an ID3 TXXX frame by their name or description."""
+
+    attr: str
+    id3: str
+    mp4: str
+    vorbis: str
+
+
+BOOK_FIELDS = (
+    BookField("subtitle", "TIT3", "SUBTITLE", "SUBTITLE"),
+    BookField("publisher", "TPUB", "PUBLISHER", "PUBLISHER"),
+    BookField("series", "TXXX:SERIES", "SERIES", "SERIES"),
+    BookField("series_part", "TXXX:SERIES-PART", "SERIES-PART", "SERIES-PART"),
+    BookField("isbn", "TXXX:ISBN", "ISBN", "ISBN"),
+    BookField("asin", "TXXX:ASIN", "ASIN", "ASIN"),
+)
+# Their names: the manifest's fields, the assembly spec's tags and Tags' attributes alike.
+PUBLISHING_TAGS = tuple(book_field.attr for book_field in BOOK_FIELDS)
 
 
 def cover_mime(data: bytes) -> str:
@@ -157,6 +192,8 @@ def _fill_id3(id3: Any, tags: Tags) -> None:
         id3.delall(f"TXXX:{desc}")
         if value:
             id3.add(TXXX(encoding=3, desc=desc, text=[value]))
+    for book_field in BOOK_FIELDS:
+        _set_id3_text(id3, book_field.id3, getattr(tags, book_field.attr))
     id3.delall("COMM")
     if tags.comment:
         id3.add(COMM(encoding=3, lang="eng", desc="", text=[tags.comment]))
@@ -168,6 +205,17 @@ def _fill_id3(id3: Any, tags: Tags) -> None:
     if cover is not None:
         data, mime = cover
         id3.add(APIC(encoding=3, mime=mime, type=PictureType.COVER_FRONT, desc="", data=data))
+
+
+def _set_id3_text(id3: Any, name: str, value: str | None) -> None:
+    """A text frame by its name (TIT3), or a TXXX frame by its description (TXXX:SERIES)."""
+    id3.delall(name)
+    if not value:
+        return
+    if name.startswith("TXXX:"):
+        id3.add(TXXX(encoding=3, desc=name.removeprefix("TXXX:"), text=[value]))
+    else:
+        id3.add(Frames[name](encoding=3, text=[value]))
 
 
 def _id3_language(language: str | None) -> str:
@@ -230,6 +278,9 @@ def _write_mp4(path: Path, tags: Tags, *, audiobook: bool) -> None:
         _ITUNES + "COMPOSER": displaced and _freeform(displaced),
         _ITUNES + ORIGIN_TAG: tags.origin and _freeform(tags.origin),
     }
+    for book_field in BOOK_FIELDS:
+        value = getattr(tags, book_field.attr)
+        values[_ITUNES + book_field.mp4] = value and _freeform(value)
     cover = _cover(tags)
     if cover is not None:
         data, mime = cover
@@ -270,6 +321,7 @@ def _vorbis_fields(tags: Tags) -> dict[str, str | None]:
         "COMMENT": tags.comment,
         "LYRICS": tags.lyrics,
         ORIGIN_TAG: tags.origin,
+        **{field.vorbis: getattr(tags, field.attr) for field in BOOK_FIELDS},
     }
 
 
@@ -425,23 +477,32 @@ def _read_id3(id3: Any) -> Tags:
     lyrics = [f for f in id3.getall("USLT") if f.desc == ""]
     pictures = id3.getall("APIC")
     narrator = text("TXXX:NARRATOR")
-    return Tags(
-        title=text("TIT2") or "",
-        album=text("TALB"),
-        artist=text("TPE1"),
-        album_artist=text("TPE2"),
-        narrator=narrator,
-        composer=_split_composer(text("TCOM"), narrator, text("TXXX:COMPOSER")),
-        track=_parse_pair(text("TRCK")),
-        disc=_parse_pair(text("TPOS")),
-        genre=text("TCON"),
-        year=_int_or_none(text("TDRC")),
-        language=text("TLAN"),
-        description=text("TXXX:DESCRIPTION"),
-        comment=_first(comments[0].text) if comments else None,
-        lyrics=str(lyrics[0].text) if lyrics else None,
-        cover_bytes=bytes(pictures[0].data) if pictures else None,
+    return _with_book_fields(
+        Tags(
+            title=text("TIT2") or "",
+            album=text("TALB"),
+            artist=text("TPE1"),
+            album_artist=text("TPE2"),
+            narrator=narrator,
+            composer=_split_composer(text("TCOM"), narrator, text("TXXX:COMPOSER")),
+            track=_parse_pair(text("TRCK")),
+            disc=_parse_pair(text("TPOS")),
+            genre=text("TCON"),
+            year=_int_or_none(text("TDRC")),
+            language=text("TLAN"),
+            description=text("TXXX:DESCRIPTION"),
+            comment=_first(comments[0].text) if comments else None,
+            lyrics=str(lyrics[0].text) if lyrics else None,
+            cover_bytes=bytes(pictures[0].data) if pictures else None,
+        ),
+        lambda field: text(field.id3),
     )
+
+
+def _with_book_fields(tags: Tags, read: Callable[[BookField], str | None]) -> Tags:
+    for book_field in BOOK_FIELDS:
+        setattr(tags, book_field.attr, read(book_field))
+    return tags
 
 
 def _parse_pair(value: str | None) -> tuple[int, int] | None:
@@ -463,22 +524,25 @@ def _read_mp4(mp4: Any) -> Tags:
 
     narrator = text(_ITUNES + "NARRATOR")
     covers = atoms.get("covr")
-    return Tags(
-        title=text("\xa9nam") or "",
-        album=text("\xa9alb"),
-        artist=text("\xa9ART"),
-        album_artist=text("aART"),
-        narrator=narrator,
-        composer=_split_composer(text("\xa9wrt"), narrator, text(_ITUNES + "COMPOSER")),
-        track=pair("trkn"),
-        disc=pair("disk"),
-        genre=text("\xa9gen"),
-        year=_int_or_none(text("\xa9day")),
-        language=text(_ITUNES + "LANGUAGE"),
-        description=text("desc"),
-        comment=text("\xa9cmt"),
-        lyrics=text("\xa9lyr"),
-        cover_bytes=bytes(covers[0]) if covers else None,
+    return _with_book_fields(
+        Tags(
+            title=text("\xa9nam") or "",
+            album=text("\xa9alb"),
+            artist=text("\xa9ART"),
+            album_artist=text("aART"),
+            narrator=narrator,
+            composer=_split_composer(text("\xa9wrt"), narrator, text(_ITUNES + "COMPOSER")),
+            track=pair("trkn"),
+            disc=pair("disk"),
+            genre=text("\xa9gen"),
+            year=_int_or_none(text("\xa9day")),
+            language=text(_ITUNES + "LANGUAGE"),
+            description=text("desc"),
+            comment=text("\xa9cmt"),
+            lyrics=text("\xa9lyr"),
+            cover_bytes=bytes(covers[0]) if covers else None,
+        ),
+        lambda field: text(_ITUNES + field.mp4),
     )
 
 
@@ -491,22 +555,25 @@ def _read_vorbis(comments: Any, cover_bytes: bytes | None) -> Tags:
         return None if n is None or t is None else (n, t)
 
     narrator = text("NARRATOR")
-    return Tags(
-        title=text("TITLE") or "",
-        album=text("ALBUM"),
-        artist=text("ARTIST"),
-        album_artist=text("ALBUMARTIST"),
-        narrator=narrator,
-        composer=_split_composer(text("COMPOSER"), narrator, text("SONGBATCH_COMPOSER")),
-        track=pair("TRACKNUMBER", "TRACKTOTAL"),
-        disc=pair("DISCNUMBER", "DISCTOTAL"),
-        genre=text("GENRE"),
-        year=_int_or_none(text("DATE")),
-        language=text("LANGUAGE"),
-        description=text("DESCRIPTION"),
-        comment=text("COMMENT"),
-        lyrics=text("LYRICS"),
-        cover_bytes=cover_bytes,
+    return _with_book_fields(
+        Tags(
+            title=text("TITLE") or "",
+            album=text("ALBUM"),
+            artist=text("ARTIST"),
+            album_artist=text("ALBUMARTIST"),
+            narrator=narrator,
+            composer=_split_composer(text("COMPOSER"), narrator, text("SONGBATCH_COMPOSER")),
+            track=pair("TRACKNUMBER", "TRACKTOTAL"),
+            disc=pair("DISCNUMBER", "DISCTOTAL"),
+            genre=text("GENRE"),
+            year=_int_or_none(text("DATE")),
+            language=text("LANGUAGE"),
+            description=text("DESCRIPTION"),
+            comment=text("COMMENT"),
+            lyrics=text("LYRICS"),
+            cover_bytes=cover_bytes,
+        ),
+        lambda field: text(field.vorbis),
     )
 
 

@@ -1,0 +1,128 @@
+"""A book's publishing fields (subtitle, publisher, series and its part, ISBN, ASIN) from the
+manifest into every format, read back two ways: by songbatch's own reader (mutagen) and as
+ffmpeg names them, which is what ffprobe, and so Audiobookshelf, sees (its prober looks each
+up under a few names, case-blind: server/utils/prober.js)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from songbatch.cli.main import app
+from songbatch.ffmpeg import ffmpeg_exe
+from songbatch.tagging import read_tags
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK_DIR = "the-lighthouse-keeper-s-almanac"
+runner = CliRunner()
+
+PUBLISHING = """subtitle: A Year at the Light
+publisher: Example Press
+series: Lights of the North
+series_part: 2
+isbn: 978-0-306-40615-7
+asin: B0EXAMPLE1
+"""
+# What each field is worth, and the names Audiobookshelf reads it under (case-blind).
+EXPECTED = {
+    "subtitle": ("A Year at the Light", {"subtitle", "tit3", "tt3"}),
+    "publisher": ("Example Press", {"publisher", "tpub", "tpb"}),
+    "series": ("Lights of the North", {"series"}),
+    "series_part": ("2", {"series-part"}),
+    "isbn": ("9780306406157", {"isbn"}),
+    "asin": ("B0EXAMPLE1", {"asin"}),
+}
+
+
+def invoke(*args: str) -> Any:
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def book(workspace: Path, extra: str) -> Path:
+    manifests = workspace / "manifests"
+    shutil.copytree(REPO / "manifests", manifests, dirs_exist_ok=True)
+    path = manifests / "example-book.yaml"
+    text = (REPO / "manifests" / "example-book.yaml").read_text(encoding="utf-8")
+    path.write_text(
+        text.replace("formats: [m4b, mp3]", "formats: [m4b, mp3, flac, opus]\n" + extra), "utf-8"
+    )
+    return path
+
+
+def ffmpeg_tags(path: Path) -> dict[str, str]:
+    """The file's metadata as ffmpeg (and ffprobe) names it, keys lower-cased: the global
+    metadata, or for Ogg, where comments belong to the stream, the audio stream's."""
+    stream = ["-map_metadata", "0:s:a:0"] if path.suffix == ".opus" else []
+    result = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            *stream,
+            "-f",
+            "ffmetadata",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    tags = {}
+    for line in result.stdout.splitlines():
+        if "=" in line and not line.startswith((";", "[")):
+            key, _, value = line.partition("=")
+            tags[key.lower()] = value
+    return tags
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workspace = tmp_path_factory.mktemp("tags")
+    args = ("render", str(book(workspace, PUBLISHING)), "--workspace", str(workspace))
+    result = invoke(*args, "--profile", "offline")
+    assert result.exit_code == 0, result.output
+    return workspace / "outputs" / BOOK_DIR
+
+
+@pytest.mark.parametrize("suffix", [".m4b", ".mp3", ".flac", ".opus"])
+def test_every_format_carries_the_books_publishing_fields(rendered: Path, suffix: str) -> None:
+    files = sorted(rendered.glob(f"*{suffix}"))
+    assert files
+    for path in files:
+        tags = read_tags(path)
+        seen = ffmpeg_tags(path)
+        for field, (value, names) in EXPECTED.items():
+            assert getattr(tags, field) == value, (path.name, field)
+            found = [seen[name] for name in names if name in seen]
+            assert found == [value], (path.name, field, seen)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "why"),
+    [
+        ("isbn: 978-0-306-40615-8\n", "isbn", "check digit"),
+        ("isbn: 12345\n", "isbn", "10 or 13 digits"),
+        ("asin: b0lower\n", "asin", "10 capital letters"),
+        ("series: Lights\nseries_part: first\n", "series_part", "a number like"),
+        ("series_part: 3\n", "series_part", "needs the series"),
+    ],
+)
+def test_a_bad_publishing_field_is_a_one_line_error(
+    tmp_path: Path, extra: str, field: str, why: str
+) -> None:
+    path = book(tmp_path, extra)
+    result = invoke("render", str(path), "--workspace", str(tmp_path), "--profile", "offline")
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert re.search(rf"example-book\.yaml:\d+(:\d+)?: {field}", line), line
+    assert why in line
+    assert not (tmp_path / ".songbatch").exists()
