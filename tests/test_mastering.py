@@ -81,7 +81,9 @@ def silence_s(audio: npt.NDArray[np.float64], rate: int, *, from_end: bool) -> f
 @pytest.fixture(scope="module")
 def acx_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workspace = tmp_path_factory.mktemp("acx")
-    render(workspace, book_with(workspace, "acx"))
+    result = render(workspace, book_with(workspace, "acx"))
+    # The render checked its MP3s against the preset, as `songbatch check --preset acx` does.
+    assert "3 file(s) against acx" in result.output
     return workspace
 
 
@@ -178,3 +180,24 @@ def test_a_profiles_preset_masters_the_books_that_name_none(tmp_path: Path) -> N
     assert invoke(*args).exit_code == 0
     unmastered, _ = decoded(first)
     assert abs(pyloudnorm.Meter(rate).integrated_loudness(unmastered) + 19.0) > 0.5
+
+
+def test_a_written_file_that_fails_its_presets_check_makes_the_run_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rule the mastering cannot meet (an ACX whose RMS window sits under the level it
+    masters to, patched in: no real preset contradicts itself): each file is reported with
+    the rule it fails, the files stay written, and the run says why it exits 1."""
+    import dataclasses
+
+    from songbatch import presets
+
+    acx = presets.PRESETS[presets.PresetName.ACX]
+    strict = dataclasses.replace(acx, level_range=(-30.0, -25.0))
+    monkeypatch.setitem(presets.PRESETS, presets.PresetName.ACX, strict)
+    book = book_with(tmp_path, "acx", formats="[mp3]")
+    result = invoke("render", str(book), "--workspace", str(tmp_path), "--profile", "offline")
+    assert result.exit_code == 1, result.output
+    assert result.output.count("fails acx: level") == 3
+    assert "3 file(s) failing their preset's check" in result.output
+    assert len(chapters(tmp_path)) == 3

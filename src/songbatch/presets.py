@@ -55,6 +55,9 @@ class Preset:
     sample_rate: int | None = None
     channels: int | None = None
     room_tone: bool = False
+    # The formats a render checks against these rules once a book is written (None: all):
+    # ACX takes MP3s; its .m4b is for other stores, whose AAC may overshoot ACX's peak.
+    checked_formats: frozenset[str] | None = None
 
     @property
     def masters(self) -> bool:
@@ -87,6 +90,7 @@ PRESETS: dict[PresetName, Preset] = {
         sample_rate=44_100,
         channels=1,
         room_tone=True,
+        checked_formats=frozenset({"mp3"}),
         encodings={
             "mp3": _ACX_ENCODING,
             "m4b": Encoding(sample_rate=44_100, channels=1, bitrate_kbps=128),

@@ -50,7 +50,9 @@ from songbatch.outputs import (
     same_file_key,
 )
 from songbatch.planner import Plan, commit_plan, plan_manifest
+from songbatch.presets import preset
 from songbatch.profiles import Profile, resolve_profile
+from songbatch.quality import check_files
 from songbatch.remote.preflight import check_client
 from songbatch.runlock import RunLock
 from songbatch.runsummary import RunSummary, build_summary, write_summary
@@ -89,6 +91,8 @@ class RenderReport:
     # Pending after transient faults, tried again by the next run: book, unit, last error.
     set_aside: list[tuple[str, str, str | None]] = field(default_factory=list)
     assembly_errors: list[str] = field(default_factory=list)
+    # Written files that fail their book's mastering preset's rules (`songbatch check`).
+    check_failures: list[str] = field(default_factory=list)
     exit_code: int = 0
     stop_reason: str | None = None  # why a run stopped early (the budget cap)
     run_summary: RunSummary | None = None
@@ -330,10 +334,12 @@ class _Run:
         if exit_code == 1:
             failed, unwritten = len(self.report.failed), len(self.report.assembly_errors)
             aside = len(self.report.set_aside)
-            return (
+            reason = (
                 f"{failed} job(s) failed, {unwritten} file(s) not written,"
                 f" {aside} job(s) set aside by transient faults"
             )
+            checks = len(self.report.check_failures)
+            return reason + (f", {checks} file(s) failing their preset's check" if checks else "")
         return None
 
     def _summarise(self, exit_code: int, reason: str | None) -> None:
@@ -408,9 +414,35 @@ class _Run:
                     outcome = assembler.assemble_book(info)
                     if outcome is not None:
                         self.report.add(info, outcome, self.observer)
+                    self._check_preset(info)
         except BaseException:
             assembly.abort()
             raise
+
+    def _check_preset(self, info: ManifestInfo) -> None:
+        """A book mastered to a preset is checked against its rules once written, as
+        `songbatch check --preset` would: a failing rule is reported and the run exits 1."""
+        chosen = preset(info.assembly.get("master", "none"))
+        if not chosen.masters:
+            return
+        formats = chosen.checked_formats
+        files = [
+            file.path
+            for file in planned_outputs(info.assembly)
+            if (formats is None or file.fmt in formats) and file.path.is_file()
+        ]
+        for check in check_files(files, chosen):
+            failed = [result for result in check.results if not result.passed]
+            if not failed:
+                continue
+            rules = "; ".join(f"{r.rule.value} {r.value} (wants {r.limit})" for r in failed)
+            message = f"{check.measurement.path} fails {chosen.name.value}: {rules}"
+            self.report.check_failures.append(message)
+            self.observer(RunEvent("check-failed", message))
+        if files:
+            data = {"files": len(files), "preset": chosen.name.value}
+            message = f"{info.title}: {len(files)} file(s) against {chosen.name.value}"
+            self.observer(RunEvent("checked", message, data=data))
 
     def _render_jobs(self, tracker: UnitTracker, assembly: AssemblyThread) -> None:
         profile = self.planned[0].profile
@@ -566,7 +598,7 @@ def _exit_code(report: RenderReport, ledger: Ledger, infos: list[ManifestInfo]) 
         report.set_aside.append((info.title, info.assembly["units"][unit]["title"], error))
     if not counts["pending"] and not counts["leased"] and not counts["failed"]:
         _check_outputs_written(report, ledger, infos)
-    if counts["failed"] or report.assembly_errors:
+    if counts["failed"] or report.assembly_errors or report.check_failures:
         return 1
     if counts["pending"] or counts["leased"]:
         if getattr(report.summary, "stopped_at_budget", False):

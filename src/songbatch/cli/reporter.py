@@ -44,6 +44,7 @@ ATTENTION = frozenset(
         "worker-died",
         "worker-gave-up",
         "assembly-failed",
+        "check-failed",
         "deadline",
     }
 )
@@ -258,6 +259,8 @@ class RichReporter:
             self.console.print(_line(event.kind, "yellow", who, event.message))
         elif event.kind == "output":
             self.console.print(_line("wrote", "green", event.message))
+        elif event.kind == "checked":
+            self.console.print(_line("checked", "green", event.message))
         elif event.kind == "removed":
             self.console.print(_line("removed", "yellow", event.message))
 
