@@ -40,6 +40,7 @@ from songbatch.ledger import Ledger, ManifestInfo, UnitJob
 from songbatch.mastering import master_to, mastered_key
 from songbatch.outputs import OutputFile, planned_outputs, stale_outputs
 from songbatch.presets import Encoding, Preset, preset
+from songbatch.replaygain import Loudness, ReplayGain, album_loudness, loudness_of, replaygain
 from songbatch.tagging import PUBLISHING_TAGS, Tags, read_origin
 from songbatch.workspace import Workspace
 
@@ -69,7 +70,7 @@ class Pruned:
 
 
 # Tags added after files were first written: absent (None) they leave an output's key as it was.
-_SINCE_ADDED = frozenset({"lyrics", *PUBLISHING_TAGS})
+_SINCE_ADDED = frozenset({"lyrics", "replaygain", *PUBLISHING_TAGS})
 
 
 def _digest(value: Any) -> str:
@@ -162,7 +163,32 @@ class Assembler:
             return [self._failed(info, file, exc) for file in files]
         track = (unit + 1, len(spec["units"]))
         tags = _tags(spec, meta["title"], track=track, lyrics=self._lyrics(info, unit))
+        try:
+            tags.replaygain = self._replaygain(info, master)
+        except Interrupted:
+            raise
+        except Exception as exc:
+            return [self._failed(info, file, exc) for file in files]
         return [self._publish(info, file, [master], tags, chapters=None) for file in files]
+
+    def _replaygain(self, info: ManifestInfo, master: Master) -> ReplayGain | None:
+        """An album track's ReplayGain: its own gain, and the album's once every track is
+        rendered (until then the album gain is left out; the end of the run that renders the
+        last track writes it into every track)."""
+        if info.assembly.get("kind") != "album":
+            return None
+        track = loudness_of(master.path, master.inputs_sha256, owner=self.owner)
+        return replaygain(track, self._album_loudness(info))
+
+    def _album_loudness(self, info: ManifestInfo) -> Loudness | None:
+        units = [unit["unit"] for unit in info.assembly["units"]]
+        jobs = [job for unit in units for job in self.ledger.unit_jobs(info.id, unit)]
+        if any(job.state != "done" for job in jobs):
+            return None
+        masters = [self.master(info, unit) for unit in units]
+        return album_loudness(
+            [loudness_of(m.path, m.inputs_sha256, owner=self.owner) for m in masters]
+        )
 
     def _lyrics(self, info: ManifestInfo, unit: int) -> str | None:
         """An album track's lyrics, from its job's request in the ledger: the assembly spec

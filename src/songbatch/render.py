@@ -415,6 +415,11 @@ class _Run:
                     if outcome is not None:
                         self.report.add(info, outcome, self.observer)
                     self._check_preset(info)
+                elif info.kind == "album" and tracker.manifest_complete(info):
+                    # Tracks written before the last one was rendered lack the album gain.
+                    for unit in info.assembly["units"]:
+                        for track in assembler.assemble_unit(info, unit["unit"]):
+                            self.report.add(info, track, self.observer)
         except BaseException:
             assembly.abort()
             raise

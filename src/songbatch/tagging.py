@@ -53,6 +53,7 @@ from mutagen.oggopus import OggOpus
 from mutagen.wave import WAVE
 
 from songbatch.errors import InputError
+from songbatch.replaygain import ReplayGain, r128_gain
 
 _ITUNES = "----:com.apple.iTunes:"
 ORIGIN_TAG = "SONGBATCH_OUTPUT"
@@ -85,6 +86,7 @@ class Tags:
     series_part: str | None = None
     isbn: str | None = None
     asin: str | None = None
+    replaygain: ReplayGain | None = None  # album tracks
     cover: Path | None = None
     cover_bytes: bytes | None = None
     # "<workspace id>:<inputs hash>" of the songbatch output this is: how a workspace whose
@@ -114,6 +116,44 @@ BOOK_FIELDS = (
     BookField("isbn", "TXXX:ISBN", "ISBN", "ISBN"),
     BookField("asin", "TXXX:ASIN", "ASIN", "ASIN"),
 )
+
+
+def replaygain_fields(gain: ReplayGain | None) -> dict[str, str | None]:
+    """REPLAYGAIN_* values as players read them ("-3.21 dB", peaks as linear ratios); every
+    name present, None where not known, so a rewrite clears stale ones."""
+    values: dict[str, str | None] = dict.fromkeys(_REPLAYGAIN_NAMES)
+    if gain is None:
+        return values
+    values["REPLAYGAIN_TRACK_GAIN"] = f"{gain.track_gain_db:.2f} dB"
+    values["REPLAYGAIN_TRACK_PEAK"] = f"{gain.track_peak:.6f}"
+    if gain.album_gain_db is not None and gain.album_peak is not None:
+        values["REPLAYGAIN_ALBUM_GAIN"] = f"{gain.album_gain_db:.2f} dB"
+        values["REPLAYGAIN_ALBUM_PEAK"] = f"{gain.album_peak:.6f}"
+    return values
+
+
+_REPLAYGAIN_NAMES = (
+    "REPLAYGAIN_TRACK_GAIN",
+    "REPLAYGAIN_TRACK_PEAK",
+    "REPLAYGAIN_ALBUM_GAIN",
+    "REPLAYGAIN_ALBUM_PEAK",
+)
+
+
+def _parse_replaygain(text: Callable[[str], str | None]) -> ReplayGain | None:
+    """Undo `replaygain_fields`; `text(name)` reads one value (case as written)."""
+    track, peak = text("REPLAYGAIN_TRACK_GAIN"), text("REPLAYGAIN_TRACK_PEAK")
+    if track is None or peak is None:
+        return None
+    album, album_peak = text("REPLAYGAIN_ALBUM_GAIN"), text("REPLAYGAIN_ALBUM_PEAK")
+    return ReplayGain(
+        track_gain_db=float(track.split()[0]),
+        track_peak=float(peak),
+        album_gain_db=None if album is None else float(album.split()[0]),
+        album_peak=None if album_peak is None else float(album_peak),
+    )
+
+
 # Their names: the manifest's fields, the assembly spec's tags and Tags' attributes alike.
 PUBLISHING_TAGS = tuple(book_field.attr for book_field in BOOK_FIELDS)
 
@@ -194,6 +234,8 @@ def _fill_id3(id3: Any, tags: Tags) -> None:
             id3.add(TXXX(encoding=3, desc=desc, text=[value]))
     for book_field in BOOK_FIELDS:
         _set_id3_text(id3, book_field.id3, getattr(tags, book_field.attr))
+    for name, value in replaygain_fields(tags.replaygain).items():
+        _set_id3_text(id3, f"TXXX:{name}", value)
     id3.delall("COMM")
     if tags.comment:
         id3.add(COMM(encoding=3, lang="eng", desc="", text=[tags.comment]))
@@ -281,6 +323,9 @@ def _write_mp4(path: Path, tags: Tags, *, audiobook: bool) -> None:
     for book_field in BOOK_FIELDS:
         value = getattr(tags, book_field.attr)
         values[_ITUNES + book_field.mp4] = value and _freeform(value)
+    for name, value in replaygain_fields(tags.replaygain).items():
+        # foobar2000's and most players' spelling in MP4: lower case
+        values[_ITUNES + name.lower()] = value and _freeform(value)
     cover = _cover(tags)
     if cover is not None:
         data, mime = cover
@@ -299,9 +344,11 @@ def _write_mp4(path: Path, tags: Tags, *, audiobook: bool) -> None:
 # --- Vorbis comments (FLAC and Opus) ---------------------------------------------------------
 
 
-def _vorbis_fields(tags: Tags) -> dict[str, str | None]:
+def _vorbis_fields(tags: Tags, *, opus: bool = False) -> dict[str, str | None]:
     composer, displaced = _composer_fields(tags)
+    gains = _r128_fields(tags.replaygain) if opus else replaygain_fields(tags.replaygain)
     return {
+        **gains,
         "TITLE": tags.title,
         "ALBUM": tags.album,
         "ARTIST": tags.artist,
@@ -325,8 +372,17 @@ def _vorbis_fields(tags: Tags) -> dict[str, str | None]:
     }
 
 
-def _fill_vorbis(comments: Any, tags: Tags) -> None:
-    for name, value in _vorbis_fields(tags).items():
+def _r128_fields(gain: ReplayGain | None) -> dict[str, str | None]:
+    """Opus's own gain tags (RFC 7845), which Opus players read instead of REPLAYGAIN_*."""
+    album = None if gain is None else gain.album_gain_db
+    return {
+        "R128_TRACK_GAIN": None if gain is None else r128_gain(gain.track_gain_db),
+        "R128_ALBUM_GAIN": None if album is None else r128_gain(album),
+    }
+
+
+def _fill_vorbis(comments: Any, tags: Tags, *, opus: bool = False) -> None:
+    for name, value in _vorbis_fields(tags, opus=opus).items():
         if name in comments:
             del comments[name]
         if value:
@@ -384,7 +440,7 @@ def _write_flac(path: Path, tags: Tags) -> None:
 def _write_opus(path: Path, tags: Tags) -> None:
     opus = OggOpus(path)
     comments: Any = opus.tags
-    _fill_vorbis(comments, tags)
+    _fill_vorbis(comments, tags, opus=True)
     if "METADATA_BLOCK_PICTURE" in comments:
         del comments["METADATA_BLOCK_PICTURE"]
     picture = _picture(tags)
@@ -496,12 +552,19 @@ def _read_id3(id3: Any) -> Tags:
             cover_bytes=bytes(pictures[0].data) if pictures else None,
         ),
         lambda field: text(field.id3),
+        lambda name: text(f"TXXX:{name}"),
     )
 
 
-def _with_book_fields(tags: Tags, read: Callable[[BookField], str | None]) -> Tags:
+def _with_book_fields(
+    tags: Tags,
+    read: Callable[[BookField], str | None],
+    gains: Callable[[str], str | None],
+) -> Tags:
+    """`tags` with the publishing fields and the ReplayGain values the readers found."""
     for book_field in BOOK_FIELDS:
         setattr(tags, book_field.attr, read(book_field))
+    tags.replaygain = _parse_replaygain(gains)
     return tags
 
 
@@ -543,6 +606,7 @@ def _read_mp4(mp4: Any) -> Tags:
             cover_bytes=bytes(covers[0]) if covers else None,
         ),
         lambda field: text(_ITUNES + field.mp4),
+        lambda name: text(_ITUNES + name.lower()),
     )
 
 
@@ -574,6 +638,7 @@ def _read_vorbis(comments: Any, cover_bytes: bytes | None) -> Tags:
             cover_bytes=cover_bytes,
         ),
         lambda field: text(field.vorbis),
+        text,
     )
 
 
