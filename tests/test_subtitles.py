@@ -214,6 +214,17 @@ def test_subtitles_stay_current_and_go_with_the_field(tmp_path: Path) -> None:
     assert "0 file(s) written" in again.output
     assert {path: path.stat().st_mtime_ns for path in subs} == stamps
 
+    # A file deleted or edited since is written again; the others are left as they are.
+    book_vtt = outputs(tmp_path) / f"{BOOK_STEM}.vtt"
+    kept = book_vtt.read_bytes()
+    book_vtt.unlink()
+    edited = outputs(tmp_path) / "02 - The Storm.srt"
+    edited.write_text("1\n00:00:00,000 --> 00:00:01,000\nedited\n\n", "utf-8")
+    again = render(tmp_path, manifest)
+    assert "2 file(s) written" in again.output
+    assert book_vtt.read_bytes() == kept and "edited" not in edited.read_text("utf-8")
+    stamps = {path: path.stat().st_mtime_ns for path in subs}
+
     # Only the .vtt files: the .srt ones are removed, as a dropped format's files are.
     manifest.write_text(
         manifest.read_text("utf-8").replace("subtitles: [srt, vtt]", "subtitles: [vtt]"), "utf-8"
@@ -264,6 +275,18 @@ def test_a_bad_subtitles_field_is_one_line_and_exit_2(
     assert re.match(r".*example-book\.yaml:14:\d+: ", lines[0]), lines[0]
     assert message in lines[0]
     assert not (tmp_path / ".songbatch").exists()
+
+
+def test_a_chapter_named_like_the_book_is_refused_with_subtitles(tmp_path: Path) -> None:
+    manifest = book_with(tmp_path, "\nsubtitles: [vtt]")
+    text = manifest.read_text("utf-8").replace(
+        "  - title: The Storm\n", f"  - title: The Storm\n    file: {BOOK_STEM}\n"
+    )
+    manifest.write_text(text, "utf-8")
+    result = invoke("render", str(manifest), "--workspace", str(tmp_path), "--profile", "offline")
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert "chapters[1].file" in line and "the book's" in line
 
 
 # ---------------------------------------------------------------------- the cue builder
