@@ -180,6 +180,18 @@ SeriesPart = Annotated[str | int | float, AfterValidator(_series_part)]
 Isbn = Annotated[str | int, AfterValidator(_isbn)]
 Asin = Annotated[str, AfterValidator(_asin)]
 
+
+def _subtitle_formats(value: Any) -> Any:
+    if isinstance(value, str):
+        raise ValueError(
+            f"expected a list of subtitle formats such as [srt, vtt], got {value!r};"
+            " a book's subtitle text is `subtitle:`"
+        )
+    return value
+
+
+SubtitleFormats = Annotated[list[SubtitleFormat], BeforeValidator(_subtitle_formats)]
+
 # --- public models (effective values) -------------------------------------------------------
 
 
@@ -332,7 +344,7 @@ class _RawAudiobook(_Raw):
     speak_titles: bool = True
     formats: list[Format] = Field(default_factory=_book_formats, min_length=1)
     master: PresetField | None = None
-    subtitles: list[SubtitleFormat] = Field(default_factory=list)
+    subtitles: SubtitleFormats = Field(default_factory=list)
     output: str | None = None
     profile: str | None = None
     priority: Priority = 0

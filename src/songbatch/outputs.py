@@ -52,6 +52,11 @@ def planned_outputs(spec: dict[str, Any]) -> list[OutputFile]:
     return files
 
 
+def audio_outputs(spec: dict[str, Any]) -> list[OutputFile]:
+    """The planned files that are audio: what is measured and checked against a preset."""
+    return [file for file in planned_outputs(spec) if not file.subtitle]
+
+
 def same_file_key(path: Path | str) -> str:
     """Paths that may name one file somewhere: macOS and Windows (and shares mounted from them)
     ignore case and may store either Unicode normal form."""
