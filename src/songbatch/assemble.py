@@ -17,13 +17,14 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import soundfile
 
-from songbatch import audio
+from songbatch import audio, subtitles
 from songbatch.crashpoints import pause_point
 from songbatch.errors import Interrupted, SongbatchError
 from songbatch.fsutil import (
@@ -124,6 +125,15 @@ def _silences(lead_in_ms: int, pauses: list[int], chosen: Preset) -> tuple[int, 
     return lead_in_ms, pauses
 
 
+def _holds(path: Path, content: bytes) -> bool:
+    """Whether the file at `path` is exactly `content` (read only when the size matches)."""
+    try:
+        same_size = path.is_file() and path.stat().st_size == len(content)
+        return same_size and path.read_bytes() == content
+    except OSError:
+        return False
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         where = exc.filename or ""
@@ -145,22 +155,26 @@ class Assembler:
         self.owner = workspace.owner_id()
         self.run_id = run_id
         self.cancel = cancel or threading.Event()
+        self._books_subtitled: set[int] = set()  # manifests whose book subtitles ran this run
 
     # ------------------------------------------------------------------ units
 
     def assemble_unit(self, info: ManifestInfo, unit: int) -> list[FileOutcome]:
-        """The unit's file in every format but m4b, each its own outcome."""
+        """The unit's file in every format but m4b, and its subtitles, each its own outcome.
+        The unit that finds its whole book rendered also writes the book's subtitles."""
         spec = info.assembly
-        files = [f for f in planned_outputs(spec) if f.unit == unit]
+        planned = [f for f in planned_outputs(spec) if f.unit == unit]
+        files = [f for f in planned if not f.subtitle]
         if not files:
             return []
+        outcomes = self._unit_subtitles(info, unit, [f for f in planned if f.subtitle])
         meta = spec["units"][unit]
         try:
             master = self.master(info, unit)
         except Interrupted:
             raise
         except Exception as exc:
-            return [self._failed(info, file, exc) for file in files]
+            return [*(self._failed(info, file, exc) for file in files), *outcomes]
         track = (unit + 1, len(spec["units"]))
         tags = _tags(spec, meta["title"], track=track, lyrics=self._lyrics(info, unit))
         try:
@@ -168,8 +182,9 @@ class Assembler:
         except Interrupted:
             raise
         except Exception as exc:
-            return [self._failed(info, file, exc) for file in files]
-        return [self._publish(info, file, [master], tags, chapters=None) for file in files]
+            return [*(self._failed(info, file, exc) for file in files), *outcomes]
+        written = [self._publish(info, file, [master], tags, chapters=None) for file in files]
+        return [*written, *outcomes, *self._book_subtitles_once(info)]
 
     def _replaygain(self, info: ManifestInfo, master: Master) -> ReplayGain | None:
         """An album track's ReplayGain: its own gain, and the album's once every track is
@@ -303,7 +318,7 @@ class Assembler:
     def assemble_book(self, info: ManifestInfo) -> FileOutcome | None:
         """The .m4b with a chapter mark per chapter; None if the book has none."""
         spec = info.assembly
-        books = [f for f in planned_outputs(spec) if f.unit is None]
+        books = [f for f in planned_outputs(spec) if f.unit is None and f.fmt == "m4b"]
         if not books:
             return None
         [book] = books
@@ -347,11 +362,30 @@ class Assembler:
                 **({"encoding": vars(encoding)} if encoding != Encoding() else {}),
             }
         )
+        return self._made(
+            info,
+            file,
+            inputs,
+            sum(m.duration_ms for m in masters),
+            lambda: self._encode(file, masters, tags, chapters, inputs, encoding),
+        )
+
+    def _made(
+        self,
+        info: ManifestInfo,
+        file: OutputFile,
+        inputs: str,
+        length_ms: int,
+        make: Callable[[], None],
+        content: bytes | None = None,
+    ) -> FileOutcome:
+        """The file as it is if current, else made by `make` and recorded; an error fails this
+        file alone."""
         try:
-            if self._current(info, file, inputs, masters):
+            if self._current(info, file, inputs, length_ms, content):
                 return FileOutcome(file.path, written=False)
-            self._encode(file, masters, tags, chapters, inputs, encoding)
-            self._record(info, file, inputs, masters)
+            make()
+            self._record(info, file, inputs, length_ms)
         except Interrupted:
             raise
         except Exception as exc:
@@ -359,10 +393,16 @@ class Assembler:
         return FileOutcome(file.path, written=True)
 
     def _current(
-        self, info: ManifestInfo, file: OutputFile, inputs: str, masters: list[Master]
+        self,
+        info: ManifestInfo,
+        file: OutputFile,
+        inputs: str,
+        length_ms: int,
+        content: bytes | None = None,
     ) -> bool:
         """True if the file on disk is already this output. Raises if the path holds something
-        songbatch must not replace."""
+        songbatch must not replace. `content`: a text file's bytes (it has no tag to say whose
+        it is: unrecorded, it is taken as ours only if it is exactly what would be written)."""
         final = file.path
         if final.is_dir():
             raise AssemblyError(f"{final} is a folder: move it away so the file can be written")
@@ -372,22 +412,22 @@ class Assembler:
             if check.state is FileState.OK and record.inputs_sha256 == inputs:
                 if check.stamp is not None:
                     self.ledger.restamp_output(str(final), check.stamp)
-                return record.manifest_id == info.id or self._record(info, file, inputs, masters)
+                return record.manifest_id == info.id or self._record(info, file, inputs, length_ms)
             return False  # ours, but stale, damaged or gone: rebuilt
         if not (final.exists() or final.is_symlink()):
             return False
-        origin = read_origin(final)
+        if content is not None and _holds(final, content):
+            return self._record(info, file, inputs, length_ms)
+        origin = None if content is not None else read_origin(final)
         if origin is None or origin.partition(":")[0] != self.owner:
             raise AssemblyError(
                 f"{final} exists and songbatch did not write it: move it away or delete it,"
                 " then run again"
             )
         # Written by this workspace under a ledger that was lost: keep it if it is current.
-        return origin.partition(":")[2] == inputs and self._record(info, file, inputs, masters)
+        return origin.partition(":")[2] == inputs and self._record(info, file, inputs, length_ms)
 
-    def _record(
-        self, info: ManifestInfo, file: OutputFile, inputs: str, masters: list[Master]
-    ) -> bool:
+    def _record(self, info: ManifestInfo, file: OutputFile, inputs: str, length_ms: int) -> bool:
         """The file now at the final path is this manifest's output, as it is."""
         self.ledger.record_output(
             path=str(file.path),
@@ -396,7 +436,7 @@ class Assembler:
             fmt=file.fmt,
             inputs_sha256=inputs,
             sha256=file_sha256(file.path),
-            duration_ms=sum(m.duration_ms for m in masters),
+            duration_ms=length_ms,
             stamp=FileStamp.of(file.path),
         )
         return True
@@ -434,6 +474,107 @@ class Assembler:
         finally:
             remove_quietly(tmp)
         self._timed(file.fmt, sum(m.duration_ms for m in masters), started)
+
+    # ------------------------------------------------------------------ subtitles
+
+    def _unit_subtitles(
+        self, info: ManifestInfo, unit: int, files: list[OutputFile]
+    ) -> list[FileOutcome]:
+        if not files:
+            return []
+        try:
+            cues, length_ms = self._chapter_cues(info, unit)
+        except Interrupted:
+            raise
+        except Exception as exc:
+            return [self._failed(info, file, exc) for file in files]
+        return [self._publish_subtitles(info, file, cues, length_ms) for file in files]
+
+    def _book_subtitles_once(self, info: ManifestInfo) -> list[FileOutcome]:
+        """The whole book's subtitles, once per run, by the first unit assembled after the
+        book's last job is done (render.py reports one outcome from `assemble_book`: the
+        .m4b's)."""
+        files = [f for f in planned_outputs(info.assembly) if f.unit is None and f.subtitle]
+        if not files or info.id in self._books_subtitled:
+            return []
+        if any(count.state != "done" for count in self.ledger.state_counts([info.id])):
+            return []
+        self._books_subtitled.add(info.id)
+        return self.book_subtitles(info)
+
+    def book_subtitles(self, info: ManifestInfo) -> list[FileOutcome]:
+        """The book's .srt/.vtt beside its .m4b: every chapter's cues from where its chapter
+        mark starts (the marks `assemble_book` writes, over the same masters' durations)."""
+        spec = info.assembly
+        files = [f for f in planned_outputs(spec) if f.unit is None and f.subtitle]
+        try:
+            units = [unit["unit"] for unit in spec["units"]]
+            masters = [self.master(info, unit) for unit in units]
+            marks = audio.chapter_marks(
+                [unit["title"] for unit in spec["units"]], [m.duration_ms for m in masters]
+            )
+            chapters = [
+                (mark.start_ms, subtitles.clamp(self._chapter_cues(info, unit)[0], m.duration_ms))
+                for unit, mark, m in zip(units, marks, masters, strict=True)
+            ]
+        except Interrupted:
+            raise
+        except Exception as exc:
+            return [self._failed(info, file, exc) for file in files]
+        cues = subtitles.book_cues(chapters)
+        length_ms = marks[-1].end_ms if marks else 0
+        return [self._publish_subtitles(info, file, cues, length_ms) for file in files]
+
+    def _chapter_cues(self, info: ManifestInfo, unit: int) -> tuple[list[subtitles.Cue], int]:
+        """The unit's cues and length, timed as `_raw_master` lays the audio out (the same
+        held lead-in and last pause), each chunk's text from its job's request."""
+        jobs = self.ledger.unit_jobs(info.id, unit)
+        lead_in_ms, pauses = _silences(
+            int(info.assembly.get("lead_in_ms", 0)),
+            [j.pause_after_ms for j in jobs],
+            preset(info.assembly.get("master", "none")),
+        )
+        chunks: list[tuple[str, int, int, dict[str, Any] | None]] = []
+        for job, pause_ms in zip(jobs, pauses, strict=True):
+            row = self.ledger.job(job.key)
+            if row is None or job.state != "done":
+                raise AssemblyError(f"job {job.key[:12]} is not rendered yet")
+            duration_ms = job.duration_ms
+            if duration_ms is None:
+                duration_ms = audio.audio_duration_ms(self._chunk_path(job))
+            info_value = json.loads(row["info"]) if row.get("info") else None
+            chunks.append(
+                (
+                    str(json.loads(row["request"])["text"]),
+                    duration_ms,
+                    pause_ms,
+                    info_value if isinstance(info_value, dict) else None,
+                )
+            )
+        timed, length_ms = subtitles.place_chunks(lead_in_ms, chunks)
+        return subtitles.clamp(subtitles.chapter_cues(timed), length_ms), length_ms
+
+    def _publish_subtitles(
+        self, info: ManifestInfo, file: OutputFile, cues: list[subtitles.Cue], length_ms: int
+    ) -> FileOutcome:
+        """A subtitle file is an output like the audio: its inputs are its cue list."""
+        data = subtitles.render(file.fmt, cues).encode("utf-8")
+        inputs = _digest(subtitles.digest_fields(file.fmt, cues))
+        return self._made(
+            info, file, inputs, length_ms, lambda: self._write(file, data), content=data
+        )
+
+    def _write(self, file: OutputFile, data: bytes) -> None:
+        """Write to a temp file beside the target, sync, replace."""
+        file.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(file.path, self.owner)
+        try:
+            tmp.write_bytes(data)
+            fsync_file(tmp)
+            make_public(tmp)
+            replace_durably(tmp, file.path)
+        finally:
+            remove_quietly(tmp)
 
     def _failed(self, info: ManifestInfo, file: OutputFile, exc: BaseException) -> FileOutcome:
         error = _describe(exc)

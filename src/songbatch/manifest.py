@@ -44,6 +44,7 @@ from songbatch.yamlstrict import (
 )
 
 Format = Literal["m4b", "mp3", "flac", "opus", "wav"]
+SubtitleFormat = Literal["srt", "vtt"]
 KINDS = ("audiobook", "album")
 
 
@@ -179,6 +180,18 @@ SeriesPart = Annotated[str | int | float, AfterValidator(_series_part)]
 Isbn = Annotated[str | int, AfterValidator(_isbn)]
 Asin = Annotated[str, AfterValidator(_asin)]
 
+
+def _subtitle_formats(value: Any) -> Any:
+    if isinstance(value, str):
+        raise ValueError(
+            f"expected a list of subtitle formats such as [srt, vtt], got {value!r};"
+            " a book's subtitle text is `subtitle:`"
+        )
+    return value
+
+
+SubtitleFormats = Annotated[list[SubtitleFormat], BeforeValidator(_subtitle_formats)]
+
 # --- public models (effective values) -------------------------------------------------------
 
 
@@ -233,6 +246,7 @@ class Audiobook(_Model):
     speak_titles: bool = True
     formats: list[Format] = Field(default_factory=_book_formats)
     master: str | None = None  # a mastering preset (presets.py); None: the profile's
+    subtitles: list[SubtitleFormat] = Field(default_factory=list)
     output: Path | None = None
     profile: str | None = None
     priority: int = 0
@@ -330,6 +344,7 @@ class _RawAudiobook(_Raw):
     speak_titles: bool = True
     formats: list[Format] = Field(default_factory=_book_formats, min_length=1)
     master: PresetField | None = None
+    subtitles: SubtitleFormats = Field(default_factory=list)
     output: str | None = None
     profile: str | None = None
     priority: Priority = 0
@@ -436,9 +451,11 @@ class _Builder:
         # Checked in document order, so the first problem reported is the first one written.
         cover = self.cover(raw.cover)
         self.check_formats(raw.formats, allow_m4b=True)
+        self.check_subtitles(raw.subtitles)
         voice = self.voice(raw.voice, ("voice",), Voice())
         chapters = [self.chapter(item, i, raw, voice) for i, item in enumerate(raw.chapters)]
         self.check_unique_files([c.file for c in chapters], "chapters", "chapter")
+        self.check_book_subtitles(raw, [c.file for c in chapters])
         return Audiobook(
             title=raw.title,
             author=raw.author,
@@ -459,6 +476,7 @@ class _Builder:
             speak_titles=raw.speak_titles,
             formats=raw.formats,
             master=raw.master,
+            subtitles=raw.subtitles,
             output=self.output(raw.output),
             profile=raw.profile,
             priority=raw.priority,
@@ -573,6 +591,27 @@ class _Builder:
             if fmt in seen:
                 raise self.fail(("formats", i), f"{fmt!r} is listed twice")
             seen.add(fmt)
+
+    def check_subtitles(self, formats: list[SubtitleFormat]) -> None:
+        for i, fmt in enumerate(formats):
+            if fmt in formats[:i]:
+                raise self.fail(("subtitles", i), f"{fmt!r} is listed twice")
+
+    def check_book_subtitles(self, raw: _RawAudiobook, stems: list[str]) -> None:
+        """The whole book's subtitles share the .m4b's stem: a chapter file of that stem
+        would get the same subtitle file name."""
+        if not raw.subtitles or "m4b" not in raw.formats or raw.formats == ["m4b"]:
+            return
+        book = safe_filename(raw.title).casefold()
+        for i, stem in enumerate(stems):
+            if stem.casefold() == book:
+                chapter = self.doc.data["chapters"][i]
+                where = ("chapters", i, "file") if "file" in chapter else ("chapters", i)
+                raise self.fail(
+                    where,
+                    f"chapter {i + 1}'s file name {stem!r} is the book's: its subtitles and the"
+                    " whole book's would be one file; give the chapter a different `file:`",
+                )
 
     def check_scalars(self, params: dict[str, Any], path: FieldPath) -> None:
         # Engine parameters end up in job keys and API calls: plain values only.

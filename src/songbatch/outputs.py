@@ -18,27 +18,43 @@ from typing import Any
 from songbatch.errors import InputError
 
 EXTENSIONS = {"m4b": "m4b", "mp3": "mp3", "flac": "flac", "opus": "opus", "wav": "wav"}
+SUBTITLE_FORMATS = ("srt", "vtt")
 
 
 @dataclass(frozen=True)
 class OutputFile:
     path: Path
-    unit: int | None  # None: the whole book (the .m4b)
+    unit: int | None  # None: the whole book (the .m4b and its subtitles)
     fmt: str
+
+    @property
+    def subtitle(self) -> bool:
+        return self.fmt in SUBTITLE_FORMATS
 
 
 def planned_outputs(spec: dict[str, Any]) -> list[OutputFile]:
-    """Every file an assembly spec (the planner's, stored in the ledger) makes."""
+    """Every file an assembly spec (the planner's, stored in the ledger) makes. Subtitles go
+    beside the audio they time: each chapter file's (when there are chapter files) and the
+    .m4b's, with the same stem."""
     folder = Path(spec["output_dir"])
+    unit_formats = [fmt for fmt in spec["formats"] if fmt != "m4b"]
+    subtitles = list(spec.get("subtitles", []))
     files = [
-        OutputFile(folder / f"{unit['file']}.{EXTENSIONS[fmt]}", unit["unit"], fmt)
+        OutputFile(folder / f"{unit['file']}.{EXTENSIONS.get(fmt, fmt)}", unit["unit"], fmt)
         for unit in spec["units"]
-        for fmt in spec["formats"]
-        if fmt != "m4b"
+        for fmt in [*unit_formats, *(subtitles if unit_formats else [])]
     ]
     if "m4b" in spec["formats"]:
-        files.append(OutputFile(folder / f"{spec['book_file']}.m4b", None, "m4b"))
+        files += [
+            OutputFile(folder / f"{spec['book_file']}.{fmt}", None, fmt)
+            for fmt in ["m4b", *subtitles]
+        ]
     return files
+
+
+def audio_outputs(spec: dict[str, Any]) -> list[OutputFile]:
+    """The planned files that are audio: what is measured and checked against a preset."""
+    return [file for file in planned_outputs(spec) if not file.subtitle]
 
 
 def same_file_key(path: Path | str) -> str:

@@ -295,6 +295,8 @@ def _assembly_spec(
         master = manifest.master or profile.master or "none"
         if master != "none":  # absent for none: specs written before presets match
             extra["master"] = master
+        if manifest.subtitles:  # absent when none: specs written before subtitles match
+            extra["subtitles"] = list(manifest.subtitles)
     else:
         tags |= {"artist": manifest.artist, "album_artist": manifest.artist}
         tags["genre"] = manifest.genre
