@@ -290,25 +290,17 @@ def test_a_chapter_named_like_the_book_is_refused_with_subtitles(tmp_path: Path)
     assert "chapters[1].file" in line and "the book's" in line
 
 
-# render.py's preset check and `songbatch check MANIFEST` (quality.manifest_outputs) measure
-# every planned output, subtitles too; theirs to change: `planned_outputs` -> `audio_outputs`.
-HANDED_OFF = "render.py/quality.py measure planned subtitle files as audio: use audio_outputs"
-
-
-@pytest.mark.xfail(strict=True, reason=HANDED_OFF)
 def test_a_mastered_book_with_subtitles_renders(tmp_path: Path) -> None:
     manifest = book_with(tmp_path, "\nsubtitles: [vtt]\nmaster: podcast")
     result = invoke("render", str(manifest), "--workspace", str(tmp_path), "--profile", "offline")
-    # Whether the audio meets the preset is mastering's to say (exit 1 is a failed rule): the
-    # subtitles are never measured as audio.
-    assert result.exit_code in (0, 1), result.output
+    # The preset's check measures the audio only: never the subtitles.
+    assert result.exit_code == 0, result.output
     assert not [
         line for line in result.output.splitlines() if ".vtt" in line and "output" not in line
     ]
     assert (outputs(tmp_path) / f"{BOOK_STEM}.vtt").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason=HANDED_OFF)
 def test_check_on_a_manifest_with_subtitles_measures_its_audio(book: Path) -> None:
     manifest = book / "manifests" / "example-book.yaml"
     result = invoke("check", str(manifest), "--workspace", str(book), "--json")

@@ -155,13 +155,11 @@ class Assembler:
         self.owner = workspace.owner_id()
         self.run_id = run_id
         self.cancel = cancel or threading.Event()
-        self._books_subtitled: set[int] = set()  # manifests whose book subtitles ran this run
 
     # ------------------------------------------------------------------ units
 
     def assemble_unit(self, info: ManifestInfo, unit: int) -> list[FileOutcome]:
-        """The unit's file in every format but m4b, and its subtitles, each its own outcome.
-        The unit that finds its whole book rendered also writes the book's subtitles."""
+        """The unit's file in every format but m4b, and its subtitles, each its own outcome."""
         spec = info.assembly
         planned = [f for f in planned_outputs(spec) if f.unit == unit]
         files = [f for f in planned if not f.subtitle]
@@ -184,7 +182,7 @@ class Assembler:
         except Exception as exc:
             return [*(self._failed(info, file, exc) for file in files), *outcomes]
         written = [self._publish(info, file, [master], tags, chapters=None) for file in files]
-        return [*written, *outcomes, *self._book_subtitles_once(info)]
+        return [*written, *outcomes]
 
     def _replaygain(self, info: ManifestInfo, master: Master) -> ReplayGain | None:
         """An album track's ReplayGain: its own gain, and the album's once every track is
@@ -489,18 +487,6 @@ class Assembler:
         except Exception as exc:
             return [self._failed(info, file, exc) for file in files]
         return [self._publish_subtitles(info, file, cues, length_ms) for file in files]
-
-    def _book_subtitles_once(self, info: ManifestInfo) -> list[FileOutcome]:
-        """The whole book's subtitles, once per run, by the first unit assembled after the
-        book's last job is done (render.py reports one outcome from `assemble_book`: the
-        .m4b's)."""
-        files = [f for f in planned_outputs(info.assembly) if f.unit is None and f.subtitle]
-        if not files or info.id in self._books_subtitled:
-            return []
-        if any(count.state != "done" for count in self.ledger.state_counts([info.id])):
-            return []
-        self._books_subtitled.add(info.id)
-        return self.book_subtitles(info)
 
     def book_subtitles(self, info: ManifestInfo) -> list[FileOutcome]:
         """The book's .srt/.vtt beside its .m4b: every chapter's cues from where its chapter

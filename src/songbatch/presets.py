@@ -28,7 +28,9 @@ class PresetName(str, Enum):  # str, Enum: StrEnum is 3.11+
 
 @dataclass(frozen=True)
 class Encoding:
-    """How a format is encoded under a preset; None keeps the format's own default."""
+    """How a format is encoded under a preset; None keeps the format's own default. With
+    `cbr`, `bitrate_kbps` is also a floor `songbatch check` holds files to; without, it is the
+    encoder's target only."""
 
     sample_rate: int | None = None
     channels: int | None = None
@@ -74,6 +76,14 @@ class Preset:
 
 
 _ACX_ENCODING = Encoding(sample_rate=44_100, channels=1, bitrate_kbps=192, cbr=True)
+# Streaming: rates the platforms re-encode from without a second generation of artefacts. A
+# lossy encode also takes a few tenths of a LU off a voice's level (its low-pass drops what
+# it cannot hear); at 64 kbit/s, the formats' own default, about 0.7 LU.
+_STREAMING_ENCODINGS = {
+    "mp3": Encoding(bitrate_kbps=128),
+    "m4b": Encoding(bitrate_kbps=96),
+    "opus": Encoding(bitrate_kbps=64),
+}
 
 PRESETS: dict[PresetName, Preset] = {
     PresetName.NONE: Preset(PresetName.NONE),
@@ -99,9 +109,21 @@ PRESETS: dict[PresetName, Preset] = {
         },
     ),
     PresetName.PODCAST: Preset(
-        PresetName.PODCAST, measure="lufs", target=-16.0, true_peak_max=-1.0
+        PresetName.PODCAST,
+        measure="lufs",
+        target=-16.0,
+        tolerance=1.0,  # the +-1 LU that AES TD1004 and the platforms allow
+        true_peak_max=-1.0,
+        encodings=_STREAMING_ENCODINGS,
     ),
-    PresetName.SPOKEN: Preset(PresetName.SPOKEN, measure="lufs", target=-19.0, true_peak_max=-1.0),
+    PresetName.SPOKEN: Preset(
+        PresetName.SPOKEN,
+        measure="lufs",
+        target=-19.0,
+        tolerance=1.0,
+        true_peak_max=-1.0,
+        encodings=_STREAMING_ENCODINGS,
+    ),
 }
 
 

@@ -384,7 +384,9 @@ def _encoding_results(m: Measurement, preset: Preset) -> list[RuleResult]:
     if encoding.channels is not None:
         ok = m.channels == encoding.channels
         results.append(RuleResult(Rule.CHANNELS, ok, m.channels, f"{encoding.channels}"))
-    if encoding.bitrate_kbps is not None:
+    # A floor only at a constant bit rate (ACX's 192 kbit/s CBR MP3): otherwise the figure is
+    # the encoder's target, which an AAC or Opus encoder undershoots on quiet speech.
+    if encoding.bitrate_kbps is not None and encoding.cbr:
         ok = m.bitrate_kbps is not None and m.bitrate_kbps >= encoding.bitrate_kbps
         limit = f">= {encoding.bitrate_kbps} kbit/s"
         results.append(RuleResult(Rule.BITRATE, ok, m.bitrate_kbps, limit))
@@ -440,7 +442,7 @@ def manifest_outputs(path: Path, workspace: Workspace | Path | None = None) -> l
     """A manifest's output files, where its last plan in the workspace put them: the ledger
     (opened read-only) holds the plan's assembly spec, which names the folder and the files."""
     from songbatch.ledger import Ledger, damaged_ledger_guard
-    from songbatch.outputs import planned_outputs
+    from songbatch.outputs import audio_outputs
 
     ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
     never = InputError(
@@ -453,7 +455,7 @@ def manifest_outputs(path: Path, workspace: Workspace | Path | None = None) -> l
         infos = ledger.manifests([str(path.resolve())])
     if not infos:
         raise never
-    files = [file.path for file in planned_outputs(infos[0].assembly)]
+    files = [file.path for file in audio_outputs(infos[0].assembly)]
     for file in files:
         if not file.exists():
             raise InputError(f"{file}: not rendered yet (an output of {path})")

@@ -44,6 +44,7 @@ from songbatch.ledger import Ledger, ManifestInfo, PlanDiff, damaged_ledger_guar
 from songbatch.manifest import LoadedManifest, load_manifest
 from songbatch.outputs import (
     Claim,
+    audio_outputs,
     check_collisions,
     output_dir_problem,
     planned_outputs,
@@ -414,6 +415,8 @@ class _Run:
                     outcome = assembler.assemble_book(info)
                     if outcome is not None:
                         self.report.add(info, outcome, self.observer)
+                    for subtitle in assembler.book_subtitles(info):
+                        self.report.add(info, subtitle, self.observer)
                     self._check_preset(info)
                 elif info.kind == "album" and tracker.manifest_complete(info):
                     # Tracks written before the last one was rendered lack the album gain.
@@ -433,7 +436,7 @@ class _Run:
         formats = chosen.checked_formats
         files = [
             file.path
-            for file in planned_outputs(info.assembly)
+            for file in audio_outputs(info.assembly)
             if (formats is None or file.fmt in formats) and file.path.is_file()
         ]
         for check in check_files(files, chosen):
