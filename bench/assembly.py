@@ -97,7 +97,7 @@ def main() -> int:
 
 
 def run(
-    hours: float, chunk_s: float, chapter_min: float, work: Path, master: str | None = None
+    hours: float, chunk_s: float, chapter_min: float, work: Path, preset_name: str | None = None
 ) -> int:
     count = max(1, round(hours * 3600 / chunk_s))
     per_chapter = max(1, round(chapter_min * 60 / chunk_s))
@@ -120,9 +120,9 @@ def run(
         )
         masters.append(master)
     assembled = time.perf_counter()
-    if master is not None:
-        chosen = preset(master)
-        mastered = [path.with_name(f"{path.stem}-{master}.flac") for path in masters]
+    if preset_name is not None:
+        chosen = preset(preset_name)
+        mastered = [path.with_name(f"{path.stem}-{preset_name}.flac") for path in masters]
         for source, target in zip(masters, mastered, strict=True):
             master_to(source, target, chosen)
         masters = mastered
@@ -147,7 +147,7 @@ def run(
             "assemble masters": f"{assemble_s:.1f} s ({audio_s / assemble_s:.0f}x realtime)",
             "encode m4b": f"{encode_s:.1f} s ({audio_s / encode_s:.0f}x realtime)",
             **(
-                {f"master ({master})": mastering_note(mastering_s, assemble_s + encode_s)}
+                {f"master ({preset_name})": mastering_note(mastering_s, assemble_s + encode_s)}
                 if master
                 else {}
             ),

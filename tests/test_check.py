@@ -17,7 +17,7 @@ from helpers.books import book_manifest, synthetic_profile
 from songbatch.cli.main import app
 from songbatch.ffmpeg import require_encoder, run_ffmpeg
 from songbatch.presets import preset
-from songbatch.quality import Rule, check_paths, judge, measure
+from songbatch.quality import Rule, check_paths, judge, level, measure
 
 SR = 44_100
 
@@ -103,6 +103,9 @@ def test_loudness_and_rms_agree_with_independent_meters(tmp_path: Path) -> None:
     assert abs(measured.tail_silence_s - 2.0) <= 0.05
     assert measured.true_peak_dbtp >= 20 * math.log10(float(np.max(np.abs(read)))) - 0.1
     assert (measured.sample_rate, measured.channels, measured.codec) == (SR, 1, "pcm_s24le")
+    # The light one-figure passes mastering uses read the same levels.
+    assert level(path, "rms") == pytest.approx(measured.rms_db, abs=0.05)
+    assert level(path, "lufs") == pytest.approx(measured.integrated_lufs, abs=0.05)
     assert abs(measured.duration_s - len(read) / sr) < 0.001
 
 

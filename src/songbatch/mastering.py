@@ -1,8 +1,8 @@
 """Mastering a unit's master to a preset: measured, brought to the preset's level, peaks held
 under its true-peak limit, resampled to its rate, with room tone under the silences where the
 preset asks for it. Every step is one streamed ffmpeg pass (memory flat in a chapter's
-length): `quality.measure` measures (ffmpeg's ebur128, ITU-R BS.1770 / EBU R128, and astats:
-the meter `songbatch check` uses, so mastering and checking cannot disagree), and ffmpeg's
+length): `quality.level` measures (ffmpeg's ebur128, ITU-R BS.1770 / EBU R128, or astats: the
+meters `songbatch check` uses, so mastering and checking cannot disagree), and ffmpeg's
 volume, alimiter and anoisesrc filters master. Each chapter is brought to the same target, so
 the chapters of one book play at one level, and the .m4b made of them at that level too.
 
@@ -22,21 +22,22 @@ import soundfile as sf
 from songbatch.errors import EngineError
 from songbatch.ffmpeg import run_ffmpeg
 from songbatch.presets import Preset
-from songbatch.quality import Measurement, measure
+from songbatch.quality import level
 
 # Part of every mastered file's key: a change to the chain below re-masters what exists.
 MASTERING_VERSION = 1
-# The limiter works on a signal oversampled this many times, so it also holds the peaks
-# between samples (true peak) that a decoder reconstructs.
+# The limiter works on the master oversampled this many times, so it also holds the peaks
+# between samples (true peak) that a decoder reconstructs. Relative to the master's own rate
+# (an engine's 22.05 or 24 kHz): nothing lies above its band, so 4x of it finds the same
+# peaks as 4x of the 44.1 kHz it may be resampled to, at half the cost.
 _OVERSAMPLE = 4
 # Room tone: pink noise 75 dB under full scale (RMS), far under ACX's -60 dB noise
 # floor and inaudible under speech, so a silence is a quiet room rather than digital zero.
 ROOM_TONE_DB = -75.0
 # anoisesrc's amplitude is the noise's peak: its pink noise measured here at RMS = a / 5.3.
 _PINK_CREST = 5.3
-# Further passes correct the level while the limiter took more than this off the target;
-# one pass is the rule, two common for a peaky voice at a streaming level, more rare.
-_LEVEL_SLACK_DB = 0.2
+# Further passes correct the level while the limiter took more than the preset's slack off
+# the target; one pass is the rule, two common for a peaky voice at a streaming level.
 _MAX_PASSES = 4
 _MAX_CORRECTION_DB = 3.0
 
@@ -51,26 +52,23 @@ def master_to(
     preset: Preset,
     *,
     cancel: threading.Event | None = None,
-) -> Measurement:
+) -> float:
     """Write `source` mastered to `preset` at `target` (FLAC, 24-bit); the level it came out
-    at. One pass, and more only while the limiter pulled the level off the target."""
+    at (as the preset measures it). One pass, and more only while the limiter pulled the level
+    off the target."""
     if preset.measure is None or preset.target is None:
         raise ValueError(f"preset {preset.name.value} does not master")
-    gain = _finite_gain(preset.target - _level(measure(source), preset), source)
+    how = preset.measure
+    gain = _finite_gain(preset.target - level(source, how), source)
     for _ in range(_MAX_PASSES):
         _render(source, target, preset, gain, cancel)
-        after = measure(target)
-        short = preset.target - _level(after, preset)
-        if abs(short) <= _LEVEL_SLACK_DB:
+        after = level(target, how)
+        short = preset.target - after
+        if abs(short) <= preset.mastering_slack_db:
             break
         # The limiter took some of the gain (a peaky voice under a -1.5 dBTP ceiling): more.
         gain += max(-_MAX_CORRECTION_DB, min(_MAX_CORRECTION_DB, short))
     return after
-
-
-def _level(measured: Measurement, preset: Preset) -> float:
-    """The level as the preset measures it: ACX's unweighted RMS, or integrated loudness."""
-    return measured.rms_db if preset.measure == "rms" else measured.integrated_lufs
 
 
 def _finite_gain(gain: float, source: Path) -> float:
@@ -91,7 +89,7 @@ def _render(
     if preset.limiter_ceiling_db is not None:
         limit = 10 ** (preset.limiter_ceiling_db / 20)
         voice += [
-            f"aresample={rate * _OVERSAMPLE}",
+            f"aresample={int(info.samplerate) * _OVERSAMPLE}",
             f"alimiter=limit={limit:.6f}:level=false:latency=true:attack=2:release=80",
         ]
     voice.append(f"aresample={rate}")

@@ -46,6 +46,8 @@ class Preset:
     measure: Literal["rms", "lufs"] | None = None
     target: float | None = None  # dB RMS or LUFS
     tolerance: float = 0.5  # how far from the target a file may be and pass
+    # How close mastering must come before it stops correcting (each correction is a pass).
+    mastering_slack_db: float = 0.2
     level_range: tuple[float, float] | None = None  # where a file must be to pass (ACX's RMS)
     true_peak_max: float | None = None  # dBTP; the limiter's ceiling sits below it
     noise_floor_max: float | None = None  # dB RMS of the quietest 0.5 s
@@ -92,6 +94,7 @@ PRESETS: dict[PresetName, Preset] = {
         measure="rms",
         target=-20.0,  # the middle of ACX's -23..-18 dB window
         tolerance=1.0,
+        mastering_slack_db=0.5,  # a 5 dB window: half a dB off its middle is a pass
         level_range=(-23.0, -18.0),
         true_peak_max=-3.0,
         noise_floor_max=-60.0,
