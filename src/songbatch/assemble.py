@@ -125,6 +125,12 @@ def _silences(lead_in_ms: int, pauses: list[int], chosen: Preset) -> tuple[int, 
     return lead_in_ms, pauses
 
 
+def _fades(unit: dict[str, Any]) -> tuple[int, int]:
+    """An album track's fade-in and fade-out in ms (the planner resolved segues and
+    crossfades into them; absent: none)."""
+    return int(unit.get("fade_in_ms", 0)), int(unit.get("fade_out_ms", 0))
+
+
 def _holds(path: Path, content: bytes) -> bool:
     """Whether the file at `path` is exactly `content` (read only when the size matches)."""
     try:
@@ -225,10 +231,13 @@ class Assembler:
         lead_in_ms, pauses = _silences(
             int(info.assembly.get("lead_in_ms", 0)), [j.pause_after_ms for j in jobs], chosen
         )
+        fade_in_ms, fade_out_ms = _fades(info.assembly["units"][unit])
         inputs = _digest(
             {
                 "lead_in_ms": lead_in_ms,
                 "jobs": [(j.sha256, pause) for j, pause in zip(jobs, pauses, strict=True)],
+                # Only when a track fades: masters made before fades keep their key.
+                **({"fades": [fade_in_ms, fade_out_ms]} if fade_in_ms or fade_out_ms else {}),
             }
         )
         path = self.workspace.work_dir / f"{inputs}.flac"
@@ -246,6 +255,8 @@ class Assembler:
                     channels=probe.channels,
                     owner=self.owner,
                     cancel=self.cancel,
+                    fade_in_ms=fade_in_ms,
+                    fade_out_ms=fade_out_ms,
                 )
             except (soundfile.LibsndfileError, RuntimeError) as exc:
                 raise self._damaged_chunks(jobs, exc) from exc

@@ -21,6 +21,7 @@ import soundfile as sf
 
 from songbatch.engines.base import RenderResult
 from songbatch.errors import EngineError, Interrupted
+from songbatch.fades import apply_fades, fade_frames
 from songbatch.ffmpeg import require_encoder, run_ffmpeg
 from songbatch.fsutil import file_sha256, fsync_file, replace_durably, temp_sibling
 from songbatch.tagging import Tags, set_vorbis_comment, write_tags
@@ -87,14 +88,23 @@ def assemble_master(
     channels: int,
     owner: str,
     cancel: threading.Event | None = None,
+    fade_in_ms: int = 0,
+    fade_out_ms: int = 0,
 ) -> int:
     """Stream segments into one FLAC PCM_24 master at `out_path`; return its duration in ms.
 
     Chunks are read block by block; a mono chunk is upmixed (stereo downmixed) to `channels`,
     and a chunk at another rate is resampled by linear interpolation (chunks are short, so
-    reading one whole is fine). Written under a temporary name of workspace `owner`, fsynced,
-    then renamed. `cancel` set stops it between segments (Interrupted).
+    reading one whole is fine). `fade_in_ms` and `fade_out_ms` fade the master's first and last
+    stretch as the blocks pass (`fades.py`; the length is counted from the files' headers
+    first). Written under a temporary name of workspace `owner`, fsynced, then renamed.
+    `cancel` set stops it between segments (Interrupted).
     """
+    segments = list(segments)
+    faded = fade_in_ms > 0 or fade_out_ms > 0
+    total = sum(segment_frames(s, sample_rate) for s in segments) if faded else 0
+    fade_in = fade_frames(fade_in_ms, sample_rate, total)
+    fade_out = fade_frames(fade_out_ms, sample_rate, total)
     tmp = temp_sibling(out_path, owner)
     frames = 0
     try:
@@ -106,17 +116,43 @@ def assemble_master(
             subtype=CHUNK_SUBTYPE,
             format="FLAC",
         ) as out:
-            for segment in segments:
-                if cancel is not None and cancel.is_set():
-                    raise Interrupted("interrupted while assembling")
-                for block in _segment_blocks(segment, sample_rate, channels):
-                    out.write(block)
-                    frames += block.shape[0]
+            blocks = _blocks(segments, sample_rate, channels, cancel)
+            if faded:
+                blocks = apply_fades(blocks, total=total, fade_in=fade_in, fade_out=fade_out)
+            for block in blocks:
+                out.write(block)
+                frames += block.shape[0]
+        if faded and frames != total:  # a fade-out placed by a wrong count would cut the end
+            raise EngineError(f"assembled {frames} frames where the files say {total}")
         fsync_file(tmp)
         replace_durably(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
     return round(frames * 1000 / sample_rate)
+
+
+def _blocks(
+    segments: Sequence[Segment],
+    sample_rate: int,
+    channels: int,
+    cancel: threading.Event | None,
+) -> Iterator[npt.NDArray[np.float32]]:
+    for segment in segments:
+        if cancel is not None and cancel.is_set():
+            raise Interrupted("interrupted while assembling")
+        yield from _segment_blocks(segment, sample_rate, channels)
+
+
+def segment_frames(segment: Segment, sample_rate: int) -> int:
+    """The frames `_segment_blocks` yields for `segment`, from the chunk's header alone."""
+    silence = round(segment.silence_s * sample_rate)
+    if segment.path is None:
+        return silence
+    info = sf.info(str(segment.path))
+    frames = int(info.frames)
+    if info.samplerate != sample_rate and frames:
+        frames = max(1, round(frames * sample_rate / info.samplerate))
+    return frames + (silence if segment.silence_s > 0 else 0)
 
 
 def _segment_blocks(

@@ -112,6 +112,17 @@ def _track_seconds(value: Any) -> float:
     return seconds
 
 
+MAX_FADE_S = 30.0
+_FADE_WORDS = {"fade_in": "fade-in", "fade_out": "fade-out"}
+
+
+def _fade_seconds(value: Any) -> float:
+    seconds = parse_seconds(value)
+    if not 0.0 <= seconds <= MAX_FADE_S:  # also rejects NaN
+        raise ValueError(f"a fade must be between 0 and {MAX_FADE_S:g} seconds, got {seconds:g}")
+    return seconds
+
+
 def _not_blank(value: str) -> str:
     stripped = value.strip()
     if not stripped:
@@ -135,6 +146,7 @@ def _language(value: str) -> str:
 
 PauseSeconds = Annotated[float, BeforeValidator(_pause_seconds)]
 TrackSeconds = Annotated[float, BeforeValidator(_track_seconds)]
+FadeSeconds = Annotated[float, BeforeValidator(_fade_seconds)]
 Title = Annotated[str, AfterValidator(_not_blank)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy/torch generators take 32-bit seeds
 Year = Annotated[int, AfterValidator(_year)]
@@ -263,6 +275,12 @@ class Track(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
     file: str
     line: int
+    # Effective fades in seconds: the track's own, a crossfade's (its own into the next, the
+    # previous track's into it), none next to a segue, else the album's.
+    fade_in: float = 0.0
+    fade_out: float = 0.0
+    segue: bool = False  # runs straight into the next track
+    crossfade: float = 0.0  # into the next track: this fade-out and the next one's fade-in
 
 
 class Album(_Model):
@@ -275,6 +293,8 @@ class Album(_Model):
     description: str | None = None
     seed: int = 0
     params: dict[str, Any] = Field(default_factory=dict)
+    fade_in: float = 0.0  # the album's defaults, as written; each track holds its own
+    fade_out: float = 0.0
     formats: list[Format] = Field(default_factory=_album_formats)
     output: Path | None = None
     profile: str | None = None
@@ -360,6 +380,10 @@ class _RawTrack(_Raw):
     seed: Seed | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     file: str | None = None
+    fade_in: FadeSeconds | None = None
+    fade_out: FadeSeconds | None = None
+    crossfade: FadeSeconds | None = None
+    segue: bool = False
 
 
 class _RawAlbum(_Raw):
@@ -372,6 +396,8 @@ class _RawAlbum(_Raw):
     description: str | None = None
     seed: Seed = 0
     params: dict[str, Any] = Field(default_factory=dict)
+    fade_in: FadeSeconds | None = None
+    fade_out: FadeSeconds | None = None
     formats: list[Format] = Field(default_factory=_album_formats, min_length=1)
     output: str | None = None
     profile: str | None = None
@@ -544,6 +570,7 @@ class _Builder:
         self.check_scalars(raw.params, ("params",))
         tracks = [self.track(item, i, raw) for i, item in enumerate(raw.tracks)]
         self.check_unique_files([t.file for t in tracks], "tracks", "track")
+        tracks = [self.fades(track, i, raw) for i, track in enumerate(tracks)]
         return Album(
             title=raw.title,
             artist=raw.artist,
@@ -553,6 +580,8 @@ class _Builder:
             description=raw.description,
             seed=raw.seed,
             params=raw.params,
+            fade_in=raw.fade_in or 0.0,
+            fade_out=raw.fade_out or 0.0,
             formats=raw.formats,
             output=self.output(raw.output),
             profile=raw.profile,
@@ -576,6 +605,68 @@ class _Builder:
             params={**album.params, **raw.params},
             file=self.stem(raw.file, i, raw.title),
             line=self.doc.position(path)[0],
+        )
+
+    def fades(self, track: Track, i: int, album: _RawAlbum) -> Track:
+        """The track's effective fades, each checked against the track's length at the field
+        that set it. A segue has no fade on either side of it; a crossfade is this track's
+        fade-out and the next one's fade-in; otherwise the track's own, else the album's."""
+        raw = album.tracks[i]
+        here: FieldPath = ("tracks", i)
+        last = i == len(album.tracks) - 1
+        if raw.segue and last:
+            raise self.fail((*here, "segue"), "the last track has no next track to segue into")
+        if raw.crossfade is not None and last:
+            raise self.fail(
+                (*here, "crossfade"), "the last track has no next track to crossfade into"
+            )
+        if raw.segue and raw.crossfade is not None:
+            raise self.fail(
+                (*here, "crossfade"),
+                "a segue runs straight into the next track and a crossfade fades into it:"
+                " choose one",
+            )
+        if raw.fade_out is not None and (raw.segue or raw.crossfade is not None):
+            how = "segues into the next track" if raw.segue else "crossfades into the next track"
+            raise self.fail(
+                (*here, "fade_out"),
+                f"this track {how}, which sets its fade-out: remove fade_out",
+            )
+        previous = album.tracks[i - 1] if i else None
+        fade_in: tuple[float, FieldPath] = (album.fade_in or 0.0, ("fade_in",))
+        if previous is not None and (previous.segue or previous.crossfade is not None):
+            how = "segues" if previous.segue else "crossfades"
+            if raw.fade_in is not None:
+                raise self.fail(
+                    (*here, "fade_in"),
+                    f"track {i} {how} into this one, which sets its fade-in: remove fade_in",
+                )
+            fade_in = (previous.crossfade or 0.0, ("tracks", i - 1, "crossfade"))
+        elif raw.fade_in is not None:
+            fade_in = (raw.fade_in, (*here, "fade_in"))
+        fade_out: tuple[float, FieldPath] = (album.fade_out or 0.0, ("fade_out",))
+        if raw.segue:
+            fade_out = (0.0, (*here, "segue"))
+        elif raw.crossfade is not None:
+            fade_out = (raw.crossfade, (*here, "crossfade"))
+        elif raw.fade_out is not None:
+            fade_out = (raw.fade_out, (*here, "fade_out"))
+        for seconds, path in (fade_in, fade_out):
+            if seconds > track.duration:
+                whose = f"track {i + 1} ({track.title!r})"
+                hint = "" if path[0] == "tracks" else f"; give {whose} a shorter `{path[0]}:`"
+                what = _FADE_WORDS.get(str(path[-1]), "crossfade")
+                raise self.fail(
+                    path,
+                    f"a {seconds:g} s {what} is longer than {whose}, {track.duration:g} s{hint}",
+                )
+        return track.model_copy(
+            update={
+                "fade_in": fade_in[0],
+                "fade_out": fade_out[0],
+                "segue": raw.segue,
+                "crossfade": raw.crossfade or 0.0,
+            }
         )
 
     # shared checks

@@ -76,7 +76,7 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
         units = [_unit(i, ch.title, ch.file) for i, ch in enumerate(manifest.chapters)]
     else:
         jobs, rows = _plan_album(manifest, _music_specs(profile))
-        units = [_unit(i, tr.title, tr.file) for i, tr in enumerate(manifest.tracks)]
+        units = [_track_unit(i, track) for i, track in enumerate(manifest.tracks)]
     if profile.remote:
         check_remote_inputs(loaded, profile, jobs, rows)
     cover = None
@@ -247,6 +247,16 @@ def _music_job(spec: EngineSpec, track: Track) -> JobRow:
 
 def _unit(index: int, title: str, file: str) -> dict[str, Any]:
     return {"unit": index, "title": title, "file": file}
+
+
+def _track_unit(index: int, track: Track) -> dict[str, Any]:
+    """A track's unit, with its effective fades in ms only where it fades: the specs (and
+    plan hashes) of albums without fades stay as they were."""
+    unit = _unit(index, track.title, track.file)
+    for name, seconds in (("fade_in_ms", track.fade_in), ("fade_out_ms", track.fade_out)):
+        if round(seconds * 1000):
+            unit[name] = round(seconds * 1000)
+    return unit
 
 
 def _comment(manifest: Audiobook | Album, profile: Profile) -> str:
