@@ -28,27 +28,21 @@ REPO = Path(__file__).resolve().parents[1]
 BOOK_DIR = "the-lighthouse-keeper-s-almanac"
 BOOK = "The Lighthouse Keeper's Almanac"
 TITLES = ["The Lamp", "The Storm", "The Letter"]
-runner = CliRunner()
 
 
-def invoke(*args: str) -> Any:
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-def book_with(workspace: Path, extra: str, formats: str = "[m4b, mp3]") -> Path:
-    manifests = workspace / "manifests"
-    if not manifests.exists():
-        shutil.copytree(REPO / "manifests", manifests)
-    book = manifests / "example-book.yaml"
-    text = (REPO / "manifests" / "example-book.yaml").read_text(encoding="utf-8")
-    text = text.replace("formats: [m4b, mp3]", f"formats: {formats}{extra}")
-    book.write_text(text, encoding="utf-8")
+def book_with(ws: Path, extra: str, formats: str = "[m4b, mp3]") -> Path:
+    """The shipped example book (with its files) in `ws`, its formats and `extra` lines set."""
+    shutil.copytree(REPO / "manifests", ws / "manifests", dirs_exist_ok=True)
+    book = ws / "manifests" / "example-book.yaml"
+    lines = book.read_text(encoding="utf-8")
+    book.write_text(lines.replace("formats: [m4b, mp3]", f"formats: {formats}{extra}"), "utf-8")
     return book
 
 
-def render(workspace: Path, book: Path) -> Any:
-    result = invoke("render", str(book), "--workspace", str(workspace), "--profile", "offline")
-    assert result.exit_code == 0, result.output
+def render(ws: Path, book: Path, code: int = 0) -> Any:
+    args = ["render", str(book), "--workspace", str(ws), "--profile", "offline"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == code, result.output
     return result
 
 
@@ -203,8 +197,7 @@ def test_bad_parts_are_one_line_errors(
         for i, text in enumerate(book.read_text(encoding="utf-8").splitlines(), 1)
         if text.startswith("parts:")
     )
-    result = invoke("render", str(book), "--workspace", str(tmp_path), "--profile", "offline")
-    assert result.exit_code == 2, result.output
+    result = render(tmp_path, book, code=2)
     message = result.output.strip()
     assert len(message.splitlines()) == 1, message
     assert f"example-book.yaml:{line}:" in message
