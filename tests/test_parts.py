@@ -204,3 +204,17 @@ def test_bad_parts_are_one_line_errors(
     assert f": {field}: " in message
     assert words in message
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_chapter_named_like_a_part_is_refused_when_their_subtitles_would_meet(
+    tmp_path: Path,
+) -> None:
+    book = book_with(tmp_path, "\nsubtitles: [srt]\nparts: {max_hours: 0.015}")
+    text = book.read_text(encoding="utf-8").replace(
+        "  - title: The Storm\n", f"  - title: The Storm\n    file: {BOOK} - Part 2\n"
+    )
+    book.write_text(text, encoding="utf-8")
+    message = render(tmp_path, book, code=2).output.strip()
+    assert "chapter 2's file name" in message
+    assert "is part 2's" in message
+    assert len(message.splitlines()) == 1

@@ -21,6 +21,7 @@ from songbatch.errors import InputError
 from songbatch.fsutil import file_sha256, remove_quietly, replace_durably, temp_sibling
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanDiff, PlanRow
 from songbatch.manifest import Album, Audiobook, Chapter, LoadedManifest, Track, safe_filename
+from songbatch.outputs import book_stems
 from songbatch.plancheck import check_manifest_inputs, check_remote_inputs
 from songbatch.presets import preset
 from songbatch.profiles import Profile
@@ -92,6 +93,7 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
         parts = _parts(manifest, assembly, _unit_estimates(jobs, rows, len(units)))
         if len(parts["groups"]) > 1:
             assembly["parts"] = parts
+            _check_part_names(loaded, assembly)
     record = ManifestRecord(
         path=str(loaded.path),
         kind=manifest.kind,
@@ -253,6 +255,22 @@ def _parts(book: Audiobook, assembly: dict[str, Any], est_ms: list[int]) -> dict
             groups.append([unit])
             used = cost(ms)
     return {**limit, "groups": groups}
+
+
+def _check_part_names(loaded: LoadedManifest, assembly: dict[str, Any]) -> None:
+    """A chapter file named like a part would share that part's subtitle file (the audio
+    differs: chapters are never m4b), as manifest.py refuses for the whole book's name."""
+    if not assembly.get("subtitles") or assembly["formats"] == ["m4b"]:
+        return
+    parts = {stem.casefold(): n for n, stem in book_stems(assembly)}
+    for unit in assembly["units"]:
+        part = parts.get(unit["file"].casefold())
+        if part is not None:
+            raise InputError(
+                f"{loaded.outputs_where}chapter {unit['unit'] + 1}'s file name"
+                f" {unit['file']!r} is part {part}'s: its subtitles and the part's would be one"
+                " file; give the chapter a different `file:`"
+            )
 
 
 def _m4b_kbps(assembly: dict[str, Any]) -> int:
