@@ -19,6 +19,7 @@ import songbatch.errors as errors
 from songbatch.cli.main import app
 from songbatch.errors import SongbatchError, install_hint
 from songbatch.manifest import (
+    Parts,
     Pauses,
     _RawAlbum,
     _RawAudiobook,
@@ -49,6 +50,7 @@ SECTIONS: dict[tuple[str, str | None], type[BaseModel]] = {
     ("Chapters", None): _RawChapter,
     ("Voice", None): _RawVoice,
     ("Pauses", None): Pauses,
+    ("Parts", None): Parts,
     ("Albums (`kind: album`)", None): _RawAlbum,
     ("Tracks", None): _RawTrack,
     ("Profiles", None): _ProfileFile,

@@ -39,7 +39,7 @@ from songbatch.fsutil import (
 from songbatch.integrity import FileState, check_file
 from songbatch.ledger import Ledger, ManifestInfo, UnitJob
 from songbatch.mastering import master_to, mastered_key
-from songbatch.outputs import OutputFile, planned_outputs, stale_outputs
+from songbatch.outputs import OutputFile, book_stems, planned_outputs, stale_outputs
 from songbatch.presets import Encoding, Preset, preset
 from songbatch.replaygain import Loudness, ReplayGain, album_loudness, loudness_of, replaygain
 from songbatch.tagging import PUBLISHING_TAGS, Tags, read_origin
@@ -104,6 +104,26 @@ def _tags(
         cover=None if spec.get("cover") is None else Path(spec["cover"]),
         **{name: base.get(name) for name in PUBLISHING_TAGS},
     )
+
+
+def _part_groups(spec: dict[str, Any]) -> list[list[int]]:
+    """The units of each file of the whole book: one group of every chapter, or the planner's
+    grouping of a book split into parts."""
+    groups = spec.get("parts", {}).get("groups")
+    if groups:
+        return [[int(unit) for unit in group] for group in groups]
+    return [[unit["unit"] for unit in spec["units"]]]
+
+
+def _book_tags(spec: dict[str, Any], part: int | None, parts: int) -> Tags:
+    """The whole book's tags; a part's keep the book as album and add its number as title,
+    track and disc (N of M), which is how players and Audiobookshelf order the files."""
+    album = spec["tags"]["album"]
+    if part is None:
+        return _tags(spec, album)
+    tags = _tags(spec, f"{album}, Part {part}")
+    tags.track = tags.disc = (part, parts)
+    return tags
 
 
 # Silence an engine leaves before its first word and after its last (a breath, a fade): a
@@ -324,24 +344,53 @@ class Assembler:
 
     # ------------------------------------------------------------------ the book
 
-    def assemble_book(self, info: ManifestInfo) -> FileOutcome | None:
-        """The .m4b with a chapter mark per chapter; None if the book has none."""
+    def assemble_book(self, info: ManifestInfo) -> list[FileOutcome]:
+        """The .m4b with a chapter mark per chapter, or one .m4b per part of a book split by
+        `parts:` (its chapters' marks from 0, tagged as part N of M); [] if the book has none."""
         spec = info.assembly
         books = [f for f in planned_outputs(spec) if f.unit is None and f.fmt == "m4b"]
         if not books:
-            return None
-        [book] = books
-        try:
-            masters = [self.master(info, unit["unit"]) for unit in spec["units"]]
-        except Interrupted:
-            raise
-        except Exception as exc:
-            return self._failed(info, book, exc)
-        marks = audio.chapter_marks(
-            [unit["title"] for unit in spec["units"]], [m.duration_ms for m in masters]
-        )
-        tags = _tags(spec, spec["tags"]["album"])
-        return self._publish(info, book, masters, tags, chapters=marks)
+            return []
+        groups = _part_groups(spec)
+        outcomes = []
+        for book, units in zip(books, groups, strict=True):
+            try:
+                masters = [self.master(info, unit) for unit in units]
+            except Interrupted:
+                raise
+            except Exception as exc:
+                outcomes.append(self._failed(info, book, exc))
+                continue
+            titles = [spec["units"][unit]["title"] for unit in units]
+            marks = audio.chapter_marks(titles, [m.duration_ms for m in masters])
+            tags = _book_tags(spec, book.part, len(groups))
+            outcomes.append(self._publish(info, book, masters, tags, chapters=marks))
+        return outcomes
+
+    def oversized_parts(self, info: ManifestInfo) -> list[str]:
+        """The book's parts on disk that came out over `parts:`'s limit (they were planned
+        from estimates): each is written all the same, and named here for a warning."""
+        parts = info.assembly.get("parts")
+        if not parts:
+            return []
+        problems = []
+        for book in planned_outputs(info.assembly):
+            if book.part is None or book.fmt != "m4b" or not book.path.is_file():
+                continue
+            record = self.ledger.output(str(book.path))
+            size = book.path.stat().st_size
+            if "max_bytes" in parts and size > parts["max_bytes"]:
+                problems.append(
+                    f"{book.path} is {size} bytes, over parts' max_bytes {parts['max_bytes']}"
+                    " (planned from estimates)"
+                )
+            length_ms = record.duration_ms if record is not None else None
+            if "max_ms" in parts and length_ms is not None and length_ms > parts["max_ms"]:
+                problems.append(
+                    f"{book.path} runs {length_ms / 3_600_000:.3f} h, over parts' max_hours"
+                    f" {parts['max_ms'] / 3_600_000:g} (planned from estimates)"
+                )
+        return problems
 
     # ------------------------------------------------------------------ publishing
 
@@ -500,27 +549,39 @@ class Assembler:
         return [self._publish_subtitles(info, file, cues, length_ms) for file in files]
 
     def book_subtitles(self, info: ManifestInfo) -> list[FileOutcome]:
-        """The book's .srt/.vtt beside its .m4b: every chapter's cues from where its chapter
-        mark starts (the marks `assemble_book` writes, over the same masters' durations)."""
+        """The book's .srt/.vtt beside its .m4b (or each part's): every chapter's cues from
+        where its chapter mark starts (the marks `assemble_book` writes, over the same
+        masters' durations)."""
         spec = info.assembly
         files = [f for f in planned_outputs(spec) if f.unit is None and f.subtitle]
-        try:
-            units = [unit["unit"] for unit in spec["units"]]
-            masters = [self.master(info, unit) for unit in units]
-            marks = audio.chapter_marks(
-                [unit["title"] for unit in spec["units"]], [m.duration_ms for m in masters]
-            )
-            chapters = [
-                (mark.start_ms, subtitles.clamp(self._chapter_cues(info, unit)[0], m.duration_ms))
-                for unit, mark, m in zip(units, marks, masters, strict=True)
-            ]
-        except Interrupted:
-            raise
-        except Exception as exc:
-            return [self._failed(info, file, exc) for file in files]
-        cues = subtitles.book_cues(chapters)
-        length_ms = marks[-1].end_ms if marks else 0
-        return [self._publish_subtitles(info, file, cues, length_ms) for file in files]
+        if not files:
+            return []
+        stems = book_stems(spec)
+        outcomes: list[FileOutcome] = []
+        for (part, _stem), units in zip(stems, _part_groups(spec), strict=True):
+            mine = [f for f in files if f.part == part]
+            try:
+                masters = [self.master(info, unit) for unit in units]
+                marks = audio.chapter_marks(
+                    [spec["units"][unit]["title"] for unit in units],
+                    [m.duration_ms for m in masters],
+                )
+                chapters = [
+                    (
+                        mark.start_ms,
+                        subtitles.clamp(self._chapter_cues(info, unit)[0], m.duration_ms),
+                    )
+                    for unit, mark, m in zip(units, marks, masters, strict=True)
+                ]
+            except Interrupted:
+                raise
+            except Exception as exc:
+                outcomes += [self._failed(info, file, exc) for file in mine]
+                continue
+            cues = subtitles.book_cues(chapters)
+            length_ms = marks[-1].end_ms if marks else 0
+            outcomes += [self._publish_subtitles(info, file, cues, length_ms) for file in mine]
+        return outcomes
 
     def _chapter_cues(self, info: ManifestInfo, unit: int) -> tuple[list[subtitles.Cue], int]:
         """The unit's cues and length, timed as `_raw_master` lays the audio out (the same

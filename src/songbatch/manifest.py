@@ -204,6 +204,31 @@ def _subtitle_formats(value: Any) -> Any:
 
 SubtitleFormats = Annotated[list[SubtitleFormat], BeforeValidator(_subtitle_formats)]
 
+
+def _part_hours(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"max_hours must be a number of hours such as 10, got {value!r}")
+    hours = float(value)
+    if not 0.0 < hours <= 1000.0:  # also rejects NaN and .inf
+        raise ValueError(f"max_hours must be more than 0 and at most 1000, got {value!r}")
+    return hours
+
+
+def _part_bytes(value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 2e9 is a float in YAML 1.2
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"max_bytes must be a whole number of bytes such as 2000000000, got {value!r}"
+        )
+    if not 1_000_000 <= value <= 2**50:
+        raise ValueError(f"max_bytes must be from 1000000 (1 MB) to 2**50, got {value!r}")
+    return value
+
+
+PartHours = Annotated[float, BeforeValidator(_part_hours)]
+PartBytes = Annotated[int, BeforeValidator(_part_bytes)]
+
 # --- public models (effective values) -------------------------------------------------------
 
 
@@ -224,6 +249,15 @@ class Pauses(_Model):
 class Voice(_Model):
     reference: Path | None = None  # absolute; checked to be decodable audio
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Parts(_Model):
+    """Where a book's .m4b is split into parts (at chapter bounds): exactly one limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    max_hours: PartHours | None = None
+    max_bytes: PartBytes | None = None
 
 
 class Chapter(_Model):
@@ -259,6 +293,7 @@ class Audiobook(_Model):
     formats: list[Format] = Field(default_factory=_book_formats)
     master: str | None = None  # a mastering preset (presets.py); None: the profile's
     subtitles: list[SubtitleFormat] = Field(default_factory=list)
+    parts: Parts | None = None  # None: one .m4b, however long
     output: Path | None = None
     profile: str | None = None
     priority: int = 0
@@ -365,6 +400,7 @@ class _RawAudiobook(_Raw):
     formats: list[Format] = Field(default_factory=_book_formats, min_length=1)
     master: PresetField | None = None
     subtitles: SubtitleFormats = Field(default_factory=list)
+    parts: Parts | None = None
     output: str | None = None
     profile: str | None = None
     priority: Priority = 0
@@ -478,6 +514,7 @@ class _Builder:
         cover = self.cover(raw.cover)
         self.check_formats(raw.formats, allow_m4b=True)
         self.check_subtitles(raw.subtitles)
+        self.check_parts(raw)
         voice = self.voice(raw.voice, ("voice",), Voice())
         chapters = [self.chapter(item, i, raw, voice) for i, item in enumerate(raw.chapters)]
         self.check_unique_files([c.file for c in chapters], "chapters", "chapter")
@@ -503,6 +540,7 @@ class _Builder:
             formats=raw.formats,
             master=raw.master,
             subtitles=raw.subtitles,
+            parts=raw.parts,
             output=self.output(raw.output),
             profile=raw.profile,
             priority=raw.priority,
@@ -687,6 +725,24 @@ class _Builder:
         for i, fmt in enumerate(formats):
             if fmt in formats[:i]:
                 raise self.fail(("subtitles", i), f"{fmt!r} is listed twice")
+
+    def check_parts(self, raw: _RawAudiobook) -> None:
+        """`parts:` names exactly one limit, and splits the .m4b: it needs m4b."""
+        if raw.parts is None:
+            return
+        given = [
+            name for name in ("max_hours", "max_bytes") if getattr(raw.parts, name) is not None
+        ]
+        if not given:
+            raise self.fail(("parts",), "give one limit: `max_hours` or `max_bytes`")
+        if len(given) > 1:
+            raise self.fail(
+                ("parts", given[1]), "give one limit, `max_hours` or `max_bytes`, not both"
+            )
+        if "m4b" not in raw.formats:
+            raise self.fail(
+                ("parts",), "parts split the book's .m4b: add m4b to `formats`, or remove `parts`"
+            )
 
     def check_book_subtitles(self, raw: _RawAudiobook, stems: list[str]) -> None:
         """The whole book's subtitles share the .m4b's stem: a chapter file of that stem

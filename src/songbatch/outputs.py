@@ -24,8 +24,9 @@ SUBTITLE_FORMATS = ("srt", "vtt")
 @dataclass(frozen=True)
 class OutputFile:
     path: Path
-    unit: int | None  # None: the whole book (the .m4b and its subtitles)
+    unit: int | None  # None: the whole book (the .m4b and its subtitles), or one part of it
     fmt: str
+    part: int | None = None  # a book split into parts (`parts:`): which, from 1
 
     @property
     def subtitle(self) -> bool:
@@ -46,10 +47,21 @@ def planned_outputs(spec: dict[str, Any]) -> list[OutputFile]:
     ]
     if "m4b" in spec["formats"]:
         files += [
-            OutputFile(folder / f"{spec['book_file']}.{fmt}", None, fmt)
+            OutputFile(folder / f"{stem}.{fmt}", None, fmt, part)
+            for part, stem in book_stems(spec)
             for fmt in ["m4b", *subtitles]
         ]
     return files
+
+
+def book_stems(spec: dict[str, Any]) -> list[tuple[int | None, str]]:
+    """The whole book's file stems: `<Book>` alone, or one per part (`<Book> - Part 1`, ...,
+    numbers padded to one width so the names sort), with the part's number."""
+    groups = spec.get("parts", {}).get("groups")
+    if not groups:
+        return [(None, spec["book_file"])]
+    width = len(str(len(groups)))
+    return [(n, f"{spec['book_file']} - Part {n:0{width}d}") for n in range(1, len(groups) + 1)]
 
 
 def audio_outputs(spec: dict[str, Any]) -> list[OutputFile]:

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from songbatch import text as textlib
+from songbatch.audio import _default_bitrate
 from songbatch.engines.base import EngineSpec, Kind
 from songbatch.errors import InputError
 from songbatch.fsutil import file_sha256, remove_quietly, replace_durably, temp_sibling
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanDiff, PlanRow
 from songbatch.manifest import Album, Audiobook, Chapter, LoadedManifest, Track, safe_filename
+from songbatch.outputs import book_stems
 from songbatch.plancheck import check_manifest_inputs, check_remote_inputs
+from songbatch.presets import preset
 from songbatch.profiles import Profile
 from songbatch.tagging import PUBLISHING_TAGS
 from songbatch.workspace import Workspace
@@ -85,6 +88,12 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
         cover = StoredFile(sha, manifest.cover, workspace.cover_path(sha))
         stored.append(cover)
     assembly = _assembly_spec(loaded, workspace, units, profile, cover)
+    if isinstance(manifest, Audiobook) and manifest.parts is not None:
+        # Only a book that is split carries the grouping: every other spec stays as it was.
+        parts = _parts(manifest, assembly, _unit_estimates(jobs, rows, len(units)))
+        if len(parts["groups"]) > 1:
+            assembly["parts"] = parts
+            _check_part_names(loaded, assembly)
     record = ManifestRecord(
         path=str(loaded.path),
         kind=manifest.kind,
@@ -192,6 +201,88 @@ def _speech_job(
     }
     est_ms = round(textlib.estimate_seconds(len(text), chars_per_second) * 1000)
     return JobRow(key, "speech", spec.engine, spec.model, request, len(text), est_ms)
+
+
+# Parts are planned to this share of their limit: the real audio may run longer than the
+# estimate (speaking rate, a preset's held silences, AAC framing and the container's tables).
+PARTS_MARGIN = 0.95
+# MP4's sample tables and atoms beside the AAC frames (4-8 bytes a frame: about 1-2 % at
+# speech bitrates), plus the tags.
+_M4B_OVERHEAD = 0.02
+_M4B_TAGS_BYTES = 64 * 1024
+
+
+def _unit_estimates(jobs: list[JobRow], rows: list[PlanRow], units: int) -> list[int]:
+    """Each chapter's estimated length in ms: the lead-in, its jobs and the pauses after each,
+    as the master lays them out."""
+    by_key = {job.key: job.est_ms for job in jobs}
+    totals = [CHAPTER_LEAD_IN_MS] * units
+    for row in rows:
+        totals[row.unit] += by_key[row.key] + row.pause_after_ms
+    return totals
+
+
+def _parts(book: Audiobook, assembly: dict[str, Any], est_ms: list[int]) -> dict[str, Any]:
+    """Which chapters go in which part of the .m4b, decided now from the estimates so that the
+    plan names every file it makes. Chapters fill a part in order while its estimate stays
+    within PARTS_MARGIN of the limit; a chapter over the limit alone is a part of its own."""
+    parts = book.parts
+    assert parts is not None
+    cover_bytes = 0 if book.cover is None else book.cover.stat().st_size
+    limit: dict[str, int]
+    if parts.max_hours is not None:
+        limit = {"max_ms": round(parts.max_hours * 3_600_000)}
+        budget = limit["max_ms"] * PARTS_MARGIN
+
+        def cost(ms: int) -> float:
+            return ms
+    else:
+        assert parts.max_bytes is not None
+        limit = {"max_bytes": parts.max_bytes}
+        budget = parts.max_bytes * PARTS_MARGIN - cover_bytes - _M4B_TAGS_BYTES
+        bytes_per_ms = _m4b_kbps(assembly) * 1000 / 8 / 1000 * (1 + _M4B_OVERHEAD)
+
+        def cost(ms: int) -> float:
+            return ms * bytes_per_ms
+
+    groups: list[list[int]] = []
+    used = 0.0
+    for unit, ms in enumerate(est_ms):
+        if groups and used + cost(ms) <= budget:
+            groups[-1].append(unit)
+            used += cost(ms)
+        else:
+            groups.append([unit])
+            used = cost(ms)
+    return {**limit, "groups": groups}
+
+
+def _check_part_names(loaded: LoadedManifest, assembly: dict[str, Any]) -> None:
+    """A chapter file named like a part would share that part's subtitle file (the audio
+    differs: chapters are never m4b), as manifest.py refuses for the whole book's name."""
+    if not assembly.get("subtitles") or assembly["formats"] == ["m4b"]:
+        return
+    parts = {stem.casefold(): n for n, stem in book_stems(assembly)}
+    for unit in assembly["units"]:
+        part = parts.get(unit["file"].casefold())
+        if part is not None:
+            raise InputError(
+                f"{loaded.outputs_where}chapter {unit['unit'] + 1}'s file name"
+                f" {unit['file']!r} is part {part}'s: its subtitles and the part's would be one"
+                " file; give the chapter a different `file:`"
+            )
+
+
+def _m4b_kbps(assembly: dict[str, Any]) -> int:
+    """The .m4b's bitrate: the preset's, else the format's default for the channels the
+    preset sets, else for stereo (the larger: the masters' channels are only known once
+    rendered)."""
+    encoding = preset(assembly.get("master", "none")).encoding("m4b")
+    if encoding.bitrate_kbps:
+        return encoding.bitrate_kbps
+    rate = _default_bitrate("m4b", encoding.channels or 2)
+    assert rate is not None
+    return int(rate.rstrip("k"))
 
 
 # ---------------------------------------------------------------------- albums

@@ -412,11 +412,12 @@ class _Run:
             )
             for info in self.infos:
                 if info.kind == "audiobook" and tracker.manifest_complete(info):
-                    outcome = assembler.assemble_book(info)
-                    if outcome is not None:
+                    for outcome in assembler.assemble_book(info):
                         self.report.add(info, outcome, self.observer)
                     for subtitle in assembler.book_subtitles(info):
                         self.report.add(info, subtitle, self.observer)
+                    for problem in assembler.oversized_parts(info):
+                        self.observer(RunEvent("warning", problem))
                     self._check_preset(info)
                 elif info.kind == "album" and tracker.manifest_complete(info):
                     # Tracks written before the last one was rendered lack the album gain.
