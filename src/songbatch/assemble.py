@@ -1,4 +1,5 @@
-"""Finished jobs -> chapter and track files, and a book's .m4b, published like chunks are.
+"""Finished jobs -> chapter and track files, and a book's .m4b and book .mp3, published like
+chunks are.
 
 Reads only the ledger (the assembly spec the planner stored, and the done jobs' files). Each
 chapter is first streamed into a content-keyed FLAC master; every format is encoded from it, so
@@ -39,7 +40,13 @@ from songbatch.fsutil import (
 from songbatch.integrity import FileState, check_file
 from songbatch.ledger import Ledger, ManifestInfo, UnitJob
 from songbatch.mastering import master_to, mastered_key
-from songbatch.outputs import OutputFile, book_stems, planned_outputs, stale_outputs
+from songbatch.outputs import (
+    BOOK_FORMATS,
+    OutputFile,
+    book_stems,
+    planned_outputs,
+    stale_outputs,
+)
 from songbatch.presets import Encoding, Preset, preset
 from songbatch.replaygain import Loudness, ReplayGain, album_loudness, loudness_of, replaygain
 from songbatch.tagging import PUBLISHING_TAGS, Tags, read_origin
@@ -185,7 +192,8 @@ class Assembler:
     # ------------------------------------------------------------------ units
 
     def assemble_unit(self, info: ManifestInfo, unit: int) -> list[FileOutcome]:
-        """The unit's file in every format but m4b, and its subtitles, each its own outcome."""
+        """The unit's file in every chapter format (not the whole book's), and its subtitles,
+        each its own outcome."""
         spec = info.assembly
         planned = [f for f in planned_outputs(spec) if f.unit == unit]
         files = [f for f in planned if not f.subtitle]
@@ -345,13 +353,27 @@ class Assembler:
     # ------------------------------------------------------------------ the book
 
     def assemble_book(self, info: ManifestInfo) -> list[FileOutcome]:
-        """The .m4b with a chapter mark per chapter, or one .m4b per part of a book split by
-        `parts:` (its chapters' marks from 0, tagged as part N of M); [] if the book has none."""
+        """The whole book in each book format (`BOOK_FORMATS`: the .m4b with a chapter mark per
+        chapter, the book .mp3 with an ID3 CHAP frame per chapter under one CTOC), or one file
+        per part of a book split by `parts:` (its chapters' marks from 0, tagged as part N of
+        M), each its own outcome; [] if the book has none."""
         spec = info.assembly
-        books = [f for f in planned_outputs(spec) if f.unit is None and f.fmt == "m4b"]
-        if not books:
+        planned = [f for f in planned_outputs(spec) if f.unit is None and not f.subtitle]
+        if not planned:
             return []
         groups = _part_groups(spec)
+        outcomes = []
+        for fmt in BOOK_FORMATS:
+            books = [f for f in planned if f.fmt == fmt]
+            if books:
+                outcomes += self._book_files(info, books, groups)
+        return outcomes
+
+    def _book_files(
+        self, info: ManifestInfo, books: list[OutputFile], groups: list[list[int]]
+    ) -> list[FileOutcome]:
+        """One book format's files, one per group of chapters (the whole book, or its parts)."""
+        spec = info.assembly
         outcomes = []
         for book, units in zip(books, groups, strict=True):
             try:
@@ -375,7 +397,7 @@ class Assembler:
             return []
         problems = []
         for book in planned_outputs(info.assembly):
-            if book.part is None or book.fmt != "m4b" or not book.path.is_file():
+            if book.part is None or book.fmt not in BOOK_FORMATS or not book.path.is_file():
                 continue
             record = self.ledger.output(str(book.path))
             size = book.path.stat().st_size

@@ -30,8 +30,11 @@ CHUNK_SUBTYPE = "PCM_24"
 KEY_TAG = "SONGBATCH_KEY"
 BLOCK_FRAMES = 65536
 
-Format = Literal["m4b", "mp3", "flac", "opus", "wav"]
+# `mp3-book` is the whole book in one MP3 (chapters as ID3 CTOC/CHAP frames): an MP3 to ffmpeg
+# and to the tags, a format of its own to the plan and the presets' encodings.
+Format = Literal["m4b", "mp3-book", "mp3", "flac", "opus", "wav"]
 FORMATS: tuple[Format, ...] = ("m4b", "mp3", "flac", "opus", "wav")
+_SAME_FILE_TYPE = {"mp3-book": "mp3"}
 
 
 # --- Chunks ----------------------------------------------------------------------------------
@@ -250,16 +253,20 @@ def encode(
     tag it, and fsync it. ffmpeg streams the audio; Python never holds it.
 
     Chapters are written for m4b (MP4 chapters, read back by `tagging.read_chapters`) and mp3
-    (ID3 CHAP frames); the other formats ignore them. `cover` overrides `tags.cover`.
+    or mp3-book (ffmpeg's ID3v2.4 CTOC, top-level and ordered, listing a CHAP frame per chapter
+    with its start and end in ms and a TIT2 title; mutagen keeps them when it tags, and
+    `tagging.read_chapters` reads them back); the other formats ignore them. `cover` overrides
+    `tags.cover`.
     """
     if not inputs:
         raise EngineError("encode: no inputs", retryable=False)
-    muxer, encoder, extra = _CODECS[fmt]
+    file_type = _SAME_FILE_TYPE.get(fmt, fmt)
+    muxer, encoder, extra = _CODECS[file_type]
     require_encoder(encoder)
     channels = channels or _channels(inputs[0])
     with tempfile.TemporaryDirectory(prefix="songbatch-encode-") as work:
         args = ["-f", "concat", "-safe", "0", "-i", str(_concat_list(inputs, Path(work)))]
-        if chapters and fmt in ("m4b", "mp3"):
+        if chapters and file_type in ("m4b", "mp3"):
             # Global tags and chapters both from the FFMETADATA file: it has no global tags, and
             # `-map_metadata -1` would also drop the chapter titles.
             args += ["-i", str(_ffmetadata(chapters, Path(work)))]
@@ -270,13 +277,13 @@ def encode(
         args += ["-map", "0:a", "-c:a", encoder, *extra, "-ac", str(channels)]
         if sample_rate:
             args += ["-ar", str(sample_rate)]
-        kbps = bitrate or _default_bitrate(fmt, channels)
+        kbps = bitrate or _default_bitrate(file_type, channels)
         if kbps:
             args += ["-b:a", kbps]
         args += ["-f", muxer, str(out_path)]
         try:
             run_ffmpeg(args, cancel=cancel)
-            write_tags(out_path, fmt, dataclasses.replace(tags, cover=cover or tags.cover))
+            write_tags(out_path, file_type, dataclasses.replace(tags, cover=cover or tags.cover))
             fsync_file(out_path)
         except BaseException:
             out_path.unlink(missing_ok=True)  # never leave a half-written file behind
@@ -291,7 +298,7 @@ def _channels(path: Path) -> int:
 
 
 def _default_bitrate(fmt: str, channels: int) -> str | None:
-    pair = _DEFAULT_BITRATE.get(fmt)
+    pair = _DEFAULT_BITRATE.get(_SAME_FILE_TYPE.get(fmt, fmt))
     return None if pair is None else f"{pair[0] if channels == 1 else pair[1]}k"
 
 

@@ -39,6 +39,7 @@ from songbatch.ledger import (
     utc_iso,
 )
 from songbatch.manifest import load_manifest
+from songbatch.outputs import BOOK_FORMATS, chapter_formats
 from songbatch.planner import Plan, plan_manifest
 from songbatch.profiles import Profile, RemoteModel, ReplicateConfig, resolve_profile
 from songbatch.remote.mapping import model_input
@@ -63,6 +64,7 @@ DEFAULT_ENCODE_S_PER_AUDIO_S: dict[str, float] = {
     "flac": 0.0011,
     "wav": 0.0006,
     "mp3": 0.0070,
+    "mp3-book": 0.0070,
     "opus": 0.021,
     "m4b": 0.0091,
 }
@@ -535,13 +537,13 @@ def _assembly(result: Estimate, plan: Plan, left: set[str], calibration: Calibra
         if row.unit in touched:
             unit_s[row.unit] = unit_s.get(row.unit, 0.0) + seconds
     formats = list(plan.record.assembly["formats"])
-    per_unit = ["master", *(f for f in formats if f != "m4b")]
+    per_unit = ["master", *chapter_formats(formats)]
     rates = {fmt: _encode_basis(fmt, calibration) for fmt in [*per_unit, *formats]}
     result.basis.extend(rates.values())
     unit_rate = sum(rates[fmt].value or 0.0 for fmt in per_unit)
     units_s = sum(unit_s.values()) * unit_rate
     last_unit_s = max(unit_s.values(), default=0.0) * unit_rate
-    book_file_s = book_s * (rates["m4b"].value or 0.0) if "m4b" in formats else 0.0
+    book_file_s = book_s * sum(rates[f].value or 0.0 for f in formats if f in BOOK_FORMATS)
     result.wall_s = max(result.wall_s + last_unit_s, units_s) + book_file_s
     result.time_from = _merge_labels([result.time_from, *(b.label() for b in rates.values())])
 

@@ -43,7 +43,7 @@ from songbatch.yamlstrict import (
     validation_error,
 )
 
-Format = Literal["m4b", "mp3", "flac", "opus", "wav"]
+Format = Literal["m4b", "mp3-book", "mp3", "flac", "opus", "wav"]
 SubtitleFormat = Literal["srt", "vtt"]
 KINDS = ("audiobook", "album")
 
@@ -712,10 +712,10 @@ class _Builder:
     def check_formats(self, formats: list[Format], *, allow_m4b: bool) -> None:
         seen: set[str] = set()
         for i, fmt in enumerate(formats):
-            if fmt == "m4b" and not allow_m4b:
+            if fmt in ("m4b", "mp3-book") and not allow_m4b:
                 raise self.fail(
                     ("formats", i),
-                    "m4b is an audiobook format; albums can use mp3, flac, opus, wav",
+                    f"{fmt} is an audiobook format; albums can use mp3, flac, opus, wav",
                 )
             if fmt in seen:
                 raise self.fail(("formats", i), f"{fmt!r} is listed twice")
@@ -727,7 +727,8 @@ class _Builder:
                 raise self.fail(("subtitles", i), f"{fmt!r} is listed twice")
 
     def check_parts(self, raw: _RawAudiobook) -> None:
-        """`parts:` names exactly one limit, and splits the .m4b: it needs m4b."""
+        """`parts:` names exactly one limit, and splits the whole book's files: it needs m4b or
+        mp3-book."""
         if raw.parts is None:
             return
         given = [
@@ -739,15 +740,18 @@ class _Builder:
             raise self.fail(
                 ("parts", given[1]), "give one limit, `max_hours` or `max_bytes`, not both"
             )
-        if "m4b" not in raw.formats:
+        if "m4b" not in raw.formats and "mp3-book" not in raw.formats:
             raise self.fail(
-                ("parts",), "parts split the book's .m4b: add m4b to `formats`, or remove `parts`"
+                ("parts",),
+                "parts split the book's .m4b (or book .mp3): add m4b (or mp3-book) to"
+                " `formats`, or remove `parts`",
             )
 
     def check_book_subtitles(self, raw: _RawAudiobook, stems: list[str]) -> None:
         """The whole book's subtitles share the .m4b's stem: a chapter file of that stem
         would get the same subtitle file name."""
-        if not raw.subtitles or "m4b" not in raw.formats or raw.formats == ["m4b"]:
+        formats, book_formats = set(raw.formats), {"m4b", "mp3-book"}
+        if not raw.subtitles or not formats & book_formats or formats <= book_formats:
             return
         book = safe_filename(raw.title).casefold()
         for i, stem in enumerate(stems):

@@ -17,14 +17,24 @@ from typing import Any
 
 from songbatch.errors import InputError
 
-EXTENSIONS = {"m4b": "m4b", "mp3": "mp3", "flac": "flac", "opus": "opus", "wav": "wav"}
+EXTENSIONS = {
+    "m4b": "m4b",
+    "mp3-book": "mp3",
+    "mp3": "mp3",
+    "flac": "flac",
+    "opus": "opus",
+    "wav": "wav",
+}
+# The whole book's formats, one file for the book (or one per part), with chapter marks: the
+# .m4b, and an MP3 with ID3 CTOC/CHAP frames. The other formats are one file per chapter.
+BOOK_FORMATS = ("m4b", "mp3-book")
 SUBTITLE_FORMATS = ("srt", "vtt")
 
 
 @dataclass(frozen=True)
 class OutputFile:
     path: Path
-    unit: int | None  # None: the whole book (the .m4b and its subtitles), or one part of it
+    unit: int | None  # None: the whole book (.m4b, book .mp3, subtitles), or one part of it
     fmt: str
     part: int | None = None  # a book split into parts (`parts:`): which, from 1
 
@@ -36,22 +46,28 @@ class OutputFile:
 def planned_outputs(spec: dict[str, Any]) -> list[OutputFile]:
     """Every file an assembly spec (the planner's, stored in the ledger) makes. Subtitles go
     beside the audio they time: each chapter file's (when there are chapter files) and the
-    .m4b's, with the same stem."""
+    whole book's (the .m4b's and the book .mp3's one stem)."""
     folder = Path(spec["output_dir"])
-    unit_formats = [fmt for fmt in spec["formats"] if fmt != "m4b"]
+    unit_formats = chapter_formats(spec["formats"])
     subtitles = list(spec.get("subtitles", []))
     files = [
         OutputFile(folder / f"{unit['file']}.{EXTENSIONS.get(fmt, fmt)}", unit["unit"], fmt)
         for unit in spec["units"]
         for fmt in [*unit_formats, *(subtitles if unit_formats else [])]
     ]
-    if "m4b" in spec["formats"]:
+    book_formats = [fmt for fmt in BOOK_FORMATS if fmt in spec["formats"]]
+    if book_formats:
         files += [
-            OutputFile(folder / f"{stem}.{fmt}", None, fmt, part)
+            OutputFile(folder / f"{stem}.{EXTENSIONS.get(fmt, fmt)}", None, fmt, part)
             for part, stem in book_stems(spec)
-            for fmt in ["m4b", *subtitles]
+            for fmt in [*book_formats, *subtitles]
         ]
     return files
+
+
+def chapter_formats(formats: Iterable[str]) -> list[str]:
+    """The formats written once per chapter (or track): all but the whole book's."""
+    return [fmt for fmt in formats if fmt not in BOOK_FORMATS]
 
 
 def book_stems(spec: dict[str, Any]) -> list[tuple[int | None, str]]:

@@ -21,7 +21,7 @@ from songbatch.errors import InputError
 from songbatch.fsutil import file_sha256, remove_quietly, replace_durably, temp_sibling
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanDiff, PlanRow
 from songbatch.manifest import Album, Audiobook, Chapter, LoadedManifest, Track, safe_filename
-from songbatch.outputs import book_stems
+from songbatch.outputs import BOOK_FORMATS, book_stems, chapter_formats
 from songbatch.plancheck import check_manifest_inputs, check_remote_inputs
 from songbatch.presets import preset
 from songbatch.profiles import Profile
@@ -94,6 +94,8 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
         if len(parts["groups"]) > 1:
             assembly["parts"] = parts
             _check_part_names(loaded, assembly)
+    if isinstance(manifest, Audiobook):
+        _check_book_mp3_names(loaded, assembly)
     record = ManifestRecord(
         path=str(loaded.path),
         kind=manifest.kind,
@@ -223,9 +225,10 @@ def _unit_estimates(jobs: list[JobRow], rows: list[PlanRow], units: int) -> list
 
 
 def _parts(book: Audiobook, assembly: dict[str, Any], est_ms: list[int]) -> dict[str, Any]:
-    """Which chapters go in which part of the .m4b, decided now from the estimates so that the
-    plan names every file it makes. Chapters fill a part in order while its estimate stays
-    within PARTS_MARGIN of the limit; a chapter over the limit alone is a part of its own."""
+    """Which chapters go in which part of the whole book (.m4b, book .mp3), decided now from
+    the estimates so that the plan names every file it makes. Chapters fill a part in order
+    while its estimate stays within PARTS_MARGIN of the limit; a chapter over the limit alone
+    is a part of its own."""
     parts = book.parts
     assert parts is not None
     cover_bytes = 0 if book.cover is None else book.cover.stat().st_size
@@ -240,7 +243,7 @@ def _parts(book: Audiobook, assembly: dict[str, Any], est_ms: list[int]) -> dict
         assert parts.max_bytes is not None
         limit = {"max_bytes": parts.max_bytes}
         budget = parts.max_bytes * PARTS_MARGIN - cover_bytes - _M4B_TAGS_BYTES
-        bytes_per_ms = _m4b_kbps(assembly) * 1000 / 8 / 1000 * (1 + _M4B_OVERHEAD)
+        bytes_per_ms = _book_kbps(assembly) * 1000 / 8 / 1000 * (1 + _M4B_OVERHEAD)
 
         def cost(ms: int) -> float:
             return ms * bytes_per_ms
@@ -260,7 +263,7 @@ def _parts(book: Audiobook, assembly: dict[str, Any], est_ms: list[int]) -> dict
 def _check_part_names(loaded: LoadedManifest, assembly: dict[str, Any]) -> None:
     """A chapter file named like a part would share that part's subtitle file (the audio
     differs: chapters are never m4b), as manifest.py refuses for the whole book's name."""
-    if not assembly.get("subtitles") or assembly["formats"] == ["m4b"]:
+    if not assembly.get("subtitles") or not chapter_formats(assembly["formats"]):
         return
     parts = {stem.casefold(): n for n, stem in book_stems(assembly)}
     for unit in assembly["units"]:
@@ -273,14 +276,39 @@ def _check_part_names(loaded: LoadedManifest, assembly: dict[str, Any]) -> None:
             )
 
 
-def _m4b_kbps(assembly: dict[str, Any]) -> int:
-    """The .m4b's bitrate: the preset's, else the format's default for the channels the
+def _check_book_mp3_names(loaded: LoadedManifest, assembly: dict[str, Any]) -> None:
+    """With both `mp3` and `mp3-book`, a chapter file named like the book (or one of its
+    parts) would be the book's .mp3: refused, as for the subtitles."""
+    if not {"mp3", "mp3-book"} <= set(assembly["formats"]):
+        return
+    stems = {stem.casefold(): part for part, stem in book_stems(assembly)}
+    for unit in assembly["units"]:
+        stem = unit["file"]
+        if stem.casefold() not in stems:
+            continue
+        part = stems[stem.casefold()]
+        whose = "the book's" if part is None else f"part {part}'s"
+        raise InputError(
+            f"{loaded.outputs_where}chapter {unit['unit'] + 1}'s file name {stem!r} is"
+            f" {whose}: its .mp3 and the whole book's (mp3-book) would be one file; give the"
+            " chapter a different `file:`"
+        )
+
+
+def _book_kbps(assembly: dict[str, Any]) -> int:
+    """The highest bitrate of the whole book's formats (the .m4b, the book .mp3): one
+    grouping splits both, so the larger file sets it."""
+    return max(_kbps(assembly, fmt) for fmt in BOOK_FORMATS if fmt in assembly["formats"])
+
+
+def _kbps(assembly: dict[str, Any], fmt: str) -> int:
+    """A format's bitrate: the preset's, else the format's default for the channels the
     preset sets, else for stereo (the larger: the masters' channels are only known once
     rendered)."""
-    encoding = preset(assembly.get("master", "none")).encoding("m4b")
+    encoding = preset(assembly.get("master", "none")).encoding(fmt)
     if encoding.bitrate_kbps:
         return encoding.bitrate_kbps
-    rate = _default_bitrate("m4b", encoding.channels or 2)
+    rate = _default_bitrate(fmt, encoding.channels or 2)
     assert rate is not None
     return int(rate.rstrip("k"))
 

@@ -74,6 +74,8 @@ class Preset:
         return None if self.true_peak_max is None else self.true_peak_max - 0.5
 
     def encoding(self, fmt: str) -> Encoding:
+        # The whole book's MP3 (`mp3-book`) is encoded as the chapter MP3s are.
+        fmt = "mp3" if fmt == "mp3-book" else fmt
         return (self.encodings or {}).get(fmt, Encoding())
 
 

@@ -43,6 +43,7 @@ from mutagen.id3 import (
     TRCK,
     TXXX,
     USLT,
+    CTOCFlags,
     Frames,
     ID3NoHeaderError,
     PictureType,
@@ -654,8 +655,33 @@ def _read_opus(opus: Any) -> Tags:
 
 
 def read_chapters(path: Path) -> list[tuple[str, int]]:
-    """(title, start_ms) of each chapter of an MP4/M4B file (its Nero `chpl` list)."""
+    """(title, start_ms) of each chapter of an MP4/M4B file (its Nero `chpl` list), or of an
+    MP3 (its ID3 CHAP frames, see `read_mp3_chapters`)."""
+    if isinstance(mutagen.File(path), MP3):
+        return [(title, start) for title, start, _end in read_mp3_chapters(path)]
     chapters = MP4(path).chapters
     if chapters is None:
         return []
     return [(chapter.title, round(chapter.start * 1000)) for chapter in chapters]
+
+
+def read_mp3_chapters(path: Path) -> list[tuple[str, int, int]]:
+    """(title, start_ms, end_ms) of each chapter of an MP3: the CHAP frames in the order the
+    top-level CTOC lists them (ID3v2 chapters, as `audio.encode` writes them), else in start
+    order; a CHAP without a TIT2 sub-frame has the title ""."""
+    try:
+        id3 = ID3(path)
+    except ID3NoHeaderError:
+        return []
+    chaps = {frame.element_id: frame for frame in id3.getall("CHAP")}
+    tocs = [toc for toc in id3.getall("CTOC") if toc.flags & CTOCFlags.TOP_LEVEL]
+    if tocs:
+        order = [chaps[child] for child in tocs[0].child_element_ids if child in chaps]
+    else:
+        order = sorted(chaps.values(), key=lambda frame: frame.start_time)
+    return [(_chap_title(frame), frame.start_time, frame.end_time) for frame in order]
+
+
+def _chap_title(frame: Any) -> str:
+    title = frame.sub_frames.get("TIT2")
+    return "" if title is None else str(_first(title.text) or "")
