@@ -84,8 +84,8 @@ def test_the_whole_book_as_one_mp3_with_chapter_frames(tmp_path: Path) -> None:
     assert f"{BOOK}.mp3" in result.output  # reported as removed
 
 
-def test_mp3_book_beside_chapter_mp3s_and_alone(tmp_path: Path) -> None:
-    book = book_with(tmp_path, "", formats="[mp3-book, mp3]")
+def test_mp3_book_without_m4b_beside_chapter_mp3s_with_subtitles(tmp_path: Path) -> None:
+    book = book_with(tmp_path, "\nsubtitles: [srt]", formats="[mp3-book, mp3]")
     render(tmp_path, book)
     out = tmp_path / "outputs" / BOOK_DIR
     names = sorted(p.name for p in out.iterdir())
@@ -93,6 +93,9 @@ def test_mp3_book_beside_chapter_mp3s_and_alone(tmp_path: Path) -> None:
     assert len([n for n in names if n.endswith(".mp3")]) == len(TITLES) + 1
     assert [title for title, _ in read_chapters(out / f"{BOOK}.mp3")] == TITLES
     assert read_tags(out / "01 - The Lamp.mp3").track == (1, 3)  # chapter files as before
+    # The whole book's subtitles come with the book MP3 as with the .m4b: one per stem.
+    assert len([n for n in names if n.endswith(".srt")]) == len(TITLES) + 1
+    assert (out / f"{BOOK}.srt").read_text(encoding="utf-8").startswith("1\n00:00:00,")
 
 
 def test_parts_split_the_mp3_as_they_split_the_m4b(tmp_path: Path) -> None:
