@@ -20,6 +20,7 @@ from songbatch.cli.main import app
 from songbatch.errors import SongbatchError, install_hint
 from songbatch.manifest import (
     Parts,
+    _RawEncoding,
     Pauses,
     _RawAlbum,
     _RawAudiobook,
@@ -51,6 +52,7 @@ SECTIONS: dict[tuple[str, str | None], type[BaseModel]] = {
     ("Voice", None): _RawVoice,
     ("Pauses", None): Pauses,
     ("Parts", None): Parts,
+    ("Encoding", None): _RawEncoding,
     ("Albums (`kind: album`)", None): _RawAlbum,
     ("Tracks", None): _RawTrack,
     ("Profiles", None): _ProfileFile,

@@ -156,6 +156,35 @@ Priority = Annotated[int, Field(ge=-1000, le=1000)]
 Language = Annotated[str, AfterValidator(_language)]
 
 
+SAMPLE_RATES = (8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000)
+
+
+def _sample_rate(value: int) -> int:
+    if value not in SAMPLE_RATES:
+        known = ", ".join(str(rate) for rate in SAMPLE_RATES)
+        raise ValueError(f"sample_rate must be one of {known}, got {value}")
+    return value
+
+
+SampleRate = Annotated[int, AfterValidator(_sample_rate)]
+_LOSSLESS = ("flac", "wav")
+_OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)
+
+
+def _encoding_problem(fmt: str, values: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, why) when a format cannot be encoded so; None when it can."""
+    if fmt in _LOSSLESS and "bitrate" in values:
+        return "bitrate", f"{fmt} is lossless: it has no bit rate to set"
+    if "mode" in values and fmt not in ("mp3", "opus"):
+        return "mode", f"cbr/vbr is for mp3 and opus, not {fmt}"
+    if fmt == "opus" and values.get("sample_rate", 48_000) not in _OPUS_RATES:
+        rates = ", ".join(str(rate) for rate in _OPUS_RATES)
+        return "sample_rate", f"opus takes {rates} Hz"
+    if fmt == "mp3" and values.get("bitrate", 0) > 320:
+        return "bitrate", "mp3 goes up to 320 kbit/s"
+    return None
+
+
 def _series_part(value: str | int | float) -> str:
     """A number in the series: 1, 2.5 or "1-2" (an omnibus); kept as text, as tags hold it."""
     text = f"{value:g}" if isinstance(value, (int, float)) else value.strip()
@@ -291,6 +320,7 @@ class Audiobook(_Model):
     pauses: Pauses = Field(default_factory=Pauses)
     speak_titles: bool = True
     formats: list[Format] = Field(default_factory=_book_formats)
+    encoding: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per format, set keys
     master: str | None = None  # a mastering preset (presets.py); None: the profile's
     subtitles: list[SubtitleFormat] = Field(default_factory=list)
     parts: Parts | None = None  # None: one .m4b, however long
@@ -331,6 +361,7 @@ class Album(_Model):
     fade_in: float = 0.0  # the album's defaults, as written; each track holds its own
     fade_out: float = 0.0
     formats: list[Format] = Field(default_factory=_album_formats)
+    encoding: dict[str, dict[str, Any]] = Field(default_factory=dict)
     output: Path | None = None
     profile: str | None = None
     priority: int = 0
@@ -378,6 +409,16 @@ class _RawChapter(_Raw):
     file: str | None = None
 
 
+class _RawEncoding(_Raw):
+    """One format's encoding (`encoding: {mp3: {bitrate: 192, ...}}`): what the mastering
+    preset, else the format, would use otherwise."""
+
+    bitrate: Annotated[int, Field(ge=8, le=512)] | None = None  # kbit/s
+    sample_rate: SampleRate | None = None
+    channels: Literal[1, 2] | None = None
+    mode: Literal["cbr", "vbr"] | None = None
+
+
 class _RawAudiobook(_Raw):
     kind: Literal["audiobook"]
     title: Title
@@ -398,6 +439,7 @@ class _RawAudiobook(_Raw):
     pauses: Pauses = Field(default_factory=Pauses)
     speak_titles: bool = True
     formats: list[Format] = Field(default_factory=_book_formats, min_length=1)
+    encoding: dict[Format, _RawEncoding] = Field(default_factory=dict)
     master: PresetField | None = None
     subtitles: SubtitleFormats = Field(default_factory=list)
     parts: Parts | None = None
@@ -435,6 +477,7 @@ class _RawAlbum(_Raw):
     fade_in: FadeSeconds | None = None
     fade_out: FadeSeconds | None = None
     formats: list[Format] = Field(default_factory=_album_formats, min_length=1)
+    encoding: dict[Format, _RawEncoding] = Field(default_factory=dict)
     output: str | None = None
     profile: str | None = None
     priority: Priority = 0
@@ -538,6 +581,7 @@ class _Builder:
             pauses=raw.pauses,
             speak_titles=raw.speak_titles,
             formats=raw.formats,
+            encoding=self.encoding(raw.encoding, raw.formats),
             master=raw.master,
             subtitles=raw.subtitles,
             parts=raw.parts,
@@ -621,6 +665,7 @@ class _Builder:
             fade_in=raw.fade_in or 0.0,
             fade_out=raw.fade_out or 0.0,
             formats=raw.formats,
+            encoding=self.encoding(raw.encoding, raw.formats),
             output=self.output(raw.output),
             profile=raw.profile,
             priority=raw.priority,
@@ -720,6 +765,22 @@ class _Builder:
             if fmt in seen:
                 raise self.fail(("formats", i), f"{fmt!r} is listed twice")
             seen.add(fmt)
+
+    def encoding(
+        self, raw: dict[Format, _RawEncoding], formats: list[Format]
+    ) -> dict[str, dict[str, Any]]:
+        """Each format's settings, checked against what its encoder can do."""
+        settings: dict[str, dict[str, Any]] = {}
+        for fmt, chosen in raw.items():
+            path: FieldPath = ("encoding", fmt)
+            if fmt not in formats:
+                raise self.fail(path, f"{fmt} is not in formats: {', '.join(formats)}")
+            values = chosen.model_dump(exclude_none=True)
+            problem = _encoding_problem(fmt, values)
+            if problem is not None:
+                raise self.fail((*path, problem[0]), problem[1])
+            settings[fmt] = values
+        return settings
 
     def check_subtitles(self, formats: list[SubtitleFormat]) -> None:
         for i, fmt in enumerate(formats):

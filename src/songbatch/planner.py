@@ -372,6 +372,8 @@ def _assembly_spec(
     manifest = loaded.manifest
     output = manifest.output or workspace.root / "outputs" / loaded.slug
     extra: dict[str, Any] = {}
+    if manifest.encoding:  # absent when not set: specs written before it stay as they were
+        extra["encoding"] = manifest.encoding
     tags: dict[str, Any] = {
         "album": manifest.title,
         "year": manifest.year,
