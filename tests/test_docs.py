@@ -20,11 +20,11 @@ from songbatch.cli.main import app
 from songbatch.errors import SongbatchError, install_hint
 from songbatch.manifest import (
     Parts,
-    _RawEncoding,
     Pauses,
     _RawAlbum,
     _RawAudiobook,
     _RawChapter,
+    _RawEncoding,
     _RawTrack,
     _RawVoice,
 )
