@@ -19,6 +19,7 @@ import songbatch.errors as errors
 from songbatch.cli.main import app
 from songbatch.errors import SongbatchError, install_hint
 from songbatch.manifest import (
+    Credits,
     Parts,
     Pauses,
     _RawAlbum,
@@ -51,6 +52,7 @@ SECTIONS: dict[tuple[str, str | None], type[BaseModel]] = {
     ("Voice", None): _RawVoice,
     ("Pauses", None): Pauses,
     ("Parts", None): Parts,
+    ("Credits", None): Credits,
     ("Albums (`kind: album`)", None): _RawAlbum,
     ("Tracks", None): _RawTrack,
     ("Profiles", None): _ProfileFile,
