@@ -19,6 +19,7 @@ import songbatch.errors as errors
 from songbatch.cli.main import app
 from songbatch.errors import SongbatchError, install_hint
 from songbatch.manifest import (
+    Credits,
     Parts,
     Pauses,
     _RawAlbum,
@@ -53,6 +54,7 @@ SECTIONS: dict[tuple[str, str | None], type[BaseModel]] = {
     ("Pauses", None): Pauses,
     ("Parts", None): Parts,
     ("Encoding", None): _RawEncoding,
+    ("Credits", None): Credits,
     ("Albums (`kind: album`)", None): _RawAlbum,
     ("Tracks", None): _RawTrack,
     ("Profiles", None): _ProfileFile,

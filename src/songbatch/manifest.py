@@ -258,6 +258,33 @@ def _part_bytes(value: Any) -> int:
 PartHours = Annotated[float, BeforeValidator(_part_hours)]
 PartBytes = Annotated[int, BeforeValidator(_part_bytes)]
 
+
+def _credit(value: Any) -> Any:
+    """`true` (songbatch writes the credits from the book's tags), `false`, or their text."""
+    if isinstance(value, str):
+        if not textlib.has_visible_text(value):
+            raise ValueError("the credits' text must not be empty (write `false` for none)")
+        return value
+    if not isinstance(value, bool):
+        raise ValueError(
+            "expected true (songbatch writes them from the title, author and narrator),"
+            f" false, or the credits' text, got {value!r}"
+        )
+    return value
+
+
+Credit = Annotated[bool | str, BeforeValidator(_credit)]
+
+
+def _credits_mapping(value: Any) -> Any:
+    if isinstance(value, (bool, str)):
+        raise ValueError(
+            "expected which credits to add, such as {opening: true, closing: true}"
+            f" (got {value!r})"
+        )
+    return value
+
+
 # --- public models (effective values) -------------------------------------------------------
 
 
@@ -289,6 +316,21 @@ class Parts(_Model):
     max_bytes: PartBytes | None = None
 
 
+class Credits(_Model):
+    """ACX's opening and closing credits, each its own file before the first chapter and
+    after the last: `true` (written from the book's tags), `false`, or the text to speak."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    opening: Credit = False
+    closing: Credit = False
+
+
+CreditsRole = Literal["opening", "closing"]
+OPENING_CREDITS = "Opening Credits"
+CLOSING_CREDITS = "Closing Credits"
+
+
 class Chapter(_Model):
     title: str
     text: str
@@ -298,6 +340,12 @@ class Chapter(_Model):
     seed: int
     file: str  # output file stem, already safe
     line: int  # 1-based manifest line where the chapter starts
+    # Where the chapter was written: ("chapters", i), or ("credits", "opening"|"closing") for
+    # the credits the builder adds, so later checks point at the right line.
+    where: tuple[str | int, ...] = ()
+    # Set on the credits chapters: their title is a file's and a chapter mark's name, never
+    # spoken (`speak_titles` reads chapter headings, and credits have none).
+    credits: CreditsRole | None = None
 
 
 class Audiobook(_Model):
@@ -443,6 +491,7 @@ class _RawAudiobook(_Raw):
     master: PresetField | None = None
     subtitles: SubtitleFormats = Field(default_factory=list)
     parts: Parts | None = None
+    credits: Annotated[Credits | None, BeforeValidator(_credits_mapping)] = None
     output: str | None = None
     profile: str | None = None
     priority: Priority = 0
@@ -562,6 +611,7 @@ class _Builder:
         chapters = [self.chapter(item, i, raw, voice) for i, item in enumerate(raw.chapters)]
         self.check_unique_files([c.file for c in chapters], "chapters", "chapter")
         self.check_book_subtitles(raw, [c.file for c in chapters])
+        chapters = self.with_credits(raw, voice, chapters)
         return Audiobook(
             title=raw.title,
             author=raw.author,
@@ -613,6 +663,80 @@ class _Builder:
             seed=book.seed if raw.seed is None else raw.seed,
             file=self.stem(raw.file, i, raw.title),
             line=self.doc.position(path)[0],
+            where=path,
+        )
+
+    def with_credits(
+        self, raw: _RawAudiobook, voice: Voice, chapters: list[Chapter]
+    ) -> list[Chapter]:
+        """The book's chapters with its credits around them: chapters like the others (the
+        book's voice, pauses and seed), so planning, assembly, chapter marks, subtitles and
+        mastering treat them as any chapter. Their files sort first (`00 - Opening Credits`)
+        and last (numbered after the last chapter), as ACX wants them."""
+        if raw.credits is None:
+            return chapters
+        opening = self.credits_chapter(raw, voice, "opening", raw.credits.opening, 0)
+        closing = self.credits_chapter(
+            raw, voice, "closing", raw.credits.closing, len(chapters) + 1
+        )
+        stems = {c.file.casefold(): i for i, c in enumerate(chapters)}
+        for credit in (opening, closing):
+            if credit is None or credit.file.casefold() not in stems:
+                continue
+            i = stems[credit.file.casefold()]
+            where: FieldPath = ("chapters", i)
+            if "file" in self.doc.data["chapters"][i]:
+                where = (*where, "file")
+            raise self.fail(
+                where,
+                f"output file name {credit.file!r} is the {credit.credits} credits' file"
+                f" (credits.{credit.credits}); give chapter {i + 1} a different `file:`",
+            )
+        return [
+            *([opening] if opening else []),
+            *chapters,
+            *([closing] if closing else []),
+        ]
+
+    def credits_chapter(
+        self,
+        raw: _RawAudiobook,
+        voice: Voice,
+        role: CreditsRole,
+        value: bool | str,
+        number: int,
+    ) -> Chapter | None:
+        if value is False:
+            return None
+        where: FieldPath = ("credits", role)
+        if value is True:
+            text = credits_text(
+                raw.title,
+                raw.author,
+                subtitle=raw.subtitle,
+                narrator=raw.narrator,
+                publisher=raw.publisher,
+                year=raw.year,
+                closing=role == "closing",
+            )
+        else:
+            text = value
+        if not textlib.is_speakable(text):
+            raise self.fail(
+                where,
+                f"the {role} credits have nothing to speak: their text has no letters or digits",
+            )
+        title = OPENING_CREDITS if role == "opening" else CLOSING_CREDITS
+        return Chapter(
+            title=title,
+            text=text,
+            voice=voice,
+            pauses=raw.pauses,
+            seed=raw.seed,
+            file=safe_filename(f"{number:02d} - {title}"),
+            line=self.doc.position(where)[0],
+            where=where,
+            credits=role,
         )
 
     def check_speakable(self, text: str, raw: _RawChapter, i: int, speak_titles: bool) -> None:
@@ -966,6 +1090,49 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+# --- credits --------------------------------------------------------------------------------
+
+
+def credits_text(
+    title: str,
+    author: str,
+    *,
+    subtitle: str | None = None,
+    narrator: str | None = None,
+    publisher: str | None = None,
+    year: int | None = None,
+    closing: bool = False,
+) -> str:
+    """What `credits: {opening: true}` (or `closing: true`) speaks, one paragraph a line of
+    credits (a paragraph pause between them). Opening: the title (and subtitle), the author,
+    the narrator, the publisher and year where set; closing: "The end.", then the title, the
+    author and the narrator, as ACX asks."""
+    paragraphs = ["The end."] if closing else []
+    heading = _sentence(title)
+    if subtitle and subtitle.strip():
+        heading += " " + _sentence(subtitle.strip())
+    paragraphs.append(heading)
+    paragraphs.append(f"Written by {_sentence(author)}")
+    if narrator and narrator.strip():
+        paragraphs.append(f"Narrated by {_sentence(narrator.strip())}")
+    if not closing:
+        if publisher and year is not None:
+            paragraphs.append(f"Published by {publisher}, {year}.")
+        elif publisher:
+            paragraphs.append(f"Published by {_sentence(publisher)}")
+        elif year is not None:
+            paragraphs.append(f"Published in {year}.")
+    return "\n\n".join(paragraphs)
+
+
+def _sentence(text: str) -> str:
+    """`text` ending as a sentence does: a full stop added unless it has its own end."""
+    text = text.strip()
+    if text.rstrip("\"'”’)]»").endswith((".", "!", "?", "…")):
+        return text
+    return text + "."
+
+
 # --- names ----------------------------------------------------------------------------------
 
 _WINDOWS_RESERVED = frozenset(
@@ -1021,12 +1188,14 @@ __all__ = [
     "Album",
     "Audiobook",
     "Chapter",
+    "Credits",
     "Format",
     "LoadedManifest",
     "Manifest",
     "Pauses",
     "Track",
     "Voice",
+    "credits_text",
     "format_path",
     "load_manifest",
     "parse_seconds",
