@@ -19,11 +19,13 @@ import songbatch.errors as errors
 from songbatch.cli.main import app
 from songbatch.errors import SongbatchError, install_hint
 from songbatch.manifest import (
+    Credits,
     Parts,
     Pauses,
     _RawAlbum,
     _RawAudiobook,
     _RawChapter,
+    _RawEncoding,
     _RawTrack,
     _RawVoice,
 )
@@ -51,6 +53,8 @@ SECTIONS: dict[tuple[str, str | None], type[BaseModel]] = {
     ("Voice", None): _RawVoice,
     ("Pauses", None): Pauses,
     ("Parts", None): Parts,
+    ("Encoding", None): _RawEncoding,
+    ("Credits", None): Credits,
     ("Albums (`kind: album`)", None): _RawAlbum,
     ("Tracks", None): _RawTrack,
     ("Profiles", None): _ProfileFile,

@@ -201,3 +201,13 @@ def test_a_written_file_that_fails_its_presets_check_makes_the_run_exit_1(
     assert result.output.count("fails acx: level") == 3
     assert "3 file(s) failing their preset's check" in result.output
     assert len(chapters(tmp_path)) == 3
+
+
+def test_songbatch_check_passes_the_acx_book_it_rendered(acx_book: Path) -> None:
+    """Issue 12's bar: the example book rendered with `master: acx` passes `songbatch check
+    --preset acx`, every file of it, the .m4b included."""
+    book = acx_book / "manifests" / "example-book.yaml"
+    result = invoke("check", str(book), "--preset", "acx", "--workspace", str(acx_book), "--json")
+    assert result.exit_code == 0, result.output
+    assert result.output.count('"passed": true') >= 4  # three MP3s and the .m4b
+    assert '"passed": false' not in result.output

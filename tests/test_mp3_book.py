@@ -157,3 +157,11 @@ def test_a_chapter_file_that_would_be_the_book_mp3_is_refused(
     # Without chapter MP3s the names do not meet.
     book.write_text(text.replace("[m4b, mp3-book, mp3]", "[m4b, mp3-book]"), "utf-8")
     render(tmp_path, book)
+
+
+def test_mp3_book_takes_its_own_encoding_entry(tmp_path: Path) -> None:
+    extra = "\nencoding:\n  mp3-book: {bitrate: 48, mode: cbr}"
+    render(tmp_path, book_with(tmp_path, extra, formats="[mp3-book, mp3]"))
+    out = tmp_path / "outputs" / BOOK_DIR
+    assert MP3(out / f"{BOOK}.mp3").info.bitrate == 48_000
+    assert MP3(out / "01 - The Lamp.mp3").info.bitrate != 48_000  # `mp3:` is the chapters'

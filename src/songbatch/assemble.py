@@ -424,7 +424,7 @@ class Assembler:
         tags: Tags,
         chapters: list[audio.ChapterMark] | None,
     ) -> FileOutcome:
-        encoding = preset(info.assembly.get("master", "none")).encoding(file.fmt)
+        encoding = self._encoding(info, file.fmt)
         inputs = _digest(
             {
                 "masters": [m.inputs_sha256 for m in masters],
@@ -547,6 +547,8 @@ class Assembler:
                 bitrate=f"{encoding.bitrate_kbps}k" if encoding.bitrate_kbps else None,
                 sample_rate=encoding.sample_rate,
                 channels=encoding.channels,
+                vbr=encoding.vbr,
+                cbr=encoding.cbr,
                 cancel=self.cancel,
             )
             make_public(tmp)
@@ -633,6 +635,11 @@ class Assembler:
             )
         timed, length_ms = subtitles.place_chunks(lead_in_ms, chunks)
         return subtitles.clamp(subtitles.chapter_cues(timed), length_ms), length_ms
+
+    def _encoding(self, info: ManifestInfo, fmt: str) -> Encoding:
+        """The format's encoding: the preset's defaults under the manifest's settings."""
+        defaults = preset(info.assembly.get("master", "none")).encoding(fmt)
+        return defaults.with_settings(info.assembly.get("encoding", {}).get(fmt, {}))
 
     def _publish_subtitles(
         self, info: ManifestInfo, file: OutputFile, cues: list[subtitles.Cue], length_ms: int

@@ -247,6 +247,8 @@ def encode(
     bitrate: str | None = None,
     sample_rate: int | None = None,
     channels: int | None = None,
+    vbr: bool = False,
+    cbr: bool = False,
     cancel: threading.Event | None = None,
 ) -> None:
     """Concatenate `inputs` (masters of one rate and channel count) into `out_path` as `fmt`,
@@ -277,9 +279,9 @@ def encode(
         args += ["-map", "0:a", "-c:a", encoder, *extra, "-ac", str(channels)]
         if sample_rate:
             args += ["-ar", str(sample_rate)]
-        kbps = bitrate or _default_bitrate(file_type, channels)
-        if kbps:
-            args += ["-b:a", kbps]
+        args += _rate_args(
+            file_type, bitrate or _default_bitrate(file_type, channels), vbr=vbr, cbr=cbr
+        )
         args += ["-f", muxer, str(out_path)]
         try:
             run_ffmpeg(args, cancel=cancel)
@@ -288,6 +290,26 @@ def encode(
         except BaseException:
             out_path.unlink(missing_ok=True)  # never leave a half-written file behind
             raise
+
+
+# LAME's VBR quality scale (-q:a 0-9, V0-V9) and the average kbit/s each gives on speech and
+# music alike, near enough to pick the level for a bit rate asked for.
+_LAME_VBR_KBPS = (245, 225, 190, 175, 165, 130, 115, 100, 85, 65)
+
+
+def _rate_args(fmt: str, kbps: str | None, *, vbr: bool, cbr: bool) -> list[str]:
+    """ffmpeg's bit-rate arguments. MP3: constant at `kbps` (libmp3lame's -b:a), or with `vbr`
+    LAME's quality level nearest it. Opus: VBR around `kbps` (libopus's own default), or with
+    `cbr` constant. AAC: its encoder's average."""
+    if not kbps:
+        return []
+    if vbr and fmt == "mp3":
+        target = int(kbps.rstrip("k"))
+        level = min(range(10), key=lambda q: abs(_LAME_VBR_KBPS[q] - target))
+        return ["-q:a", str(level)]
+    if fmt == "opus" and cbr:
+        return ["-b:a", kbps, "-vbr", "off"]
+    return ["-b:a", kbps]
 
 
 def _channels(path: Path) -> int:

@@ -156,6 +156,36 @@ Priority = Annotated[int, Field(ge=-1000, le=1000)]
 Language = Annotated[str, AfterValidator(_language)]
 
 
+SAMPLE_RATES = (8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000)
+
+
+def _sample_rate(value: int) -> int:
+    if value not in SAMPLE_RATES:
+        known = ", ".join(str(rate) for rate in SAMPLE_RATES)
+        raise ValueError(f"sample_rate must be one of {known}, got {value}")
+    return value
+
+
+SampleRate = Annotated[int, AfterValidator(_sample_rate)]
+_LOSSLESS = ("flac", "wav")
+_OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)
+
+
+def _encoding_problem(fmt: str, values: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, why) when a format cannot be encoded so; None when it can."""
+    fmt = "mp3" if fmt == "mp3-book" else fmt  # the whole book's MP3 is an MP3 to the encoder
+    if fmt in _LOSSLESS and "bitrate" in values:
+        return "bitrate", f"{fmt} is lossless: it has no bit rate to set"
+    if "mode" in values and fmt not in ("mp3", "opus"):
+        return "mode", f"cbr/vbr is for mp3 and opus, not {fmt}"
+    if fmt == "opus" and values.get("sample_rate", 48_000) not in _OPUS_RATES:
+        rates = ", ".join(str(rate) for rate in _OPUS_RATES)
+        return "sample_rate", f"opus takes {rates} Hz"
+    if fmt == "mp3" and values.get("bitrate", 0) > 320:
+        return "bitrate", "mp3 goes up to 320 kbit/s"
+    return None
+
+
 def _series_part(value: str | int | float) -> str:
     """A number in the series: 1, 2.5 or "1-2" (an omnibus); kept as text, as tags hold it."""
     text = f"{value:g}" if isinstance(value, (int, float)) else value.strip()
@@ -229,6 +259,33 @@ def _part_bytes(value: Any) -> int:
 PartHours = Annotated[float, BeforeValidator(_part_hours)]
 PartBytes = Annotated[int, BeforeValidator(_part_bytes)]
 
+
+def _credit(value: Any) -> Any:
+    """`true` (songbatch writes the credits from the book's tags), `false`, or their text."""
+    if isinstance(value, str):
+        if not textlib.has_visible_text(value):
+            raise ValueError("the credits' text must not be empty (write `false` for none)")
+        return value
+    if not isinstance(value, bool):
+        raise ValueError(
+            "expected true (songbatch writes them from the title, author and narrator),"
+            f" false, or the credits' text, got {value!r}"
+        )
+    return value
+
+
+Credit = Annotated[bool | str, BeforeValidator(_credit)]
+
+
+def _credits_mapping(value: Any) -> Any:
+    if isinstance(value, (bool, str)):
+        raise ValueError(
+            "expected which credits to add, such as {opening: true, closing: true}"
+            f" (got {value!r})"
+        )
+    return value
+
+
 # --- public models (effective values) -------------------------------------------------------
 
 
@@ -260,6 +317,21 @@ class Parts(_Model):
     max_bytes: PartBytes | None = None
 
 
+class Credits(_Model):
+    """ACX's opening and closing credits, each its own file before the first chapter and
+    after the last: `true` (written from the book's tags), `false`, or the text to speak."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    opening: Credit = False
+    closing: Credit = False
+
+
+CreditsRole = Literal["opening", "closing"]
+OPENING_CREDITS = "Opening Credits"
+CLOSING_CREDITS = "Closing Credits"
+
+
 class Chapter(_Model):
     title: str
     text: str
@@ -269,6 +341,12 @@ class Chapter(_Model):
     seed: int
     file: str  # output file stem, already safe
     line: int  # 1-based manifest line where the chapter starts
+    # Where the chapter was written: ("chapters", i), or ("credits", "opening"|"closing") for
+    # the credits the builder adds, so later checks point at the right line.
+    where: tuple[str | int, ...] = ()
+    # Set on the credits chapters: their title is a file's and a chapter mark's name, never
+    # spoken (`speak_titles` reads chapter headings, and credits have none).
+    credits: CreditsRole | None = None
 
 
 class Audiobook(_Model):
@@ -291,6 +369,7 @@ class Audiobook(_Model):
     pauses: Pauses = Field(default_factory=Pauses)
     speak_titles: bool = True
     formats: list[Format] = Field(default_factory=_book_formats)
+    encoding: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per format, set keys
     master: str | None = None  # a mastering preset (presets.py); None: the profile's
     subtitles: list[SubtitleFormat] = Field(default_factory=list)
     parts: Parts | None = None  # None: one .m4b, however long
@@ -331,6 +410,7 @@ class Album(_Model):
     fade_in: float = 0.0  # the album's defaults, as written; each track holds its own
     fade_out: float = 0.0
     formats: list[Format] = Field(default_factory=_album_formats)
+    encoding: dict[str, dict[str, Any]] = Field(default_factory=dict)
     output: Path | None = None
     profile: str | None = None
     priority: int = 0
@@ -378,6 +458,16 @@ class _RawChapter(_Raw):
     file: str | None = None
 
 
+class _RawEncoding(_Raw):
+    """One format's encoding (`encoding: {mp3: {bitrate: 192, ...}}`): what the mastering
+    preset, else the format, would use otherwise."""
+
+    bitrate: Annotated[int, Field(ge=8, le=512)] | None = None  # kbit/s
+    sample_rate: SampleRate | None = None
+    channels: Literal[1, 2] | None = None
+    mode: Literal["cbr", "vbr"] | None = None
+
+
 class _RawAudiobook(_Raw):
     kind: Literal["audiobook"]
     title: Title
@@ -398,9 +488,11 @@ class _RawAudiobook(_Raw):
     pauses: Pauses = Field(default_factory=Pauses)
     speak_titles: bool = True
     formats: list[Format] = Field(default_factory=_book_formats, min_length=1)
+    encoding: dict[Format, _RawEncoding] = Field(default_factory=dict)
     master: PresetField | None = None
     subtitles: SubtitleFormats = Field(default_factory=list)
     parts: Parts | None = None
+    credits: Annotated[Credits | None, BeforeValidator(_credits_mapping)] = None
     output: str | None = None
     profile: str | None = None
     priority: Priority = 0
@@ -435,6 +527,7 @@ class _RawAlbum(_Raw):
     fade_in: FadeSeconds | None = None
     fade_out: FadeSeconds | None = None
     formats: list[Format] = Field(default_factory=_album_formats, min_length=1)
+    encoding: dict[Format, _RawEncoding] = Field(default_factory=dict)
     output: str | None = None
     profile: str | None = None
     priority: Priority = 0
@@ -519,6 +612,7 @@ class _Builder:
         chapters = [self.chapter(item, i, raw, voice) for i, item in enumerate(raw.chapters)]
         self.check_unique_files([c.file for c in chapters], "chapters", "chapter")
         self.check_book_subtitles(raw, [c.file for c in chapters])
+        chapters = self.with_credits(raw, voice, chapters)
         return Audiobook(
             title=raw.title,
             author=raw.author,
@@ -538,6 +632,7 @@ class _Builder:
             pauses=raw.pauses,
             speak_titles=raw.speak_titles,
             formats=raw.formats,
+            encoding=self.encoding(raw.encoding, raw.formats),
             master=raw.master,
             subtitles=raw.subtitles,
             parts=raw.parts,
@@ -569,6 +664,80 @@ class _Builder:
             seed=book.seed if raw.seed is None else raw.seed,
             file=self.stem(raw.file, i, raw.title),
             line=self.doc.position(path)[0],
+            where=path,
+        )
+
+    def with_credits(
+        self, raw: _RawAudiobook, voice: Voice, chapters: list[Chapter]
+    ) -> list[Chapter]:
+        """The book's chapters with its credits around them: chapters like the others (the
+        book's voice, pauses and seed), so planning, assembly, chapter marks, subtitles and
+        mastering treat them as any chapter. Their files sort first (`00 - Opening Credits`)
+        and last (numbered after the last chapter), as ACX wants them."""
+        if raw.credits is None:
+            return chapters
+        opening = self.credits_chapter(raw, voice, "opening", raw.credits.opening, 0)
+        closing = self.credits_chapter(
+            raw, voice, "closing", raw.credits.closing, len(chapters) + 1
+        )
+        stems = {c.file.casefold(): i for i, c in enumerate(chapters)}
+        for credit in (opening, closing):
+            if credit is None or credit.file.casefold() not in stems:
+                continue
+            i = stems[credit.file.casefold()]
+            where: FieldPath = ("chapters", i)
+            if "file" in self.doc.data["chapters"][i]:
+                where = (*where, "file")
+            raise self.fail(
+                where,
+                f"output file name {credit.file!r} is the {credit.credits} credits' file"
+                f" (credits.{credit.credits}); give chapter {i + 1} a different `file:`",
+            )
+        return [
+            *([opening] if opening else []),
+            *chapters,
+            *([closing] if closing else []),
+        ]
+
+    def credits_chapter(
+        self,
+        raw: _RawAudiobook,
+        voice: Voice,
+        role: CreditsRole,
+        value: bool | str,
+        number: int,
+    ) -> Chapter | None:
+        if value is False:
+            return None
+        where: FieldPath = ("credits", role)
+        if value is True:
+            text = credits_text(
+                raw.title,
+                raw.author,
+                subtitle=raw.subtitle,
+                narrator=raw.narrator,
+                publisher=raw.publisher,
+                year=raw.year,
+                closing=role == "closing",
+            )
+        else:
+            text = value
+        if not textlib.is_speakable(text):
+            raise self.fail(
+                where,
+                f"the {role} credits have nothing to speak: their text has no letters or digits",
+            )
+        title = OPENING_CREDITS if role == "opening" else CLOSING_CREDITS
+        return Chapter(
+            title=title,
+            text=text,
+            voice=voice,
+            pauses=raw.pauses,
+            seed=raw.seed,
+            file=safe_filename(f"{number:02d} - {title}"),
+            line=self.doc.position(where)[0],
+            where=where,
+            credits=role,
         )
 
     def check_speakable(self, text: str, raw: _RawChapter, i: int, speak_titles: bool) -> None:
@@ -621,6 +790,7 @@ class _Builder:
             fade_in=raw.fade_in or 0.0,
             fade_out=raw.fade_out or 0.0,
             formats=raw.formats,
+            encoding=self.encoding(raw.encoding, raw.formats),
             output=self.output(raw.output),
             profile=raw.profile,
             priority=raw.priority,
@@ -720,6 +890,22 @@ class _Builder:
             if fmt in seen:
                 raise self.fail(("formats", i), f"{fmt!r} is listed twice")
             seen.add(fmt)
+
+    def encoding(
+        self, raw: dict[Format, _RawEncoding], formats: list[Format]
+    ) -> dict[str, dict[str, Any]]:
+        """Each format's settings, checked against what its encoder can do."""
+        settings: dict[str, dict[str, Any]] = {}
+        for fmt, chosen in raw.items():
+            path: FieldPath = ("encoding", fmt)
+            if fmt not in formats:
+                raise self.fail(path, f"{fmt} is not in formats: {', '.join(formats)}")
+            values = chosen.model_dump(exclude_none=True)
+            problem = _encoding_problem(fmt, values)
+            if problem is not None:
+                raise self.fail((*path, problem[0]), problem[1])
+            settings[fmt] = values
+        return settings
 
     def check_subtitles(self, formats: list[SubtitleFormat]) -> None:
         for i, fmt in enumerate(formats):
@@ -909,6 +1095,49 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+# --- credits --------------------------------------------------------------------------------
+
+
+def credits_text(
+    title: str,
+    author: str,
+    *,
+    subtitle: str | None = None,
+    narrator: str | None = None,
+    publisher: str | None = None,
+    year: int | None = None,
+    closing: bool = False,
+) -> str:
+    """What `credits: {opening: true}` (or `closing: true`) speaks, one paragraph a line of
+    credits (a paragraph pause between them). Opening: the title (and subtitle), the author,
+    the narrator, the publisher and year where set; closing: "The end.", then the title, the
+    author and the narrator, as ACX asks."""
+    paragraphs = ["The end."] if closing else []
+    heading = _sentence(title)
+    if subtitle and subtitle.strip():
+        heading += " " + _sentence(subtitle.strip())
+    paragraphs.append(heading)
+    paragraphs.append(f"Written by {_sentence(author)}")
+    if narrator and narrator.strip():
+        paragraphs.append(f"Narrated by {_sentence(narrator.strip())}")
+    if not closing:
+        if publisher and year is not None:
+            paragraphs.append(f"Published by {publisher}, {year}.")
+        elif publisher:
+            paragraphs.append(f"Published by {_sentence(publisher)}")
+        elif year is not None:
+            paragraphs.append(f"Published in {year}.")
+    return "\n\n".join(paragraphs)
+
+
+def _sentence(text: str) -> str:
+    """`text` ending as a sentence does: a full stop added unless it has its own end."""
+    text = text.strip()
+    if text.rstrip("\"'”’)]»").endswith((".", "!", "?", "…")):
+        return text
+    return text + "."
+
+
 # --- names ----------------------------------------------------------------------------------
 
 _WINDOWS_RESERVED = frozenset(
@@ -964,12 +1193,14 @@ __all__ = [
     "Album",
     "Audiobook",
     "Chapter",
+    "Credits",
     "Format",
     "LoadedManifest",
     "Manifest",
     "Pauses",
     "Track",
     "Voice",
+    "credits_text",
     "format_path",
     "load_manifest",
     "parse_seconds",

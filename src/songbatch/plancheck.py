@@ -68,15 +68,13 @@ class _Checker:
         model = profile_params_model(self.profile, "speech")
         book_params = _params_at(self._data(), ("voice", "params"))
         for i, chapter in enumerate(book.chapters):
+            # A chapter's own params where it was written (credits have none of their own).
+            own = (*(chapter.where or ("chapters", i)), "voice", "params")
             sources = [
                 _Source(False, ("language",), {"language": book.language}, key_is_path=True),
                 _Source(True, ("speech", "params"), config.params),
                 _Source(False, ("voice", "params"), book_params),
-                _Source(
-                    False,
-                    ("chapters", i, "voice", "params"),
-                    _params_at(self._data(), ("chapters", i, "voice", "params")),
-                ),
+                _Source(False, own, _params_at(self._data(), own)),
             ]
             # The planner's merge (planner._speech_job): the same dict the job will carry.
             params = {"language": book.language, **config.params, **chapter.voice.params}
@@ -263,7 +261,10 @@ def check_remote_inputs(
             hint = ""
             if units == "chapters":
                 hint = f"; lower speech.max_chars ({profile.speech.max_chars}) in {profile.path}"
-            raise doc.error((units, row.unit), f"{exc}{hint}") from None
+            where: FieldPath = (units, row.unit)
+            if isinstance(loaded.manifest, Audiobook):
+                where = loaded.manifest.chapters[row.unit].where or where  # credits too
+            raise doc.error(where, f"{exc}{hint}") from None
 
 
 __all__ = ["check_manifest_inputs", "check_remote_inputs"]

@@ -148,7 +148,9 @@ def _chapter_chunks(book: Audiobook, chapter: Chapter, spec: EngineSpec) -> list
     sentence, paragraph = round(pauses.sentence * 1000), round(pauses.paragraph * 1000)
     pieces: list[tuple[str, int]] = []
     # A text that opens with its own heading ("CHAPTER I." then the text) already says it.
-    if book.speak_titles and not textlib.starts_with_title(chapter.text, chapter.title):
+    # Credits have no heading: "Opening Credits" names their file and chapter mark only.
+    heading = book.speak_titles and chapter.credits is None
+    if heading and not textlib.starts_with_title(chapter.text, chapter.title):
         pieces.extend(
             (c.text, paragraph) for c in textlib.chunk_text(chapter.title, spec.max_chars)
         )
@@ -400,6 +402,8 @@ def _assembly_spec(
     manifest = loaded.manifest
     output = manifest.output or workspace.root / "outputs" / loaded.slug
     extra: dict[str, Any] = {}
+    if manifest.encoding:  # absent when not set: specs written before it stay as they were
+        extra["encoding"] = manifest.encoding
     tags: dict[str, Any] = {
         "album": manifest.title,
         "year": manifest.year,

@@ -12,9 +12,10 @@ streaming services normalise.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator
 
@@ -36,6 +37,19 @@ class Encoding:
     channels: int | None = None
     bitrate_kbps: int | None = None
     cbr: bool = False
+    vbr: bool = False  # mp3: LAME's quality scale near `bitrate_kbps`; opus: its default
+
+    def with_settings(self, settings: dict[str, Any]) -> Encoding:
+        """These defaults under a manifest's `encoding:` settings for the format."""
+        mode = settings.get("mode")
+        return dataclasses.replace(
+            self,
+            sample_rate=settings.get("sample_rate", self.sample_rate),
+            channels=settings.get("channels", self.channels),
+            bitrate_kbps=settings.get("bitrate", self.bitrate_kbps),
+            cbr=self.cbr if mode is None else mode == "cbr",
+            vbr=self.vbr if mode is None else mode == "vbr",
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,97 @@
+"""Per-format encoding settings from the manifest (`encoding: {mp3: {...}}`), over what the
+mastering preset or the format would use, read back from the files with mutagen."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mutagen.mp3 import MP3, BitrateMode
+from mutagen.oggopus import OggOpus
+from typer.testing import CliRunner
+
+from songbatch.cli.main import app
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK_DIR = "the-lighthouse-keeper-s-almanac"
+runner = CliRunner()
+
+
+def invoke(*args: str) -> Any:
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def render_book(workspace: Path, formats: str, extra: str) -> Any:
+    manifests = workspace / "manifests"
+    shutil.copytree(REPO / "manifests", manifests, dirs_exist_ok=True)
+    book = manifests / "example-book.yaml"
+    text = (REPO / "manifests" / "example-book.yaml").read_text(encoding="utf-8")
+    book.write_text(text.replace("formats: [m4b, mp3]", f"formats: {formats}\n{extra}"), "utf-8")
+    return invoke("render", str(book), "--workspace", str(workspace), "--profile", "offline")
+
+
+def files(workspace: Path, suffix: str) -> list[Path]:
+    return sorted((workspace / "outputs" / BOOK_DIR).glob(f"*{suffix}"))
+
+
+def test_mp3_settings_replace_the_formats_own(tmp_path: Path) -> None:
+    extra = "encoding:\n  mp3: {bitrate: 96, sample_rate: 44100, channels: 2}\n"
+    result = render_book(tmp_path, "[mp3]", extra)
+    assert result.exit_code == 0, result.output
+    for path in files(tmp_path, ".mp3"):
+        info = MP3(path).info
+        assert (info.bitrate, info.sample_rate, info.channels) == (96_000, 44_100, 2)
+        assert info.bitrate_mode is BitrateMode.CBR
+
+
+def test_vbr_mp3_and_an_opus_rate(tmp_path: Path) -> None:
+    extra = "encoding:\n  mp3: {bitrate: 190, mode: vbr}\n  opus: {bitrate: 32, mode: cbr}\n"
+    result = render_book(tmp_path, "[mp3, opus]", extra)
+    assert result.exit_code == 0, result.output
+    for path in files(tmp_path, ".mp3"):
+        assert MP3(path).info.bitrate_mode is BitrateMode.VBR
+    for path in files(tmp_path, ".opus"):
+        kbps = path.stat().st_size * 8 / OggOpus(path).info.length / 1000
+        assert 28 <= kbps <= 40, kbps  # 32 kbit/s and the Ogg pages around it
+
+
+def test_settings_go_over_a_presets_and_its_check_still_holds(tmp_path: Path) -> None:
+    """ACX takes 192 kbit/s or more: a book at 256 passes; the rate stays the preset's."""
+    extra = "master: acx\nencoding:\n  mp3: {bitrate: 256}\n"
+    result = render_book(tmp_path, "[mp3]", extra)
+    assert result.exit_code == 0, result.output
+    assert "against acx" in result.output
+    for path in files(tmp_path, ".mp3"):
+        info = MP3(path).info
+        assert (info.bitrate, info.sample_rate, info.channels) == (256_000, 44_100, 1)
+
+
+@pytest.mark.parametrize(
+    ("formats", "extra", "field", "why"),
+    [
+        ("[mp3]", "encoding:\n  flac: {sample_rate: 44100}\n", "encoding.flac", "not in formats"),
+        ("[flac]", "encoding:\n  flac: {bitrate: 96}\n", "encoding.flac.bitrate", "lossless"),
+        ("[m4b]", "encoding:\n  m4b: {mode: vbr}\n", "encoding.m4b.mode", "mp3 and opus"),
+        (
+            "[opus]",
+            "encoding:\n  opus: {sample_rate: 44100}\n",
+            "encoding.opus.sample_rate",
+            "opus takes",
+        ),
+        ("[mp3]", "encoding:\n  mp3: {sample_rate: 12345}\n", "sample_rate", "must be one of"),
+        ("[mp3]", "encoding:\n  mp3: {bitrate: 400}\n", "encoding.mp3.bitrate", "320"),
+        ("[mp3]", "encoding:\n  mp3: {loud: true}\n", "loud", ""),
+    ],
+)
+def test_settings_an_encoder_cannot_take_are_one_line_errors(
+    tmp_path: Path, formats: str, extra: str, field: str, why: str
+) -> None:
+    result = render_book(tmp_path, formats, extra)
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert re.search(r"example-book\.yaml:\d+(:\d+)?: ", line) and field in line, line
+    assert why in line
+    assert not (tmp_path / ".songbatch").exists()
