@@ -211,3 +211,21 @@ def test_songbatch_check_passes_the_acx_book_it_rendered(acx_book: Path) -> None
     assert result.exit_code == 0, result.output
     assert result.output.count('"passed": true') >= 4  # three MP3s and the .m4b
     assert '"passed": false' not in result.output
+
+
+def test_a_stop_ends_a_mastering_pass_and_its_ffmpeg(tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM sets the assembly's cancel event: a measuring ffmpeg, which prints
+    nothing until the end, is killed rather than waited for."""
+    import threading
+
+    from songbatch.errors import Interrupted
+    from songbatch.mastering import master_to
+
+    rate = 22_050
+    tone = 0.1 * np.sin(2 * np.pi * 220 * np.arange(rate * 120) / rate)
+    source = tmp_path / "chapter.flac"
+    soundfile.write(str(source), tone.astype(np.float32), rate, subtype="PCM_24")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Interrupted):
+        master_to(source, tmp_path / "mastered.flac", preset("acx"), cancel=cancel)

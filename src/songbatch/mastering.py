@@ -20,9 +20,8 @@ from pathlib import Path
 import soundfile as sf
 
 from songbatch.errors import EngineError
-from songbatch.ffmpeg import run_ffmpeg
 from songbatch.presets import Preset
-from songbatch.quality import level
+from songbatch.quality import level, level_filter, run_measuring
 
 # Part of every mastered file's key: a change to the chain below re-masters what exists.
 MASTERING_VERSION = 1
@@ -59,10 +58,9 @@ def master_to(
     if preset.measure is None or preset.target is None:
         raise ValueError(f"preset {preset.name.value} does not master")
     how = preset.measure
-    gain = _finite_gain(preset.target - level(source, how), source)
+    gain = _finite_gain(preset.target - level(source, how, cancel=cancel), source)
     for _ in range(_MAX_PASSES):
-        _render(source, target, preset, gain, cancel)
-        after = level(target, how)
+        after = _render(source, target, preset, gain, cancel)
         short = preset.target - after
         if abs(short) <= preset.mastering_slack_db:
             break
@@ -79,7 +77,10 @@ def _finite_gain(gain: float, source: Path) -> float:
 
 def _render(
     source: Path, target: Path, preset: Preset, gain_db: float, cancel: threading.Event | None
-) -> None:
+) -> float:
+    """Write `source` at `gain_db` through the preset's chain; the level written, measured by
+    the graph's last filter in the same pass."""
+    assert preset.measure is not None
     info = sf.info(str(source))
     rate = preset.sample_rate or int(info.samplerate)
     channels = preset.channels or int(info.channels)
@@ -104,7 +105,9 @@ def _render(
         )
     else:
         graph = graph.replace("[voice]", "[out]")
-    run_ffmpeg(
+    graph = graph.replace("[out]", "[mastered]") + f";[mastered]{level_filter(preset.measure)}[out]"
+    return run_measuring(
+        source,
         [
             "-i",
             str(source),
@@ -122,5 +125,6 @@ def _render(
             "flac",
             str(target),
         ],
+        preset.measure,
         cancel=cancel,
     )

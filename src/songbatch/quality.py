@@ -24,6 +24,7 @@ import collections
 import math
 import re
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -34,7 +35,7 @@ import mutagen
 from mutagen.mp3 import MP3, BitrateMode
 from mutagen.mp4 import MP4
 
-from songbatch.errors import EngineError, InputError
+from songbatch.errors import EngineError, InputError, Interrupted
 from songbatch.ffmpeg import ffmpeg_exe
 from songbatch.presets import Preset
 from songbatch.workspace import Workspace, resolve_workspace
@@ -192,19 +193,33 @@ def measure(path: Path) -> Measurement:
     )
 
 
-def level(path: Path, how: Literal["rms", "lufs"]) -> float:
+def level(
+    path: Path, how: Literal["rms", "lufs"], *, cancel: threading.Event | None = None
+) -> float:
     """One figure in one light pass: the whole file's unweighted RMS (astats) or its integrated
-    loudness (ebur128 without true peak, which oversamples 4x and costs most of `measure`).
-    Mastering measures this way before and after each gain it tries."""
+    loudness (ebur128 without true peak, which oversamples 4x and costs most of `measure`)."""
     path = Path(path)
-    if how == "rms":
-        graph, pattern = "astats=measure_perchannel=none:measure_overall=RMS_level", _RMS_SUMMARY
-    else:
-        graph, pattern = "ebur128=framelog=verbose", _INTEGRATED
-    args = ["-i", str(path), "-map", "0:a:0", "-af", graph, "-f", "null", "-"]
-    found = [
-        float(match[1]) for line in _ffmpeg_lines(path, args) if (match := pattern.search(line))
-    ]
+    args = ["-i", str(path), "-map", "0:a:0", "-af", level_filter(how), "-f", "null", "-"]
+    return run_measuring(path, args, how, cancel=cancel)
+
+
+def level_filter(how: Literal["rms", "lufs"]) -> str:
+    """The filter that reports `how`'s level; it passes audio through, so it can end any
+    graph (mastering measures what it writes in the pass that writes it)."""
+    return _LEVEL_FILTERS[how][0]
+
+
+def run_measuring(
+    path: Path,
+    args: Sequence[str],
+    how: Literal["rms", "lufs"],
+    *,
+    cancel: threading.Event | None = None,
+) -> float:
+    """Run ffmpeg with `args`, whose graph ends in `level_filter(how)`; the level it reports."""
+    pattern = _LEVEL_FILTERS[how][1]
+    lines = _ffmpeg_lines(path, args, cancel=cancel)
+    found = [float(match[1]) for line in lines if (match := pattern.search(line))]
     if not found:
         raise InputError(f"{path}: ffmpeg gave no {how} level for it")
     return found[-1]
@@ -251,16 +266,24 @@ def _tags(path: Path) -> dict[str, str | None]:
     return {"title": tags.title or None, "artist": tags.artist, "album": tags.album}
 
 
-def _ffmpeg_lines(path: Path, args: Sequence[str]) -> Iterator[str]:
+def _ffmpeg_lines(
+    path: Path, args: Sequence[str], *, cancel: threading.Event | None = None
+) -> Iterator[str]:
     """ffmpeg's stderr a line at a time, at the info level; InputError naming `path` with its
-    last lines when it fails. ffmpeg never outlives the generator."""
-    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info", *args]
+    last lines when it fails. ffmpeg never outlives the generator, and `cancel` being set
+    kills it (Interrupted): a measuring filter prints nothing until the end to wake on."""
+    # -y: a mastering pass writes over the temp file mkstemp made for it.
+    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-y", "-loglevel", "info"]
+    command += args
     try:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
     except OSError as exc:
         raise EngineError(f"cannot run ffmpeg: {exc}", retryable=False) from exc
+    done = threading.Event()
+    if cancel is not None:
+        threading.Thread(target=_kill_on, args=(cancel, done, process), daemon=True).start()
     last: collections.deque[str] = collections.deque(maxlen=_ERROR_LINES)
     try:
         assert process.stderr is not None
@@ -270,14 +293,26 @@ def _ffmpeg_lines(path: Path, args: Sequence[str]) -> Iterator[str]:
             yield line
         returncode = process.wait()
     finally:
+        done.set()
         if process.poll() is None:
             process.kill()
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+    if cancel is not None and cancel.is_set():
+        raise Interrupted("interrupted while measuring")
     if returncode != 0:
         tail = " | ".join(line.strip() for line in last if line.strip()) or "no message"
         raise InputError(f"{path}: ffmpeg cannot decode it: {tail}")
+
+
+def _kill_on(
+    cancel: threading.Event, done: threading.Event, process: subprocess.Popen[bytes]
+) -> None:
+    while not done.wait(0.1):
+        if cancel.is_set():
+            process.kill()
+            return
 
 
 _NUMBER = r"(-?inf|[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
@@ -285,6 +320,10 @@ _RMS = re.compile(r"lavfi\.astats\.Overall\.RMS_level=" + _NUMBER)
 _COUNT = re.compile(r"lavfi\.astats\.Overall\.Number_of_samples=" + _NUMBER)
 _INTEGRATED = re.compile(r"^\s+I:\s+" + _NUMBER + r" LUFS")
 _RMS_SUMMARY = re.compile(r"\] RMS level dB: " + _NUMBER)
+_LEVEL_FILTERS = {
+    "rms": ("astats=measure_perchannel=none:measure_overall=RMS_level", _RMS_SUMMARY),
+    "lufs": ("ebur128=framelog=verbose", _INTEGRATED),
+}
 _PEAK = re.compile(r"^\s+Peak:\s+" + _NUMBER + r" dBFS")
 _SILENCE_START = re.compile(r"silence_start: " + _NUMBER)
 _SILENCE_END = re.compile(r"silence_end: " + _NUMBER)
