@@ -6,21 +6,14 @@ up under a few names, case-blind: server/utils/prober.js)."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from songbatch.cli.main import app
+from helpers.examples import BOOK_DIR, example_book, render_offline
 from songbatch.ffmpeg import ffmpeg_exe
 from songbatch.tagging import read_tags
-
-REPO = Path(__file__).resolve().parents[1]
-BOOK_DIR = "the-lighthouse-keeper-s-almanac"
-runner = CliRunner()
 
 PUBLISHING = """subtitle: A Year at the Light
 publisher: Example Press
@@ -40,19 +33,9 @@ EXPECTED = {
 }
 
 
-def invoke(*args: str) -> Any:
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
-
 def book(workspace: Path, extra: str) -> Path:
-    manifests = workspace / "manifests"
-    shutil.copytree(REPO / "manifests", manifests, dirs_exist_ok=True)
-    path = manifests / "example-book.yaml"
-    text = (REPO / "manifests" / "example-book.yaml").read_text(encoding="utf-8")
-    path.write_text(
-        text.replace("formats: [m4b, mp3]", "formats: [m4b, mp3, flac, opus]\n" + extra), "utf-8"
-    )
-    return path
+    """The example book in every format that carries these tags, `extra` (whole lines) added."""
+    return example_book(workspace, formats="[m4b, mp3, flac, opus]", extra="\n" + extra)
 
 
 def ffmpeg_tags(path: Path) -> dict[str, str]:
@@ -87,9 +70,7 @@ def ffmpeg_tags(path: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workspace = tmp_path_factory.mktemp("tags")
-    args = ("render", str(book(workspace, PUBLISHING)), "--workspace", str(workspace))
-    result = invoke(*args, "--profile", "offline")
-    assert result.exit_code == 0, result.output
+    render_offline(workspace, book(workspace, PUBLISHING))
     return workspace / "outputs" / BOOK_DIR
 
 
@@ -119,9 +100,7 @@ def test_every_format_carries_the_books_publishing_fields(rendered: Path, suffix
 def test_a_bad_publishing_field_is_a_one_line_error(
     tmp_path: Path, extra: str, field: str, why: str
 ) -> None:
-    path = book(tmp_path, extra)
-    result = invoke("render", str(path), "--workspace", str(tmp_path), "--profile", "offline")
-    assert result.exit_code == 2
+    result = render_offline(tmp_path, book(tmp_path, extra), code=2)
     [line] = result.output.strip().splitlines()
     assert re.search(rf"example-book\.yaml:\d+(:\d+)?: {field}", line), line
     assert why in line

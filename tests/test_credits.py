@@ -6,47 +6,20 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from songbatch.cli.main import app
+from helpers.examples import BOOK_DIR, example_book, render_offline
 from songbatch.ledger import Ledger
 from songbatch.manifest import Audiobook, credits_text, load_manifest
 from songbatch.tagging import read_chapters
 from songbatch.workspace import Workspace
 
-REPO = Path(__file__).resolve().parents[1]
-BOOK_DIR = "the-lighthouse-keeper-s-almanac"
 TITLE = "The Lighthouse Keeper's Almanac"
 AUTHOR = "A. N. Example"
 NARRATOR = "The Offline Voice"
 CHAPTERS = ["The Lamp", "The Storm", "The Letter"]
-runner = CliRunner()
-
-
-def invoke(*args: str) -> Any:
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-def book_with(workspace: Path, extra: str, formats: str = "[m4b, mp3]") -> Path:
-    """The example book with `extra` on line 14, after its formats."""
-    manifests = workspace / "manifests"
-    if not manifests.exists():
-        shutil.copytree(REPO / "manifests", manifests)
-    book = manifests / "example-book.yaml"
-    text = (REPO / "manifests" / "example-book.yaml").read_text(encoding="utf-8")
-    book.write_text(text.replace("formats: [m4b, mp3]", f"formats: {formats}{extra}"), "utf-8")
-    return book
-
-
-def render(workspace: Path, book: Path, code: int = 0) -> Any:
-    result = invoke("render", str(book), "--workspace", str(workspace), "--profile", "offline")
-    assert result.exit_code == code, result.output
-    return result
 
 
 def outputs(workspace: Path) -> Path:
@@ -75,7 +48,9 @@ def squeeze(text: str) -> str:
 @pytest.fixture(scope="module")
 def book(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workspace = tmp_path_factory.mktemp("credits")
-    render(workspace, book_with(workspace, "\ncredits: {opening: true, closing: true}"))
+    render_offline(
+        workspace, example_book(workspace, extra="\ncredits: {opening: true, closing: true}")
+    )
     return workspace
 
 
@@ -124,16 +99,18 @@ def test_a_given_text_is_spoken_as_written_and_credits_go_with_the_field(
     tmp_path: Path,
 ) -> None:
     words = "This is Maren's almanac, read for you by the offline voice."
-    render(tmp_path, book_with(tmp_path, f'\ncredits: {{opening: "{words}"}}'))
+    render_offline(tmp_path, example_book(tmp_path, extra=f'\ncredits: {{opening: "{words}"}}'))
     names = sorted(path.stem for path in outputs(tmp_path).glob("*.mp3"))
     assert names[0] == "00 - Opening Credits" and len(names) == 4
     assert squeeze(" ".join(spoken(tmp_path)[0])) == words
 
-    render(tmp_path, book_with(tmp_path, "\ncredits: {opening: true, closing: true}"))
+    render_offline(
+        tmp_path, example_book(tmp_path, extra="\ncredits: {opening: true, closing: true}")
+    )
     assert len(list(outputs(tmp_path).glob("*.mp3"))) == 5
 
     # Gone from the manifest: their files are removed and nothing is rendered again.
-    result = render(tmp_path, book_with(tmp_path, ""))
+    result = render_offline(tmp_path, example_book(tmp_path))
     assert "rendered 0 job(s)" in result.output
     names = sorted(path.stem for path in outputs(tmp_path).glob("*.mp3"))
     assert names == [f"{n:02d} - {title}" for n, title in enumerate(CHAPTERS, 1)]
@@ -142,10 +119,10 @@ def test_a_given_text_is_spoken_as_written_and_credits_go_with_the_field(
 
 
 def test_acx_masters_and_passes_the_credits_like_any_chapter(tmp_path: Path) -> None:
-    book = book_with(
-        tmp_path, "\nmaster: acx\ncredits: {opening: true, closing: true}", formats="[mp3]"
+    book = example_book(
+        tmp_path, extra="\nmaster: acx\ncredits: {opening: true, closing: true}", formats="[mp3]"
     )
-    result = render(tmp_path, book)  # exit 0: every file passed the render's own ACX check
+    result = render_offline(tmp_path, book)  # exit 0: every file passed the render's own ACX check
     assert "5 file(s) against acx" in result.output
     assert len(list(outputs(tmp_path).glob("*.mp3"))) == 5
 
@@ -166,7 +143,7 @@ def test_acx_masters_and_passes_the_credits_like_any_chapter(tmp_path: Path) -> 
 def test_a_bad_credits_field_is_one_line_and_exit_2(
     tmp_path: Path, value: str, field: str, message: str
 ) -> None:
-    result = render(tmp_path, book_with(tmp_path, f"\ncredits: {value}"), code=2)
+    result = render_offline(tmp_path, example_book(tmp_path, extra=f"\ncredits: {value}"), code=2)
     [line] = result.output.strip().splitlines()
     assert re.match(rf".*example-book\.yaml:14:\d+: {re.escape(field)}: ", line), line
     assert message in line
@@ -174,12 +151,12 @@ def test_a_bad_credits_field_is_one_line_and_exit_2(
 
 
 def test_a_chapter_named_like_the_credits_is_refused(tmp_path: Path) -> None:
-    manifest = book_with(tmp_path, "\ncredits: {opening: true}")
+    manifest = example_book(tmp_path, extra="\ncredits: {opening: true}")
     text = manifest.read_text("utf-8").replace(
         "  - title: The Storm\n", "  - title: The Storm\n    file: 00 - opening credits\n"
     )
     manifest.write_text(text, "utf-8")
-    result = render(tmp_path, manifest, code=2)
+    result = render_offline(tmp_path, manifest, code=2)
     [line] = result.output.strip().splitlines()
     assert "chapters[1].file" in line and "opening credits' file" in line
     assert not (tmp_path / ".songbatch").exists()
@@ -187,16 +164,16 @@ def test_a_chapter_named_like_the_credits_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["{}", "{opening: false, closing: false}", "null"])
 def test_credits_false_or_empty_add_nothing(tmp_path: Path, value: str) -> None:
-    book = load_manifest(book_with(tmp_path, f"\ncredits: {value}")).manifest
+    book = load_manifest(example_book(tmp_path, extra=f"\ncredits: {value}")).manifest
     assert isinstance(book, Audiobook)
     assert [chapter.title for chapter in book.chapters] == CHAPTERS
 
 
 def test_a_chapters_bad_param_is_still_pointed_at_with_credits(tmp_path: Path) -> None:
     """The credits shift the chapters' places in the book, never where their errors point."""
-    manifest = book_with(tmp_path, "\ncredits: {opening: true, closing: true}")
+    manifest = example_book(tmp_path, extra="\ncredits: {opening: true, closing: true}")
     text = manifest.read_text("utf-8").replace("exaggeration: 0.7", "exaggeration: 7")
     manifest.write_text(text, "utf-8")
-    result = render(tmp_path, manifest, code=2)
+    result = render_offline(tmp_path, manifest, code=2)
     [line] = result.output.strip().splitlines()
     assert "chapters[2].voice.params.exaggeration" in line, line

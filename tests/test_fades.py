@@ -5,51 +5,32 @@ once without fades and once with, and the files decoded back (soundfile) and com
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 import soundfile
-from typer.testing import CliRunner
 
-from songbatch.cli.main import app
+from helpers.examples import ALBUM_DIR, example_album, render_offline
 from songbatch.errors import ManifestError
 from songbatch.fades import apply_fades, fade_in_gain, fade_out_gain
 from songbatch.manifest import load_manifest
 
-REPO = Path(__file__).resolve().parents[1]
-ALBUM_DIR = "harbour-lights"
 RATE = 32000  # the offline sketch's rate
 LOW_TIDE, LANTERN = 20 * RATE, 28 * RATE  # the example's two tracks, in frames
-runner = CliRunner()
-
-
-def invoke(*args: str) -> Any:
-    return runner.invoke(app, list(args), catch_exceptions=False)
 
 
 def album_with(workspace: Path, album: str = "", low_tide: str = "", lantern: str = "") -> Path:
     """The example album (formats [mp3, flac]) with extra lines for the album and each track."""
-    manifests = workspace / "manifests"
-    if not manifests.exists():
-        shutil.copytree(REPO / "manifests", manifests)
-    text = (REPO / "manifests" / "example-album.yaml").read_text(encoding="utf-8")
-    assert "formats: [mp3, flac]" in text
+    path = example_album(workspace)
+    text = path.read_text(encoding="utf-8")
     text = text.replace("seed: 3\n", "seed: 3\n" + "".join(f"{x}\n" for x in album.split(";") if x))
     for anchor, extra in (("    duration: 20s\n", low_tide), ("    duration: 28\n", lantern)):
         lines = "".join(f"    {x.strip()}\n" for x in extra.split(";") if x)
         text = text.replace(anchor, anchor + lines)
-    path = manifests / "example-album.yaml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def render(workspace: Path, manifest: Path) -> None:
-    result = invoke("render", str(manifest), "--workspace", str(workspace), "--profile", "offline")
-    assert result.exit_code == 0, result.output
 
 
 def tracks(workspace: Path, fmt: str = "flac") -> list[npt.NDArray[np.float64]]:
@@ -63,7 +44,7 @@ def tracks(workspace: Path, fmt: str = "flac") -> list[npt.NDArray[np.float64]]:
 
 
 def rendered(workspace: Path, **lines: str) -> list[npt.NDArray[np.float64]]:
-    render(workspace, album_with(workspace, **lines))
+    render_offline(workspace, album_with(workspace, **lines))
     return tracks(workspace)
 
 
@@ -169,11 +150,11 @@ def lame_gapless(path: Path) -> tuple[int, int, int]:
 def test_fades_leave_the_masters_of_tracks_without_them_as_they_were(tmp_path: Path) -> None:
     """A master's key names its fades only when it has some: Low Tide's master (and those
     of every album rendered before fades existed) is reused; only Lantern Song's is new."""
-    render(tmp_path, album_with(tmp_path))
+    render_offline(tmp_path, album_with(tmp_path))
     work = tmp_path / ".songbatch" / "work"
     masters = {p for p in work.glob("*.flac") if "-" not in p.stem}
     assert len(masters) == 2
-    render(tmp_path, album_with(tmp_path, lantern="fade_out: 5s"))
+    render_offline(tmp_path, album_with(tmp_path, lantern="fade_out: 5s"))
     now = {p for p in work.glob("*.flac") if "-" not in p.stem}
     assert masters < now and len(now - masters) == 1
 
@@ -224,8 +205,7 @@ def test_bad_fades_are_one_line_at_their_field(
 
 def test_a_bad_fade_stops_the_render_with_exit_2(tmp_path: Path) -> None:
     manifest = album_with(tmp_path, lantern="segue: true")
-    result = invoke("render", str(manifest), "--workspace", str(tmp_path), "--profile", "offline")
-    assert result.exit_code == 2
+    result = render_offline(tmp_path, manifest, code=2)
     assert "tracks[1].segue: the last track has no next track to segue into" in result.output
     assert not (tmp_path / "outputs").exists()
 

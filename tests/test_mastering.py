@@ -5,9 +5,7 @@ them: numpy for RMS and the noise floor, pyloudnorm for integrated loudness (ITU
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,37 +14,16 @@ import pytest
 import soundfile
 from mutagen.mp3 import MP3, BitrateMode
 from scipy.signal import resample_poly
-from typer.testing import CliRunner
 
+from helpers.examples import BOOK_DIR, REPO, example_book, invoke, render_offline
 from songbatch.assemble import _silences
-from songbatch.cli.main import app
 from songbatch.presets import preset
 from songbatch.tagging import read_chapters
 
-REPO = Path(__file__).resolve().parents[1]
-BOOK_DIR = "the-lighthouse-keeper-s-almanac"
-runner = CliRunner()
-
-
-def invoke(*args: str) -> Any:
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
 
 def book_with(workspace: Path, master: str, formats: str = "[mp3, m4b]") -> Path:
-    manifests = workspace / "manifests"
-    if not manifests.exists():
-        shutil.copytree(REPO / "manifests", manifests)
-    book = manifests / "example-book.yaml"
-    text = (REPO / "manifests" / "example-book.yaml").read_text(encoding="utf-8")
-    text = text.replace("formats: [m4b, mp3]", f"formats: {formats}\nmaster: {master}")
-    book.write_text(text, encoding="utf-8")
-    return book
-
-
-def render(workspace: Path, book: Path) -> Any:
-    result = invoke("render", str(book), "--workspace", str(workspace), "--profile", "offline")
-    assert result.exit_code == 0, result.output
-    return result
+    """The example book mastered with `master`."""
+    return example_book(workspace, formats=formats, extra=f"\nmaster: {master}")
 
 
 def chapters(workspace: Path) -> list[Path]:
@@ -81,7 +58,7 @@ def silence_s(audio: npt.NDArray[np.float64], rate: int, *, from_end: bool) -> f
 @pytest.fixture(scope="module")
 def acx_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workspace = tmp_path_factory.mktemp("acx")
-    result = render(workspace, book_with(workspace, "acx"))
+    result = render_offline(workspace, book_with(workspace, "acx"))
     # The render checked its MP3s against the preset, as `songbatch check --preset acx` does.
     assert "3 file(s) against acx" in result.output
     return workspace
@@ -124,7 +101,7 @@ def test_the_mastered_m4b_keeps_a_mark_at_every_chapter(acx_book: Path) -> None:
 
 @pytest.mark.parametrize(("master", "target"), [("podcast", -16.0), ("spoken", -19.0)])
 def test_streaming_presets_reach_their_loudness(tmp_path: Path, master: str, target: float) -> None:
-    render(tmp_path, book_with(tmp_path, master, formats="[flac]"))
+    render_offline(tmp_path, book_with(tmp_path, master, formats="[flac]"))
     files = sorted((tmp_path / "outputs" / BOOK_DIR).glob("*.flac"))
     assert len(files) == 3
     for path in files:
@@ -135,10 +112,10 @@ def test_streaming_presets_reach_their_loudness(tmp_path: Path, master: str, tar
 
 def test_another_preset_remasters_without_rendering_again(tmp_path: Path) -> None:
     book = book_with(tmp_path, "none", formats="[flac]")
-    render(tmp_path, book)
+    render_offline(tmp_path, book)
     [first] = sorted((tmp_path / "outputs" / BOOK_DIR).glob("*.flac"))[:1]
     before, rate = decoded(first)
-    result = render(tmp_path, book_with(tmp_path, "spoken", formats="[flac]"))
+    result = render_offline(tmp_path, book_with(tmp_path, "spoken", formats="[flac]"))
     assert "rendered 0 job(s)" in result.output
     after, _ = decoded(first)
     assert pyloudnorm.Meter(rate).integrated_loudness(after) == pytest.approx(-19.0, abs=0.5)
@@ -146,9 +123,7 @@ def test_another_preset_remasters_without_rendering_again(tmp_path: Path) -> Non
 
 
 def test_an_unknown_preset_is_a_one_line_error_naming_the_field(tmp_path: Path) -> None:
-    book = book_with(tmp_path, "loud")
-    result = invoke("render", str(book), "--workspace", str(tmp_path), "--profile", "offline")
-    assert result.exit_code == 2
+    result = render_offline(tmp_path, book_with(tmp_path, "loud"), code=2)
     [line] = result.output.strip().splitlines()
     assert "example-book.yaml:" in line and "master" in line
     assert "none, acx, podcast, spoken" in line
@@ -195,9 +170,7 @@ def test_a_written_file_that_fails_its_presets_check_makes_the_run_exit_1(
     acx = presets.PRESETS[presets.PresetName.ACX]
     strict = dataclasses.replace(acx, level_range=(-30.0, -25.0))
     monkeypatch.setitem(presets.PRESETS, presets.PresetName.ACX, strict)
-    book = book_with(tmp_path, "acx", formats="[mp3]")
-    result = invoke("render", str(book), "--workspace", str(tmp_path), "--profile", "offline")
-    assert result.exit_code == 1, result.output
+    result = render_offline(tmp_path, book_with(tmp_path, "acx", formats="[mp3]"), code=1)
     assert result.output.count("fails acx: level") == 3
     assert "3 file(s) failing their preset's check" in result.output
     assert len(chapters(tmp_path)) == 3

@@ -7,17 +7,15 @@ refuse it, and a chapter file that would be the book's .mp3 is a one-line error.
 from __future__ import annotations
 
 import itertools
-import shutil
 from pathlib import Path
 
 import pytest
 from mutagen.id3 import ID3, CTOCFlags
 from mutagen.mp3 import MP3
 
+from helpers.examples import BOOK_DIR, REPO, example_album, example_book, render_offline
 from songbatch.tagging import read_chapters, read_mp3_chapters, read_origin, read_tags
-from test_parts import BOOK, BOOK_DIR, TITLES, book_with, render
-
-REPO = Path(__file__).resolve().parents[1]
+from test_parts import BOOK, TITLES
 
 
 def files_as_they_are(folder: Path) -> dict[str, tuple[int, int, int]]:
@@ -55,8 +53,8 @@ def assert_chapters_match(mp3: Path, m4b: Path, titles: list[str]) -> None:
 
 
 def test_the_whole_book_as_one_mp3_with_chapter_frames(tmp_path: Path) -> None:
-    book = book_with(tmp_path, "", formats="[m4b, mp3-book]")
-    render(tmp_path, book)
+    book = example_book(tmp_path, formats="[m4b, mp3-book]")
+    render_offline(tmp_path, book)
     out = tmp_path / "outputs" / BOOK_DIR
     assert sorted(p.name for p in out.iterdir()) == [f"{BOOK}.m4b", f"{BOOK}.mp3"]
     mp3, m4b = out / f"{BOOK}.mp3", out / f"{BOOK}.m4b"
@@ -73,20 +71,20 @@ def test_the_whole_book_as_one_mp3_with_chapter_frames(tmp_path: Path) -> None:
 
     # Nothing changed: nothing is written again.
     before = files_as_they_are(out)
-    render(tmp_path, book)
+    render_offline(tmp_path, book)
     assert files_as_they_are(out) == before
 
     # The format goes, and its file with it; the .m4b stays as it was.
-    book_with(tmp_path, "", formats="[m4b]")
-    result = render(tmp_path, book)
+    example_book(tmp_path, formats="[m4b]")
+    result = render_offline(tmp_path, book)
     assert sorted(p.name for p in out.iterdir()) == [f"{BOOK}.m4b"]
     assert files_as_they_are(out)[f"{BOOK}.m4b"] == before[f"{BOOK}.m4b"]
     assert f"{BOOK}.mp3" in result.output  # reported as removed
 
 
 def test_mp3_book_without_m4b_beside_chapter_mp3s_with_subtitles(tmp_path: Path) -> None:
-    book = book_with(tmp_path, "\nsubtitles: [srt]", formats="[mp3-book, mp3]")
-    render(tmp_path, book)
+    book = example_book(tmp_path, extra="\nsubtitles: [srt]", formats="[mp3-book, mp3]")
+    render_offline(tmp_path, book)
     out = tmp_path / "outputs" / BOOK_DIR
     names = sorted(p.name for p in out.iterdir())
     assert f"{BOOK}.mp3" in names and not any(n.endswith(".m4b") for n in names)
@@ -99,8 +97,8 @@ def test_mp3_book_without_m4b_beside_chapter_mp3s_with_subtitles(tmp_path: Path)
 
 
 def test_parts_split_the_mp3_as_they_split_the_m4b(tmp_path: Path) -> None:
-    book = book_with(tmp_path, "\nparts: {max_hours: 0.015}", formats="[m4b, mp3-book]")
-    render(tmp_path, book)
+    book = example_book(tmp_path, extra="\nparts: {max_hours: 0.015}", formats="[m4b, mp3-book]")
+    render_offline(tmp_path, book)
     out = tmp_path / "outputs" / BOOK_DIR
     m4bs = sorted(out.glob("*.m4b"))
     mp3s = sorted(out.glob("*.mp3"))
@@ -120,18 +118,14 @@ def test_parts_split_the_mp3_as_they_split_the_m4b(tmp_path: Path) -> None:
     assert seen == TITLES
 
     # mp3-book alone may be split too.
-    book_with(tmp_path, "\nparts: {max_hours: 0.015}", formats="[mp3-book]")
-    render(tmp_path, book)
+    example_book(tmp_path, extra="\nparts: {max_hours: 0.015}", formats="[mp3-book]")
+    render_offline(tmp_path, book)
     assert sorted(p.name for p in out.iterdir()) == [p.name for p in mp3s]
 
 
 def test_an_album_refuses_mp3_book(tmp_path: Path) -> None:
-    shutil.copytree(REPO / "manifests", tmp_path / "manifests", dirs_exist_ok=True)
-    album = tmp_path / "manifests" / "example-album.yaml"
-    text = album.read_text(encoding="utf-8")
-    assert "formats: [mp3, flac]" in text
-    album.write_text(text.replace("formats: [mp3, flac]", "formats: [mp3, mp3-book]"), "utf-8")
-    message = render(tmp_path, album, code=2).output.strip()
+    album = example_album(tmp_path, formats="[mp3, mp3-book]")
+    message = render_offline(tmp_path, album, code=2).output.strip()
     assert len(message.splitlines()) == 1, message
     assert "formats[1]" in message
     assert "mp3-book is an audiobook format" in message
@@ -144,24 +138,24 @@ def test_an_album_refuses_mp3_book(tmp_path: Path) -> None:
 def test_a_chapter_file_that_would_be_the_book_mp3_is_refused(
     tmp_path: Path, file: str, extra: str, whose: str
 ) -> None:
-    book = book_with(tmp_path, extra, formats="[m4b, mp3-book, mp3]")
+    book = example_book(tmp_path, extra=extra, formats="[m4b, mp3-book, mp3]")
     text = book.read_text(encoding="utf-8").replace(
         "  - title: The Storm\n", f'  - title: The Storm\n    file: "{file}"\n'
     )
     book.write_text(text, encoding="utf-8")
-    message = render(tmp_path, book, code=2).output.strip()
+    message = render_offline(tmp_path, book, code=2).output.strip()
     assert len(message.splitlines()) == 1, message
     assert "chapter 2's file name" in message
     assert whose in message
     assert not (tmp_path / "outputs").exists()
     # Without chapter MP3s the names do not meet.
     book.write_text(text.replace("[m4b, mp3-book, mp3]", "[m4b, mp3-book]"), "utf-8")
-    render(tmp_path, book)
+    render_offline(tmp_path, book)
 
 
 def test_mp3_book_takes_its_own_encoding_entry(tmp_path: Path) -> None:
     extra = "\nencoding:\n  mp3-book: {bitrate: 48, mode: cbr}"
-    render(tmp_path, book_with(tmp_path, extra, formats="[mp3-book, mp3]"))
+    render_offline(tmp_path, example_book(tmp_path, extra=extra, formats="[mp3-book, mp3]"))
     out = tmp_path / "outputs" / BOOK_DIR
     assert MP3(out / f"{BOOK}.mp3").info.bitrate == 48_000
     assert MP3(out / "01 - The Lamp.mp3").info.bitrate != 48_000  # `mp3:` is the chapters'

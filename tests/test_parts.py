@@ -6,17 +6,14 @@ hand), each part with its own chapter marks from 0, duration, tags and subtitles
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4
-from typer.testing import CliRunner
 
+from helpers.examples import BOOK_DIR, REPO, example_book, render_offline
 from songbatch.assemble import Assembler
-from songbatch.cli.main import app
 from songbatch.ledger import Ledger
 from songbatch.manifest import load_manifest
 from songbatch.planner import CHAPTER_LEAD_IN_MS, PARTS_MARGIN, plan_manifest
@@ -24,26 +21,8 @@ from songbatch.profiles import resolve_profile
 from songbatch.tagging import read_chapters, read_tags
 from songbatch.workspace import Workspace
 
-REPO = Path(__file__).resolve().parents[1]
-BOOK_DIR = "the-lighthouse-keeper-s-almanac"
 BOOK = "The Lighthouse Keeper's Almanac"
 TITLES = ["The Lamp", "The Storm", "The Letter"]
-
-
-def book_with(ws: Path, extra: str, formats: str = "[m4b, mp3]") -> Path:
-    """The shipped example book (with its files) in `ws`, its formats and `extra` lines set."""
-    shutil.copytree(REPO / "manifests", ws / "manifests", dirs_exist_ok=True)
-    book = ws / "manifests" / "example-book.yaml"
-    lines = book.read_text(encoding="utf-8")
-    book.write_text(lines.replace("formats: [m4b, mp3]", f"formats: {formats}{extra}"), "utf-8")
-    return book
-
-
-def render(ws: Path, book: Path, code: int = 0) -> Any:
-    args = ["render", str(book), "--workspace", str(ws), "--profile", "offline"]
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result
 
 
 def chapter_estimates(book: Path, ws: Path) -> list[int]:
@@ -73,10 +52,10 @@ def grouped(estimates: list[int], budget: float) -> list[list[int]]:
 
 
 def test_a_long_book_is_split_into_parts_at_chapter_bounds(tmp_path: Path) -> None:
-    book = book_with(tmp_path, "\nsubtitles: [srt]\nparts: {max_hours: 0.015}")
+    book = example_book(tmp_path, extra="\nsubtitles: [srt]\nparts: {max_hours: 0.015}")
     groups = grouped(chapter_estimates(book, tmp_path), 0.015 * 3_600_000 * PARTS_MARGIN)
     assert len(groups) in (2, 3)
-    render(tmp_path, book)
+    render_offline(tmp_path, book)
     out = tmp_path / "outputs" / BOOK_DIR
     parts = sorted(out.glob("*.m4b"))
     assert [p.name for p in parts] == [f"{BOOK} - Part {n}.m4b" for n in range(1, len(groups) + 1)]
@@ -105,8 +84,8 @@ def test_a_long_book_is_split_into_parts_at_chapter_bounds(tmp_path: Path) -> No
     assert seen == TITLES  # every chapter exactly once, in order
 
     # Back to one .m4b: the parts (and their subtitles) go, the book is whole again.
-    book_with(tmp_path, "\nsubtitles: [srt]")
-    result = render(tmp_path, book)
+    example_book(tmp_path, extra="\nsubtitles: [srt]")
+    result = render_offline(tmp_path, book)
     assert sorted(p.name for p in out.glob("*.m4b")) == [f"{BOOK}.m4b"]
     assert not list(out.glob("* - Part *"))
     assert [title for title, _ in read_chapters(out / f"{BOOK}.m4b")] == TITLES
@@ -115,8 +94,8 @@ def test_a_long_book_is_split_into_parts_at_chapter_bounds(tmp_path: Path) -> No
 
 
 def test_a_part_over_its_limit_is_kept_and_named_for_a_warning(tmp_path: Path) -> None:
-    book = book_with(tmp_path, "\nparts: {max_hours: 0.015}", formats="[m4b]")
-    render(tmp_path, book)
+    book = example_book(tmp_path, extra="\nparts: {max_hours: 0.015}", formats="[m4b]")
+    render_offline(tmp_path, book)
     ledger = Ledger(Workspace(tmp_path).ledger_path)
     [info] = ledger.manifests()
     assembler = Assembler(ledger, Workspace(tmp_path))
@@ -133,7 +112,7 @@ def test_a_part_over_its_limit_is_kept_and_named_for_a_warning(tmp_path: Path) -
 
 
 def test_parts_by_size_keep_every_estimate_inside_the_limit(tmp_path: Path) -> None:
-    book = book_with(tmp_path, "\nparts: {max_bytes: 1000000}")
+    book = example_book(tmp_path, extra="\nparts: {max_bytes: 1000000}")
     workspace = Workspace(tmp_path)
     plan = plan_manifest(
         load_manifest(book), resolve_profile("offline", None, workspace), workspace
@@ -151,7 +130,8 @@ def test_parts_by_size_keep_every_estimate_inside_the_limit(tmp_path: Path) -> N
 
 
 def test_a_chapter_over_the_limit_is_a_part_of_its_own(tmp_path: Path) -> None:
-    book = book_with(tmp_path, "\nparts: {max_hours: 0.001}")  # 3.6 s: every chapter is over
+    # 3.6 s: every chapter is over.
+    book = example_book(tmp_path, extra="\nparts: {max_hours: 0.001}")
     workspace = Workspace(tmp_path)
     plan = plan_manifest(
         load_manifest(book), resolve_profile("offline", None, workspace), workspace
@@ -162,9 +142,9 @@ def test_a_chapter_over_the_limit_is_a_part_of_its_own(tmp_path: Path) -> None:
 def test_a_book_that_fits_one_part_plans_as_it_did_without_parts(tmp_path: Path) -> None:
     workspace = Workspace(tmp_path)
     profile = resolve_profile("offline", None, workspace)
-    without = plan_manifest(load_manifest(book_with(tmp_path, "")), profile, workspace)
+    without = plan_manifest(load_manifest(example_book(tmp_path)), profile, workspace)
     fitting = plan_manifest(
-        load_manifest(book_with(tmp_path, "\nparts: {max_hours: 10}")), profile, workspace
+        load_manifest(example_book(tmp_path, extra="\nparts: {max_hours: 10}")), profile, workspace
     )
     assert "parts" not in without.record.assembly
     assert fitting.record.assembly == without.record.assembly
@@ -191,13 +171,13 @@ def test_a_book_that_fits_one_part_plans_as_it_did_without_parts(tmp_path: Path)
 def test_bad_parts_are_one_line_errors(
     tmp_path: Path, extra: str, formats: str, field: str, words: str
 ) -> None:
-    book = book_with(tmp_path, extra, formats=formats)
+    book = example_book(tmp_path, extra=extra, formats=formats)
     line = next(
         i
         for i, text in enumerate(book.read_text(encoding="utf-8").splitlines(), 1)
         if text.startswith("parts:")
     )
-    result = render(tmp_path, book, code=2)
+    result = render_offline(tmp_path, book, code=2)
     message = result.output.strip()
     assert len(message.splitlines()) == 1, message
     assert f"example-book.yaml:{line}:" in message
@@ -209,12 +189,12 @@ def test_bad_parts_are_one_line_errors(
 def test_a_chapter_named_like_a_part_is_refused_when_their_subtitles_would_meet(
     tmp_path: Path,
 ) -> None:
-    book = book_with(tmp_path, "\nsubtitles: [srt]\nparts: {max_hours: 0.015}")
+    book = example_book(tmp_path, extra="\nsubtitles: [srt]\nparts: {max_hours: 0.015}")
     text = book.read_text(encoding="utf-8").replace(
         "  - title: The Storm\n", f"  - title: The Storm\n    file: {BOOK} - Part 2\n"
     )
     book.write_text(text, encoding="utf-8")
-    message = render(tmp_path, book, code=2).output.strip()
+    message = render_offline(tmp_path, book, code=2).output.strip()
     assert "chapter 2's file name" in message
     assert "is part 2's" in message
     assert len(message.splitlines()) == 1

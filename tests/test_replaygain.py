@@ -5,9 +5,7 @@ re-measure (pyloudnorm on soundfile's decode, 4x-oversampled peaks with scipy)."
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyloudnorm
@@ -15,31 +13,16 @@ import pytest
 import soundfile
 from mutagen.oggopus import OggOpus
 from scipy.signal import resample_poly
-from typer.testing import CliRunner
 
-from songbatch.cli.main import app
+from helpers.examples import ALBUM_DIR, example_album, invoke, render_offline
 from songbatch.replaygain import Loudness, album_loudness, r128_gain
 from songbatch.tagging import read_tags
-
-REPO = Path(__file__).resolve().parents[1]
-ALBUM_DIR = "harbour-lights"
-runner = CliRunner()
-
-
-def invoke(*args: str) -> Any:
-    return runner.invoke(app, list(args), catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
 def album(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workspace = tmp_path_factory.mktemp("album")
-    manifests = workspace / "manifests"
-    shutil.copytree(REPO / "manifests", manifests)
-    path = manifests / "example-album.yaml"
-    text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace("formats: [mp3, flac]", "formats: [mp3, flac, opus, wav]"))
-    result = invoke("render", str(path), "--workspace", str(workspace), "--profile", "offline")
-    assert result.exit_code == 0, result.output
+    render_offline(workspace, example_album(workspace, formats="[mp3, flac, opus, wav]"))
     return workspace / "outputs" / ALBUM_DIR
 
 

@@ -6,49 +6,23 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mutagen.mp3 import MP3
-from typer.testing import CliRunner
 
+from helpers.examples import BOOK_DIR, example_book, invoke, render_offline
 from songbatch import subtitles
 from songbatch.assemble import _silences
-from songbatch.cli.main import app
 from songbatch.ledger import Ledger
 from songbatch.presets import preset
 from songbatch.subtitles import Cue, TimedChunk
 from songbatch.tagging import read_chapters
 from songbatch.workspace import Workspace
 
-REPO = Path(__file__).resolve().parents[1]
-BOOK_DIR = "the-lighthouse-keeper-s-almanac"
 BOOK_STEM = "The Lighthouse Keeper's Almanac"
-runner = CliRunner()
 
 Parsed = list[tuple[int, int, str]]
-
-
-def invoke(*args: str) -> Any:
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-def book_with(workspace: Path, extra: str) -> Path:
-    manifests = workspace / "manifests"
-    if not manifests.exists():
-        shutil.copytree(REPO / "manifests", manifests)
-    book = manifests / "example-book.yaml"
-    text = (REPO / "manifests" / "example-book.yaml").read_text(encoding="utf-8")
-    book.write_text(text.replace("formats: [m4b, mp3]", f"formats: [m4b, mp3]{extra}"), "utf-8")
-    return book
-
-
-def render(workspace: Path, book: Path) -> Any:
-    result = invoke("render", str(book), "--workspace", str(workspace), "--profile", "offline")
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def outputs(workspace: Path) -> Path:
@@ -111,7 +85,7 @@ def squeeze(text: str) -> str:
 @pytest.fixture(scope="module")
 def book(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workspace = tmp_path_factory.mktemp("subtitles")
-    render(workspace, book_with(workspace, "\nsubtitles: [srt, vtt]"))
+    render_offline(workspace, example_book(workspace, extra="\nsubtitles: [srt, vtt]"))
     return workspace
 
 
@@ -204,13 +178,13 @@ def test_subtitles_are_recorded_outputs(book: Path) -> None:
 
 
 def test_subtitles_stay_current_and_go_with_the_field(tmp_path: Path) -> None:
-    manifest = book_with(tmp_path, "\nsubtitles: [srt, vtt]")
-    render(tmp_path, manifest)
+    manifest = example_book(tmp_path, extra="\nsubtitles: [srt, vtt]")
+    render_offline(tmp_path, manifest)
     subs = sorted([*outputs(tmp_path).glob("*.srt"), *outputs(tmp_path).glob("*.vtt")])
     assert len(subs) == 8
     stamps = {path: path.stat().st_mtime_ns for path in subs}
 
-    again = render(tmp_path, manifest)
+    again = render_offline(tmp_path, manifest)
     assert "0 file(s) written" in again.output
     assert {path: path.stat().st_mtime_ns for path in subs} == stamps
 
@@ -220,7 +194,7 @@ def test_subtitles_stay_current_and_go_with_the_field(tmp_path: Path) -> None:
     book_vtt.unlink()
     edited = outputs(tmp_path) / "02 - The Storm.srt"
     edited.write_text("1\n00:00:00,000 --> 00:00:01,000\nedited\n\n", "utf-8")
-    again = render(tmp_path, manifest)
+    again = render_offline(tmp_path, manifest)
     assert "2 file(s) written" in again.output
     assert book_vtt.read_bytes() == kept and "edited" not in edited.read_text("utf-8")
     stamps = {path: path.stat().st_mtime_ns for path in subs}
@@ -229,13 +203,13 @@ def test_subtitles_stay_current_and_go_with_the_field(tmp_path: Path) -> None:
     manifest.write_text(
         manifest.read_text("utf-8").replace("subtitles: [srt, vtt]", "subtitles: [vtt]"), "utf-8"
     )
-    render(tmp_path, manifest)
+    render_offline(tmp_path, manifest)
     assert not list(outputs(tmp_path).glob("*.srt"))
     assert {path: path.stat().st_mtime_ns for path in subs if path.suffix == ".vtt"} == {
         path: stamp for path, stamp in stamps.items() if path.suffix == ".vtt"
     }
 
-    render(tmp_path, book_with(tmp_path, ""))
+    render_offline(tmp_path, example_book(tmp_path))
     assert sorted(p.suffix for p in outputs(tmp_path).iterdir()) == [".m4b", *[".mp3"] * 3]
     with Ledger.for_reading(Workspace(tmp_path).ledger_path) as ledger:
         [info] = ledger.manifests()
@@ -244,13 +218,12 @@ def test_subtitles_stay_current_and_go_with_the_field(tmp_path: Path) -> None:
 
 
 def test_a_subtitle_file_songbatch_did_not_write_is_left_alone(tmp_path: Path) -> None:
-    manifest = book_with(tmp_path, "\nsubtitles: [srt]")
+    manifest = example_book(tmp_path, extra="\nsubtitles: [srt]")
     folder = outputs(tmp_path)
     folder.mkdir(parents=True)
     mine = folder / "01 - The Lamp.srt"
     mine.write_text("1\n00:00:00,000 --> 00:00:01,000\nmy own\n\n", "utf-8")
-    result = invoke("render", str(manifest), "--workspace", str(tmp_path), "--profile", "offline")
-    assert result.exit_code == 1, result.output
+    result = render_offline(tmp_path, manifest, code=1)
     assert "songbatch did not write it" in result.output
     assert mine.read_text("utf-8").endswith("my own\n\n")
     assert (folder / "02 - The Storm.srt").is_file()
@@ -268,9 +241,8 @@ def test_a_subtitle_file_songbatch_did_not_write_is_left_alone(tmp_path: Path) -
 def test_a_bad_subtitles_field_is_one_line_and_exit_2(
     tmp_path: Path, value: str, message: str
 ) -> None:
-    manifest = book_with(tmp_path, f"\nsubtitles: {value}")
-    result = invoke("render", str(manifest), "--workspace", str(tmp_path), "--profile", "offline")
-    assert result.exit_code == 2, result.output
+    manifest = example_book(tmp_path, extra=f"\nsubtitles: {value}")
+    result = render_offline(tmp_path, manifest, code=2)
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
     assert re.match(r".*example-book\.yaml:14:\d+: ", lines[0]), lines[0]
@@ -279,22 +251,20 @@ def test_a_bad_subtitles_field_is_one_line_and_exit_2(
 
 
 def test_a_chapter_named_like_the_book_is_refused_with_subtitles(tmp_path: Path) -> None:
-    manifest = book_with(tmp_path, "\nsubtitles: [vtt]")
+    manifest = example_book(tmp_path, extra="\nsubtitles: [vtt]")
     text = manifest.read_text("utf-8").replace(
         "  - title: The Storm\n", f"  - title: The Storm\n    file: {BOOK_STEM}\n"
     )
     manifest.write_text(text, "utf-8")
-    result = invoke("render", str(manifest), "--workspace", str(tmp_path), "--profile", "offline")
-    assert result.exit_code == 2, result.output
+    result = render_offline(tmp_path, manifest, code=2)
     [line] = result.output.strip().splitlines()
     assert "chapters[1].file" in line and "the book's" in line
 
 
 def test_a_mastered_book_with_subtitles_renders(tmp_path: Path) -> None:
-    manifest = book_with(tmp_path, "\nsubtitles: [vtt]\nmaster: podcast")
-    result = invoke("render", str(manifest), "--workspace", str(tmp_path), "--profile", "offline")
+    manifest = example_book(tmp_path, extra="\nsubtitles: [vtt]\nmaster: podcast")
     # The preset's check measures the audio only: never the subtitles.
-    assert result.exit_code == 0, result.output
+    result = render_offline(tmp_path, manifest)
     assert not [
         line for line in result.output.splitlines() if ".vtt" in line and "output" not in line
     ]
