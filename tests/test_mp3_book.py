@@ -7,13 +7,14 @@ refuse it, and a chapter file that would be the book's .mp3 is a one-line error.
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
 from mutagen.id3 import ID3, CTOCFlags
 from mutagen.mp3 import MP3
 
-from helpers.examples import BOOK_DIR, REPO, example_album, example_book, render_offline
+from helpers.examples import BOOK_DIR, REPO, example_album, example_book, invoke, render_offline
 from songbatch.tagging import read_chapters, read_mp3_chapters, read_origin, read_tags
 from test_parts import BOOK, TITLES
 
@@ -68,6 +69,11 @@ def test_the_whole_book_as_one_mp3_with_chapter_frames(tmp_path: Path) -> None:
     assert tags.track is None
     assert tags.cover_bytes == (REPO / "manifests/example-book/cover.png").read_bytes()
     assert read_origin(mp3) is not None  # whose it is, as in every format
+    # `songbatch check` lists the book MP3's chapters as it lists the .m4b's.
+    checked = invoke("check", str(mp3), "--json")
+    assert checked.exit_code == 0, checked.output
+    [file] = json.loads(checked.output)["files"]
+    assert [c["title"] for c in file["measurement"]["chapters"]] == TITLES
 
     # Nothing changed: nothing is written again.
     before = files_as_they_are(out)

@@ -84,7 +84,7 @@ class Measurement:
     head_silence_s: float
     tail_silence_s: float
     tags: dict[str, str | None] = field(default_factory=dict)  # title, artist, album
-    chapters: list[tuple[str, int]] | None = None  # (title, start ms); None: not an MP4
+    chapters: list[tuple[str, int]] | None = None  # (title, start ms); None: no chapter list
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -243,10 +243,11 @@ def _container(path: Path) -> _Container:
         # mutagen does not read: not counted as CBR.
         cbr = mode is BitrateMode.CBR
     chapters = None
-    if isinstance(audio, MP4):
+    if isinstance(audio, (MP4, MP3)):
         from songbatch.tagging import read_chapters
 
-        chapters = read_chapters(path)
+        # An MP3 with none (a chapter file) reports none, as a format without chapters does.
+        chapters = read_chapters(path) or (None if isinstance(audio, MP3) else [])
     return _Container(
         sample_rate=int(sample_rate),
         channels=int(getattr(info, "channels", 0) or 0),
