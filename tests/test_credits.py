@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.examples import BOOK_DIR, example_book, render_offline
+from helpers.examples import BOOK_DIR, example_book, invoke, render_offline
 from songbatch.ledger import Ledger
 from songbatch.manifest import Audiobook, credits_text, load_manifest
 from songbatch.tagging import read_chapters
@@ -177,3 +177,15 @@ def test_a_chapters_bad_param_is_still_pointed_at_with_credits(tmp_path: Path) -
     result = render_offline(tmp_path, manifest, code=2)
     [line] = result.output.strip().splitlines()
     assert "chapters[2].voice.params.exaggeration" in line, line
+
+
+def test_preview_counts_the_chapters_written_not_the_credits(tmp_path: Path) -> None:
+    """`--chapter 1` is the first chapter the person wrote, credits or not."""
+    book = example_book(tmp_path, extra="\ncredits: {opening: true, closing: true}")
+    args = ("preview", str(book), "--seconds", "2", "--workspace", str(tmp_path))
+    result = invoke(*args, "--chapter", "1", "--profile", "offline")
+    assert result.exit_code == 0, result.output
+    [path] = (tmp_path / "previews").glob("*/*.flac")
+    assert "The Lamp" in path.name
+    beyond = invoke(*args, "--chapter", "4", "--profile", "offline")
+    assert beyond.exit_code == 2 and "has 3 chapter(s)" in beyond.output

@@ -110,7 +110,13 @@ def _check_seconds(seconds: float) -> None:
 def _unit_index(loaded: LoadedManifest, options: PreviewOptions) -> int:
     manifest = loaded.manifest
     book = manifest.kind == "audiobook"
-    units = len(manifest.chapters) if book else len(manifest.tracks)  # type: ignore[union-attr]
+    # --chapter N counts the chapters the person wrote: not the credits the builder adds.
+    indexes = (
+        [i for i, chapter in enumerate(manifest.chapters) if chapter.credits is None]  # type: ignore[union-attr]
+        if book
+        else list(range(len(manifest.tracks)))  # type: ignore[union-attr]
+    )
+    units = len(indexes)
     wrong, right = ("--track", "--chapter") if book else ("--chapter", "--track")
     if (options.track if book else options.chapter) is not None:
         raise InputError(
@@ -121,7 +127,7 @@ def _unit_index(loaded: LoadedManifest, options: PreviewOptions) -> int:
     if not 1 <= number <= units:
         what = "chapter" if book else "track"
         raise InputError(f"{right} {number}: {loaded.path} has {units} {what}(s), 1 to {units}")
-    return number - 1
+    return indexes[number - 1]
 
 
 def _preview_plan(full: Plan, unit: int, kind: Kind, seconds: float) -> Plan:
