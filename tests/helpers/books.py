@@ -145,4 +145,13 @@ def worker_processes(pid: int) -> list[psutil.Process]:
         children = psutil.Process(pid).children()
     except psutil.NoSuchProcess:
         return []
-    return [child for child in children if "spawn_main" in " ".join(child.cmdline())]
+    return [child for child in children if "spawn_main" in _command_line(child)]
+
+
+def _command_line(process: psutil.Process) -> str:
+    """A child's command line; empty for one that is gone or a zombie not yet reaped (a worker
+    this test just killed, an ffmpeg ending): either way not a live worker."""
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return ""
