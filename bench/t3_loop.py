@@ -1,9 +1,10 @@
 """The batched T3 token loop before and after issue 11's host-sync work, side by side.
 
-`old`: `chatterbox_batch` as of REFERENCE_COMMIT (stop flags read on the host at every step,
-a position looked up from a host int, the mask grown by `torch.cat`, finished rows kept in the
-batch), loaded from git. `new`: the loop in this tree. Both run the same rows, seeds and model;
-each row's tokens are checked equal before any time is reported. Two cases per batch size:
+`old`: `chatterbox_batch` as tests/chatterbox_engine/reference_loop.py reads it from git (stop
+flags read on the host at every step, a position looked up from a host int, the mask grown by
+`torch.cat`, finished rows kept in the batch). `new`: the loop in this tree. Both run the same
+rows, seeds and model; each row's tokens are checked equal before any time is reported. Two
+cases per batch size:
 
 - `cap`: every row runs to `--tokens` (random weights never stop): the per-step costs alone;
 - `staggered`: row i is made to stop at step (i + 1) * tokens / rows (a hook on `speech_head`),
@@ -19,9 +20,7 @@ GPU pass `--full-size` for the library's 520M Llama, still random. Needs the cha
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,31 +38,7 @@ from songbatch.engines import chatterbox_batch as batch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_HELPERS = ROOT / "tests" / "chatterbox_engine"
-REFERENCE_COMMIT = "c845186f388aaf7f61449afb31c78c1fbd6877a8"  # the last per-step loop
 TEXTS = ["Hi.", "A longer line of text, to pad the others.", "Middling text here.", "Ok", "Why?"]
-
-
-def load_old(folder: Path) -> ModuleType:
-    source = subprocess.run(
-        [
-            "git",
-            "-C",
-            str(ROOT),
-            "show",
-            f"{REFERENCE_COMMIT}:src/songbatch/engines/chatterbox_batch.py",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    path = folder / "chatterbox_batch_old.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("chatterbox_batch_old", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 class Stopper:
@@ -129,9 +104,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(TINY_HELPERS))
     import tiny_chatterbox  # type: ignore[import-not-found]  # tests/chatterbox_engine
+    from reference_loop import load_reference_loop  # type: ignore[import-not-found]
 
     with tempfile.TemporaryDirectory() as folder:
-        old = load_old(Path(folder))
+        old = load_reference_loop(Path(folder))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = tiny_chatterbox.build_tiny_model(

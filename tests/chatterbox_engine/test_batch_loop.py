@@ -12,9 +12,7 @@ import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import importlib.util
 import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,33 +25,19 @@ pytest.importorskip("chatterbox.tts", reason="needs the chatterbox env: bash .ci
 
 import tiny_chatterbox as tiny
 import torch
+from reference_loop import load_reference_loop
 
 from songbatch.engines import chatterbox as cb
 from songbatch.engines import chatterbox_batch as batch
 
-# The last commit with the per-step host loop (issue 11).
-REFERENCE_COMMIT = "c845186f388aaf7f61449afb31c78c1fbd6877a8"
 TEXTS = ["Hi.", "A longer line of text, to pad the others.", "Middling text here.", "Ok", "Why?"]
 
 
 def load_reference(folder: Path) -> ModuleType:
-    """`chatterbox_batch` as of REFERENCE_COMMIT, imported from a file under `folder`."""
-    root = Path(__file__).resolve().parents[2]
-    what = f"{REFERENCE_COMMIT}:src/songbatch/engines/chatterbox_batch.py"
     try:
-        shown = subprocess.run(
-            ["git", "-C", str(root), "show", what], check=True, capture_output=True, text=True
-        )
+        return load_reference_loop(folder)
     except (OSError, subprocess.CalledProcessError) as error:
         pytest.skip(f"the reference loop needs git history: {error}")
-    path = folder / "chatterbox_batch_reference.py"
-    path.write_text(shown.stdout)
-    spec = importlib.util.spec_from_file_location("chatterbox_batch_reference", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
