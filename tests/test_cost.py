@@ -5,7 +5,8 @@ a render, `--compare` ordering, `--actual` against the ledger's sums, and bad in
 Every figure here is worked out from the profile's numbers in the test itself: a per-second
 model bills (base_s + per_audio_s x audio) x the hardware price, and reserves (that x
 worst_factor + cancel_grace_s) x the price; a per-output model bills its price. Wall time adds
-what assembly does after the last render (ASSEMBLY_S_PER_S, the default table's rates).
+what assembly does after the last render (ASSEMBLY_S_PER_S, the default table's rates), or
+all of it where it is slower than the render.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ from songbatch.workspace import Workspace
 REPO = Path(__file__).resolve().parents[1]
 H100 = 0.001525  # profiles/replicate.yaml: gpu-h100, USD per second
 # The estimator's default assembly rates, seconds per audio second, copied by hand.
-ASSEMBLY_S_PER_S = {"master": 0.0015, "flac": 0.0011, "mp3": 0.0070, "m4b": 0.0091}
+ASSEMBLY_S_PER_S = {
+    "master": 0.0015,
+    "flac": 0.0011,
+    "mp3": 0.0070,
+    "m4b": 0.0091,
+    "m4b join": 0.0003,
+}
 STARTUP_S = 1.0  # a worker's start before its engine loads, by default
 # The example album (mp3, flac): 20 s and 28 s tracks. After the last render the longest is
 # mastered and encoded; the rest was assembled while it rendered.
@@ -77,10 +84,12 @@ def shipped_profile(ws: Path, name: str, extra: str = "", rename: str | None = N
     (ws / "profiles" / f"{rename or name}.yaml").write_text(text + extra, encoding="utf-8")
 
 
-def book_tail_s(manifest: Path, ws: Path, profile: str = "offline") -> float:
-    """The example book's assembly after its last render, by hand: its longest chapter
-    mastered and encoded to mp3, then the .m4b of the whole book (pauses included), at the
-    default rates. Chapter lengths are the planner's."""
+def book_wall_s(render_s: float, manifest: Path, ws: Path, profile: str = "offline") -> float:
+    """The example book's wall time by hand, from its render's: chapters are assembled as they
+    finish (mastered, encoded to mp3 and to the .m4b's AAC stream), so after the last render
+    comes its longest chapter's assembly, unless assembling every chapter takes longer than
+    the render; then the .m4b joined from the whole book's streams (pauses included). At the
+    default rates; chapter lengths are the planner's."""
     loaded = load_manifest(manifest)
     workspace = Workspace(ws)
     plan = plan_manifest(loaded, resolve_profile(profile, None, workspace), workspace)
@@ -88,8 +97,9 @@ def book_tail_s(manifest: Path, ws: Path, profile: str = "offline") -> float:
     units: dict[int, float] = {}
     for row in plan.rows:
         units[row.unit] = units.get(row.unit, 0.0) + (est[row.key] + row.pause_after_ms) / 1000
-    unit_rate = ASSEMBLY_S_PER_S["master"] + ASSEMBLY_S_PER_S["mp3"]
-    return max(units.values()) * unit_rate + sum(units.values()) * ASSEMBLY_S_PER_S["m4b"]
+    unit_rate = sum(ASSEMBLY_S_PER_S[fmt] for fmt in ("master", "mp3", "m4b"))
+    assembled = max(render_s + max(units.values()) * unit_rate, sum(units.values()) * unit_rate)
+    return assembled + sum(units.values()) * ASSEMBLY_S_PER_S["m4b join"]
 
 
 def only(data: dict[str, Any]) -> dict[str, Any]:
@@ -176,8 +186,9 @@ def test_offline_default_factor_and_no_money_without_a_cost_block(examples: Path
     # but each worker's start; the offline profile has devices cpu:2.
     assert item["devices"] == 2 and item["device_type"] == "cpu"
     assert item["device_s"] == pytest.approx(audio * 0.0031 + 2 * STARTUP_S)
+    render_s = audio * 0.0031 / 2 + STARTUP_S
     assert item["wall_s"] == pytest.approx(
-        audio * 0.0031 / 2 + STARTUP_S + book_tail_s(examples / "example-book.yaml", ws)
+        book_wall_s(render_s, examples / "example-book.yaml", ws)
     )
     assert item["time_from"] == "default"
     assert item["usd_expected"] is None and item["money_from"] == "unknown"
@@ -196,8 +207,9 @@ def test_a_cost_block_prices_device_hours_and_loads(
     assert (book["devices"], book["device_type"]) == (2, "cuda")
     # load_s is the whole of a worker's start: it replaces the default start-up too.
     assert book["device_s"] == pytest.approx(a * 0.36 + 2 * 30)
-    tail = book_tail_s(examples / "example-book.yaml", ws, "local")
-    assert book["wall_s"] == pytest.approx(a * 0.36 / 2 + 30 + tail)
+    render_s = a * 0.36 / 2 + 30
+    wall_s = book_wall_s(render_s, examples / "example-book.yaml", ws, "local")
+    assert book["wall_s"] == pytest.approx(wall_s)
     assert book["usd_expected"] == pytest.approx((a * 0.36 + 60) / 3600 * 0.45)
     assert book["usd_worst"] is None
     # Without load_s the table's default load applies (MusicGen small: 15 s per worker),
@@ -263,7 +275,7 @@ def test_after_an_offline_render_measured_factors_replace_the_default(
     assert loads == 2 and bases["start-up and load offline espeak-ng on cpu"]["value"] == (
         pytest.approx(load_s)
     )
-    assert set(encoded) == {"master", "mp3", "m4b"}
+    assert set(encoded) == {"master", "mp3", "m4b", "m4b join"}
     for fmt, measured in encoded.items():
         assert bases[f"assembly {fmt}"]["source"] == "measured"
         assert bases[f"assembly {fmt}"]["value"] == pytest.approx(measured)

@@ -94,13 +94,19 @@ def test_book_m4b_has_chapters_cover_and_tags(rendered: Path) -> None:
     [m4b] = (rendered / "outputs" / BOOK_DIR).glob("*.m4b")
     assert m4b.name == "The Lighthouse Keeper's Almanac.m4b"
     mp4 = MP4(m4b)
-    assert mp4.info.length == pytest.approx(sum(expected.values()) / 1000, abs=0.2)
+    # Joined from chapter streams: each chapter adds its encoder's priming and last frame's
+    # padding (at most two AAC frames, 93 ms at 22.05 kHz) to the silence between chapters.
+    framing_s = len(expected) * 2 * 1024 / 22050
+    assert 0 <= mp4.info.length - sum(expected.values()) / 1000 <= framing_s
     chapters = read_chapters(m4b)
     assert [title for title, _ in chapters] == ["The Lamp", "The Storm", "The Letter"]
     starts = [start for _, start in chapters]
     assert starts[0] == 0
-    assert starts[1] == pytest.approx(expected[0], abs=60)
-    assert starts[2] == pytest.approx(expected[0] + expected[1], abs=60)
+    # Each mark where its chapter is heard: after the chapters before it, their framing, and
+    # its own priming (tests/test_streams.py finds the audio at the mark to the sample).
+    for number in (1, 2):
+        before = sum(expected[i] for i in range(number))
+        assert 0 <= starts[number] - before <= number * framing_s * 1000 / len(expected)
     tags = read_tags(m4b)
     assert tags.title == tags.album == "The Lighthouse Keeper's Almanac"
     assert tags.narrator == "The Offline Voice"

@@ -25,7 +25,7 @@ from typing import Any
 
 import soundfile
 
-from songbatch import audio, subtitles
+from songbatch import audio, streams, subtitles
 from songbatch.crashpoints import pause_point
 from songbatch.errors import Interrupted, SongbatchError
 from songbatch.fsutil import (
@@ -216,7 +216,41 @@ class Assembler:
         except Exception as exc:
             return [*(self._failed(info, file, exc) for file in files), *outcomes]
         written = [self._publish(info, file, [master], tags, chapters=None) for file in files]
+        self._stream_ahead(info, unit)
         return [*written, *outcomes]
+
+    def _stream_ahead(self, info: ManifestInfo, unit: int) -> None:
+        """The unit's stream for each book format the book is joined in, encoded now (while
+        devices render on) so the book's own build after the last job is a copy. A failure
+        here is left for the book's build, which encodes what is missing and reports it."""
+        for fmt in self._joined_formats(info):
+            try:
+                self.chapter_stream(info, unit, fmt)
+            except Interrupted:
+                raise
+            except Exception:  # the book's build encodes it again and reports why it fails
+                continue
+
+    def _joined_formats(self, info: ManifestInfo) -> list[str]:
+        formats = info.assembly.get("formats", [])
+        return [fmt for fmt in BOOK_FORMATS if fmt in formats]
+
+    def chapter_stream(self, info: ManifestInfo, unit: int, fmt: str) -> streams.ChapterStream:
+        """The unit's master encoded once as `fmt`'s raw stream (streams.py), keyed by the
+        master and the format's encoding."""
+        master = self.master(info, unit)
+        encoding = self._encoding(info, fmt)
+        key = _digest({"master": master.inputs_sha256, "format": fmt, "encoding": vars(encoding)})
+        path = streams.stream_path(self.workspace.work_dir, key, fmt)
+        found = streams.load_stream(path, fmt)
+        if found is not None:
+            return found
+        started = time.monotonic()
+        stream = streams.encode_stream(
+            master.path, path, fmt, encoding, owner=self.owner, cancel=self.cancel
+        )
+        self._timed(fmt, master.duration_ms, started)
+        return stream
 
     def _replaygain(self, info: ManifestInfo, master: Master) -> ReplayGain | None:
         """An album track's ReplayGain: its own gain, and the album's once every track is
@@ -378,15 +412,16 @@ class Assembler:
         for book, units in zip(books, groups, strict=True):
             try:
                 masters = [self.master(info, unit) for unit in units]
+                joined = [self.chapter_stream(info, unit, book.fmt) for unit in units]
             except Interrupted:
                 raise
             except Exception as exc:
                 outcomes.append(self._failed(info, book, exc))
                 continue
             titles = [spec["units"][unit]["title"] for unit in units]
-            marks = audio.chapter_marks(titles, [m.duration_ms for m in masters])
+            marks = streams.book_marks(titles, joined, book.fmt)
             tags = _book_tags(spec, book.part, len(groups))
-            outcomes.append(self._publish(info, book, masters, tags, chapters=marks))
+            outcomes.append(self._publish(info, book, masters, tags, marks, joined))
         return outcomes
 
     def oversized_parts(self, info: ManifestInfo) -> list[str]:
@@ -423,7 +458,10 @@ class Assembler:
         masters: list[Master],
         tags: Tags,
         chapters: list[audio.ChapterMark] | None,
+        joined: list[streams.ChapterStream] | None = None,
     ) -> FileOutcome:
+        """The file from `masters`: encoded from them, or, given their `joined` streams, those
+        copied into it."""
         encoding = self._encoding(info, file.fmt)
         inputs = _digest(
             {
@@ -440,8 +478,17 @@ class Assembler:
                 "chapters": None if chapters is None else [vars(c) for c in chapters],
                 # Only where a preset sets one: files encoded before presets stay current.
                 **({"encoding": vars(encoding)} if encoding != Encoding() else {}),
+                **({"joined": True} if joined is not None else {}),
             }
         )
+        if joined is not None:
+            return self._made(
+                info,
+                file,
+                inputs,
+                chapters[-1].end_ms if chapters else 0,
+                lambda: self._join(file, joined, tags, chapters or [], inputs),
+            )
         return self._made(
             info,
             file,
@@ -530,13 +577,7 @@ class Assembler:
         inputs: str,
         encoding: Encoding,
     ) -> None:
-        """Encode to a temp file beside the target, tag, sync, replace."""
-        file.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(file.path, self.owner)
-        started = time.monotonic()
-        try:
-            pause_point("assembly", self.cancel)
-            tags = Tags(**{**vars(tags), "origin": f"{self.owner}:{inputs}"})
+        def write(tmp: Path, tags: Tags) -> None:
             audio.encode(
                 [m.path for m in masters],
                 tmp,
@@ -551,11 +592,47 @@ class Assembler:
                 cbr=encoding.cbr,
                 cancel=self.cancel,
             )
+
+        self._write_audio(file, inputs, tags, write, file.fmt, sum(m.duration_ms for m in masters))
+
+    def _join(
+        self,
+        file: OutputFile,
+        joined: list[streams.ChapterStream],
+        tags: Tags,
+        chapters: list[audio.ChapterMark],
+        inputs: str,
+    ) -> None:
+        def write(tmp: Path, tags: Tags) -> None:
+            streams.join_streams(
+                joined, tmp, file.fmt, tags=tags, chapters=chapters, cancel=self.cancel
+            )
+
+        length_ms = chapters[-1].end_ms if chapters else 0
+        self._write_audio(file, inputs, tags, write, f"{file.fmt} join", length_ms)
+
+    def _write_audio(
+        self,
+        file: OutputFile,
+        inputs: str,
+        tags: Tags,
+        write: Callable[[Path, Tags], None],
+        timed_as: str,
+        audio_ms: int,
+    ) -> None:
+        """`write` into a temp file beside the target, its tags naming this workspace and the
+        inputs; sync, replace; time it."""
+        file.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(file.path, self.owner)
+        started = time.monotonic()
+        try:
+            pause_point("assembly", self.cancel)
+            write(tmp, Tags(**{**vars(tags), "origin": f"{self.owner}:{inputs}"}))
             make_public(tmp)
             replace_durably(tmp, file.path)
         finally:
             remove_quietly(tmp)
-        self._timed(file.fmt, sum(m.duration_ms for m in masters), started)
+        self._timed(timed_as, audio_ms, started)
 
     # ------------------------------------------------------------------ subtitles
 
@@ -574,8 +651,8 @@ class Assembler:
 
     def book_subtitles(self, info: ManifestInfo) -> list[FileOutcome]:
         """The book's .srt/.vtt beside its .m4b (or each part's): every chapter's cues from
-        where its chapter mark starts (the marks `assemble_book` writes, over the same
-        masters' durations)."""
+        where its chapter is heard in the book file (the .m4b's timeline, else the book
+        .mp3's, else the masters' back to back)."""
         spec = info.assembly
         files = [f for f in planned_outputs(spec) if f.unit is None and f.subtitle]
         if not files:
@@ -586,16 +663,11 @@ class Assembler:
             mine = [f for f in files if f.part == part]
             try:
                 masters = [self.master(info, unit) for unit in units]
-                marks = audio.chapter_marks(
-                    [spec["units"][unit]["title"] for unit in units],
-                    [m.duration_ms for m in masters],
-                )
+                timeline = self._joined_formats(info)[0]  # the .m4b's if there is one
+                heard_ms = self._book_timeline(info, units, timeline)
                 chapters = [
-                    (
-                        mark.start_ms,
-                        subtitles.clamp(self._chapter_cues(info, unit)[0], m.duration_ms),
-                    )
-                    for unit, mark, m in zip(units, marks, masters, strict=True)
+                    (start, subtitles.clamp(self._chapter_cues(info, unit)[0], m.duration_ms))
+                    for unit, start, m in zip(units, heard_ms, masters, strict=True)
                 ]
             except Interrupted:
                 raise
@@ -603,9 +675,16 @@ class Assembler:
                 outcomes += [self._failed(info, file, exc) for file in mine]
                 continue
             cues = subtitles.book_cues(chapters)
-            length_ms = marks[-1].end_ms if marks else 0
+            length_ms = heard_ms[-1] + masters[-1].duration_ms if masters else 0
             outcomes += [self._publish_subtitles(info, file, cues, length_ms) for file in mine]
         return outcomes
+
+    def _book_timeline(self, info: ManifestInfo, units: list[int], fmt: str) -> list[int]:
+        """Where each of these chapters' audio is heard in the book file of them in `fmt`, in
+        ms: its chapter mark, but for the first chapter's priming."""
+        joined = [self.chapter_stream(info, unit, fmt) for unit in units]
+        rate = joined[0].sample_rate
+        return [round(sample * 1000 / rate) for sample in streams.heard_at(joined, fmt)]
 
     def _chapter_cues(self, info: ManifestInfo, unit: int) -> tuple[list[subtitles.Cue], int]:
         """The unit's cues and length, timed as `_raw_master` lays the audio out (the same

@@ -220,18 +220,18 @@ class ChapterMark:
     end_ms: int
 
 
-# format -> (ffmpeg muxer, encoder, extra args). Every output is written to a temporary name,
-# so the muxer is always explicit rather than guessed from the extension.
-_CODECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+# format -> (ffmpeg muxer, encoder, encoder args, muxer args). Every output is written to a
+# temporary name, so the muxer is always explicit rather than guessed from the extension.
+_CODECS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
     # ffmpeg's default AAC coder (twoloop) runs about 40x realtime on speech, `fast` about 200x
     # with no audible difference at audiobook bitrates: a 10-hour book encodes in minutes.
-    "m4b": ("mp4", "aac", ("-aac_coder", "fast", "-movflags", "+faststart")),
-    "mp3": ("mp3", "libmp3lame", ()),
-    "flac": ("flac", "flac", ()),
+    "m4b": ("mp4", "aac", ("-aac_coder", "fast"), ("-movflags", "+faststart")),
+    "mp3": ("mp3", "libmp3lame", (), ()),
+    "flac": ("flac", "flac", (), ()),
     # Opus only runs at 48 kHz (and a few divisors); resample rather than let libopus refuse.
-    "opus": ("opus", "libopus", ("-ar", "48000")),
+    "opus": ("opus", "libopus", ("-ar", "48000"), ()),
     # Long stereo books pass 4 GiB: RF64 then, a plain RIFF WAV otherwise.
-    "wav": ("wav", "pcm_s16le", ("-rf64", "auto")),
+    "wav": ("wav", "pcm_s16le", (), ("-rf64", "auto")),
 }
 _DEFAULT_BITRATE = {"m4b": (64, 128), "mp3": (64, 128), "opus": (48, 96)}  # kbit/s mono, stereo
 
@@ -263,25 +263,20 @@ def encode(
     if not inputs:
         raise EngineError("encode: no inputs", retryable=False)
     file_type = _SAME_FILE_TYPE.get(fmt, fmt)
-    muxer, encoder, extra = _CODECS[file_type]
-    require_encoder(encoder)
-    channels = channels or _channels(inputs[0])
+    muxer, _encoder, _extra, muxer_args = _CODECS[file_type]
+    codec_args = encoder_args(
+        fmt,
+        channels or _channels(inputs[0]),
+        bitrate=bitrate,
+        sample_rate=sample_rate,
+        vbr=vbr,
+        cbr=cbr,
+    )
     with tempfile.TemporaryDirectory(prefix="songbatch-encode-") as work:
         args = ["-f", "concat", "-safe", "0", "-i", str(_concat_list(inputs, Path(work)))]
-        if chapters and file_type in ("m4b", "mp3"):
-            # Global tags and chapters both from the FFMETADATA file: it has no global tags, and
-            # `-map_metadata -1` would also drop the chapter titles.
-            args += ["-i", str(_ffmetadata(chapters, Path(work)))]
-            args += ["-map_metadata", "1", "-map_chapters", "1"]
-        else:
-            args += ["-map_metadata", "-1", "-map_chapters", "-1"]
+        args += chapter_args(chapters if file_type in ("m4b", "mp3") else None, Path(work))
         # Either way no tag comes from the masters (their Vorbis comments): write_tags does it.
-        args += ["-map", "0:a", "-c:a", encoder, *extra, "-ac", str(channels)]
-        if sample_rate:
-            args += ["-ar", str(sample_rate)]
-        args += _rate_args(
-            file_type, bitrate or _default_bitrate(file_type, channels), vbr=vbr, cbr=cbr
-        )
+        args += ["-map", "0:a", *codec_args, *muxer_args]
         args += ["-f", muxer, str(out_path)]
         try:
             run_ffmpeg(args, cancel=cancel)
@@ -310,6 +305,38 @@ def _rate_args(fmt: str, kbps: str | None, *, vbr: bool, cbr: bool) -> list[str]
     if fmt == "opus" and cbr:
         return ["-b:a", kbps, "-vbr", "off"]
     return ["-b:a", kbps]
+
+
+def encoder_args(
+    fmt: str,
+    channels: int,
+    *,
+    bitrate: str | None = None,
+    sample_rate: int | None = None,
+    vbr: bool = False,
+    cbr: bool = False,
+) -> list[str]:
+    """ffmpeg's output arguments that encode audio as `fmt` does (codec, channels, rate, bit
+    rate), whatever container the stream then goes into."""
+    file_type = _SAME_FILE_TYPE.get(fmt, fmt)
+    _muxer, encoder, extra, _muxer_args = _CODECS[file_type]
+    require_encoder(encoder)
+    args = ["-c:a", encoder, *extra, "-ac", str(channels)]
+    if sample_rate:
+        args += ["-ar", str(sample_rate)]
+    return args + _rate_args(
+        file_type, bitrate or _default_bitrate(file_type, channels), vbr=vbr, cbr=cbr
+    )
+
+
+def chapter_args(chapters: Sequence[ChapterMark] | None, work: Path) -> list[str]:
+    """ffmpeg's arguments that write `chapters` (none: no chapters and no global tags from the
+    inputs), the FFMETADATA file written into `work` and read as input 1."""
+    if not chapters:
+        return ["-map_metadata", "-1", "-map_chapters", "-1"]
+    # Global tags and chapters both from the FFMETADATA file: it has no global tags, and
+    # `-map_metadata -1` would also drop the chapter titles.
+    return ["-i", str(_ffmetadata(chapters, work)), "-map_metadata", "1", "-map_chapters", "1"]
 
 
 def _channels(path: Path) -> int:

@@ -66,7 +66,10 @@ DEFAULT_ENCODE_S_PER_AUDIO_S: dict[str, float] = {
     "mp3": 0.0070,
     "mp3-book": 0.0070,
     "opus": 0.021,
-    "m4b": 0.0091,
+    "m4b": 0.0091,  # a chapter's AAC stream, encoded as the chapter finishes
+    # The whole book's file, joined from its chapters' streams after the last chapter.
+    "m4b join": 0.0003,
+    "mp3-book join": 0.0003,
 }
 
 # A stand-in for a voice's uploaded URL: a model input that takes a voice gets a value, so
@@ -519,9 +522,10 @@ def _load_basis(
 def _assembly(result: Estimate, plan: Plan, left: set[str], calibration: Calibration) -> None:
     """Add the assembly a render of the work left still needs to its wall time.
 
-    Chapters and tracks are assembled in the background as they finish, while devices render:
-    that is hidden unless it is slower than the render. What follows the last render is not:
-    the last unit's files, then the book file (.m4b), which is encoded from every chapter."""
+    Chapters and tracks are assembled in the background as they finish, while devices render,
+    with each chapter's stream for the book files: that is hidden unless it is slower than the
+    render. What follows the last render is not: the last unit's files and streams, then the
+    book files (.m4b, book .mp3), joined from every chapter's stream."""
     if result.wall_s is None or not left:
         return
     planned_s = sum(job.est_ms for job in plan.jobs if job.key in left) / 1000
@@ -537,13 +541,15 @@ def _assembly(result: Estimate, plan: Plan, left: set[str], calibration: Calibra
         if row.unit in touched:
             unit_s[row.unit] = unit_s.get(row.unit, 0.0) + seconds
     formats = list(plan.record.assembly["formats"])
-    per_unit = ["master", *chapter_formats(formats)]
-    rates = {fmt: _encode_basis(fmt, calibration) for fmt in [*per_unit, *formats]}
+    books = [fmt for fmt in formats if fmt in BOOK_FORMATS]
+    per_unit = ["master", *chapter_formats(formats), *books]
+    joins = [f"{fmt} join" for fmt in books]
+    rates = {fmt: _encode_basis(fmt, calibration) for fmt in [*per_unit, *joins]}
     result.basis.extend(rates.values())
     unit_rate = sum(rates[fmt].value or 0.0 for fmt in per_unit)
     units_s = sum(unit_s.values()) * unit_rate
     last_unit_s = max(unit_s.values(), default=0.0) * unit_rate
-    book_file_s = book_s * sum(rates[f].value or 0.0 for f in formats if f in BOOK_FORMATS)
+    book_file_s = book_s * sum(rates[join].value or 0.0 for join in joins)
     result.wall_s = max(result.wall_s + last_unit_s, units_s) + book_file_s
     result.time_from = _merge_labels([result.time_from, *(b.label() for b in rates.values())])
 

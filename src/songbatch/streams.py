@@ -1,0 +1,294 @@
+"""A chapter encoded once into a book format's raw codec stream, so that the whole book is its
+chapters' streams joined without encoding again.
+
+A chapter's stream is encoded as soon as the chapter is whole (during the render, while the
+devices work on later chapters); the book is then one copy of the streams in order into the
+container, with the chapter marks and tags: seconds for a 10-hour book, where encoding it from
+the masters took minutes after the last job. Streams are content-keyed by the master and the
+encoding, so an unchanged chapter is never encoded twice, not even by a later run.
+
+Raw streams are used (AAC in ADTS for the .m4b, bare MP3 frames for the book .mp3) because
+their frames join byte for byte: no container's edit list or length field disagrees with the
+join. What joining costs is each stream's encoder priming (1024 samples for AAC, 1105 for MP3
+from LAME) at the head of every chapter: a few tens of milliseconds more of the silence a
+chapter starts with. Chapter marks are placed from the streams' own frame counts, at the
+sample where each chapter's audio is heard, so they stay exact; the .m4b's edit list drops the
+first chapter's priming, as a single encode's would.
+
+Measured, not assumed: tests/test_streams.py decodes what the encoders and the join wrote and
+finds a known signal at the sample these figures put it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile
+
+from songbatch.audio import ChapterMark, chapter_args, encoder_args
+from songbatch.errors import EngineError
+from songbatch.ffmpeg import run_ffmpeg
+from songbatch.fsutil import fsync_file, remove_quietly, replace_durably, temp_sibling
+from songbatch.presets import Encoding
+from songbatch.tagging import Tags, write_tags
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    """How a book format's chapters are encoded as raw streams and joined."""
+
+    suffix: str
+    raw: str  # ffmpeg's muxer of the raw stream
+    demuxer: str  # and its demuxer
+    priming: int  # samples the encoder puts before the first input sample (measured: tests)
+    encoder_args: tuple[str, ...]  # added to the format's own, to keep the stream bare
+    container: tuple[str, ...]  # muxer and its arguments for the joined book
+    # Samples a player drops from the joined file's start, as its container tells it to: the
+    # m4b's edit list (which the join writes by starting the input early), the book MP3's Info
+    # frame (which ffmpeg's muxer writes, saying no encoder delay beyond the decoder's 529).
+    dropped: int
+    edit_list: bool
+
+
+STREAM_FORMATS: dict[str, StreamFormat] = {
+    "m4b": StreamFormat(
+        suffix=".aac",
+        raw="adts",
+        demuxer="aac",
+        priming=1024,
+        encoder_args=(),
+        container=("-bsf:a", "aac_adtstoasc", "-movflags", "+faststart", "-f", "mp4"),
+        dropped=1024,
+        edit_list=True,
+    ),
+    "mp3-book": StreamFormat(
+        suffix=".mp3",
+        raw="mp3",
+        demuxer="mp3",
+        priming=1105,  # LAME's encoder delay (576) and its decoder's (529)
+        # No Xing/Info frame or ID3 tag per chapter: the join writes one Info frame for the book.
+        encoder_args=("-write_xing", "0", "-id3v2_version", "0", "-write_id3v1", "0"),
+        container=("-write_xing", "1", "-id3v2_version", "4", "-f", "mp3"),
+        dropped=529,
+        edit_list=False,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ChapterStream:
+    path: Path
+    frames: int
+    frame_samples: int
+    sample_rate: int
+
+    @property
+    def samples(self) -> int:
+        return self.frames * self.frame_samples
+
+
+def stream_path(folder: Path, key: str, fmt: str) -> Path:
+    return folder / f"{key}{STREAM_FORMATS[fmt].suffix}"
+
+
+def encode_stream(
+    master: Path,
+    out: Path,
+    fmt: str,
+    encoding: Encoding,
+    *,
+    owner: str,
+    cancel: threading.Event | None = None,
+) -> ChapterStream:
+    """`master` encoded as `fmt`'s raw stream at `out` (temp, fsync, rename), its frame count
+    beside it (`<out>.json`, written first: a stream on disk always has its count)."""
+    chosen = STREAM_FORMATS[fmt]
+    channels = encoding.channels or int(soundfile.info(str(master)).channels)
+    args = encoder_args(
+        fmt,
+        channels,
+        bitrate=f"{encoding.bitrate_kbps}k" if encoding.bitrate_kbps else None,
+        sample_rate=encoding.sample_rate,
+        vbr=encoding.vbr,
+        cbr=encoding.cbr,
+    )
+    tmp = temp_sibling(out, owner)
+    try:
+        source = ["-i", str(master), "-map", "0:a", "-map_metadata", "-1"]
+        output = [*args, *chosen.encoder_args, "-f", chosen.raw, str(tmp)]
+        run_ffmpeg([*source, *output], cancel=cancel)
+        stream = dataclasses.replace(count_frames(tmp, fmt), path=out)
+        _write_count(stream, tmp.stat().st_size, owner)
+        fsync_file(tmp)
+        replace_durably(tmp, out)
+    finally:
+        remove_quietly(tmp)
+    return stream
+
+
+def load_stream(path: Path, fmt: str) -> ChapterStream | None:
+    """The stream at `path` with its recorded frame count; None if either is missing or they
+    disagree (the stream is then encoded again)."""
+    try:
+        recorded = json.loads(_count_path(path).read_text(encoding="utf-8"))
+        if path.stat().st_size != recorded["bytes"]:
+            return None
+        return ChapterStream(
+            path=path,
+            frames=int(recorded["frames"]),
+            frame_samples=int(recorded["frame_samples"]),
+            sample_rate=int(recorded["sample_rate"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _count_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _write_count(stream: ChapterStream, size: int, owner: str) -> None:
+    target = _count_path(stream.path)
+    tmp = temp_sibling(target, owner)
+    try:
+        record = {
+            "frames": stream.frames,
+            "frame_samples": stream.frame_samples,
+            "sample_rate": stream.sample_rate,
+            "bytes": size,
+        }
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        fsync_file(tmp)
+        replace_durably(tmp, target)
+    finally:
+        remove_quietly(tmp)
+
+
+def count_frames(path: Path, fmt: str) -> ChapterStream:
+    """Frames in a raw stream, read from their headers (every frame says its own length)."""
+    data = path.read_bytes()
+    reader = _adts_frame if STREAM_FORMATS[fmt].demuxer == "aac" else _mp3_frame
+    frames, offset, shape = 0, 0, None
+    while offset < len(data):
+        length, frame_shape = reader(data, offset)
+        if shape is None:
+            shape = frame_shape
+        elif frame_shape != shape:
+            raise EngineError(f"{path}: frames change sample rate mid-stream", retryable=False)
+        offset += length
+        frames += 1
+    if shape is None:
+        raise EngineError(f"{path}: the encoder wrote no audio", retryable=False)
+    return ChapterStream(path=path, frames=frames, frame_samples=shape[0], sample_rate=shape[1])
+
+
+_ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+
+
+def _adts_frame(data: bytes, at: int) -> tuple[int, tuple[int, int]]:
+    header = data[at : at + 7]
+    if len(header) < 7 or header[0] != 0xFF or header[1] & 0xF6 != 0xF0:
+        raise EngineError(f"not an ADTS frame at byte {at}", retryable=False)
+    rate_index = (header[2] >> 2) & 0x0F
+    length = ((header[3] & 0x03) << 11) | (header[4] << 3) | (header[5] >> 5)
+    blocks = (header[6] & 0x03) + 1
+    if rate_index >= len(_ADTS_RATES) or length < 7:
+        raise EngineError(f"a damaged ADTS frame at byte {at}", retryable=False)
+    return length, (1024 * blocks, _ADTS_RATES[rate_index])
+
+
+# MPEG audio layer III: kbit/s by bitrate index, for MPEG-1 and for MPEG-2 and 2.5.
+_MP3_KBPS = {
+    1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mp3_frame(data: bytes, at: int) -> tuple[int, tuple[int, int]]:
+    header = data[at : at + 4]
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+        raise EngineError(f"not an MP3 frame at byte {at}", retryable=False)
+    version = (header[1] >> 3) & 0x03  # 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+    layer = (header[1] >> 1) & 0x03
+    bitrate_index, rate_index = header[2] >> 4, (header[2] >> 2) & 0x03
+    if version == 1 or layer != 1 or bitrate_index in (0, 15) or rate_index == 3:
+        raise EngineError(f"an MP3 frame songbatch cannot read at byte {at}", retryable=False)
+    mpeg1 = version == 3
+    kbps = _MP3_KBPS[1 if mpeg1 else 2][bitrate_index]
+    rate = _MP3_RATES[version][rate_index]
+    padding = (header[2] >> 1) & 0x01
+    per_frame = 1152 if mpeg1 else 576
+    return per_frame * kbps * 125 // rate + padding, (per_frame, rate)
+
+
+def heard_at(streams: Sequence[ChapterStream], fmt: str) -> list[int]:
+    """Where, in samples of the joined book as a player presents it, each chapter's first
+    sample is heard: after the streams before it and its own priming, less what a player drops
+    from the file's start."""
+    chosen = STREAM_FORMATS[fmt]
+    starts, before = [], 0
+    for stream in streams:
+        starts.append(before + chosen.priming - chosen.dropped)
+        before += stream.samples
+    return starts
+
+
+def book_marks(
+    titles: Sequence[str], streams: Sequence[ChapterStream], fmt: str
+) -> list[ChapterMark]:
+    """A chapter mark per stream, at the millisecond its chapter is heard (the first at 0: a
+    file's first chapter starts where it does), each ending where the next starts."""
+    if not streams:
+        return []
+    rate = streams[0].sample_rate
+    starts = [0, *heard_at(streams, fmt)[1:]]
+    end = sum(stream.samples for stream in streams) - STREAM_FORMATS[fmt].dropped
+    bounds = [round(sample * 1000 / rate) for sample in [*starts, end]]
+    return [
+        ChapterMark(title=title, start_ms=start, end_ms=stop)
+        for title, start, stop in zip(titles, bounds, bounds[1:], strict=False)
+    ]
+
+
+def join_streams(
+    streams: Sequence[ChapterStream],
+    out_path: Path,
+    fmt: str,
+    *,
+    tags: Tags,
+    chapters: Sequence[ChapterMark],
+    cancel: threading.Event | None = None,
+) -> None:
+    """The streams in order into one `fmt` file at `out_path`, copied (not encoded), with
+    `chapters` and `tags`; fsynced. Nothing half-written is left behind."""
+    if not streams:
+        raise EngineError("join: no chapter streams", retryable=False)
+    rates = {stream.sample_rate for stream in streams}
+    if len(rates) != 1:
+        raise EngineError(f"join: chapter streams at rates {sorted(rates)}", retryable=False)
+    chosen = STREAM_FORMATS[fmt]
+    with tempfile.TemporaryDirectory(prefix="songbatch-join-") as work:
+        listing = Path(work) / "streams.txt"
+        listing.write_text("".join(f"{s.path.resolve()}\n" for s in streams), encoding="utf-8")
+        args = []
+        if chosen.edit_list:
+            # Starting the stream at minus its priming makes the muxer write the edit list that
+            # hides it, as an encode straight into the container does.
+            args += ["-itsoffset", f"{-chosen.dropped / streams[0].sample_rate:.9f}"]
+        args += ["-f", chosen.demuxer, "-i", f"concatf:{listing}"]
+        args += chapter_args(chapters, Path(work))
+        args += ["-map", "0:a", "-c:a", "copy", *chosen.container, str(out_path)]
+        try:
+            run_ffmpeg(args, cancel=cancel)
+            write_tags(out_path, "m4b" if fmt == "m4b" else "mp3", tags)
+            fsync_file(out_path)
+        except BaseException:
+            out_path.unlink(missing_ok=True)
+            raise

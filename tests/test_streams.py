@@ -1,0 +1,172 @@
+"""Chapter streams (streams.py): each chapter encoded once, the book joined from them by copy.
+
+Everything here is real ffmpeg: the encoders' priming is measured by decoding what they wrote
+and finding a known signal in it, so a change of encoder that moves audio by a sample fails.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import soundfile as sf
+from mutagen.mp3 import MP3
+
+from songbatch.ffmpeg import ffmpeg_exe
+from songbatch.outputs import BOOK_FORMATS
+from songbatch.presets import Encoding
+from songbatch.streams import (
+    STREAM_FORMATS,
+    ChapterStream,
+    book_marks,
+    count_frames,
+    encode_stream,
+    heard_at,
+    join_streams,
+    load_stream,
+)
+from songbatch.tagging import Tags, read_chapters, read_tags
+
+OWNER = "00000000000be0c0"
+FORMATS = BOOK_FORMATS  # every whole-book format is joined from chapter streams
+
+
+def test_every_book_format_has_a_stream_format() -> None:
+    assert set(STREAM_FORMATS) == set(BOOK_FORMATS)
+
+
+def chirp(rate: int, seconds: float = 0.4) -> npt.NDArray[np.float64]:
+    t = np.arange(round(rate * seconds)) / rate
+    return 0.5 * np.sin(2 * np.pi * (200 + 2000 * t) * t)
+
+
+def master(path: Path, rate: int, seconds: float, *, seed: int = 0) -> Path:
+    """`seconds` of silence with a chirp at its very first sample (where a chapter's audio
+    starts), and a quieter one of its own later so chapters differ."""
+    audio = np.zeros(round(rate * seconds))
+    signal = chirp(rate)
+    audio[: signal.size] = signal
+    later = chirp(rate, 0.2) * 0.3
+    at = round(rate * (0.5 + 0.05 * seed))
+    audio[at : at + later.size] = later
+    sf.write(path, audio.astype(np.float32), rate, subtype="PCM_24", format="FLAC")
+    return path
+
+
+def decoded(path: Path, *demuxer: str) -> npt.NDArray[np.float64]:
+    """Every sample a player gets from `path` (ffmpeg's decoder, edit lists applied), mono."""
+    command = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", *demuxer, "-i", str(path)]
+    raw = subprocess.run(
+        [*command, "-ac", "1", "-f", "s16le", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(raw, dtype=np.int16).astype(np.float64) / 32768
+
+
+def found_at(audio: npt.NDArray[np.float64], rate: int, near: int, span: int = 3000) -> int:
+    """Where the chirp starts in `audio`, searched within `span` samples after `near`."""
+    signal = chirp(rate)
+    scores = [
+        float(np.dot(audio[d : d + signal.size], signal))
+        for d in range(near, min(near + span, audio.size - signal.size))
+    ]
+    return near + int(np.argmax(scores))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rate", [22050, 44100, 48000])
+def test_each_encoder_primes_a_stream_by_its_known_delay(
+    tmp_path: Path, fmt: str, rate: int
+) -> None:
+    stream = encode_stream(
+        master(tmp_path / "m.flac", rate, 1.0), tmp_path / "s", fmt, Encoding(), owner=OWNER
+    )
+    audio = decoded(stream.path, "-f", STREAM_FORMATS[fmt].demuxer)
+    assert found_at(audio, rate, 0) == STREAM_FORMATS[fmt].priming
+    assert audio.size == stream.samples  # the headers' count is what a decoder gives
+    assert stream.sample_rate == rate
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_stream_keeps_its_frame_count_beside_it(tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / "s"
+    stream = encode_stream(
+        master(tmp_path / "m.flac", 22050, 1.0), out, fmt, Encoding(), owner=OWNER
+    )
+    assert load_stream(out, fmt) == stream
+    assert count_frames(out, fmt) == stream
+    with out.open("ab") as grown:  # no longer what was counted: encoded again
+        grown.write(b"\0")
+    assert load_stream(out, fmt) is None
+    assert load_stream(tmp_path / "absent", fmt) is None
+
+
+def test_a_stream_takes_the_formats_encoding(tmp_path: Path) -> None:
+    stream = encode_stream(
+        master(tmp_path / "m.flac", 22050, 2.0),
+        tmp_path / "s",
+        "mp3-book",
+        Encoding(sample_rate=44100, channels=2, bitrate_kbps=192, cbr=True),
+        owner=OWNER,
+    )
+    assert (stream.sample_rate, stream.frame_samples) == (44100, 1152)
+    size = stream.path.stat().st_size
+    assert size == pytest.approx(192_000 / 8 * stream.samples / 44100, rel=0.01)
+
+
+def chapters(folder: Path, fmt: str, rate: int, lengths: list[float]) -> list[ChapterStream]:
+    return [
+        encode_stream(
+            master(folder / f"m{i}.flac", rate, seconds, seed=i),
+            folder / f"s{i}",
+            fmt,
+            Encoding(),
+            owner=OWNER,
+        )
+        for i, seconds in enumerate(lengths)
+    ]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_joined_book_marks_each_chapter_where_it_is_heard(tmp_path: Path, fmt: str) -> None:
+    rate = 22050
+    streams = chapters(tmp_path, fmt, rate, [1.3, 2.05, 1.77, 1.0])
+    marks = book_marks(["One", "Two", "Three", "Four"], streams, fmt)
+    book = tmp_path / "book"
+    tags = Tags(title="Joined", album="Joined", narrator="A Voice")
+    join_streams(streams, book, fmt, tags=tags, chapters=marks)
+
+    audio = decoded(book)
+    heard = heard_at(streams, fmt)
+    for start in heard:
+        assert found_at(audio, rate, max(0, start - 1500)) == start
+    assert read_chapters(book) == [(m.title, m.start_ms) for m in marks]
+    assert marks[0].start_ms == 0
+    for mark, start in zip(marks[1:], heard[1:], strict=True):
+        assert mark.start_ms == round(start * 1000 / rate)
+    assert abs(marks[-1].end_ms - audio.size * 1000 / rate) <= 1
+    assert read_tags(book).narrator == "A Voice"
+
+
+def test_the_m4b_drops_the_first_priming_as_an_encode_would(tmp_path: Path) -> None:
+    streams = chapters(tmp_path, "m4b", 44100, [1.0, 1.0])
+    book = tmp_path / "book.m4b"
+    join_streams(streams, book, "m4b", tags=Tags(title="T"), chapters=[])
+    audio = decoded(book)
+    assert found_at(audio, 44100, 0) == 0
+    assert audio.size == sum(s.samples for s in streams) - STREAM_FORMATS["m4b"].priming
+    assert STREAM_FORMATS["m4b"].dropped == STREAM_FORMATS["m4b"].priming
+
+
+def test_the_book_mp3_has_one_info_frame_with_the_whole_length(tmp_path: Path) -> None:
+    streams = chapters(tmp_path, "mp3-book", 44100, [1.5, 2.5, 1.0])
+    book = tmp_path / "book.mp3"
+    join_streams(streams, book, "mp3-book", tags=Tags(title="T"), chapters=[])
+    seconds = sum(s.samples for s in streams) / 44100
+    assert MP3(book).info.length == pytest.approx(seconds, abs=0.03)
+    dropped = STREAM_FORMATS["mp3-book"].dropped  # the decoder's own delay, as the frame says
+    assert decoded(book).size == sum(s.samples for s in streams) - dropped
