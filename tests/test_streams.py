@@ -7,6 +7,7 @@ and finding a known signal in it, so a change of encoder that moves audio by a s
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,16 @@ import pytest
 import soundfile as sf
 from mutagen.mp3 import MP3
 
+from helpers.examples import example_book
+from songbatch.events import RunEvent
 from songbatch.ffmpeg import ffmpeg_exe
+from songbatch.ledger import Ledger
+from songbatch.manifest import load_manifest
 from songbatch.outputs import BOOK_FORMATS
+from songbatch.planner import plan_manifest
 from songbatch.presets import Encoding
+from songbatch.profiles import resolve_profile
+from songbatch.render import RenderOptions, render
 from songbatch.streams import (
     STREAM_FORMATS,
     ChapterStream,
@@ -29,6 +37,7 @@ from songbatch.streams import (
     load_stream,
 )
 from songbatch.tagging import Tags, read_chapters, read_tags
+from songbatch.workspace import Workspace
 
 OWNER = "00000000000be0c0"
 FORMATS = BOOK_FORMATS  # every whole-book format is joined from chapter streams
@@ -170,3 +179,51 @@ def test_the_book_mp3_has_one_info_frame_with_the_whole_length(tmp_path: Path) -
     assert MP3(book).info.length == pytest.approx(seconds, abs=0.03)
     dropped = STREAM_FORMATS["mp3-book"].dropped  # the decoder's own delay, as the frame says
     assert decoded(book).size == sum(s.samples for s in streams) - dropped
+
+
+# --------------------------------------------------------------------------- in a render
+
+
+def stream_encodes(workspace: Path) -> dict[str, int]:
+    with Ledger.for_reading(Workspace(workspace).ledger_path) as ledger:
+        return {s.fmt: s.count for s in ledger.encode_samples()}
+
+
+def test_chapters_are_streamed_while_later_ones_render(tmp_path: Path) -> None:
+    """By the last job, every chapter finished before it has its .m4b and book .mp3 streams:
+    the coordinator is held at that job's event (the assembly workers go on), and the streams
+    must appear. After the run, each chapter was encoded once per format, the books joined."""
+    book = example_book(tmp_path, formats="[m4b, mp3-book]")
+    workspace = Workspace(tmp_path)
+    loaded = load_manifest(book)
+    plan = plan_manifest(loaded, resolve_profile("offline", None, workspace), workspace)
+    last_unit = max(row.unit for row in plan.rows)
+    earlier = {row.key for row in plan.rows if row.unit < last_unit}
+    seen: set[str] = set()
+    found: list[int] = []
+
+    def hold_at_the_last_job(event: RunEvent) -> None:
+        if event.kind != "job-done" or event.job is None:
+            return
+        seen.add(event.job)
+        if len(seen) < len(plan.jobs):
+            return
+        assert earlier <= seen  # whole files first: the last job is the last chapter's
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            made = list(workspace.work_dir.glob("*.aac")) + list(workspace.work_dir.glob("*.mp3"))
+            if len(made) >= 2 * last_unit:
+                break
+            time.sleep(0.05)
+        found.append(len(made))
+
+    options = RenderOptions(workspace, profile="offline")
+    report = render([book], options, hold_at_the_last_job)
+    assert report.exit_code == 0, report.assembly_errors
+    assert found == [2 * last_unit]
+    units = last_unit + 1
+    encodes = stream_encodes(tmp_path)
+    assert encodes == {"master": units, "m4b": units, "mp3-book": units} | {
+        "m4b join": 1,
+        "mp3-book join": 1,
+    }

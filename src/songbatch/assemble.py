@@ -192,8 +192,36 @@ class Assembler:
     # ------------------------------------------------------------------ units
 
     def assemble_unit(self, info: ManifestInfo, unit: int) -> list[FileOutcome]:
-        """The unit's file in every chapter format (not the whole book's), and its subtitles,
-        each its own outcome."""
+        """The unit's file in every chapter format, and its subtitles, each its own outcome;
+        and its streams for the whole book's files."""
+        parts = self.unit_parts(info)
+        return [outcome for part in parts for outcome in self.assemble_part(info, unit, part)]
+
+    def unit_parts(self, info: ManifestInfo) -> list[str]:
+        """What a unit's assembly is made of, each part buildable on its own (and at once, by
+        several assemblers) once the unit's master is: its chapter files, and a stream per
+        whole-book format."""
+        return ["files", *(f"stream {fmt}" for fmt in self._joined_formats(info))]
+
+    def assemble_part(self, info: ManifestInfo, unit: int, part: str) -> list[FileOutcome]:
+        if part == "files":
+            return self._unit_files(info, unit)
+        fmt = part.removeprefix("stream ")
+        try:
+            self.chapter_stream(info, unit, fmt)
+        except Interrupted:
+            raise
+        except Exception:  # the book's build encodes it again and reports why it fails
+            pass
+        return []
+
+    def unit_failed(self, info: ManifestInfo, unit: int, exc: BaseException) -> list[FileOutcome]:
+        """The unit's chapter files (and the book's, through them) failed for `exc`: its master
+        cannot be made."""
+        files = [f for f in planned_outputs(info.assembly) if f.unit == unit and not f.subtitle]
+        return [self._failed(info, file, exc) for file in files]
+
+    def _unit_files(self, info: ManifestInfo, unit: int) -> list[FileOutcome]:
         spec = info.assembly
         planned = [f for f in planned_outputs(spec) if f.unit == unit]
         files = [f for f in planned if not f.subtitle]
@@ -216,20 +244,7 @@ class Assembler:
         except Exception as exc:
             return [*(self._failed(info, file, exc) for file in files), *outcomes]
         written = [self._publish(info, file, [master], tags, chapters=None) for file in files]
-        self._stream_ahead(info, unit)
         return [*written, *outcomes]
-
-    def _stream_ahead(self, info: ManifestInfo, unit: int) -> None:
-        """The unit's stream for each book format the book is joined in, encoded now (while
-        devices render on) so the book's own build after the last job is a copy. A failure
-        here is left for the book's build, which encodes what is missing and reports it."""
-        for fmt in self._joined_formats(info):
-            try:
-                self.chapter_stream(info, unit, fmt)
-            except Interrupted:
-                raise
-            except Exception:  # the book's build encodes it again and reports why it fails
-                continue
 
     def _joined_formats(self, info: ManifestInfo) -> list[str]:
         formats = info.assembly.get("formats", [])

@@ -100,8 +100,12 @@ class RenderReport:
     summary_path: Path | None = None  # .songbatch/runs/<run-id>.json
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def add_error(self, message: str) -> None:
+        with self._lock:
+            self.assembly_errors.append(message)
+
     def add(self, info: ManifestInfo, outcome: FileOutcome, observer: Observer) -> None:
-        """One assembled file's outcome (from the assembly thread or the main one)."""
+        """One assembled file's outcome (from an assembly worker or the main thread)."""
         with self._lock:
             if outcome.error is not None:
                 self.assembly_errors.append(f"{info.title}: {outcome.path}: {outcome.error}")
@@ -399,8 +403,13 @@ class _Run:
 
     def _execute(self) -> None:
         tracker = UnitTracker(self.ledger, self.infos)
-        assembly = AssemblyThread(
-            Ledger(self.ledger.path), self.workspace, self.observer, self.report, self.run_id
+        assembly = AssemblyPool(
+            self.ledger.path,
+            self.workspace,
+            self.observer,
+            self.report,
+            self.run_id,
+            workers=assembly_workers(),
         )
         try:
             for info, unit in tracker.complete_units():
@@ -453,7 +462,7 @@ class _Run:
             message = f"{info.title}: {len(files)} file(s) against {chosen.name.value}"
             self.observer(RunEvent("checked", message, data=data))
 
-    def _render_jobs(self, tracker: UnitTracker, assembly: AssemblyThread) -> None:
+    def _render_jobs(self, tracker: UnitTracker, assembly: AssemblyPool) -> None:
         profile = self.planned[0].profile
         # A worker more than there are jobs would only load a model to sit idle.
         self.slots = self.slots[: max(1, tracker.to_render)]
@@ -507,7 +516,7 @@ class _Run:
                 )
 
 
-def _on_published(tracker: UnitTracker, assembly: AssemblyThread, key: str) -> None:
+def _on_published(tracker: UnitTracker, assembly: AssemblyPool, key: str) -> None:
     for info, unit in tracker.job_done(key):
         assembly.submit(info, unit)
 
@@ -670,8 +679,8 @@ class UnitTracker:
         return all(left == 0 for (mid, _), left in self._left.items() if mid == info.id)
 
 
-# How much lower than the run the assembly thread (and the ffmpeg it starts) asks the kernel to
-# schedule it: chapters are assembled while devices render, and a CPU worker, or a GPU worker
+# How much lower than the run the assembly workers (and the ffmpeg they start) ask the kernel to
+# schedule them: chapters are assembled while devices render, and a CPU worker, or a GPU worker
 # launching kernels, must not wait on an encode that could as well run a moment later.
 ASSEMBLY_NICENESS = 10
 
@@ -689,63 +698,132 @@ def yield_cpu_to_devices() -> None:
         )
 
 
-class AssemblyThread:
-    """Assembles finished units in the background so the coordinator keeps feeding devices."""
+def assembly_workers() -> int:
+    """How many chapters or tracks are assembled at once: one per core. They run below the
+    devices' priority (ASSEMBLY_NICENESS), so while the devices render they take only the cores
+    the devices leave free, and once the last job is done every core turns to the tail."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
+class AssemblyPool:
+    """Assembles finished units in the background, `workers` at a time, so the coordinator
+    keeps feeding devices and the book's tail after the last job is short. A unit's master is
+    made first; then its parts (its chapter files, each whole-book format's stream) are queued
+    to be built at once by whichever workers are free. Each worker has its own ledger
+    connection (SQLite serialises their writes)."""
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger_path: Path,
         workspace: Workspace,
         observer: Observer,
         report: RenderReport,
         run_id: int,
+        workers: int = 1,
     ) -> None:
-        self._ledger = ledger
         self.cancel = threading.Event()
-        self._assembler = Assembler(ledger, workspace, run_id=run_id, cancel=self.cancel)
+        self._workspace = workspace
         self._observer = observer
         self._report = report
-        self._queue: queue.Queue[tuple[ManifestInfo, int] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._serve, name="songbatch-assembly", daemon=True)
-        self._thread.start()
+        self._run_id = run_id
+        # (manifest, unit, part): part None is a unit whose master comes first.
+        self._queue: queue.Queue[tuple[ManifestInfo, int, str | None] | None] = queue.Queue()
+        self._threads = [
+            threading.Thread(
+                target=self._serve,
+                args=(Ledger(ledger_path),),
+                name=f"songbatch-assembly-{number}",
+                daemon=True,
+            )
+            for number in range(max(1, workers))
+        ]
+        # Items queued or in hand: a unit's parts are queued by a worker, so the pool is done
+        # only when none is left anywhere.
+        self._pending = 0
+        self._idle = threading.Condition()
+        for thread in self._threads:
+            thread.start()
         self._closed = False
 
     def submit(self, info: ManifestInfo, unit: int) -> None:
-        self._queue.put((info, unit))
+        self._pending_add(1)
+        self._queue.put((info, unit, None))
 
     def close(self) -> None:
         """Assemble what was submitted, then stop."""
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
-        self._thread.join()
-        self._ledger.close()
+        with self._idle:
+            self._idle.wait_for(lambda: self._pending == 0 or self.cancel.is_set())
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _pending_add(self, count: int) -> None:
+        with self._idle:
+            self._pending += count
+            if self._pending == 0:
+                self._idle.notify_all()
 
     def abort(self) -> None:
-        """Stop now: the file being encoded is abandoned (its temp file removed), the rest of
-        the queue dropped; they are assembled by the next run."""
+        """Stop now: the files being encoded are abandoned (their temp files removed), the rest
+        of the queue dropped; they are assembled by the next run."""
         self.cancel.set()
         with contextlib.suppress(queue.Empty):
             while True:
                 self._queue.get_nowait()
+        with self._idle:
+            self._idle.notify_all()
         self.close()
 
-    def _serve(self) -> None:
+    def _serve(self, ledger: Ledger) -> None:
         yield_cpu_to_devices()
-        while (item := self._queue.get()) is not None:
-            info, unit = item
-            try:
-                outcomes = self._assembler.assemble_unit(info, unit)
-            except Interrupted:
+        assembler = Assembler(ledger, self._workspace, run_id=self._run_id, cancel=self.cancel)
+        try:
+            while (item := self._queue.get()) is not None:
+                try:
+                    self._assemble(assembler, *item)
+                finally:
+                    self._pending_add(-1)
+        except Interrupted:
+            return
+        finally:
+            ledger.close()
+
+    def _assemble(
+        self, assembler: Assembler, info: ManifestInfo, unit: int, part: str | None
+    ) -> None:
+        try:
+            if part is None:
+                self._queue_parts(assembler, info, unit)
                 return
-            except Exception as exc:  # a bug: still reported, and the thread goes on
-                title = info.assembly["units"][unit]["title"]
-                self._report.assembly_errors.append(f"{info.title} / {title}: {exc}")
-                self._observer(RunEvent("assembly-failed", f"{title}: {exc}"))
-                continue
-            for outcome in outcomes:
+            outcomes = assembler.assemble_part(info, unit, part)
+        except Interrupted:
+            raise
+        except Exception as exc:  # a bug: still reported, and the worker goes on
+            title = info.assembly["units"][unit]["title"]
+            self._report.add_error(f"{info.title} / {title}: {exc}")
+            self._observer(RunEvent("assembly-failed", f"{title}: {exc}"))
+            return
+        for outcome in outcomes:
+            self._report.add(info, outcome, self._observer)
+
+    def _queue_parts(self, assembler: Assembler, info: ManifestInfo, unit: int) -> None:
+        try:
+            assembler.master(info, unit)
+        except Interrupted:
+            raise
+        except Exception as exc:  # its files fail with this reason; the book's build says why
+            for outcome in assembler.unit_failed(info, unit, exc):
                 self._report.add(info, outcome, self._observer)
+            return
+        parts = assembler.unit_parts(info)
+        self._pending_add(len(parts))
+        for part in parts:
+            self._queue.put((info, unit, part))
 
 
 @dataclass
