@@ -252,9 +252,10 @@ class _BedReader:
         self.total = placed.total
         self.overlap = min(round(LOOP_CROSSFADE_S * placed.rate), bed.frames // 2)
         self.period = max(1, bed.frames - self.overlap)
-        trimmed = placed.total != bed.frames
-        self.trim = fade_frames(round(TRIM_FADE_S * 1000), placed.rate, placed.total)
-        self.trim = self.trim if trimmed else 0
+        # The bed's own end is left as rendered; a bed cut short or looped ends under a fade.
+        fitted = placed.total != bed.frames
+        trim = fade_frames(round(TRIM_FADE_S * 1000), placed.rate, placed.total)
+        self.trim = trim if fitted else 0
         self.file = sf.SoundFile(str(bed.path))
 
     def __enter__(self) -> _BedReader:
@@ -379,5 +380,10 @@ def write_mix(
             fade_out=fade_frames(fade_out_ms, placed.rate, placed.total),
         )
     return audio.write_master(
-        blocks, out_path, sample_rate=placed.rate, channels=placed.channels, owner=owner
+        blocks,
+        out_path,
+        sample_rate=placed.rate,
+        channels=placed.channels,
+        owner=owner,
+        total=placed.total,
     )
