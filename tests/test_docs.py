@@ -20,12 +20,14 @@ from songbatch.cli.main import app
 from songbatch.errors import SongbatchError, install_hint
 from songbatch.manifest import (
     Credits,
+    LayerPauses,
     Parts,
     Pauses,
     _RawAlbum,
     _RawAudiobook,
     _RawChapter,
     _RawEncoding,
+    _RawLayer,
     _RawTrack,
     _RawVoice,
 )
@@ -57,6 +59,8 @@ SECTIONS: dict[tuple[str, str | None], type[BaseModel]] = {
     ("Credits", None): Credits,
     ("Albums (`kind: album`)", None): _RawAlbum,
     ("Tracks", None): _RawTrack,
+    ("Layers", None): _RawLayer,
+    ("Layer pauses", None): LayerPauses,
     ("Profiles", None): _ProfileFile,
     ("Engine", None): EngineConfig,
     ("Device cost", None): DeviceCost,

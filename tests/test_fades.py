@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 import soundfile
 
-from helpers.examples import ALBUM_DIR, example_album, render_offline
+from helpers.examples import ALBUM_DIR, example_album, invoke, render_offline
 from songbatch.errors import ManifestError
 from songbatch.fades import apply_fades, fade_in_gain, fade_out_gain
 from songbatch.manifest import load_manifest
@@ -218,3 +218,27 @@ def test_a_crossfade_longer_than_the_next_track_names_the_crossfade(tmp_path: Pa
     )
     with pytest.raises(ManifestError, match=r"tracks\[0\]\.crossfade: a 19 s crossfade is longer"):
         load_manifest(manifest)
+
+
+def test_preview_of_a_track_sounds_as_the_rendered_track(tmp_path: Path) -> None:
+    """A preview is the opening of the track's own master: its fade-in, and its fade-out
+    too once the preview reaches the end."""
+    manifest = album_with(tmp_path, low_tide="fade_in: 3;fade_out: 4s")
+
+    def preview(seconds: str) -> npt.NDArray[np.float64]:
+        args = ("preview", str(manifest), "--track", "1", "--seconds", seconds)
+        result = invoke(*args, "--workspace", str(tmp_path), "--profile", "offline")
+        assert result.exit_code == 0, result.output
+        [path] = (tmp_path / "previews").glob("*/*.flac")
+        audio, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
+        assert rate == RATE
+        return audio
+
+    opening, whole = preview("5"), preview("60")
+    render_offline(tmp_path, manifest)
+    low_tide = tracks(tmp_path)[0]
+    assert opening.shape[0] == 5 * RATE and whole.shape[0] == LOW_TIDE
+    np.testing.assert_array_equal(opening, low_tide[: 5 * RATE])
+    np.testing.assert_array_equal(whole, low_tide)
+    assert rms(opening[: RATE // 20]) < rms(opening[3 * RATE : 3 * RATE + RATE // 2]) / 100
+    assert rms(whole[-RATE // 20 :]) < rms(whole[-5 * RATE : -4 * RATE]) / 100

@@ -25,7 +25,7 @@ from typing import Any
 
 import soundfile
 
-from songbatch import audio, streams, subtitles
+from songbatch import audio, layers, streams, subtitles
 from songbatch.crashpoints import pause_point
 from songbatch.errors import Interrupted, SongbatchError
 from songbatch.fsutil import (
@@ -292,6 +292,9 @@ class Assembler:
         if info.assembly.get("kind") != "album":
             return None
         jobs = self.ledger.unit_jobs(info.id, unit)
+        meta = info.assembly["units"][unit]
+        if "layers" in meta:  # a layered track's words are its spoken layers'
+            return "\n".join(layers.lyric_lines(meta, self._job_texts(jobs))) or None
         row = self.ledger.job(jobs[0].key) if jobs else None
         lyrics = json.loads(row["request"]).get("lyrics") if row else None
         return lyrics if isinstance(lyrics, str) and lyrics.strip() else None
@@ -305,6 +308,8 @@ class Assembler:
 
     def _raw_master(self, info: ManifestInfo, unit: int, chosen: Preset) -> Master:
         jobs = self.ledger.unit_jobs(info.id, unit)
+        if "layers" in info.assembly["units"][unit]:
+            return self._mixed_master(jobs, info.assembly["units"][unit])
         lead_in_ms, pauses = _silences(
             int(info.assembly.get("lead_in_ms", 0)), [j.pause_after_ms for j in jobs], chosen
         )
@@ -317,24 +322,62 @@ class Assembler:
                 **({"fades": [fade_in_ms, fade_out_ms]} if fade_in_ms or fade_out_ms else {}),
             }
         )
+
+        def write(path: Path) -> None:
+            probe = soundfile.info(str(self._chunk_path(jobs[0])))
+            audio.assemble_master(
+                self._segments(jobs, lead_in_ms, pauses),
+                path,
+                sample_rate=probe.samplerate,
+                channels=probe.channels,
+                owner=self.owner,
+                cancel=self.cancel,
+                fade_in_ms=fade_in_ms,
+                fade_out_ms=fade_out_ms,
+            )
+
+        return self._built_master(inputs, jobs, write)
+
+    def _mixed_master(self, jobs: list[UnitJob], meta: dict[str, Any]) -> Master:
+        """A layered track's master: its layers mixed and faded (layers.py), keyed by every
+        layer's chunks and the way they are mixed."""
+        fade_in_ms, fade_out_ms = _fades(meta)
+        inputs = _digest(
+            {
+                "mix": layers.MIX_VERSION,
+                "layers": meta["layers"],
+                "min_ms": meta.get("min_ms", 0),
+                "jobs": [(j.sha256, j.pause_after_ms) for j in jobs],
+                "fades": [fade_in_ms, fade_out_ms],
+            }
+        )
+
+        def write(path: Path) -> None:
+            layers.write_mix(
+                self._layout(jobs, meta),
+                path,
+                owner=self.owner,
+                cancel=self.cancel,
+                fade_in_ms=fade_in_ms,
+                fade_out_ms=fade_out_ms,
+            )
+
+        return self._built_master(inputs, jobs, write)
+
+    def _layout(self, jobs: list[UnitJob], meta: dict[str, Any]) -> layers.Layout:
+        paths = [self._chunk_path(job) for job in jobs]
+        return layers.layout(meta, paths, [job.pause_after_ms for job in jobs])
+
+    def _built_master(
+        self, inputs: str, jobs: list[UnitJob], write: Callable[[Path], None]
+    ) -> Master:
+        """The master of these inputs in the work folder, written by `write` unless there."""
         path = self.workspace.work_dir / f"{inputs}.flac"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            segments = self._segments(jobs, lead_in_ms, pauses)
-            first = self._chunk_path(jobs[0])
             started = time.monotonic()
             try:
-                probe = soundfile.info(str(first))
-                audio.assemble_master(
-                    segments,
-                    path,
-                    sample_rate=probe.samplerate,
-                    channels=probe.channels,
-                    owner=self.owner,
-                    cancel=self.cancel,
-                    fade_in_ms=fade_in_ms,
-                    fade_out_ms=fade_out_ms,
-                )
+                write(path)
             except (soundfile.LibsndfileError, RuntimeError) as exc:
                 raise self._damaged_chunks(jobs, exc) from exc
             self._timed("master", audio.audio_duration_ms(path), started)
@@ -705,6 +748,11 @@ class Assembler:
         """The unit's cues and length, timed as `_raw_master` lays the audio out (the same
         held lead-in and last pause), each chunk's text from its job's request."""
         jobs = self.ledger.unit_jobs(info.id, unit)
+        meta = info.assembly["units"][unit]
+        if "layers" in meta:  # a line per cue, where the mix places it (the .lrc's)
+            placed = self._layout(jobs, meta)
+            length_ms = round(placed.total * 1000 / placed.rate)
+            return layers.lyric_cues(placed, self._job_texts(jobs)), length_ms
         lead_in_ms, pauses = _silences(
             int(info.assembly.get("lead_in_ms", 0)),
             [j.pause_after_ms for j in jobs],
@@ -729,6 +777,11 @@ class Assembler:
             )
         timed, length_ms = subtitles.place_chunks(lead_in_ms, chunks)
         return subtitles.clamp(subtitles.chapter_cues(timed), length_ms), length_ms
+
+    def _job_texts(self, jobs: list[UnitJob]) -> list[str]:
+        """Each job's text as its request has it (a chunk's words, a music job's prompt)."""
+        rows = [self.ledger.job(job.key) for job in jobs]
+        return [str(json.loads(row["request"]).get("text", "")) if row else "" for row in rows]
 
     def _encoding(self, info: ManifestInfo, fmt: str) -> Encoding:
         """The format's encoding: the preset's defaults under the manifest's settings."""

@@ -105,9 +105,29 @@ def assemble_master(
     """
     segments = list(segments)
     faded = fade_in_ms > 0 or fade_out_ms > 0
-    total = sum(segment_frames(s, sample_rate) for s in segments) if faded else 0
-    fade_in = fade_frames(fade_in_ms, sample_rate, total)
-    fade_out = fade_frames(fade_out_ms, sample_rate, total)
+    total = sum(segment_frames(s, sample_rate) for s in segments) if faded else None
+    blocks = stream_segments(segments, sample_rate, channels, cancel)
+    if total is not None:
+        fade_in = fade_frames(fade_in_ms, sample_rate, total)
+        fade_out = fade_frames(fade_out_ms, sample_rate, total)
+        blocks = apply_fades(blocks, total=total, fade_in=fade_in, fade_out=fade_out)
+    return write_master(
+        blocks, out_path, sample_rate=sample_rate, channels=channels, owner=owner, total=total
+    )
+
+
+def write_master(
+    blocks: Iterable[npt.NDArray[np.float32]],
+    out_path: Path,
+    *,
+    sample_rate: int,
+    channels: int,
+    owner: str,
+    total: int | None = None,
+) -> int:
+    """Stream `blocks` into a FLAC PCM_24 master at `out_path` (a temp name of workspace
+    `owner`, fsynced, renamed); its duration in ms. `total`: the frames the blocks must
+    come to (a fade-out placed by a wrong count would cut the end)."""
     tmp = temp_sibling(out_path, owner)
     frames = 0
     try:
@@ -119,13 +139,10 @@ def assemble_master(
             subtype=CHUNK_SUBTYPE,
             format="FLAC",
         ) as out:
-            blocks = _blocks(segments, sample_rate, channels, cancel)
-            if faded:
-                blocks = apply_fades(blocks, total=total, fade_in=fade_in, fade_out=fade_out)
             for block in blocks:
                 out.write(block)
                 frames += block.shape[0]
-        if faded and frames != total:  # a fade-out placed by a wrong count would cut the end
+        if total is not None and frames != total:
             raise EngineError(f"assembled {frames} frames where the files say {total}")
         fsync_file(tmp)
         replace_durably(tmp, out_path)
@@ -134,7 +151,7 @@ def assemble_master(
     return round(frames * 1000 / sample_rate)
 
 
-def _blocks(
+def stream_segments(
     segments: Sequence[Segment],
     sample_rate: int,
     channels: int,
@@ -162,25 +179,25 @@ def _segment_blocks(
     segment: Segment, sample_rate: int, channels: int
 ) -> Iterator[npt.NDArray[np.float32]]:
     if segment.path is None:
-        yield from _silence_blocks(round(segment.silence_s * sample_rate), channels)
+        yield from silence_blocks(round(segment.silence_s * sample_rate), channels)
         return
     with sf.SoundFile(segment.path) as src:
         if src.samplerate == sample_rate:
             for block in src.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):
-                yield _match_channels(block, channels)
+                yield match_channels(block, channels)
         else:
             whole = src.read(dtype="float32", always_2d=True)
-            yield _match_channels(resample_linear(whole, src.samplerate, sample_rate), channels)
+            yield match_channels(resample_linear(whole, src.samplerate, sample_rate), channels)
     if segment.silence_s > 0:
-        yield from _silence_blocks(round(segment.silence_s * sample_rate), channels)
+        yield from silence_blocks(round(segment.silence_s * sample_rate), channels)
 
 
-def _silence_blocks(frames: int, channels: int) -> Iterator[npt.NDArray[np.float32]]:
+def silence_blocks(frames: int, channels: int) -> Iterator[npt.NDArray[np.float32]]:
     for start in range(0, frames, BLOCK_FRAMES):
         yield np.zeros((min(BLOCK_FRAMES, frames - start), channels), dtype=np.float32)
 
 
-def _match_channels(block: npt.NDArray[np.float32], channels: int) -> npt.NDArray[np.float32]:
+def match_channels(block: npt.NDArray[np.float32], channels: int) -> npt.NDArray[np.float32]:
     have = block.shape[1]
     if have == channels:
         return block

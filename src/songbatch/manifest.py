@@ -286,6 +286,74 @@ def _credits_mapping(value: Any) -> Any:
     return value
 
 
+MIN_GAIN_DB, MAX_GAIN_DB = -60.0, 12.0
+DEFAULT_DUCK_DB = 12.0  # a broadcast voice-over dip: the bed stays audible, the words clear
+MAX_DUCK_DB = 40.0
+MAX_TAIL_S = 60.0
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _gain_db(value: Any) -> float:
+    gain = _number(value, "gain_db")
+    if not MIN_GAIN_DB <= gain <= MAX_GAIN_DB:  # also rejects NaN and .inf
+        raise ValueError(
+            f"gain_db must be from {MIN_GAIN_DB:g} to {MAX_GAIN_DB:g} dB, got {value!r}"
+        )
+    return gain
+
+
+def _duck_db(value: Any) -> float:
+    """`true` (DEFAULT_DUCK_DB), `false` (0: not ducked) or how many dB the layer dips."""
+    if isinstance(value, bool):
+        return DEFAULT_DUCK_DB if value else 0.0
+    depth = _number(value, "duck (true, false or dB)")
+    if not 0.0 <= depth <= MAX_DUCK_DB:
+        raise ValueError(f"duck must be from 0 to {MAX_DUCK_DB:g} dB, got {value!r}")
+    return depth
+
+
+def _layer_start(value: Any) -> float:
+    seconds = parse_seconds(value)
+    if not 0.0 <= seconds <= MAX_MUSIC_S:
+        raise ValueError(f"start must be from 0 to {MAX_MUSIC_S:g} seconds, got {seconds:g}")
+    return seconds
+
+
+def _layer_tail(value: Any) -> float:
+    seconds = parse_seconds(value)
+    if not 0.0 <= seconds <= MAX_TAIL_S:
+        raise ValueError(f"tail must be from 0 to {MAX_TAIL_S:g} seconds, got {seconds:g}")
+    return seconds
+
+
+_FOREIGN_LAYER_FIELD = {
+    "spoken": {
+        "duration": "a spoken layer lasts as long as its words; `duration` is for music layers"
+        " (or the track)",
+        "params": "a spoken layer's engine parameters go in its `voice: {params: ...}`",
+        "duck": "`duck` is for music layers: it says how far a bed dips under the voices",
+    },
+    "music": {
+        "voice": "`voice` is for spoken layers (with `text`)",
+        "language": "`language` is for spoken layers (with `text`)",
+        "pauses": "`pauses` are for spoken layers (with `text`)",
+        "start": "`start` is for spoken layers: a music layer runs from the track's start",
+        "tail": "`tail` is for spoken layers: the music after the last word",
+    },
+}
+
+GainDb = Annotated[float, BeforeValidator(_gain_db)]
+DuckDb = Annotated[float, BeforeValidator(_duck_db)]
+LayerStart = Annotated[float, BeforeValidator(_layer_start)]
+LayerTail = Annotated[float, BeforeValidator(_layer_tail)]
+LyricsFormat = Literal["lrc"]
+
+
 # --- public models (effective values) -------------------------------------------------------
 
 
@@ -379,9 +447,50 @@ class Audiobook(_Model):
     chapters: list[Chapter]
 
 
+class LayerPauses(_Model):
+    """Silence in seconds after each sentence or line of a spoken layer, and after each
+    blank line (a stanza or paragraph)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    sentence: PauseSeconds = 0.35
+    paragraph: PauseSeconds = 0.9
+
+
+class MusicLayer(_Model):
+    """A layer the music engine renders: a bed under the voices."""
+
+    kind: Literal["music"] = "music"
+    prompt: str
+    duration: float | None = None  # None: fitted to the voices (planner)
+    seed: int
+    params: dict[str, Any] = Field(default_factory=dict)
+    gain_db: float = 0.0
+    duck_db: float = DEFAULT_DUCK_DB  # how far it dips while a voice speaks; 0: never
+
+
+class SpeechLayer(_Model):
+    """A layer the speech engine speaks, a chunk per sentence or line, placed `start`
+    seconds into the track; the track runs `tail` seconds past its last word."""
+
+    kind: Literal["speech"] = "speech"
+    text: str
+    text_file: Path | None = None
+    voice: Voice
+    language: str = "en"
+    seed: int
+    pauses: LayerPauses = Field(default_factory=LayerPauses)
+    gain_db: float = 0.0
+    start: float = 2.0
+    tail: float = 3.0
+
+
+Layer = Annotated[MusicLayer | SpeechLayer, Field(discriminator="kind")]
+
+
 class Track(_Model):
     title: str
-    prompt: str
+    prompt: str  # "" on a layered track: its music layers have the prompts
     lyrics: str | None = None
     lyrics_file: Path | None = None
     duration: float
@@ -395,6 +504,9 @@ class Track(_Model):
     fade_out: float = 0.0
     segue: bool = False  # runs straight into the next track
     crossfade: float = 0.0  # into the next track: this fade-out and the next one's fade-in
+    # A layered track mixes these (at least one music and one spoken layer); its `duration`
+    # is then the least it runs (0: as long as its voices and their tails).
+    layers: list[Layer] = Field(default_factory=list)
 
 
 class Album(_Model):
@@ -411,6 +523,7 @@ class Album(_Model):
     fade_out: float = 0.0
     formats: list[Format] = Field(default_factory=_album_formats)
     encoding: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    lyrics_files: list[LyricsFormat] = Field(default_factory=list)
     output: Path | None = None
     profile: str | None = None
     priority: int = 0
@@ -499,12 +612,31 @@ class _RawAudiobook(_Raw):
     chapters: list[_RawChapter] = Field(min_length=1)
 
 
+class _RawLayer(_Raw):
+    """One layer as written: a music layer has `prompt`, a spoken one `text` or
+    `text_file`; the builder refuses the other kind's fields."""
+
+    prompt: Title | None = None
+    text: str | None = None
+    text_file: str | None = None
+    duration: TrackSeconds | None = None
+    seed: Seed | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    voice: _RawVoice | None = None
+    language: Language | None = None
+    pauses: LayerPauses | None = None
+    gain_db: GainDb = 0.0
+    duck: DuckDb | None = None
+    start: LayerStart | None = None
+    tail: LayerTail | None = None
+
+
 class _RawTrack(_Raw):
     title: Title
-    prompt: Title
+    prompt: Title | None = None  # required unless the track has `layers`
     lyrics: str | None = None
     lyrics_file: str | None = None
-    duration: TrackSeconds
+    duration: TrackSeconds | None = None  # required unless the track has `layers`
     seed: Seed | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     file: str | None = None
@@ -512,6 +644,7 @@ class _RawTrack(_Raw):
     fade_out: FadeSeconds | None = None
     crossfade: FadeSeconds | None = None
     segue: bool = False
+    layers: list[_RawLayer] | None = None
 
 
 class _RawAlbum(_Raw):
@@ -528,6 +661,7 @@ class _RawAlbum(_Raw):
     fade_out: FadeSeconds | None = None
     formats: list[Format] = Field(default_factory=_album_formats, min_length=1)
     encoding: dict[Format, _RawEncoding] = Field(default_factory=dict)
+    lyrics_files: list[LyricsFormat] = Field(default_factory=list)
     output: str | None = None
     profile: str | None = None
     priority: Priority = 0
@@ -778,6 +912,7 @@ class _Builder:
         tracks = [self.track(item, i, raw) for i, item in enumerate(raw.tracks)]
         self.check_unique_files([t.file for t in tracks], "tracks", "track")
         tracks = [self.fades(track, i, raw) for i, track in enumerate(tracks)]
+        self.check_lyrics_files(raw.lyrics_files, tracks)
         return Album(
             title=raw.title,
             artist=raw.artist,
@@ -791,6 +926,7 @@ class _Builder:
             fade_out=raw.fade_out or 0.0,
             formats=raw.formats,
             encoding=self.encoding(raw.encoding, raw.formats),
+            lyrics_files=raw.lyrics_files,
             output=self.output(raw.output),
             profile=raw.profile,
             priority=raw.priority,
@@ -800,6 +936,21 @@ class _Builder:
     def track(self, raw: _RawTrack, i: int, album: _RawAlbum) -> Track:
         path: FieldPath = ("tracks", i)
         self.check_scalars(raw.params, (*path, "params"))
+        seed = album.seed if raw.seed is None else raw.seed
+        params = {**album.params, **raw.params}
+        if raw.layers is not None:
+            return self.layered_track(raw, i, seed, params)
+        for name in ("prompt", "duration"):
+            if getattr(raw, name) is None:
+                line, col = self.doc.position(path)
+                raise ManifestError(
+                    self.doc.file,
+                    "required field is missing (or give the track `layers`)",
+                    line=line,
+                    col=col,
+                    field=format_path((*path, name)),
+                )
+        assert raw.prompt is not None and raw.duration is not None
         lyrics, lyrics_file = self.text_or_file(
             raw.lyrics, raw.lyrics_file, path, ("lyrics", "lyrics_file"), required=False
         )
@@ -809,11 +960,110 @@ class _Builder:
             lyrics=lyrics,
             lyrics_file=lyrics_file,
             duration=raw.duration,
-            seed=album.seed if raw.seed is None else raw.seed,
-            params={**album.params, **raw.params},
+            seed=seed,
+            params=params,
             file=self.stem(raw.file, i, raw.title),
             line=self.doc.position(path)[0],
         )
+
+    def layered_track(self, raw: _RawTrack, i: int, seed: int, params: dict[str, Any]) -> Track:
+        """A track mixed from `layers`: its prompts and words are its layers'."""
+        path: FieldPath = ("tracks", i)
+        assert raw.layers is not None
+        for name in ("prompt", "lyrics", "lyrics_file"):
+            if getattr(raw, name) is not None:
+                raise self.fail(
+                    (*path, name),
+                    f"a layered track's {name.split('_')[0]} belongs in its layers:"
+                    " a music layer's `prompt`, a spoken layer's `text`",
+                )
+        layers = [
+            self.layer(item, (*path, "layers", j), seed, params)
+            for j, item in enumerate(raw.layers)
+        ]
+        kinds = {layer.kind for layer in layers}
+        if kinds != {"music", "speech"}:
+            raise self.fail(
+                (*path, "layers"),
+                "a layered track needs at least one music layer (with `prompt`) and one"
+                " spoken layer (with `text` or `text_file`)",
+            )
+        return Track(
+            title=raw.title,
+            prompt="",
+            duration=raw.duration or 0.0,
+            seed=seed,
+            params=params,
+            file=self.stem(raw.file, i, raw.title),
+            line=self.doc.position(path)[0],
+            layers=layers,
+        )
+
+    def layer(
+        self, raw: _RawLayer, path: FieldPath, seed: int, params: dict[str, Any]
+    ) -> MusicLayer | SpeechLayer:
+        spoken = raw.text is not None or raw.text_file is not None
+        if raw.prompt is not None and spoken:
+            other = "text" if raw.text is not None else "text_file"
+            raise self.fail(
+                (*path, other),
+                "a layer is music (`prompt`) or spoken (`text`), not both: make two layers",
+            )
+        if raw.prompt is None and not spoken:
+            raise self.fail(path, "a layer needs `prompt` (music) or `text` (spoken)")
+        kind, foreign = (
+            ("spoken", ("duration", "params", "duck"))
+            if spoken
+            else ("music", ("voice", "language", "pauses", "start", "tail"))
+        )
+        for name in foreign:
+            if getattr(raw, name) is not None and (name != "params" or raw.params):
+                raise self.fail((*path, name), _FOREIGN_LAYER_FIELD[kind][name])
+        seed = seed if raw.seed is None else raw.seed
+        if not spoken:
+            assert raw.prompt is not None
+            self.check_scalars(raw.params, (*path, "params"))
+            return MusicLayer(
+                prompt=raw.prompt,
+                duration=raw.duration,
+                seed=seed,
+                params={**params, **raw.params},
+                gain_db=raw.gain_db,
+                duck_db=DEFAULT_DUCK_DB if raw.duck is None else raw.duck,
+            )
+        text, text_file = self.text_or_file(
+            raw.text, raw.text_file, path, ("text", "text_file"), required=True
+        )
+        assert text is not None
+        if not textlib.is_speakable(text):
+            raise self.fail(
+                (*path, "text_file" if text_file else "text"),
+                "a spoken layer has nothing to speak: its text has no letters or digits",
+            )
+        voice = self.voice(raw.voice, (*path, "voice"), Voice()) if raw.voice else Voice()
+        return SpeechLayer(
+            text=text,
+            text_file=text_file,
+            voice=voice,
+            language=raw.language or "en",
+            seed=seed,
+            pauses=raw.pauses or LayerPauses(),
+            gain_db=raw.gain_db,
+            start=2.0 if raw.start is None else raw.start,
+            tail=3.0 if raw.tail is None else raw.tail,
+        )
+
+    def check_lyrics_files(self, formats: list[LyricsFormat], tracks: list[Track]) -> None:
+        """A lyrics file needs its lines' times: only a spoken layer's are known."""
+        for i, fmt in enumerate(formats):
+            if fmt in formats[:i]:
+                raise self.fail(("lyrics_files", i), f"{fmt!r} is listed twice")
+        if formats and not any(track.layers for track in tracks):
+            raise self.fail(
+                ("lyrics_files",),
+                "no track has timed lyrics: an .lrc needs each line's time, which only a"
+                " spoken layer gives (a music engine says nothing of when it sings a line)",
+            )
 
     def fades(self, track: Track, i: int, album: _RawAlbum) -> Track:
         """The track's effective fades, each checked against the track's length at the field
@@ -859,7 +1109,10 @@ class _Builder:
             fade_out = (raw.crossfade, (*here, "crossfade"))
         elif raw.fade_out is not None:
             fade_out = (raw.fade_out, (*here, "fade_out"))
-        for seconds, path in (fade_in, fade_out):
+        # A layered track's length is its voices' until rendered: a fade is then held
+        # inside it (fades.fade_frames), never refused on a guess.
+        checked = [] if track.layers and not track.duration else [fade_in, fade_out]
+        for seconds, path in checked:
             if seconds > track.duration:
                 whose = f"track {i + 1} ({track.title!r})"
                 hint = "" if path[0] == "tracks" else f"; give {whose} a shorter `{path[0]}:`"

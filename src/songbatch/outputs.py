@@ -29,6 +29,8 @@ EXTENSIONS = {
 # .m4b, and an MP3 with ID3 CTOC/CHAP frames. The other formats are one file per chapter.
 BOOK_FORMATS = ("m4b", "mp3-book")
 SUBTITLE_FORMATS = ("srt", "vtt")
+# Timed lyrics beside a track (`lyrics_files:`), written where its lines' times are known.
+LYRICS_FORMATS = ("lrc",)
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,15 @@ class OutputFile:
 
     @property
     def subtitle(self) -> bool:
-        return self.fmt in SUBTITLE_FORMATS
+        """A timed text file (subtitles, LRC lyrics) rather than audio."""
+        return self.fmt in SUBTITLE_FORMATS or self.fmt in LYRICS_FORMATS
 
 
 def planned_outputs(spec: dict[str, Any]) -> list[OutputFile]:
     """Every file an assembly spec (the planner's, stored in the ledger) makes. Subtitles go
     beside the audio they time: each chapter file's (when there are chapter files) and the
-    whole book's (the .m4b's and the book .mp3's one stem)."""
+    whole book's (the .m4b's and the book .mp3's one stem); an .lrc beside each album track
+    whose lines have times."""
     folder = Path(spec["output_dir"])
     unit_formats = chapter_formats(spec["formats"])
     subtitles = list(spec.get("subtitles", []))
@@ -54,6 +58,12 @@ def planned_outputs(spec: dict[str, Any]) -> list[OutputFile]:
         OutputFile(folder / f"{unit['file']}.{EXTENSIONS.get(fmt, fmt)}", unit["unit"], fmt)
         for unit in spec["units"]
         for fmt in [*unit_formats, *(subtitles if unit_formats else [])]
+    ]
+    files += [
+        OutputFile(folder / f"{unit['file']}.{fmt}", unit["unit"], fmt)
+        for unit in spec["units"]
+        if has_timed_lyrics(unit)
+        for fmt in spec.get("lyrics_files", [])
     ]
     book_formats = [fmt for fmt in BOOK_FORMATS if fmt in spec["formats"]]
     if book_formats:
@@ -63,6 +73,12 @@ def planned_outputs(spec: dict[str, Any]) -> list[OutputFile]:
             for fmt in [*book_formats, *subtitles]
         ]
     return files
+
+
+def has_timed_lyrics(unit: dict[str, Any]) -> bool:
+    """Whether a track's lines have times: a spoken layer's chunks do; a music engine says
+    nothing of when it sings a line."""
+    return any(layer["kind"] == "speech" for layer in unit.get("layers", []))
 
 
 def chapter_formats(formats: Iterable[str]) -> list[str]:

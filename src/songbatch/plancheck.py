@@ -23,7 +23,7 @@ from songbatch.engines.base import Kind
 from songbatch.engines.params import EngineParams, params_problem
 from songbatch.errors import ManifestError, ProfileError
 from songbatch.ledger import JobRow, PlanRow
-from songbatch.manifest import Album, Audiobook, LoadedManifest
+from songbatch.manifest import Album, Audiobook, LoadedManifest, MusicLayer, Track
 from songbatch.profiles import Profile, engine_language_problem, profile_params_model
 from songbatch.yamlstrict import FieldPath, StrictDocument, load_yaml, plain_message
 
@@ -94,8 +94,46 @@ class _Checker:
                     _params_at(self._data(), ("tracks", i, "params")),
                 ),
             ]
+            if track.layers:
+                self.check_layers(track, i, sources)
+                continue
             params = {**config.params, **track.params}  # planner._music_job
             self.check_params("music", config.engine, model, params, sources)
+
+    def check_layers(self, track: Track, i: int, music_sources: list[_Source]) -> None:
+        """Each music layer's params as the music engine reads them (the album's and the
+        track's under its own), each spoken layer's as the speech engine does."""
+        if self.profile.remote:
+            assert self.doc is not None
+            raise self.doc.error(
+                ("tracks", i, "layers"),
+                "layered tracks are mixed from jobs of two engines, which only the local"
+                f" executor runs in one manifest; the remote profile {self.profile.name!r}"
+                " does not yet: render this album with a local profile (`--profile local`,"
+                " or `offline` to proof-listen)",
+            )
+        music, speech = self.profile.music, self.profile.speech
+        for j, layer in enumerate(track.layers):
+            own: FieldPath = ("tracks", i, "layers", j)
+            if isinstance(layer, MusicLayer):
+                sources = [
+                    *music_sources,
+                    _Source(False, (*own, "params"), _params_at(self._data(), (*own, "params"))),
+                ]
+                params = {**music.params, **layer.params}  # planner._layer_music_job
+                model = profile_params_model(self.profile, "music")
+                self.check_params("music", music.engine, model, params, sources)
+                continue
+            voice = (*own, "voice", "params")
+            sources = [
+                _Source(False, (*own, "language"), {"language": layer.language}, key_is_path=True),
+                _Source(True, ("speech", "params"), speech.params),
+                _Source(False, voice, _params_at(self._data(), voice)),
+            ]
+            # planner._plan_layers: the same dict the layer's jobs will carry
+            params = {"language": layer.language, **speech.params, **layer.voice.params}
+            model = profile_params_model(self.profile, "speech")
+            self.check_params("speech", speech.engine, model, params, sources)
 
     # -- params
 

@@ -19,8 +19,18 @@ from songbatch.audio import _default_bitrate
 from songbatch.engines.base import EngineSpec, Kind
 from songbatch.errors import InputError
 from songbatch.fsutil import file_sha256, remove_quietly, replace_durably, temp_sibling
+from songbatch.layers import fitted_bed_ms
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanDiff, PlanRow
-from songbatch.manifest import Album, Audiobook, Chapter, LoadedManifest, Track, safe_filename
+from songbatch.manifest import (
+    Album,
+    Audiobook,
+    Chapter,
+    LoadedManifest,
+    MusicLayer,
+    SpeechLayer,
+    Track,
+    safe_filename,
+)
 from songbatch.outputs import BOOK_FORMATS, book_stems, chapter_formats
 from songbatch.plancheck import check_manifest_inputs, check_remote_inputs
 from songbatch.presets import preset
@@ -78,8 +88,8 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
         stored += [StoredFile(sha, path, workspace.voice_path(sha)) for sha, path in voices.items()]
         units = [_unit(i, ch.title, ch.file) for i, ch in enumerate(manifest.chapters)]
     else:
-        jobs, rows = _plan_album(manifest, _music_specs(profile))
-        units = [_track_unit(i, track) for i, track in enumerate(manifest.tracks)]
+        jobs, rows, units, voices = _plan_album(manifest, profile)
+        stored += [StoredFile(sha, path, workspace.voice_path(sha)) for sha, path in voices.items()]
     if profile.remote:
         check_remote_inputs(loaded, profile, jobs, rows)
     cover = None
@@ -119,6 +129,16 @@ def commit_plan(ledger: Ledger, plan: Plan, workspace: Workspace) -> PlanDiff:
 
 def preview_plan(ledger: Ledger, plan: Plan) -> PlanDiff:
     return ledger.diff_plan(plan.record, plan.rows)
+
+
+def job_kinds(manifest: Audiobook | Album) -> list[Kind]:
+    """The kinds of job a manifest makes, so the engines a run loads: a book speaks; an album
+    plays, and speaks too where a track has a spoken layer."""
+    if isinstance(manifest, Audiobook):
+        return ["speech"]
+    tracks = manifest.tracks
+    spoken = any(isinstance(layer, SpeechLayer) for track in tracks for layer in track.layers)
+    return ["music", "speech"] if spoken else ["music"]
 
 
 # ---------------------------------------------------------------------- audiobooks
@@ -185,6 +205,19 @@ def _speech_job(
     # The book's language reaches every engine (voice choice, multilingual models) unless the
     # profile or the voice pins one.
     params = {"language": book.language, **spec.params, **chapter.voice.params}
+    return _spoken_job(spec, text, params, voice_sha, chapter.seed, chars_per_second)
+
+
+def _spoken_job(
+    spec: EngineSpec,
+    text: str,
+    params: dict[str, Any],
+    voice_sha: str | None,
+    seed: int,
+    chars_per_second: float,
+) -> JobRow:
+    """A speech job (a book's chunk, a spoken layer's): the same words, voice, params and
+    seed are one job wherever they are said."""
     key = job_key(
         {
             "kind": "speech",
@@ -193,16 +226,10 @@ def _speech_job(
             "text": text,
             "voice_sha256": voice_sha,
             "params": params,
-            "seed": chapter.seed,
+            "seed": seed,
         }
     )
-    request = {
-        "kind": "speech",
-        "text": text,
-        "seed": chapter.seed,
-        "params": params,
-        "voice": voice_sha,
-    }
+    request = {"kind": "speech", "text": text, "seed": seed, "params": params, "voice": voice_sha}
     est_ms = round(textlib.estimate_seconds(len(text), chars_per_second) * 1000)
     return JobRow(key, "speech", spec.engine, spec.model, request, len(text), est_ms)
 
@@ -327,40 +354,171 @@ def _music_specs(profile: Profile) -> tuple[EngineSpec, EngineSpec]:
 
 
 def _plan_album(
-    album: Album, specs: tuple[EngineSpec, EngineSpec]
-) -> tuple[list[JobRow], list[PlanRow]]:
+    album: Album, profile: Profile
+) -> tuple[list[JobRow], list[PlanRow], list[dict[str, Any]], dict[str, Path]]:
+    """The album's jobs, plan rows and units, and the voice clips its spoken layers use."""
+    specs = _music_specs(profile)
     jobs: list[JobRow] = []
     rows: list[PlanRow] = []
+    units: list[dict[str, Any]] = []
+    voices: dict[str, Path] = {}
     for unit, track in enumerate(album.tracks):
-        job = _music_job(specs[1] if track.lyrics else specs[0], track)
-        jobs.append(job)
-        rows.append(PlanRow(unit=unit, seq=0, key=job.key, pause_after_ms=0))
-    return jobs, rows
+        meta = _track_unit(unit, track)
+        if track.layers:
+            layered = _plan_layers(track, unit, profile)
+            jobs += layered.jobs
+            rows += layered.rows
+            voices |= layered.voices
+            meta |= layered.meta
+        else:
+            job = _music_job(specs[1] if track.lyrics else specs[0], track)
+            jobs.append(job)
+            rows.append(PlanRow(unit=unit, seq=0, key=job.key, pause_after_ms=0))
+        units.append(meta)
+    return jobs, rows, units, voices
 
 
 def _music_job(spec: EngineSpec, track: Track) -> JobRow:
     params = {**spec.params, **track.params}
     duration_ms = round(track.duration * 1000)
+    return _music_request(spec, track.prompt, track.lyrics, duration_ms, params, track.seed)
+
+
+def _music_request(
+    spec: EngineSpec,
+    prompt: str,
+    lyrics: str | None,
+    duration_ms: int,
+    params: dict[str, Any],
+    seed: int,
+) -> JobRow:
     fields = {
         "kind": "music",
         "engine": spec.engine,
         "model": spec.model,
-        "prompt": track.prompt,
-        "lyrics": track.lyrics,
+        "prompt": prompt,
+        "lyrics": lyrics,
         "duration_ms": duration_ms,
         "params": params,
-        "seed": track.seed,
+        "seed": seed,
     }
     request = {
         "kind": "music",
-        "text": track.prompt,
-        "lyrics": track.lyrics,
+        "text": prompt,
+        "lyrics": lyrics,
         "duration_s": duration_ms / 1000,
-        "seed": track.seed,
+        "seed": seed,
         "params": params,
     }
-    chars = len(track.prompt) + len(track.lyrics or "")
+    chars = len(prompt) + len(lyrics or "")
     return JobRow(job_key(fields), "music", spec.engine, spec.model, request, chars, duration_ms)
+
+
+@dataclass
+class _Layered:
+    """A layered track's part of the plan: its jobs and rows (every layer's, in the order
+    written), the voice clips they use, and the `layers` its unit carries for assembly."""
+
+    jobs: list[JobRow]
+    rows: list[PlanRow]
+    voices: dict[str, Path]
+    meta: dict[str, Any]
+
+
+def _plan_layers(track: Track, unit: int, profile: Profile) -> _Layered:
+    """Each spoken layer's chunks as speech jobs, each music layer as one music job as long
+    as the voices are estimated to need (layers.fitted_bed_ms), unless it sets `duration`."""
+    speech = profile.engine_spec("speech")
+    spoken: dict[int, list[tuple[JobRow, int, bool]]] = {}
+    voices: dict[str, Path] = {}
+    voice_ends: list[int] = []
+    for index, layer in enumerate(track.layers):
+        if not isinstance(layer, SpeechLayer):
+            continue
+        voice_sha = None
+        if layer.voice.reference is not None:
+            voice_sha = file_sha256(layer.voice.reference)
+            voices[voice_sha] = layer.voice.reference
+        params = {"language": layer.language, **speech.params, **layer.voice.params}
+        cps = profile.speech.chars_per_second
+        spoken[index] = [
+            (_spoken_job(speech, text, params, voice_sha, layer.seed, cps), pause, opens_line)
+            for text, pause, opens_line in _layer_chunks(layer, speech.max_chars)
+        ]
+        said = sum(job.est_ms + pause for job, pause, _ in spoken[index])
+        voice_ends.append(round(layer.start * 1000) + said + round(layer.tail * 1000))
+    min_ms = round(track.duration * 1000)
+    bed_ms = fitted_bed_ms(voice_ends, min_ms)
+    jobs: list[JobRow] = []
+    rows: list[PlanRow] = []
+    layers: list[dict[str, Any]] = []
+    for index, layer in enumerate(track.layers):
+        first = len(rows)
+        if isinstance(layer, MusicLayer):
+            duration_ms = bed_ms if layer.duration is None else round(layer.duration * 1000)
+            job = _layer_music_job(profile, layer, duration_ms)
+            jobs.append(job)
+            rows.append(PlanRow(unit=unit, seq=first, key=job.key, pause_after_ms=0))
+            layers.append(_music_layer_meta(layer, first))
+            continue
+        lines = []
+        for job, pause, opens_line in spoken[index]:
+            if opens_line:
+                lines.append(len(rows))
+            jobs.append(job)
+            rows.append(PlanRow(unit=unit, seq=len(rows), key=job.key, pause_after_ms=pause))
+        layers.append(_speech_layer_meta(layer, first, len(rows), lines))
+    return _Layered(jobs, rows, voices, {"layers": layers, "min_ms": min_ms})
+
+
+def _layer_music_job(profile: Profile, layer: MusicLayer, duration_ms: int) -> JobRow:
+    spec = profile.engine_spec("music")
+    params = {**spec.params, **layer.params}
+    return _music_request(spec, layer.prompt, None, duration_ms, params, layer.seed)
+
+
+def _music_layer_meta(layer: MusicLayer, seq: int) -> dict[str, Any]:
+    return {
+        "kind": "music",
+        "seqs": [seq, seq + 1],
+        "gain_db": layer.gain_db,
+        "duck_db": layer.duck_db,
+    }
+
+
+def _speech_layer_meta(
+    layer: SpeechLayer, first: int, stop: int, lines: list[int]
+) -> dict[str, Any]:
+    return {
+        "kind": "speech",
+        "seqs": [first, stop],
+        "gain_db": layer.gain_db,
+        "start_ms": round(layer.start * 1000),
+        "tail_ms": round(layer.tail * 1000),
+        "lines": lines,
+    }
+
+
+def _layer_chunks(layer: SpeechLayer, max_chars: int) -> list[tuple[str, int, bool]]:
+    """(text, pause after it in ms, whether it opens a written line) of each chunk: every
+    written line is spoken on its own, a chunk per sentence, so a lyric line's time is its
+    first chunk's start; a blank line is a paragraph pause; nothing after the last."""
+    sentence = round(layer.pauses.sentence * 1000)
+    paragraph = round(layer.pauses.paragraph * 1000)
+    pieces: list[tuple[str, int, bool]] = []
+    for block in textlib.split_paragraphs(layer.text.replace("\r\n", "\n")):
+        for line in block.split("\n"):
+            chunks = textlib.chunk_text(line, max_chars, by_sentence=True)
+            pieces += [
+                (chunk.text, sentence if chunk.sentence_end else 0, k == 0)
+                for k, chunk in enumerate(chunks)
+            ]
+        if pieces:
+            pieces[-1] = (pieces[-1][0], paragraph, pieces[-1][2])
+    if not pieces:  # manifest.py refuses such layers; never an IndexError here
+        raise InputError(f"a spoken layer has nothing to speak: {layer.text[:40]!r}")
+    pieces[-1] = (pieces[-1][0], 0, pieces[-1][2])  # the layer's tail follows
+    return pieces
 
 
 # ---------------------------------------------------------------------- shared
@@ -434,6 +592,8 @@ def _assembly_spec(
         tags |= {"artist": manifest.artist, "album_artist": manifest.artist}
         tags["genre"] = manifest.genre
         lead_in_ms = 0
+        if manifest.lyrics_files:  # absent when none: specs written before LRC match
+            extra["lyrics_files"] = list(manifest.lyrics_files)
     return {
         "kind": manifest.kind,
         "output_dir": str(output),

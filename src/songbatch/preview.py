@@ -6,9 +6,11 @@ preview takes the chosen unit's first jobs), so their keys are the real render's
 preview renders are cached, and reused by the real render, and chunks already rendered are
 reused by the preview. Speech: the unit's first chunks whose estimated length (with the pauses
 between them) reaches `seconds`, cut at a chunk boundary, so the preview is never shorter than
-asked unless the chapter is. Music: a track is one job, and rendering it shorter would change its
-key (and so nothing would be reused), so the whole track is rendered and the preview keeps its
-first `seconds`; the album's render then costs nothing more for that track.
+asked unless the chapter is. Music: a track is one job (a layered one, its layers' jobs), and
+rendering it shorter would change its key (and so nothing would be reused), so the whole track is
+rendered and assembled into its master, as the album's render makes it (its layers mixed, its
+fade-in, and its fade-out when the preview reaches the end), and the preview keeps its first
+`seconds`; the album's render then costs nothing more for that track, master included.
 
 The jobs run through the same executors (workers, leases, fenced publish) under a temporary
 manifest row named `preview:<manifest path>`, removed when the preview ends, however it ends
@@ -28,6 +30,7 @@ from pathlib import Path
 import soundfile as sf
 
 from songbatch import audio
+from songbatch.assemble import Assembler
 from songbatch.engines import check_engine
 from songbatch.engines.base import EngineSpec, Kind
 from songbatch.errors import EngineError, InputError
@@ -39,7 +42,7 @@ from songbatch.gc import PREVIEW_PREFIX, forget_preview_leftovers
 from songbatch.integrity import adopt_chunks, check_chunks, requeue_bad_chunks
 from songbatch.ledger import Ledger, ManifestInfo, ManifestRecord, damaged_ledger_guard
 from songbatch.manifest import LoadedManifest, load_manifest
-from songbatch.planner import Plan, commit_plan, job_key, plan_manifest
+from songbatch.planner import Plan, commit_plan, job_key, job_kinds, plan_manifest
 from songbatch.profiles import Profile, resolve_profile
 from songbatch.remote.preflight import check_client
 from songbatch.render import exit_code_of, run_jobs
@@ -85,7 +88,8 @@ def preview_unit(
         if profile.remote:
             check_client()
         else:
-            check_engine(profile.engine_spec(kind))
+            for needed in job_kinds(loaded.manifest):
+                check_engine(profile.engine_spec(needed))
         unit = _unit_index(loaded, options)
         full = plan_manifest(loaded, profile, workspace)
         plan = _preview_plan(full, unit, kind, options.seconds)
@@ -132,13 +136,14 @@ def _unit_index(loaded: LoadedManifest, options: PreviewOptions) -> int:
 
 def _preview_plan(full: Plan, unit: int, kind: Kind, seconds: float) -> Plan:
     """The unit's first jobs as a plan of their own (one unit, no output formats), under the
-    temporary preview path."""
+    temporary preview path: a chapter's first `seconds`, a track's every job (its master is
+    made of them all)."""
     by_key = {job.key: job for job in full.jobs}
     rows, total_ms = [], 0
     for row in sorted((r for r in full.rows if r.unit == unit), key=lambda r: r.seq):
         rows.append(dataclasses.replace(row, unit=0))
         total_ms += by_key[row.key].est_ms
-        if total_ms >= seconds * 1000 or kind == "music":
+        if kind == "speech" and total_ms >= seconds * 1000:
             break
         total_ms += row.pause_after_ms
     keys = {row.key for row in rows}
@@ -202,9 +207,7 @@ class _Preview:
 
     def _execute(self, info: ManifestInfo, run_id: int, to_render: int) -> None:
         profile = self.profile
-        kind: Kind = "speech" if info.kind == "audiobook" else "music"
-        spec = profile.engine_spec(kind)
-        specs = {spec_id(s.kind, s.engine, s.model): s for s in _specs(self.plan, spec)}
+        specs = {spec_id(s.kind, s.engine, s.model): s for s in _specs(self.plan, profile)}
         run_jobs(
             self.ledger,
             self.workspace,
@@ -234,7 +237,8 @@ class _Preview:
         chunks = [self.ledger.resolve(job.out_path) for job in jobs if job.out_path]
         owner = self.workspace.owner_id()
         if kind == "music":
-            duration_ms = _excerpt(chunks[0], path, self.options.seconds, owner)
+            master = Assembler(self.ledger, self.workspace).master(info, 0)
+            duration_ms = _excerpt(master.path, path, self.options.seconds, owner)
         else:
             segments: list[audio.Segment] = []
             for job, chunk in zip(jobs, chunks, strict=True):
@@ -256,11 +260,15 @@ class _Preview:
         )
 
 
-def _specs(plan: Plan, spec: EngineSpec) -> list[EngineSpec]:
-    """The engines the preview's jobs need: the kind's spec, under each model its jobs name
-    (a remote profile's lyrics model; locally always the one)."""
-    models = {job.model for job in plan.jobs} or {spec.model}
-    return [dataclasses.replace(spec, model=model) for model in sorted(models)]
+def _specs(plan: Plan, profile: Profile) -> list[EngineSpec]:
+    """The engines the preview's jobs need: each kind's spec (a layered track's speech and
+    music), under each model its jobs name (a remote profile's lyrics model; locally always
+    the one)."""
+    needed = sorted({(job.kind, job.model) for job in plan.jobs})
+    return [
+        dataclasses.replace(profile.engine_spec(kind), model=model)  # type: ignore[arg-type]
+        for kind, model in needed
+    ]
 
 
 def _clear_tmp(workspace: Workspace) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from songbatch.assemble import Assembler, FileOutcome
 from songbatch.crashpoints import pause_point
 from songbatch.engines import check_engine
-from songbatch.engines.base import EngineSpec, Kind
+from songbatch.engines.base import EngineSpec
 from songbatch.errors import (
     BudgetExceeded,
     InputError,
@@ -50,7 +50,7 @@ from songbatch.outputs import (
     planned_outputs,
     same_file_key,
 )
-from songbatch.planner import Plan, commit_plan, plan_manifest
+from songbatch.planner import Plan, commit_plan, job_kinds, plan_manifest
 from songbatch.presets import preset
 from songbatch.profiles import Profile, resolve_profile
 from songbatch.quality import check_files
@@ -128,11 +128,11 @@ def load_all(paths: Sequence[Path], profile: str | None, workspace: Workspace) -
         chosen = resolve_profile(
             profile, loaded.manifest.profile, workspace, base_dir=loaded.path.parent
         )
-        kind: Kind = "speech" if loaded.manifest.kind == "audiobook" else "music"
         if chosen.remote:
             check_client()
         else:
-            check_engine(chosen.engine_spec(kind))
+            for kind in job_kinds(loaded.manifest):
+                check_engine(chosen.engine_spec(kind))
         item = Planned(loaded, chosen, plan_manifest(loaded, chosen, workspace))
         problem = output_dir_problem(Path(item.plan.record.assembly["output_dir"]))
         if problem is not None:
@@ -261,8 +261,10 @@ def _named(item: Planned) -> str:
 
 
 def _specs_used(item: Planned) -> list[EngineSpec]:
-    kind: Kind = "speech" if item.loaded.manifest.kind == "audiobook" else "music"
-    return [item.profile.engine_spec(kind)]
+    """An album with spoken layers needs its profile's speech engine beside the music one:
+    the local pool loads each spec a worker is handed, once (a remote profile refuses layers
+    at plan time, plancheck.py)."""
+    return [item.profile.engine_spec(kind) for kind in job_kinds(item.loaded.manifest)]
 
 
 def _executor_settings(profile: Profile, devices_given: bool) -> dict[str, object]:

@@ -199,11 +199,26 @@ def to_vtt(cues: Sequence[Cue]) -> str:
     return f"WEBVTT\n\n{body}"
 
 
+def _lrc_stamp(ms: int) -> str:
+    """`mm:ss.xx` (hundredths), minutes past 59 as they are: LRC has no hours."""
+    hundredths = round(max(0, ms) / 10)
+    minutes, rest = divmod(hundredths, 6000)
+    seconds, part = divmod(rest, 100)
+    return f"{minutes:02d}:{seconds:02d}.{part:02d}"
+
+
+def to_lrc(cues: Sequence[Cue]) -> str:
+    """Simple LRC: a `[mm:ss.xx]` line per cue at its start, its text on one line."""
+    return "".join(f"[{_lrc_stamp(cue.start_ms)}]{' '.join(cue.text.split())}\n" for cue in cues)
+
+
 def render(fmt: str, cues: Sequence[Cue]) -> str:
     if fmt == "srt":
         return to_srt(cues)
     if fmt == "vtt":
         return to_vtt(cues)
+    if fmt == "lrc":
+        return to_lrc(cues)
     raise ValueError(f"unknown subtitle format {fmt!r}")
 
 
