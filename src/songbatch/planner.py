@@ -16,11 +16,13 @@ from typing import Any
 
 from songbatch import text as textlib
 from songbatch.audio import _default_bitrate
+from songbatch.engines import phoneme_notation
 from songbatch.engines.base import EngineSpec, Kind
 from songbatch.errors import InputError
 from songbatch.fsutil import file_sha256, remove_quietly, replace_durably, temp_sibling
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanDiff, PlanRow
 from songbatch.manifest import Album, Audiobook, Chapter, LoadedManifest, Track, safe_filename
+from songbatch.normalise import Voicing, voicing
 from songbatch.outputs import BOOK_FORMATS, book_stems, chapter_formats
 from songbatch.plancheck import check_manifest_inputs, check_remote_inputs
 from songbatch.presets import preset
@@ -131,19 +133,35 @@ def _plan_book(
     rows: list[PlanRow] = []
     voices: dict[str, Path] = {}
     chars_per_second = profile.speech.chars_per_second
+    spoken = book_voicing(book, spec)
     for unit, chapter in enumerate(book.chapters):
         voice_sha = None
         if chapter.voice.reference is not None:
             voice_sha = file_sha256(chapter.voice.reference)
             voices[voice_sha] = chapter.voice.reference
-        for seq, (chunk_text, pause_ms) in enumerate(_chapter_chunks(book, chapter, spec)):
+        for seq, (chunk_text, pause_ms) in enumerate(_chapter_chunks(book, chapter, spec, spoken)):
             job = _speech_job(spec, book, chapter, chunk_text, voice_sha, chars_per_second)
             jobs.append(job)
             rows.append(PlanRow(unit=unit, seq=seq, key=job.key, pause_after_ms=pause_ms))
     return jobs, rows, voices
 
 
-def _chapter_chunks(book: Audiobook, chapter: Chapter, spec: EngineSpec) -> list[tuple[str, int]]:
+def book_voicing(book: Audiobook, spec: EngineSpec) -> Voicing:
+    """Written text to what `spec`'s engine reads: the book's lexicon (phonemes where the
+    engine takes them), then its language's normalisation unless `normalise: false`. No
+    version of it enters the job key: the key holds the text itself, so a change of rules
+    re-renders exactly the chunks whose words it changes, and keeps every other key."""
+    return voicing(
+        book.language,
+        normalise=book.normalise,
+        lexicon=book.lexicon,
+        notation=phoneme_notation(spec.engine),
+    )
+
+
+def _chapter_chunks(
+    book: Audiobook, chapter: Chapter, spec: EngineSpec, spoken: Voicing
+) -> list[tuple[str, int]]:
     pauses = chapter.pauses
     sentence, paragraph = round(pauses.sentence * 1000), round(pauses.paragraph * 1000)
     pieces: list[tuple[str, int]] = []
@@ -151,14 +169,16 @@ def _chapter_chunks(book: Audiobook, chapter: Chapter, spec: EngineSpec) -> list
     # Credits have no heading: "Opening Credits" names their file and chapter mark only.
     heading = book.speak_titles and chapter.credits is None
     if heading and not textlib.starts_with_title(chapter.text, chapter.title):
-        pieces.extend(
-            (c.text, paragraph) for c in textlib.chunk_text(chapter.title, spec.max_chars)
-        )
+        title = spoken(textlib.normalize(chapter.title))
+        pieces.extend((c.text, paragraph) for c in textlib.chunk_text(title, spec.max_chars))
     # An engine cannot pause inside one call, so a sentence pause the manifest asks for means
     # one sentence per chunk, with the pause after each. A book that does not set it keeps
     # sentences packed into chunks (and its job keys), pausing only between chunks.
     by_sentence = "sentence" in pauses.model_fields_set and sentence > 0
-    for chunk in textlib.chunk_text(chapter.text, spec.max_chars, by_sentence=by_sentence):
+    # Chunked after voicing: the limit holds for the words the engine reads ("$1,250,000"
+    # is 30 characters said), and an abbreviation said in full cannot end a sentence.
+    text = spoken(textlib.normalize(chapter.text))
+    for chunk in textlib.chunk_text(text, spec.max_chars, by_sentence=by_sentence):
         if chunk.paragraph_end:
             pause = paragraph
         elif by_sentence and not chunk.sentence_end:
