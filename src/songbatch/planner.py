@@ -111,6 +111,35 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
     return Plan(record=record, jobs=_unique(jobs), rows=rows, stored=stored)
 
 
+@dataclass(frozen=True)
+class SpokenChunk:
+    """One job of a chapter as its engine gets it: the voiced text and the pause after it."""
+
+    text: str
+    pause_after_ms: int
+
+
+def spoken_chapter(
+    loaded: LoadedManifest, plan: Plan, number: int
+) -> tuple[str, list[SpokenChunk]]:
+    """The title and jobs of chapter `number` (from 1, counting the chapters the person
+    wrote, not the credits songbatch adds), in order: `plan --show-text`."""
+    book = loaded.manifest
+    if not isinstance(book, Audiobook):
+        raise InputError(f"{loaded.path}: --show-text is for audiobooks; this is an album")
+    written = [i for i, chapter in enumerate(book.chapters) if chapter.credits is None]
+    if not 1 <= number <= len(written):
+        raise InputError(
+            f"--show-text {number}: {loaded.path} has {len(written)} chapter(s),"
+            f" 1 to {len(written)}"
+        )
+    unit = written[number - 1]
+    by_key = {job.key: job for job in plan.jobs}
+    rows = sorted((row for row in plan.rows if row.unit == unit), key=lambda row: row.seq)
+    chunks = [SpokenChunk(str(by_key[r.key].request["text"]), r.pause_after_ms) for r in rows]
+    return book.chapters[unit].title, chunks
+
+
 def commit_plan(ledger: Ledger, plan: Plan, workspace: Workspace) -> PlanDiff:
     """Copy voices and covers into the content-keyed store, then record the plan in one
     transaction."""
