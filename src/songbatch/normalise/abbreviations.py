@@ -33,7 +33,16 @@ def rules(language: Language) -> list[Rule]:
             return _with_stop(abbreviation.said, closes)
         return abbreviation.said
 
-    return [Rule("abbreviation", pattern, say)]
+    rules = [Rule("abbreviation", pattern, say)]
+    if language.code.startswith("de"):
+        # German writes street names as one word: "Goethestr. 5" is Goethestraße.
+        street = re.compile(r"(?<=[^\W\d_])str\.(?=[\s,;)]|$)")
+        rules.append(Rule("abbreviation-street", street, lambda match: _street(match)))
+    return rules
+
+
+def _street(match: re.Match[str]) -> str:
+    return "straße." if _paragraph_ends(match) else "straße"
 
 
 def _paragraph_ends(match: re.Match[str]) -> bool:

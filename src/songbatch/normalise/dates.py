@@ -135,7 +135,7 @@ def _year_rules(language: Language) -> list[Rule]:
     units = "|".join(sorted(map(re.escape, language.units), key=len, reverse=True))
     # "in 1500 km" is a distance, and "by 2024-03-15" a date: left to their own rules.
     not_quantity = rf"(?![\w]|[-.,/:]\d| ?(?:%|°|(?:{units})(?![\w])))"
-    cued = re.compile(rf"\b(?P<cue>{cues}) (\d{{4}}){not_quantity}")
+    cued = re.compile(rf"\b(?P<cue>(?i:{cues})) (\d{{4}}){not_quantity}")
     suffixed = re.compile(rf"{_NOT_AFTER}(\d{{3,4}}) (?=(?:{suffixes})(?!\w))")
     decade = re.compile(rf"{_NOT_AFTER}(\d{{3}}0)(?:s|'s|er)\b")
     short_decade = re.compile(r"(?<![\w])['’]?([1-9]0)s\b")
