@@ -484,7 +484,9 @@ class _RawLexiconEntry(_Raw):
     pattern: bool = False
 
 
-RawLexicon = dict[str, Annotated[_RawLexiconEntry, BeforeValidator(_lexicon_entry)]]
+# Entries are validated one by one (`_lexicon_entries`), each at its own path, so an unknown
+# field inside one gets the entry's known fields as its "did you mean".
+RawLexicon = dict[str, Any]
 
 
 class _RawLexiconFile(_Raw):
@@ -1102,12 +1104,14 @@ MAX_COVER_BYTES = 10 * 1024 * 1024  # a 3000 x 3000 JPEG, more than any store as
 _MAX_COVER_PIXELS = 64_000_000
 
 
-def _lexicon_entries(
-    doc: StrictDocument, raw: dict[str, _RawLexiconEntry]
-) -> dict[str, LexiconEntry]:
+def _lexicon_entries(doc: StrictDocument, raw: dict[str, Any]) -> dict[str, LexiconEntry]:
     entries = {}
-    for written, entry in raw.items():
+    for written, value in raw.items():
         where: FieldPath = ("lexicon", written)
+        try:
+            entry = _RawLexiconEntry.model_validate(_lexicon_entry(value))
+        except ValidationError as exc:
+            raise validation_error(exc, doc, _RawLexiconEntry, prefix=where) from None
         problem = _lexicon_problem(written, entry)
         if problem is not None:
             field, message = problem
