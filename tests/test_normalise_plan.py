@@ -6,15 +6,16 @@ espeak-ng phonemes that change the audio."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
-from helpers.examples import invoke
+from helpers.examples import REPO, invoke
 from songbatch.engines.base import EngineSpec, RenderRequest
 from songbatch.engines.offline import OfflineSpeech
 from songbatch.ledger import Ledger
-from songbatch.manifest import load_manifest
+from songbatch.manifest import _RawLexiconEntry, load_manifest
 from songbatch.planner import Plan, commit_plan, plan_manifest, preview_plan
 from songbatch.profiles import resolve_profile
 from songbatch.workspace import Workspace
@@ -257,3 +258,19 @@ def test_phonemes_change_what_espeak_ng_says(tmp_path: Path) -> None:
         lambda: None,
     )[0].audio
     assert np.array_equal(as_hermione, hermione)
+
+
+def test_the_lexicon_docs_name_every_entry_field_and_their_example_loads(tmp_path: Path) -> None:
+    doc = (REPO / "docs" / "manifest.md").read_text(encoding="utf-8")
+    section = doc.split("### Lexicon\n", 1)[1].split("\n### ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE))
+    assert documented == set(_RawLexiconEntry.model_fields)
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "series-names.yaml").write_text("lexicon:\n  Gandalf: GAN-dalf\n", "utf-8")
+    book = _book(_mkdir(tmp_path / "book"), example)
+    book.write_text(
+        book.read_text("utf-8").replace("Cthulhu sleeps", "Gandalf met McDuff and Cthulhu sleeps"),
+        "utf-8",
+    )
+    texts = _texts(_plan(tmp_path, book))
+    assert texts[0][1] == "GAN-dalf met Mac Duff and [[k@T'u:lu:]] sleeps beneath the waves."
