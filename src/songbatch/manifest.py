@@ -31,6 +31,7 @@ from pydantic import (
 from songbatch import text as textlib
 from songbatch.engines.params import MAX_MUSIC_S, MIN_MUSIC_S
 from songbatch.errors import ManifestError
+from songbatch.normalise.lexicon import LexiconEntry, check_pattern
 from songbatch.presets import PresetField
 from songbatch.yamlstrict import (
     FieldPath,
@@ -441,6 +442,8 @@ class Audiobook(_Model):
     master: str | None = None  # a mastering preset (presets.py); None: the profile's
     subtitles: list[SubtitleFormat] = Field(default_factory=list)
     parts: Parts | None = None  # None: one .m4b, however long
+    normalise: bool = True  # numbers, dates, abbreviations... said in words (normalise/)
+    lexicon: list[LexiconEntry] = Field(default_factory=list)  # the file's, then the book's
     output: Path | None = None
     profile: str | None = None
     priority: int = 0
@@ -581,6 +584,30 @@ class _RawEncoding(_Raw):
     mode: Literal["cbr", "vbr"] | None = None
 
 
+def _lexicon_entry(value: Any) -> Any:
+    # `Name: respelling` is short for `Name: {say: respelling}`.
+    return {"say": value} if isinstance(value, str) else value
+
+
+class _RawLexiconEntry(_Raw):
+    """How one word, phrase or pattern of a lexicon is said (see normalise/lexicon.py)."""
+
+    say: str | None = None
+    espeak: str | None = None
+    pattern: bool = False
+
+
+# Entries are validated one by one (`_lexicon_entries`), each at its own path, so an unknown
+# field inside one gets the entry's known fields as its "did you mean".
+RawLexicon = dict[str, Any]
+
+
+class _RawLexiconFile(_Raw):
+    """A shared lexicon (`lexicon_file:`): the same `lexicon:` mapping a manifest takes."""
+
+    lexicon: RawLexicon
+
+
 class _RawAudiobook(_Raw):
     kind: Literal["audiobook"]
     title: Title
@@ -606,6 +633,9 @@ class _RawAudiobook(_Raw):
     subtitles: SubtitleFormats = Field(default_factory=list)
     parts: Parts | None = None
     credits: Annotated[Credits | None, BeforeValidator(_credits_mapping)] = None
+    normalise: bool = True
+    lexicon: RawLexicon = Field(default_factory=dict)
+    lexicon_file: str | None = None
     output: str | None = None
     profile: str | None = None
     priority: Priority = 0
@@ -747,6 +777,7 @@ class _Builder:
         self.check_unique_files([c.file for c in chapters], "chapters", "chapter")
         self.check_book_subtitles(raw, [c.file for c in chapters])
         chapters = self.with_credits(raw, voice, chapters)
+        lexicon = self.lexicon(raw)
         return Audiobook(
             title=raw.title,
             author=raw.author,
@@ -770,11 +801,26 @@ class _Builder:
             master=raw.master,
             subtitles=raw.subtitles,
             parts=raw.parts,
+            normalise=raw.normalise,
+            lexicon=lexicon,
             output=self.output(raw.output),
             profile=raw.profile,
             priority=raw.priority,
             chapters=chapters,
         )
+
+    def lexicon(self, raw: _RawAudiobook) -> list[LexiconEntry]:
+        """The shared file's entries, then the book's own: a word in both is the book's."""
+        entries: dict[str, LexiconEntry] = {}
+        if raw.lexicon_file is not None:
+            _, text = self.read_text(raw.lexicon_file, ("lexicon_file",))
+            shared = parse_yaml(text, Path(raw.lexicon_file))
+            try:
+                parsed = _RawLexiconFile.model_validate(shared.data)
+            except ValidationError as exc:
+                raise validation_error(exc, shared, _RawLexiconFile) from None
+            entries |= _lexicon_entries(shared, parsed.lexicon)
+        return list((entries | _lexicon_entries(self.doc, raw.lexicon)).values())
 
     def series_part(self, raw: _RawAudiobook) -> str | None:
         if raw.series_part is not None and raw.series is None:
@@ -1309,6 +1355,38 @@ class _Builder:
 
 MAX_COVER_BYTES = 10 * 1024 * 1024  # a 3000 x 3000 JPEG, more than any store asks, is ~3 MB
 _MAX_COVER_PIXELS = 64_000_000
+
+
+def _lexicon_entries(doc: StrictDocument, raw: dict[str, Any]) -> dict[str, LexiconEntry]:
+    entries = {}
+    for written, value in raw.items():
+        where: FieldPath = ("lexicon", written)
+        try:
+            entry = _RawLexiconEntry.model_validate(_lexicon_entry(value))
+        except ValidationError as exc:
+            raise validation_error(exc, doc, _RawLexiconEntry, prefix=where) from None
+        problem = _lexicon_problem(written, entry)
+        if problem is not None:
+            field, message = problem
+            raise doc.error((*where, field) if field else where, message, at_key=not field)
+        entries[written] = LexiconEntry(written, entry.say, entry.espeak, entry.pattern)
+    return entries
+
+
+def _lexicon_problem(written: str, entry: _RawLexiconEntry) -> tuple[str, str] | None:
+    """(field, why) when a lexicon entry cannot be used ("" for the word itself)."""
+    if not textlib.has_visible_text(written):
+        return "", "a lexicon word must not be empty"
+    if entry.pattern and (why := check_pattern(written)) is not None:
+        return "", why
+    if entry.say is None and entry.espeak is None:
+        return "", "say how it is read: `say:` (a respelling) and/or `espeak:` (phonemes)"
+    for field, value in (("say", entry.say), ("espeak", entry.espeak)):
+        if value is not None and not textlib.has_visible_text(value):
+            return field, f"{field} must not be empty"
+    if entry.espeak is not None and ("[[" in entry.espeak or "]]" in entry.espeak):
+        return "espeak", "write the phonemes without [[ ]]: songbatch adds them"
+    return None
 
 
 def cover_problem(data: bytes) -> str | None:

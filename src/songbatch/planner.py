@@ -16,6 +16,7 @@ from typing import Any
 
 from songbatch import text as textlib
 from songbatch.audio import _default_bitrate
+from songbatch.engines import phoneme_notation
 from songbatch.engines.base import EngineSpec, Kind
 from songbatch.errors import InputError
 from songbatch.fsutil import file_sha256, remove_quietly, replace_durably, temp_sibling
@@ -31,6 +32,7 @@ from songbatch.manifest import (
     Track,
     safe_filename,
 )
+from songbatch.normalise import Voicing, voicing
 from songbatch.outputs import BOOK_FORMATS, book_stems, chapter_formats
 from songbatch.plancheck import check_manifest_inputs, check_remote_inputs
 from songbatch.presets import preset
@@ -119,6 +121,35 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
     return Plan(record=record, jobs=_unique(jobs), rows=rows, stored=stored)
 
 
+@dataclass(frozen=True)
+class SpokenChunk:
+    """One job of a chapter as its engine gets it: the voiced text and the pause after it."""
+
+    text: str
+    pause_after_ms: int
+
+
+def spoken_chapter(
+    loaded: LoadedManifest, plan: Plan, number: int
+) -> tuple[str, list[SpokenChunk]]:
+    """The title and jobs of chapter `number` (from 1, counting the chapters the person
+    wrote, not the credits songbatch adds), in order: `plan --show-text`."""
+    book = loaded.manifest
+    if not isinstance(book, Audiobook):
+        raise InputError(f"{loaded.path}: --show-text is for audiobooks; this is an album")
+    written = [i for i, chapter in enumerate(book.chapters) if chapter.credits is None]
+    if not 1 <= number <= len(written):
+        raise InputError(
+            f"--show-text {number}: {loaded.path} has {len(written)} chapter(s),"
+            f" 1 to {len(written)}"
+        )
+    unit = written[number - 1]
+    by_key = {job.key: job for job in plan.jobs}
+    rows = sorted((row for row in plan.rows if row.unit == unit), key=lambda row: row.seq)
+    chunks = [SpokenChunk(str(by_key[r.key].request["text"]), r.pause_after_ms) for r in rows]
+    return book.chapters[unit].title, chunks
+
+
 def commit_plan(ledger: Ledger, plan: Plan, workspace: Workspace) -> PlanDiff:
     """Copy voices and covers into the content-keyed store, then record the plan in one
     transaction."""
@@ -151,19 +182,35 @@ def _plan_book(
     rows: list[PlanRow] = []
     voices: dict[str, Path] = {}
     chars_per_second = profile.speech.chars_per_second
+    spoken = book_voicing(book, spec)
     for unit, chapter in enumerate(book.chapters):
         voice_sha = None
         if chapter.voice.reference is not None:
             voice_sha = file_sha256(chapter.voice.reference)
             voices[voice_sha] = chapter.voice.reference
-        for seq, (chunk_text, pause_ms) in enumerate(_chapter_chunks(book, chapter, spec)):
+        for seq, (chunk_text, pause_ms) in enumerate(_chapter_chunks(book, chapter, spec, spoken)):
             job = _speech_job(spec, book, chapter, chunk_text, voice_sha, chars_per_second)
             jobs.append(job)
             rows.append(PlanRow(unit=unit, seq=seq, key=job.key, pause_after_ms=pause_ms))
     return jobs, rows, voices
 
 
-def _chapter_chunks(book: Audiobook, chapter: Chapter, spec: EngineSpec) -> list[tuple[str, int]]:
+def book_voicing(book: Audiobook, spec: EngineSpec) -> Voicing:
+    """Written text to what `spec`'s engine reads: the book's lexicon (phonemes where the
+    engine takes them), then its language's normalisation unless `normalise: false`. No
+    version of it enters the job key: the key holds the text itself, so a change of rules
+    re-renders exactly the chunks whose words it changes, and keeps every other key."""
+    return voicing(
+        book.language,
+        normalise=book.normalise,
+        lexicon=book.lexicon,
+        notation=phoneme_notation(spec.engine),
+    )
+
+
+def _chapter_chunks(
+    book: Audiobook, chapter: Chapter, spec: EngineSpec, spoken: Voicing
+) -> list[tuple[str, int]]:
     pauses = chapter.pauses
     sentence, paragraph = round(pauses.sentence * 1000), round(pauses.paragraph * 1000)
     pieces: list[tuple[str, int]] = []
@@ -171,14 +218,16 @@ def _chapter_chunks(book: Audiobook, chapter: Chapter, spec: EngineSpec) -> list
     # Credits have no heading: "Opening Credits" names their file and chapter mark only.
     heading = book.speak_titles and chapter.credits is None
     if heading and not textlib.starts_with_title(chapter.text, chapter.title):
-        pieces.extend(
-            (c.text, paragraph) for c in textlib.chunk_text(chapter.title, spec.max_chars)
-        )
+        title = spoken(textlib.normalize(chapter.title))
+        pieces.extend((c.text, paragraph) for c in textlib.chunk_text(title, spec.max_chars))
     # An engine cannot pause inside one call, so a sentence pause the manifest asks for means
     # one sentence per chunk, with the pause after each. A book that does not set it keeps
     # sentences packed into chunks (and its job keys), pausing only between chunks.
     by_sentence = "sentence" in pauses.model_fields_set and sentence > 0
-    for chunk in textlib.chunk_text(chapter.text, spec.max_chars, by_sentence=by_sentence):
+    # Chunked after voicing: the limit holds for the words the engine reads ("$1,250,000"
+    # is 30 characters said), and an abbreviation said in full cannot end a sentence.
+    text = spoken(textlib.normalize(chapter.text))
+    for chunk in textlib.chunk_text(text, spec.max_chars, by_sentence=by_sentence):
         if chunk.paragraph_end:
             pause = paragraph
         elif by_sentence and not chunk.sentence_end:
@@ -441,9 +490,11 @@ def _plan_layers(track: Track, unit: int, profile: Profile) -> _Layered:
             voices[voice_sha] = layer.voice.reference
         params = {"language": layer.language, **speech.params, **layer.voice.params}
         cps = profile.speech.chars_per_second
+        # Said as a book's text is (numbers, dates... in words), for the engine it goes to.
+        say = voicing(layer.language, normalise=True, notation=phoneme_notation(speech.engine))
         spoken[index] = [
             (_spoken_job(speech, text, params, voice_sha, layer.seed, cps), pause, opens_line)
-            for text, pause, opens_line in _layer_chunks(layer, speech.max_chars)
+            for text, pause, opens_line in _layer_chunks(layer, speech.max_chars, say)
         ]
         said = sum(job.est_ms + pause for job, pause, _ in spoken[index])
         voice_ends.append(round(layer.start * 1000) + said + round(layer.tail * 1000))
@@ -499,7 +550,9 @@ def _speech_layer_meta(
     }
 
 
-def _layer_chunks(layer: SpeechLayer, max_chars: int) -> list[tuple[str, int, bool]]:
+def _layer_chunks(
+    layer: SpeechLayer, max_chars: int, say: Voicing
+) -> list[tuple[str, int, bool]]:
     """(text, pause after it in ms, whether it opens a written line) of each chunk: every
     written line is spoken on its own, a chunk per sentence, so a lyric line's time is its
     first chunk's start; a blank line is a paragraph pause; nothing after the last."""
@@ -508,7 +561,7 @@ def _layer_chunks(layer: SpeechLayer, max_chars: int) -> list[tuple[str, int, bo
     pieces: list[tuple[str, int, bool]] = []
     for block in textlib.split_paragraphs(layer.text.replace("\r\n", "\n")):
         for line in block.split("\n"):
-            chunks = textlib.chunk_text(line, max_chars, by_sentence=True)
+            chunks = textlib.chunk_text(say(line), max_chars, by_sentence=True)
             pieces += [
                 (chunk.text, sentence if chunk.sentence_end else 0, k == 0)
                 for k, chunk in enumerate(chunks)

@@ -20,12 +20,14 @@ from songbatch.cli.reporter import (
     print_estimates,
     print_plan,
     print_report,
+    print_spoken,
     print_status,
 )
 from songbatch.errors import InputError, SongbatchError
 from songbatch.estimate import actual, compare, estimate, plan_money
+from songbatch.planner import spoken_chapter
 from songbatch.presets import PresetName
-from songbatch.render import RenderOptions, preview, render
+from songbatch.render import RenderOptions, load_all, preview, render
 from songbatch.signals import ignore_stop_signals
 from songbatch.spans import EXAMPLES, UNTIL_EXAMPLES, SpanError, next_occurrence
 from songbatch.spans import parse_span as parse_span_text
@@ -82,9 +84,24 @@ def plan(
     workspace: WorkspaceOpt = None,
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,
+    show_text: Annotated[
+        int | None,
+        typer.Option(
+            "--show-text",
+            metavar="CHAPTER",
+            help="Print what the voice will read in this chapter (from 1), chunk by chunk.",
+        ),
+    ] = None,
 ) -> None:
     """Dry run: what rendering would do (new, reused, unchanged jobs; length). Writes nothing."""
     where = resolve_workspace(workspace)
+    if show_text is not None:
+        planned = _guard(lambda: load_all(manifests, profile, where))
+        chapters = _guard(
+            lambda: [(p.loaded, *spoken_chapter(p.loaded, p.plan, show_text)) for p in planned]
+        )
+        print_spoken(chapters, show_text, as_json=as_json)
+        return
     previews = _guard(lambda: preview(manifests, profile, where))
     money = _guard(
         lambda: plan_money([(p.planned.plan, p.planned.profile) for p in previews], where)

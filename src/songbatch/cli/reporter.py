@@ -26,6 +26,8 @@ from rich.text import Text
 
 from songbatch.estimate import Actual, CompareRow, Estimate
 from songbatch.events import RunEvent
+from songbatch.manifest import LoadedManifest
+from songbatch.planner import SpokenChunk
 from songbatch.progress import DeviceMeter, RunMeter
 from songbatch.render import Preview, RenderReport
 from songbatch.runsummary import RunSummary
@@ -371,6 +373,39 @@ def print_plan(
             _money_pair(row["usd_expected"], row["usd_worst"]),
         )
     screen(sys.stdout).print(table)
+
+
+def print_spoken(
+    chapters: Sequence[tuple[LoadedManifest, str, Sequence[SpokenChunk]]],
+    number: int,
+    *,
+    as_json: bool,
+) -> None:
+    """`plan --show-text`: each chunk of the chapter as the engine will read it, numbered, with
+    the pause after it."""
+    if as_json:
+        _print_json(
+            [
+                {
+                    "manifest": str(loaded.path),
+                    "chapter": number,
+                    "title": title,
+                    "chunks": [
+                        {"text": c.text, "chars": len(c.text), "pause_after_ms": c.pause_after_ms}
+                        for c in chunks
+                    ],
+                }
+                for loaded, title, chunks in chapters
+            ]
+        )
+        return
+    console = screen(sys.stdout)
+    for loaded, title, chunks in chapters:
+        console.print(Text(f"{loaded.path}: chapter {number}, {title} ({len(chunks)} chunks)"))
+        width = len(str(len(chunks)))
+        for seq, chunk in enumerate(chunks, 1):
+            pause = f"  [pause {chunk.pause_after_ms / 1000:g} s]"
+            console.print(Text(f"{seq:>{width}}  {chunk.text}{pause}"))
 
 
 def usd(value: float | None) -> str:

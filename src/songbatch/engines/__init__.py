@@ -25,12 +25,17 @@ class EngineEntry:
     # The kinds it renders, each with the params it reads (engines/params.py: light, so the
     # planner checks params without importing the engine).
     params: dict[Kind, type[p.EngineParams]] = field(default_factory=dict)
+    # The phoneme notation its speech reads inline, if any: a lexicon entry's phonemes in it
+    # replace the respelling (normalise/lexicon.py). Declared here, not on the engine class,
+    # because the planner must know before any engine (and torch) is imported.
+    phonemes: str | None = None
 
 
 _REGISTRY: dict[str, EngineEntry] = {
     "offline": EngineEntry(
         "songbatch.engines.offline",
         params={"speech": p.OfflineSpeechParams, "music": p.OfflineMusicParams},
+        phonemes="espeak",  # espeak-ng's [[...]] mnemonics (engines/espeak.py)
     ),
     "synthetic": EngineEntry(
         "songbatch.engines.synthetic",
@@ -70,6 +75,12 @@ def params_model(engine: str, kind: Kind) -> type[p.EngineParams] | None:
 def params_models(kind: Kind) -> dict[str, type[p.EngineParams]]:
     """Every registered engine's params model for `kind`, by engine name."""
     return {name: entry.params[kind] for name, entry in _REGISTRY.items() if kind in entry.params}
+
+
+def phoneme_notation(engine: str) -> str | None:
+    """The phonemes `engine` reads inline ("espeak"), or None: it gets respellings."""
+    entry = _REGISTRY.get(engine)
+    return None if entry is None else entry.phonemes
 
 
 def _entry(spec: EngineSpec) -> EngineEntry:
@@ -118,4 +129,5 @@ __all__ = [
     "load_engine",
     "params_model",
     "params_models",
+    "phoneme_notation",
 ]

@@ -28,6 +28,8 @@ from songbatch.errors import EngineError, EngineUnavailable
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 POS_CHARACTER = 1
 ESPEAK_CHARS_UTF8 = 1
+# espeakPHONEMES: text inside [[ ]] is espeak's phoneme mnemonics (a lexicon's `espeak:`).
+ESPEAK_PHONEMES = 0x100
 EE_OK = 0
 # espeak_PARAMETER
 ESPEAK_RATE = 1
@@ -115,11 +117,10 @@ class _Library:
         if self._lib.espeak_SetParameter(parameter, value, 0) != EE_OK:
             raise EngineError(f"espeak_SetParameter({parameter}, {value}) failed")
 
-    def speak(self, text: str) -> None:
+    def speak(self, text: str, *, phonemes: bool = False) -> None:
         data = text.encode("utf-8") + b"\0"
-        status = self._lib.espeak_Synth(
-            data, len(data), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None
-        )
+        flags = ESPEAK_CHARS_UTF8 | (ESPEAK_PHONEMES if phonemes else 0)
+        status = self._lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, flags, None, None)
         self._lib.espeak_Synchronize()
         if status != EE_OK:
             raise EngineError(f"espeak_Synth failed with status {status}")
@@ -172,8 +173,11 @@ def synthesize(
     rate: int | None = None,
     pitch: int | None = None,
     on_samples: SamplesFn | None = None,
+    phonemes: bool = False,
 ) -> npt.NDArray[np.int16]:
     """Speak `text`: int16 mono samples at `sample_rate()`. Thread-safe; deterministic.
+
+    `phonemes`: read `[[...]]` as espeak phoneme mnemonics rather than as text.
 
     `on_samples(n)` is called from inside synthesis as each buffer of n samples arrives; an
     exception it raises aborts the synthesis and propagates.
@@ -189,7 +193,7 @@ def synthesize(
             lib.set_param(ESPEAK_VOLUME, VOLUME_NORMAL)
             _capture = capture = _Capture(on_samples=on_samples)
             try:
-                lib.speak(text)
+                lib.speak(text, phonemes=phonemes)
             finally:
                 _capture = None
         finally:

@@ -132,6 +132,10 @@ class OfflineSpeech:
             rate=voice.rate,
             pitch=voice.pitch,
             on_samples=_throttled(progress, int(self.sample_rate * _PROGRESS_EVERY_S)),
+            # The planner writes a lexicon's phonemes as [[...]] for this engine (its registry
+            # entry says "espeak") and turns a book's own "[[" into "[": text without them
+            # renders exactly as it did before this flag.
+            phonemes=True,
         )
         audio = trim_silence(samples, self.sample_rate)
         info: dict[str, Any] = {"engine": "offline", "voice": voice.name}
