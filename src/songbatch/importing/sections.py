@@ -53,10 +53,16 @@ class Section:
 def split_at_headings(blocks: Sequence[Block]) -> list[Section] | None:
     """Sections at the top heading level that gives more than one (a book's single `#` title
     above its `##` chapters splits at `##`), each titled by its heading; None when no level
-    does. Headings of deeper levels stay in the text as paragraphs."""
+    does. Deeper headings stay in the text; a shallower one starts a section too (a part),
+    and before the first chapter is front matter (the book's title and what follows it)."""
     for level in range(1, 7):
-        if sum(1 for block in blocks if 0 < block.level <= level) > 1:
-            return _split(blocks, partial(_heading_title, deepest=level))
+        if sum(1 for block in blocks if block.level == level) > 1:
+            sections = _split(blocks, partial(_heading_title, deepest=level))
+            first = next(i for i, block in enumerate(blocks) if block.level == level)
+            above = sum(1 for block in blocks[:first] if 0 < block.level < level)
+            for section in sections[1 : 1 + above]:
+                section.matter = section.matter or BEFORE_FIRST
+            return sections
     return None
 
 
