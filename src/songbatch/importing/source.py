@@ -47,6 +47,8 @@ def read_book(path: Path, options: SplitOptions, *, include_matter: bool = False
     if not book.chapters_to_read(include_matter):
         raise SourceError(path, "has no text to read" + _matter_hint(book, include_matter))
     metadata, notes = checked_metadata(book.metadata)
+    if metadata.title is None:  # required by the manifest; the file's name is what is known
+        metadata = replace(metadata, title=path.stem)
     return replace(book, metadata=metadata, notes=book.notes + tuple(notes))
 
 
