@@ -349,8 +349,12 @@ def _starts(documents: list[xhtml.Document], entries: list[_Entry]) -> list[_Sta
 
 
 def _leading_section(document: xhtml.Document, kinds: dict[str, str]) -> Section:
-    matter = _document_matter(document, kinds) or _titled_matter(document) or NOT_IN_CONTENTS
-    return Section(_heading_or_title(document), list(document.blocks), matter=matter)
+    """A document before the toc's first entry: matter of the kind it says, else matter for
+    not being in the contents at all (a title page, a half title)."""
+    matter = _document_matter(document, kinds) or _titled_matter(document)
+    section = Section(_heading_or_title(document), list(document.blocks), matter)
+    section.matter = section.marked_matter() or NOT_IN_CONTENTS
+    return section
 
 
 def _titled_matter(document: xhtml.Document) -> str | None:
