@@ -28,10 +28,13 @@ OBFUSCATED_FONT = ENCRYPTED_CONTENT.replace(
 ).replace(b"EPUB/the-harbour-at-dusk.xhtml", b"EPUB/fonts/serif.otf")
 
 
-def not_a_zip(folder: Path) -> Path:
-    path = folder / "book.epub"
-    path.write_text("This is a letter, not a book.", encoding="utf-8")
-    return path
+def written(name: str, data: bytes) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        path = folder / name
+        path.write_bytes(data)
+        return path
+
+    return make
 
 
 def zip_not_epub(folder: Path) -> Path:
@@ -62,36 +65,15 @@ def adobe_rights(folder: Path) -> Path:
     return add_entry(epub, "META-INF/encryption.xml", ENCRYPTED_CONTENT)
 
 
-def empty_epub(folder: Path) -> Path:
-    path = folder / "book.epub"
-    path.write_bytes(b"")
-    return path
-
-
-def empty_text(folder: Path) -> Path:
-    path = folder / "book.txt"
-    path.write_text("\n  \n", encoding="utf-8")
-    return path
-
-
-def nothing_to_say(folder: Path) -> Path:
-    path = folder / "book.md"
-    path.write_text("# \\* \\* \\*\n\n---\n\n```\ncode only\n```\n", encoding="utf-8")
-    return path
-
-
-def unknown_extension(folder: Path) -> Path:
-    path = folder / "book.pdf"
-    path.write_bytes(b"%PDF-1.7\n")
-    return path
-
-
 def missing(folder: Path) -> Path:
     return folder / "no-such-book.epub"
 
 
 CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
-    "not-a-zip": (not_a_zip, "is not an EPUB (not a zip file)"),
+    "not-a-zip": (
+        written("book.epub", b"This is a letter, not a book."),
+        "is not an EPUB (not a zip file)",
+    ),
     "zip-not-epub": (zip_not_epub, "is a zip file but not an EPUB (no META-INF/container.xml)"),
     "missing-spine-document": (
         missing_document,
@@ -108,10 +90,13 @@ CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
         " (EPUB/the-harbour-at-dusk.xhtml)",
     ),
     "drm-adobe-rights": (adobe_rights, "is DRM-protected (Adobe ADEPT, META-INF/rights.xml)"),
-    "empty-epub": (empty_epub, "is empty"),
-    "empty-text": (empty_text, "is empty"),
-    "nothing-to-say": (nothing_to_say, "has no text to read"),
-    "unknown-extension": (unknown_extension, "unknown kind of book (.pdf)"),
+    "empty-epub": (written("book.epub", b""), "is empty"),
+    "empty-text": (written("book.txt", b"\n  \n"), "is empty"),
+    "nothing-to-say": (
+        written("book.md", b"# \\* \\* \\*\n\n---\n\n```\ncode only\n```\n"),
+        "has no text to read",
+    ),
+    "unknown-extension": (written("book.pdf", b"%PDF-1.7\n"), "unknown kind of book (.pdf)"),
     "missing": (missing, "not found"),
 }
 
