@@ -13,16 +13,8 @@ import pytest
 
 from helpers.epubs import AUTHOR, CHAPTERS, ISBN, MATTER_WORDS, NOTE, TITLE, cover_png, epub2, epub3
 from helpers.examples import invoke, render_offline
-from songbatch.manifest import Audiobook, load_manifest
+from helpers.imports import imported
 from songbatch.tagging import read_chapters
-
-
-def imported(source: Path, manifest: Path, *options: str) -> Audiobook:
-    result = invoke("import", str(source), "-o", str(manifest), *options)
-    assert result.exit_code == 0, result.output
-    book = load_manifest(manifest).manifest
-    assert isinstance(book, Audiobook)
-    return book
 
 
 @pytest.fixture(params=[epub3, epub2], ids=["epub3-nav", "epub2-ncx"])

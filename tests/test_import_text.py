@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from helpers.examples import REPO, invoke
+from helpers.imports import imported
 from songbatch.importing.cleanup import (
     Vocabulary,
     chapter_text,
     join_lines,
     without_underscore_emphasis,
 )
-from songbatch.manifest import Audiobook, load_manifest
 
 # ../shared/corpus beside the checkout; SONGBATCH_CORPUS names it for a checkout elsewhere
 # (a git worktree).
@@ -78,14 +78,6 @@ START: FULL LICENSE
 THE FULL PROJECT GUTENBERG LICENSE
 PLEASE READ THIS BEFORE YOU DISTRIBUTE OR USE THIS WORK
 """
-
-
-def imported(source: Path, manifest: Path, *options: str) -> Audiobook:
-    result = invoke("import", str(source), "-o", str(manifest), *options)
-    assert result.exit_code == 0, result.output
-    book = load_manifest(manifest).manifest
-    assert isinstance(book, Audiobook)
-    return book
 
 
 def paragraphs(text: str) -> list[str]:
