@@ -12,7 +12,7 @@ from rich.text import Text
 
 from songbatch.cli.reporter import screen
 from songbatch.importing.book import speaking_minutes
-from songbatch.importing.plan import ChapterStatus, ImportPlan
+from songbatch.importing.plan import ChapterStatus, FileState, ImportPlan, PlannedChapter
 
 
 def print_import(plan: ImportPlan, *, dry_run: bool, as_json: bool) -> None:
@@ -30,24 +30,18 @@ def print_import(plan: ImportPlan, *, dry_run: bool, as_json: bool) -> None:
     table = Table("#", "title", "characters", "minutes", "status")
     number = 0
     for item in plan.chapters:
-        reads = item.status in (ChapterStatus.NEW, ChapterStatus.KEPT)
+        reads = item.status in _READ
         number += reads
-        status = item.status.value
-        if item.status is ChapterStatus.LEFT_OUT:
-            status += f" ({item.chapter.matter})"
-        elif item.text is not None:
-            status += f", text {item.text.value}"
         table.add_row(
             str(number) if reads else "-",
             Text(item.chapter.title),
             f"{len(item.chapter.text):,}",
-            f"~{speaking_minutes(len(item.chapter.text)):.0f}",
-            Text(status, style="dim" if not reads else ""),
+            _minutes(len(item.chapter.text)),
+            Text(_status(item), style="" if reads else "dim"),
         )
     console.print(table)
-    reading = [item for item in plan.chapters if item.status is not ChapterStatus.LEFT_OUT]
-    chars = sum(len(item.chapter.text) for item in reading)
-    console.print(Text(f"{len(reading)} chapter(s), about {speaking_minutes(chars):.0f} minutes"))
+    chars = sum(len(item.chapter.text) for item in plan.chapters if item.status in _READ)
+    console.print(Text(f"{number} chapter(s) to read, {_minutes(chars)} minutes"))
     for note in plan.notes:
         console.print(Text(f"note: {note}", style="yellow"))
     if dry_run:
@@ -57,6 +51,22 @@ def print_import(plan: ImportPlan, *, dry_run: bool, as_json: bool) -> None:
     else:
         verb = "updated (your edits kept)" if plan.reimport else "written"
         console.print(Text(f"{plan.manifest}: {verb}; render it with `songbatch render`"))
+
+
+_READ = (ChapterStatus.NEW, ChapterStatus.KEPT)
+
+
+def _status(item: PlannedChapter) -> str:
+    if item.status is ChapterStatus.LEFT_OUT:
+        return f"{item.status.value} ({item.chapter.matter})"
+    if item.text is None or item.text is FileState.NEW:
+        return str(item.status.value)
+    return f"{item.status.value}, text {item.text.value}"
+
+
+def _minutes(chars: int) -> str:
+    minutes = speaking_minutes(chars)
+    return f"~{minutes:.1f}" if minutes < 10 else f"~{minutes:.0f}"
 
 
 _SPLITS = {
