@@ -127,3 +127,44 @@ def test_the_imported_book_renders_into_an_m4b_with_its_chapter_titles(tmp_path:
     render_offline(tmp_path / "ws", manifest)
     [m4b] = (tmp_path / "ws" / "outputs" / "the-lantern-road").glob("*.m4b")
     assert [title for title, _ in read_chapters(m4b)] == CHAPTERS
+
+
+def test_a_toc_into_one_documents_fragments_with_parts_and_subsections(tmp_path: Path) -> None:
+    """A converter's layout: the whole text in one document, the toc pointing into it, nested
+    part > chapter > subsection. Chapters are the entries that start their own stretch of text;
+    subsections (entries into their chapter's own document) stay in it."""
+    from ebooklib import epub
+
+    book = epub.EpubBook()
+    book.set_identifier("one-file")
+    book.set_title("One File")
+    book.add_author(AUTHOR)
+    sections = "".join(
+        f'<h2 id="c{i}">Chapter {i}</h2><p>Text {i}.</p>'
+        f'<h3 id="s{i}">Aside {i}</h3><p>More {i}.</p>'
+        for i in (1, 2)
+    )
+    text = epub.EpubHtml(file_name="text.xhtml", content=f"<html><body>{sections}</body></html>")
+    part = epub.EpubHtml(
+        file_name="part.xhtml", content="<html><body><h1>Part One</h1></body></html>"
+    )
+    for item in (part, text):
+        book.add_item(item)
+    chapters = [
+        (
+            epub.Section(f"Chapter {i}", f"text.xhtml#c{i}"),
+            [epub.Link(f"text.xhtml#s{i}", f"Aside {i}", f"s{i}")],
+        )
+        for i in (1, 2)
+    ]
+    book.toc = [(epub.Section("Part One", "part.xhtml"), chapters)]
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    book.spine = ["nav", part, text]
+    epub.write_epub(str(tmp_path / "one.epub"), book)
+
+    imported_book = imported(tmp_path / "one.epub", tmp_path / "one.yaml")
+    assert [(c.title, c.text.split("\n\n")) for c in imported_book.chapters] == [
+        ("Chapter 1", ["Text 1.", "Aside 1", "More 1.\n"]),
+        ("Chapter 2", ["Text 2.", "Aside 2", "More 2.\n"]),
+    ]  # "Part One" has no words of its own: no chapter
