@@ -25,7 +25,7 @@ from songbatch.cli.reporter import (
 )
 from songbatch.errors import InputError, SongbatchError
 from songbatch.estimate import actual, compare, estimate, plan_money
-from songbatch.importing.book import SplitMode
+from songbatch.importing.book import SplitMode, SplitOptions
 from songbatch.manifest import slugify
 from songbatch.presets import PresetName
 from songbatch.render import RenderOptions, preview, render
@@ -454,34 +454,29 @@ def import_command(
     """Write an audiobook manifest and one UTF-8 text file per chapter from an EPUB (2 or 3),
     Markdown or plain text file, ready to edit and render."""
     from songbatch.cli.importing import print_import
-    from songbatch.importing.book import SplitOptions
     from songbatch.importing.plan import plan_import, write_import
 
     options = _guard(lambda: split_options(split, pattern))
     manifest = output or Path(f"{slugify(source.stem)}.yaml")
-    plan = _guard(
-        lambda: plan_import(
-            source, manifest, SplitOptions(**options), include_matter=include_matter
-        )
-    )
+    plan = _guard(lambda: plan_import(source, manifest, options, include_matter=include_matter))
     if not dry_run:
         _guard(lambda: write_import(plan))
     print_import(plan, dry_run=dry_run, as_json=as_json)
 
 
-def split_options(split: SplitMode, pattern: str | None) -> dict[str, Any]:
+def split_options(split: SplitMode, pattern: str | None) -> SplitOptions:
     """--split and --pattern as the importer takes them; --pattern alone means pattern."""
     if pattern is None:
         if split is SplitMode.PATTERN:
             raise InputError("--split pattern needs --pattern REGEX")
-        return {"mode": split}
+        return SplitOptions(split)
     if split not in (SplitMode.AUTO, SplitMode.PATTERN):
         raise InputError(f"--pattern goes with --split pattern, not --split {split.value}")
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
         raise InputError(f"--pattern {pattern!r}: not a regular expression ({exc})") from None
-    return {"mode": SplitMode.PATTERN, "pattern": compiled}
+    return SplitOptions(SplitMode.PATTERN, compiled)
 
 
 def _usage(message: str) -> NoReturn:

@@ -253,7 +253,10 @@ class _Planner:
 def _write_whole(path: Path, data: bytes) -> None:
     """`path` holds `data` or what it held before, never a part: readers and a kill midway
     see no half-written chapter or manifest."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".import.tmp")
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise SongbatchError(f"{path}: cannot write it: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -261,7 +264,9 @@ def _write_whole(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         make_public(Path(name))
         os.replace(name, path)
-    except OSError as exc:
+        fsync_dir(path.parent)
+    except BaseException as exc:  # Ctrl-C too: no temp file is left behind
         Path(name).unlink(missing_ok=True)
-        raise SongbatchError(f"{path}: cannot write it: {exc.strerror or exc}") from None
-    fsync_dir(path.parent)
+        if isinstance(exc, OSError):
+            raise SongbatchError(f"{path}: cannot write it: {exc.strerror or exc}") from None
+        raise
