@@ -168,3 +168,25 @@ def test_a_toc_into_one_documents_fragments_with_parts_and_subsections(tmp_path:
         ("Chapter 1", ["Text 1.", "Aside 1", "More 1.\n"]),
         ("Chapter 2", ["Text 2.", "Aside 2", "More 2.\n"]),
     ]  # "Part One" has no words of its own: no chapter
+
+
+def test_a_page_keeps_exponents_and_ordinals_and_loses_markers_and_page_numbers() -> None:
+    from songbatch.importing import xhtml
+
+    page = (
+        b'<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml"'
+        b' xmlns:epub="http://www.idpf.org/2007/ops"><head><title>T</title></head><body>'
+        b"<p>An area of 10 m<sup>2</sup> in the 19<sup>th</sup> century,<sup>3</sup> and"
+        b'<span epub:type="pagebreak" id="p9" title="9"/> the rest&nbsp;&mdash; kept.</p>'
+        b'<p>Then<span class="pagenum">[Pg 10]</span> more'
+        b'<a href="#n4" id="r4"><sup>[4]</sup></a>.</p>'
+        b'<div><p><a id="n4" href="#r4">4.</a> The note itself.</p></div></body></html>'
+    )
+    root = xhtml.parse(page)
+    targets = xhtml.NoteTargets()
+    xhtml.note_references(root, "page.xhtml", targets)
+    document = xhtml.extract(root, "page.xhtml", targets.of("page.xhtml"))
+    assert [block.text for block in document.blocks] == [
+        "An area of 10 m2 in the 19th century, and the rest — kept.",
+        "Then more.",
+    ]
