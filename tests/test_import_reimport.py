@@ -141,3 +141,14 @@ def test_a_manifest_that_does_not_load_is_not_imported_into(tmp_path: Path) -> N
     assert line.endswith("(fix it to import again into it, or import with another -o)")
     assert manifest.read_text(encoding="utf-8") == broken
     assert not (tmp_path / "lamp" / "02-the-interlude.txt").exists()
+
+
+def test_importing_another_books_file_into_a_manifest_says_so(tmp_path: Path) -> None:
+    source, manifest = tmp_path / "lamp.txt", tmp_path / "lamp.yaml"
+    source.write_text(FIRST, encoding="utf-8")
+    imported(source, manifest)
+    other = tmp_path / "lamp-revised.txt"
+    other.write_text(SECOND, encoding="utf-8")
+    result = invoke("import", str(other), "-o", str(manifest))
+    assert result.exit_code == 0, result.output
+    assert "lamp.yaml was imported from lamp.txt, not lamp-revised.txt" in result.output

@@ -74,6 +74,9 @@ def plan_import(
     chapters = planner.chapters(book, include_matter)
     cover = planner.cover(book)
     notes = list(book.notes) + planner.notes
+    if existing is not None and record.source not in (None, book.source.name):
+        # A book of another name may be the same book revised, or another book entirely.
+        notes.append(f"{manifest.name} was imported from {record.source}, not {book.source.name}")
     if existing is None and not book.metadata.author:
         notes.append(f"no author found: set `author:` in {manifest.name} (it says Unknown)")
     if existing is None:
@@ -89,7 +92,7 @@ def plan_import(
         manifest_text=text,
         chapters=tuple(chapters),
         writes=tuple(planner.writes),
-        record=planner.next_record(),
+        record=planner.next_record(book.source),
         notes=tuple(notes),
         reimport=existing is not None,
     )
@@ -185,11 +188,11 @@ class _Planner:
         self._file(path, book.cover.data)
         return path
 
-    def next_record(self) -> Record:
+    def next_record(self, source: Path) -> Record:
         ours = {f for f, _ in self.sources}
         earlier = [(f, t) for f, t in self.record.chapters if f not in ours]
         files = {**self.record.files, **self.written}
-        return Record(files, self.sources + earlier)
+        return Record(files, self.sources + earlier, source.name)
 
     def _files(self, reading: list[Chapter]) -> dict[int, Path]:
         """Each chapter's text file: the one the last import gave the source's chapter of

@@ -18,6 +18,7 @@ RECORD_NAME = ".songbatch-import.json"
 class Record:
     files: dict[str, str] = field(default_factory=dict)  # manifest-relative path -> sha256
     chapters: list[tuple[str, str]] = field(default_factory=list)  # (path, source title)
+    source: str | None = None  # the file name of the book last imported
 
     def file_of(self, title: str, taken: set[str]) -> str | None:
         """The file the last import gave the source's chapter `title`, unless taken."""
@@ -26,6 +27,7 @@ class Record:
     def to_json(self) -> bytes:
         data = {
             "version": 1,
+            "source": self.source,
             "files": dict(sorted(self.files.items())),
             "chapters": [{"file": f, "source_title": t} for f, t in self.chapters],
         }
@@ -41,7 +43,8 @@ def load_record(path: Path) -> Record:
         chapters = [(str(c["file"]), str(c["source_title"])) for c in data["chapters"]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return Record()
-    return Record(files, chapters)
+    source = data.get("source")
+    return Record(files, chapters, source if isinstance(source, str) else None)
 
 
 def sha256(data: bytes) -> str:
