@@ -202,16 +202,21 @@ def test_chapter_headings(text: str, titles: list[str], tmp_path: Path) -> None:
     assert [chapter.title for chapter in book.chapters] == titles
 
 
-def test_a_numbered_list_in_prose_is_not_chapters(tmp_path: Path) -> None:
+def test_prose_that_starts_like_a_heading_and_a_numbered_list_are_not_chapters(
+    tmp_path: Path,
+) -> None:
     source = tmp_path / "book.txt"
     source.write_text(
-        "Things to pack:\n\n1. A lamp for the long evenings and a spare wick\nin case.\n\n"
+        "Chapter five was the best part\nof the book, said Jo.\n\n"
+        "Chapter six was the worst part\nof it, said Ann.\n\n"
+        "Things to pack:\n\n"
+        "1. A lamp for the long evenings and a spare wick\nin case.\n\n"
         "2. A coat.\nAnd boots.\n",
         encoding="utf-8",
     )
     book = imported(source, tmp_path / "book.yaml")
     assert [chapter.title for chapter in book.chapters] == ["Book"]
-    assert len(paragraphs(book.chapters[0].text)) == 3
+    assert len(paragraphs(book.chapters[0].text)) == 5
 
 
 def test_a_given_pattern_splits_and_names_chapters(tmp_path: Path) -> None:

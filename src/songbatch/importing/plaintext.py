@@ -33,8 +33,8 @@ _NUMBER = (
 )
 # The label and its number, then optionally a separator and the title.
 _CHAPTER = re.compile(
-    rf"(?i)\s*(?P<label>(?:chapter|chap\.|part|book|volume)\s+{_NUMBER})\.?"
-    r"(?:\s*[.:—–-]+\s*|\s+)?(?P<title>.*?)\s*"
+    rf"(?i)\s*(?P<label>(?:chapter|chap\.|part|book|volume)\s+{_NUMBER})"
+    r"(?P<separator>\s*[.:—–-]+\s*|\s+)?(?P<title>.*?)\s*"
 )
 _SPECIAL = re.compile(
     r"(?i)\s*(?P<label>prologue|epilogue|preface|foreword|introduction|afterword|interlude"
@@ -159,8 +159,14 @@ def _chapter_heading(line: str) -> tuple[str, str | None] | None:
     if match is None:
         return None
     title = match.groupdict().get("title") or None
-    if title is not None and (len(title) > _MAX_TITLE or title.endswith((",", ";"))):
-        return None  # a sentence that starts with "Chapter one", not a heading
+    # "Chapter five was the best," is a sentence, not a heading: a title is short, and
+    # capitalised unless a separator ("Chapter 5: the storm") sets it off.
+    if title is not None and (
+        len(title) > _MAX_TITLE
+        or title.endswith((",", ";"))
+        or (title[0].islower() and not match.group("separator").strip())
+    ):
+        return None
     return _display(match.group("label")), title
 
 
