@@ -550,9 +550,7 @@ def _speech_layer_meta(
     }
 
 
-def _layer_chunks(
-    layer: SpeechLayer, max_chars: int, say: Voicing
-) -> list[tuple[str, int, bool]]:
+def _layer_chunks(layer: SpeechLayer, max_chars: int, say: Voicing) -> list[tuple[str, int, bool]]:
     """(text, pause after it in ms, whether it opens a written line) of each chunk: every
     written line is spoken on its own, a chunk per sentence, so a lyric line's time is its
     first chunk's start; a blank line is a paragraph pause; nothing after the last."""

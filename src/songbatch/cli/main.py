@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from datetime import datetime, timezone
@@ -25,6 +26,8 @@ from songbatch.cli.reporter import (
 )
 from songbatch.errors import InputError, SongbatchError
 from songbatch.estimate import actual, compare, estimate, plan_money
+from songbatch.importing.book import SplitMode, SplitOptions
+from songbatch.manifest import slugify
 from songbatch.planner import spoken_chapter
 from songbatch.presets import PresetName
 from songbatch.render import RenderOptions, load_all, preview, render
@@ -76,6 +79,82 @@ def main(
     ] = False,
 ) -> None:
     """songbatch: batch renderer for audiobooks and albums."""
+
+
+@app.command(name="import", short_help="A book (EPUB, Markdown, text) -> a manifest to render.")
+def import_command(
+    source: Annotated[
+        Path, typer.Argument(help="The book: .epub, .md or .txt.", show_default=False)
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Manifest to write (default: the book's name, .yaml, in the current folder);"
+            " its chapter texts go in the folder of its name beside it. An existing one keeps"
+            " its edits: only chapters it lacks are added.",
+            show_default=False,
+        ),
+    ] = None,
+    split: Annotated[
+        SplitMode,
+        typer.Option(
+            "--split",
+            case_sensitive=False,
+            help="Where chapters start: auto, toc (an EPUB's table of contents), headings,"
+            " or pattern (with --pattern).",
+        ),
+    ] = SplitMode.AUTO,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--pattern",
+            metavar="REGEX",
+            help="A chapter starts at each paragraph whose start matches (Python regex; a"
+            " group named title is its title). Implies --split pattern.",
+            show_default=False,
+        ),
+    ] = None,
+    include_matter: Annotated[
+        bool,
+        typer.Option(
+            "--include-matter",
+            help="Also read front and back matter (copyright, contents, dedication, index,"
+            " about the author...).",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show the chapters found. Writes nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write an audiobook manifest and one UTF-8 text file per chapter from an EPUB (2 or 3),
+    Markdown or plain text file, ready to edit and render."""
+    from songbatch.cli.importing import print_import
+    from songbatch.importing.plan import plan_import, write_import
+
+    options = _guard(lambda: split_options(split, pattern))
+    manifest = output or Path(f"{slugify(source.stem)}.yaml")
+    plan = _guard(lambda: plan_import(source, manifest, options, include_matter=include_matter))
+    if not dry_run:
+        _guard(lambda: write_import(plan))
+    print_import(plan, dry_run=dry_run, as_json=as_json)
+
+
+def split_options(split: SplitMode, pattern: str | None) -> SplitOptions:
+    """--split and --pattern as the importer takes them; --pattern alone means pattern."""
+    if pattern is None:
+        if split is SplitMode.PATTERN:
+            raise InputError("--split pattern needs --pattern REGEX")
+        return SplitOptions(split)
+    if split not in (SplitMode.AUTO, SplitMode.PATTERN):
+        raise InputError(f"--pattern goes with --split pattern, not --split {split.value}")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"--pattern {pattern!r}: not a regular expression ({exc})") from None
+    return SplitOptions(SplitMode.PATTERN, compiled)
 
 
 @app.command(short_help="Dry run: what rendering would do. Writes nothing.")
