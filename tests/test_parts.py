@@ -198,3 +198,21 @@ def test_a_chapter_named_like_a_part_is_refused_when_their_subtitles_would_meet(
     assert "chapter 2's file name" in message
     assert "is part 2's" in message
     assert len(message.splitlines()) == 1
+
+
+def test_parts_by_size_are_sized_at_the_manifests_own_bitrate(tmp_path: Path) -> None:
+    """`encoding:` sets the .m4b's bitrate: at a quarter of the default, a quarter the bytes,
+    so a limit that splits the book at the default keeps it in fewer parts."""
+    workspace = Workspace(tmp_path)
+
+    def groups(extra: str) -> list[list[int]]:
+        book = example_book(tmp_path, extra=extra)
+        plan = plan_manifest(
+            load_manifest(book), resolve_profile("offline", None, workspace), workspace
+        )
+        found: list[list[int]] = plan.record.assembly.get("parts", {}).get("groups") or [[0, 1, 2]]
+        return found
+
+    limit = "\nparts: {max_bytes: 1000000}"
+    assert len(groups(limit)) == 3
+    assert len(groups(limit + "\nencoding: {m4b: {bitrate: 32}}")) < 3

@@ -47,7 +47,7 @@ from songbatch.outputs import (
     planned_outputs,
     stale_outputs,
 )
-from songbatch.presets import Encoding, Preset, preset
+from songbatch.presets import Encoding, Preset, preset, spec_encoding
 from songbatch.replaygain import Loudness, ReplayGain, album_loudness, loudness_of, replaygain
 from songbatch.tagging import PUBLISHING_TAGS, Tags, read_origin
 from songbatch.workspace import Workspace
@@ -784,9 +784,7 @@ class Assembler:
         return [str(json.loads(row["request"]).get("text", "")) if row else "" for row in rows]
 
     def _encoding(self, info: ManifestInfo, fmt: str) -> Encoding:
-        """The format's encoding: the preset's defaults under the manifest's settings."""
-        defaults = preset(info.assembly.get("master", "none")).encoding(fmt)
-        return defaults.with_settings(info.assembly.get("encoding", {}).get(fmt, {}))
+        return spec_encoding(info.assembly, fmt)
 
     def _publish_subtitles(
         self, info: ManifestInfo, file: OutputFile, cues: list[subtitles.Cue], length_ms: int

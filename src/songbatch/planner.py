@@ -35,7 +35,7 @@ from songbatch.manifest import (
 from songbatch.normalise import Voicing, voicing
 from songbatch.outputs import BOOK_FORMATS, book_stems, chapter_formats
 from songbatch.plancheck import check_manifest_inputs, check_remote_inputs
-from songbatch.presets import preset
+from songbatch.presets import spec_encoding
 from songbatch.profiles import Profile
 from songbatch.tagging import PUBLISHING_TAGS
 from songbatch.workspace import Workspace
@@ -380,10 +380,10 @@ def _book_kbps(assembly: dict[str, Any]) -> int:
 
 
 def _kbps(assembly: dict[str, Any], fmt: str) -> int:
-    """A format's bitrate: the preset's, else the format's default for the channels the
-    preset sets, else for stereo (the larger: the masters' channels are only known once
-    rendered)."""
-    encoding = preset(assembly.get("master", "none")).encoding(fmt)
+    """A format's bitrate: the manifest's `encoding:` or its preset's, else the format's
+    default for the channels they set, else for stereo (the larger: the masters' channels are
+    only known once rendered)."""
+    encoding = spec_encoding(assembly, fmt)
     if encoding.bitrate_kbps:
         return encoding.bitrate_kbps
     rate = _default_bitrate(fmt, encoding.channels or 2)

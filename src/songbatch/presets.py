@@ -162,3 +162,11 @@ def _preset_name(value: str) -> str:
 
 # A manifest's or a profile's `master:` field.
 PresetField = Annotated[str, AfterValidator(_preset_name)]
+
+
+def spec_encoding(spec: dict[str, Any], fmt: str) -> Encoding:
+    """A format's encoding in an assembly spec: its preset's defaults under the manifest's
+    `encoding:` settings for the format (what the assembly encodes, and the planner sizes parts
+    by)."""
+    defaults = preset(spec.get("master", "none")).encoding(fmt)
+    return defaults.with_settings(spec.get("encoding", {}).get(fmt, {}))
