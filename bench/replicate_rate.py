@@ -42,7 +42,7 @@ def measure(rate: str, limit: int, minutes: float) -> dict[str, float]:
         clock = VirtualClock()
         with FakeReplicate(clock, latency_s=2.0, limit_per_min=limit) as fake:
             os.environ.update(fake.env())
-            hooks = RemoteHooks(clock=clock, sleep=clock.sleep, rng=random.Random(1))
+            hooks = RemoteHooks(clock=clock, sleep=clock.sleep, rng=random.Random(1), virtual=True)
             started = time.perf_counter()
             render([manifest], RenderOptions(workspace=Workspace(tmp), remote_hooks=hooks))
             wall = time.perf_counter() - started
