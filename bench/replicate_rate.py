@@ -7,13 +7,14 @@ sliding 60 s window. Two kinds of run:
   achieved create rate over the first N virtual minutes against the limit.
 - `--wall`: real time, every call held 0.1 s on the wire (a real network's round trip), 3 s
   predictions, a 300-job book. The pace of the creates against the configured rate (the
-  limiter's own schedule: the burst at once, then the rate), for the pool of connections and
-  for a single connection (one call at a time, lists still polling many at once).
+  limiter's own schedule: the burst at once, then the rate) at 600/min, and at 240/min, where
+  the 60 s window is full from the second minute on (the case a round trip's jitter could push
+  over the server's count). `--connections 1`: one call at a time (lists still poll many).
 
 Both print the 429s the fake's limit gave (songbatch going too fast: the goal is zero).
 
     python bench/replicate_rate.py [--minutes 5]
-    python bench/replicate_rate.py --wall [--jobs 300] [--round-trip 0.1]
+    python bench/replicate_rate.py --wall [--jobs 300] [--round-trip 0.1] [--connections 8]
 """
 
 from __future__ import annotations
@@ -121,9 +122,10 @@ def main() -> None:
     parser.add_argument("--wall", action="store_true", help="the real-time, round-trip run")
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--round-trip", type=float, default=0.1)
+    parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
     if args.wall:
-        wall_runs(args.jobs, args.round_trip)
+        wall_runs(args.jobs, args.round_trip, args.connections)
         return
     for name, rate, limit in (
         (
@@ -142,12 +144,12 @@ def main() -> None:
         )
 
 
-def wall_runs(jobs: int, round_trip_s: float) -> None:
-    for connections in (8, 1):
-        r = measure_wall(jobs, round_trip_s, 600, 10, 64, connections)
+def wall_runs(jobs: int, round_trip_s: float, connections: int) -> None:
+    for limit in (600, 240):
+        r = measure_wall(jobs, round_trip_s, limit, 10, 64, connections)
         print(
             f"real time, {round_trip_s:g} s round trip, 3 s predictions, {jobs} jobs,"
-            f" 600/min burst 10, 64 in flight, {connections} connection(s):"
+            f" {limit}/min burst 10, 64 in flight, {connections} connection(s):"
             f" exit {r['exit']}, {r['creates']} creates in {r['span_s']:.1f} s ="
             f" {r['per_min']:.0f}/min, {r['of_schedule']:.3f} of the limiter's schedule;"
             f" 429s from the fake's limit: {r['throttled']}, creates inside a hint:"
