@@ -19,7 +19,7 @@ import pytest
 from helpers.books import book_manifest
 from helpers.fake_replicate import FakeReplicate, VirtualClock
 from helpers.remote import remote_profile, render_virtual
-from songbatch.remote.calls import CallPool, Reply
+from songbatch.remote.calls import CallPool, Reply, run_together
 
 JOBS = 40
 CONNECTIONS = 4
@@ -91,3 +91,23 @@ def test_the_pool_runs_at_most_its_size_at_once_and_hands_every_reply_to_the_cal
         [(me, 0), (me, 10), (me, 20), (me, 30), (me, 40), (me, "the sixth fails")], key=str
     )
     assert not pool.busy and pool.free == 3
+
+
+def test_the_last_cancels_go_together_and_a_stuck_one_is_not_waited_for_past_the_deadline() -> None:
+    """How a stopped run sends its cancels (run_together): side by side on fresh threads, every
+    one tried, a call that never returns given up at the deadline."""
+    stuck = threading.Event()
+    done: list[int] = []
+
+    def never_returns() -> None:
+        stuck.wait(timeout=30)
+
+    def fails() -> None:
+        raise OSError("the network is gone")
+
+    try:
+        works = [never_returns, fails, *(functools.partial(done.append, i) for i in range(3))]
+        run_together(works, size=2, timeout_s=0.5)
+    finally:
+        stuck.set()
+    assert sorted(done) == [0, 1, 2]

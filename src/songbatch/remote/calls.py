@@ -14,7 +14,8 @@ from __future__ import annotations
 import functools
 import queue
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar, cast
 
@@ -123,3 +124,27 @@ class CallPool:
         while (item := self._work.get()) is not None:
             work, then = item
             self._replies.put(functools.partial(then, run_call(work)))
+
+
+def run_together(works: Sequence[Callable[[], object]], size: int, timeout_s: float) -> None:
+    """Run `works` on up to `size` fresh daemon threads and wait for them, at most `timeout_s`:
+    the last calls of a run being stopped (its cancels), while the pool's own threads may still
+    be held by calls that will never be read. What raises is ignored: best effort."""
+    line: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
+    for work in works:
+        line.put(work)
+
+    def serve() -> None:
+        while True:
+            try:
+                work = line.get_nowait()
+            except queue.Empty:
+                return
+            run_call(work)
+
+    threads = [threading.Thread(target=serve, daemon=True) for _ in range(min(size, len(works)))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout_s
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
