@@ -334,6 +334,8 @@ class RemoteExecutor:
         waiting = times or self.calls.busy
         if waiting and not self._stopping and self.settings.deadline is not None:
             times.append(self.settings.deadline)
+        if self.calls.busy and self._flights:
+            times.append(self._next_beat)  # leases are renewed while replies are awaited too
         return min(times) if times else None
 
     def _next_set_aside(self) -> float | None:
