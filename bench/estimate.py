@@ -120,7 +120,9 @@ def replicate(chapters: int, chars: int) -> None:
                         "remote.yaml",
                     )
                     [guess] = estimate([book], [None], workspace)
-                    hooks = RemoteHooks(clock=clock, sleep=clock.sleep, rng=random.Random(index))
+                    hooks = RemoteHooks(
+                        clock=clock, sleep=clock.sleep, rng=random.Random(index), virtual=True
+                    )
                     render([book], RenderOptions(workspace=workspace, remote_hooks=hooks))
                     total = actual(workspace).total.settled_usd
                     cost = total - spent

@@ -6,7 +6,14 @@ from __future__ import annotations
 import random
 
 from helpers.fake_replicate import VirtualClock
-from songbatch.ratelimit import Backoff, RateLimiter, hint_jitter, retry_hint_s
+from songbatch.ratelimit import (
+    ARRIVAL_MARGIN_S,
+    WINDOW_S,
+    Backoff,
+    RateLimiter,
+    hint_jitter,
+    retry_hint_s,
+)
 
 
 def test_no_sixty_second_window_holds_more_than_the_limit_even_with_a_burst() -> None:
@@ -44,3 +51,16 @@ def test_backoff_is_capped_jittered_and_bounded() -> None:
     delays = [backoff.delay(attempt) for attempt in range(1, 8)]
     assert all(0.5 <= d <= 8 for d in delays) and max(delays) > 4
     assert backoff.gives_up(5, 0) and backoff.gives_up(1, 60) and not backoff.gives_up(4, 59)
+
+
+def test_a_send_stays_in_the_window_a_margin_past_the_servers_60_s() -> None:
+    """The server counts arrivals: a create sent 60 s after another can arrive less than 60 s
+    after it, so the window frees a little later than the server's does."""
+    clock = VirtualClock(0.0)
+    limiter = RateLimiter(per_min=5, burst=5, clock=clock)
+    for _ in range(5):
+        limiter.take()
+    clock.sleep(WINDOW_S)
+    assert limiter.wait_s() == ARRIVAL_MARGIN_S
+    clock.sleep(ARRIVAL_MARGIN_S)
+    assert limiter.wait_s() == 0

@@ -39,15 +39,19 @@ def rows(workspace: Path, sql: str, *args: Any) -> list[dict[str, Any]]:
 
 
 def polls(status: str, until: float | None = None, clock: VirtualClock | None = None) -> Any:
-    """A call-fault plan: every poll (GET of one prediction) answered `status`, until then."""
+    """A call-fault plan: every poll (a GET of one prediction, or a page of the list, which polls
+    many) answered `status`, until then."""
 
     def plan(method: str, path: str) -> str | None:
         if until is not None and clock is not None and clock() >= until:
             return None
-        is_poll = method == "GET" and path.startswith("/v1/predictions/")
-        return status if is_poll else None
+        return status if is_poll(method, path) else None
 
     return plan
+
+
+def is_poll(method: str, path: str) -> bool:
+    return method == "GET" and path.startswith("/v1/predictions")
 
 
 def stuck_once() -> Any:
@@ -100,7 +104,7 @@ def test_polls_failing_500_then_401_stop_the_run_with_no_job_charged(
     def plan(method: str, path: str) -> str | None:
         if clock() >= start + 600:
             return "401"
-        return "500" if method == "GET" and path.startswith("/v1/predictions/") else None
+        return "500" if is_poll(method, path) else None
 
     cap = 1.0
     watchdog = Watchdog(clock, 4 * 3600)

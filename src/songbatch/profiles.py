@@ -109,18 +109,19 @@ class RemoteModel(_Strict):
 
 
 class RateLimit(_Strict):
-    """Creates per minute (a sliding 60 s window, like Replicate's), a token-bucket burst and
-    the most predictions in flight at once."""
+    """Creates per minute (a sliding 60 s window, like Replicate's), a token-bucket burst, the
+    most predictions in flight at once and the most HTTP calls on the wire at once."""
 
     creates_per_min: int = Field(default=600, ge=1)
     burst: int = Field(default=10, ge=1)
     concurrency: int = Field(default=32, ge=1)
+    connections: int = Field(default=8, ge=1, le=64)
 
 
 RATE_PRESETS: dict[str, RateLimit] = {
     "standard": RateLimit(),
     # Replicate's documented limit for accounts with little credit.
-    "low-credit": RateLimit(creates_per_min=6, burst=1, concurrency=6),
+    "low-credit": RateLimit(creates_per_min=6, burst=1, concurrency=6, connections=2),
 }
 
 

@@ -14,6 +14,11 @@ header and the token, as careless servers and proxies do (the redaction tests).
 Status faults end a created prediction otherwise: `aborted`, `canceled` (by someone else, at the
 end of its latency) or `stuck` (processing for `stuck_s`, until cancelled). With `starting_s` a
 prediction is `starting` (queued, not billed) that long before it runs.
+
+Calls come in side by side (the executor's pool): each is served on its own thread, and the fake
+counts how many are in at once (`max_in_flight`) and of what kind (`calls`). `round_trip_s` holds
+every request and every reply back half that long in real time, as a real network's round trip
+does; only with a real clock (the wall-clock benchmark): on a virtual one calls take no time.
 """
 
 from __future__ import annotations
@@ -96,6 +101,7 @@ class FakeState:
     limit_per_min: int | None = None
     faults: FaultPlan | None = None
     stall_s: float = 0.6  # real seconds a "timeout" fault holds the reply back
+    round_trip_s: float = 0.0  # real seconds each call spends on the wire, there and back
     serve_files: bool = False
     output_s: float = 0.25
     starting_s: float = 0.0  # how long each new prediction shows `starting`
@@ -109,13 +115,19 @@ class FakeState:
     creates: list[CreateRecord] = field(default_factory=list)
     window: deque[float] = field(default_factory=deque)
     hint_until: float = 0.0
-    early_creates: int = 0  # creates sent before the last 429's hint had passed
+    hint_at: float = 0.0  # when the last hint was given
+    # Creates sent after a 429 (strictly later) but before its hint had passed. One at the very
+    # instant of the 429 was on the wire beside it (calls take no virtual time), not after it.
+    early_creates: int = 0
     throttled: int = 0  # 429s the fake's own limit gave (songbatch went too fast)
     max_in_window: int = 0
     uploads: int = 0
     cancels: int = 0
     cancelled_ids: list[str] = field(default_factory=list)  # per cancel POST
     gets: int = 0
+    calls: Counter[str] = field(default_factory=Counter)  # create, get, list, cancel, file, ...
+    in_flight: int = 0
+    max_in_flight: int = 0  # calls being served at once
     lock: threading.Lock = field(default_factory=threading.Lock)
     ids: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -221,7 +233,25 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
         def base(self) -> str:
             return f"http://{self.headers.get('Host')}"
 
+        def travel(self) -> None:
+            """Half a round trip: the request on its way in, or the reply on its way out."""
+            if state.round_trip_s:
+                time.sleep(state.round_trip_s / 2)
+
+        def serve(self, kind: str, handle: Callable[[], None]) -> None:
+            self.travel()
+            with state.lock:
+                state.calls[kind] += 1
+                state.in_flight += 1
+                state.max_in_flight = max(state.max_in_flight, state.in_flight)
+            try:
+                handle()
+            finally:
+                with state.lock:
+                    state.in_flight -= 1
+
         def reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            self.travel()
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -260,6 +290,15 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path.startswith("/files/"):
+                kind = "file"
+            elif self.path.startswith("/v1/predictions/"):
+                kind = "get"
+            else:
+                kind = "list" if self.path.startswith("/v1/predictions") else "other"
+            self.serve(kind, self.get)
+
+        def get(self) -> None:
+            if self.path.startswith("/files/"):
                 self.serve_file()
                 return
             if not self.authorised() or self.call_fault("GET"):
@@ -279,9 +318,10 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
 
         def list_page(self) -> None:
             start = int(self.path.partition("cursor=")[2] or 0)
-            ids = list(reversed(state.order))[start : start + 100]
+            with state.lock:  # a create may be adding to the order meanwhile
+                ids = list(reversed(state.order))[start : start + 100]
+                more = start + 100 < len(state.order)
             results = [_view(state, state.predictions[i], self.base) for i in ids]
-            more = start + 100 < len(state.order)
             nxt = f"{self.base}/v1/predictions?cursor={start + 100}" if more else None
             self.reply(200, {"previous": None, "next": nxt, "results": results})
 
@@ -292,6 +332,7 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
             if pid not in state.predictions:
                 self.reply(404, {"detail": "Not found"})
                 return
+            self.travel()
             self.send_response(200)
             self.send_header("Content-Type", "audio/wav")
             self.send_header("Content-Length", str(len(data)))
@@ -299,6 +340,15 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_POST(self) -> None:
+            if self.path.endswith("/cancel"):
+                kind = "cancel"
+            elif self.path == "/v1/files":
+                kind = "upload"
+            else:
+                kind = "create" if self.path.endswith("/predictions") else "other"
+            self.serve(kind, self.post)
+
+        def post(self) -> None:
             raw = self.body()
             if not self.authorised():
                 return
@@ -370,7 +420,7 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
         def admit(self, model_input: dict[str, Any]) -> str | None:
             """Under the lock: count the create, check hints and the limit, pick a fault."""
             now = state.clock()
-            if now < state.hint_until - 1e-9:
+            if state.hint_at < now < state.hint_until - 1e-9:
                 state.early_creates += 1
             state.window.append(now)
             while state.window and state.window[0] <= now - 60.0:
@@ -387,6 +437,7 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
             state.creates.append(CreateRecord(now, key, fault or "created"))
             if fault in ("429-header", "429-body", "throttled"):
                 state.hint_until = max(state.hint_until, now + self.hint_s(fault))
+                state.hint_at = now
             return fault
 
         def hint_s(self, fault: str) -> float:

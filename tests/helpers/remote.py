@@ -80,7 +80,11 @@ def render_virtual(
     for name, value in fake.env().items():
         monkeypatch.setenv(name, value)
     hooks = RemoteHooks(
-        clock=clock, sleep=sleep or clock.sleep, rng=random.Random(seed), transport=transport
+        clock=clock,
+        sleep=sleep or clock.sleep,
+        rng=random.Random(seed),
+        transport=transport,
+        virtual=True,
     )
     options = RenderOptions(
         workspace=Workspace(workspace),

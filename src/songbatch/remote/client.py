@@ -8,6 +8,10 @@ and raises pydantic's ValidationError on a prediction whose status is `aborted`.
 handled here once. The token comes from REPLICATE_API_TOKEN and the base URL from
 REPLICATE_BASE_URL, read by the client itself.
 
+Thread-safe: the executor calls it from a pool of threads at once. httpx.Client is (one
+connection pool, locked), the replicate client holds no per-call state beyond it, and the one
+thing this wrapper keeps between a response and its error, the 429's Retry-After, is per thread.
+
 Text from the endpoint (error details, a prediction's `error`, exception text) goes through
 `redact` where CallFailed and PredictionState are built, the only two ways it leaves this module,
 so no message stored in the ledger or printed can carry the API token.
@@ -20,12 +24,13 @@ import binascii
 import io
 import os
 import re
+import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 import numpy as np
@@ -83,6 +88,18 @@ class PredictionState:
         return self.status in TERMINAL
 
 
+class Api(Protocol):
+    """The calls the executor makes: ReplicateApi, or a test's in-process stand-in."""
+
+    def create(self, ref: str, model_input: dict[str, Any]) -> PredictionState: ...
+    def get(self, prediction_id: str) -> PredictionState: ...
+    def cancel(self, prediction_id: str) -> None: ...
+    def recent(self, max_pages: int = 5) -> Iterator[PredictionState]: ...
+    def upload(self, path: Path) -> tuple[str, str | None]: ...
+    def fetch(self, output: Any) -> RenderResult: ...
+    def close(self) -> None: ...
+
+
 class ReplicateApi:
     def __init__(
         self,
@@ -90,36 +107,44 @@ class ReplicateApi:
         timeout_s: float,
         base_url: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        connections: int = 8,
     ) -> None:
         """`transport` replaces the client's network layer under its own retry layer (tests
-        inject network faults there, such as a DNS outage)."""
+        inject network faults there, such as a DNS outage). `connections`: calls at once, each
+        of which keeps its connection open between calls."""
         check_client()
         from replicate.client import Client
 
-        self._retry_after: str | None = None
+        self._local = threading.local()
         timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
-        extra: dict[str, Any] = {} if transport is None else {"transport": transport}
+        # One more than the pool's threads: the coordinator's own calls (an upload, a cancel).
+        limits = httpx.Limits(max_keepalive_connections=connections + 1)
+        network = transport or httpx.HTTPTransport(limits=limits)
         self.client = Client(
             base_url=base_url,
             timeout=timeout,
             event_hooks={"response": [self._on_response]},
-            **extra,
+            transport=network,
         )
-        self._download = httpx.Client(timeout=timeout, follow_redirects=True)
+        # Built now: the client builds its httpx.Client on first use, and two threads making
+        # the first calls together would each build one.
+        _ = self.client._client
+        self._download = httpx.Client(timeout=timeout, follow_redirects=True, limits=limits)
 
     def close(self) -> None:
         self._download.close()
 
     def _on_response(self, response: httpx.Response) -> None:
-        # The client drops headers when it raises; keep the 429's hint for _classify.
+        # The client drops headers when it raises; keep the 429's hint for _classify. httpx runs
+        # this hook on the thread that made the call, so each thread sees its own.
         if response.status_code == 429:
-            self._retry_after = response.headers.get("retry-after")
+            self._local.retry_after = response.headers.get("retry-after")
 
     # ------------------------------------------------------------------ calls
 
     def create(self, ref: str, model_input: dict[str, Any]) -> PredictionState:
         """One POST, never retried here: the caller owns pacing and reconciliation."""
-        self._retry_after = None
+        self._local.retry_after = None
         owner_name, _, version = ref.partition(":")
         try:
             if version:
@@ -234,7 +259,7 @@ class ReplicateApi:
         if status in (401, 403):
             return refused(status, detail)
         if status == 429:
-            hint = retry_hint_s(self._retry_after, exc.detail)
+            hint = retry_hint_s(getattr(self._local, "retry_after", None), exc.detail)
             return CallFailed("rate-limited", message, status=status, hint_s=hint)
         if status in (502, 504) and posting:
             # A gateway gave up waiting: the create may have gone through.
@@ -242,6 +267,26 @@ class ReplicateApi:
         if status in (408, 409) or status >= 500:
             return CallFailed("transient", message, status=status, hint_s=None)
         return CallFailed("fatal", message, status=status, hint_s=None)
+
+
+PAGE = 100  # predictions per page of GET /v1/predictions
+
+
+def listed(api: Api, ids: Collection[str], *, since: float) -> dict[str, PredictionState]:
+    """Those of `ids` found among the newest predictions: many polls in one call per page
+    (newest first). Pages are read until every id is found, a page reaches predictions created
+    before `since`, or one page more than the ids could fill. An id not found (the account made
+    newer predictions elsewhere) is the caller's to GET by itself."""
+    wanted = set(ids)
+    found: dict[str, PredictionState] = {}
+    for state in api.recent(max_pages=len(wanted) // PAGE + 2):
+        if state.id in wanted:
+            found[state.id] = state
+            if len(found) == len(wanted):
+                break
+        elif state.created_at is not None and state.created_at < since:
+            break
+    return found
 
 
 def refused(status: int, detail: str) -> RemoteRefused:

@@ -2,8 +2,11 @@
 
 Same shape as the local one: it owns the ledger, claims leases, publishes finished files with the
 fencing check and gives leases back on Ctrl-C. Predictions run on Replicate's machines; this loop
-only creates, polls, downloads and publishes, one call at a time, so the orchestration is a single
-thread whose clock and sleep can be virtual (tests run hours of faults in seconds).
+only creates, polls, downloads, cancels and publishes. The HTTP calls run side by side on a
+bounded pool of threads (calls.py, `rate.connections`); every decision and every ledger write
+stays on this one thread, which applies each reply as it comes back. Polls of many predictions
+share one call, a page of the predictions list. Clock and sleep can be virtual: on a virtual
+clock calls take no time (tests run hours of faults in seconds).
 
 Money rules: before every create the job's worst-case cost is reserved in the ledger under every
 cap (one transaction); a prediction that runs past the time its reservation covers is cancelled;
@@ -21,14 +24,15 @@ picks that up when claimed again, so no set-aside job is ever created twice.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from songbatch import audio
 from songbatch.cost import Reservation, remote_model_name, settled_cost, worst_case
@@ -36,10 +40,12 @@ from songbatch.crashpoints import crash_point, pause_point
 from songbatch.errors import EngineError, Interrupted, RemoteRefused
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.publishing import ExecutorSummary, publish_and_report
+from songbatch.fsutil import remove_quietly
 from songbatch.ledger import CapReached, Lease, Ledger, Publication, SpendCaps
 from songbatch.profiles import RemoteModel, ReplicateConfig
 from songbatch.ratelimit import Backoff, RateLimiter, TransientPolicy, hint_jitter
-from songbatch.remote.client import CallFailed, PredictionState, ReplicateApi
+from songbatch.remote.calls import CallPool, Calls, HandOver, Reply, run_together
+from songbatch.remote.client import Api, CallFailed, PredictionState, ReplicateApi, listed
 from songbatch.remote.mapping import InputError, model_input
 from songbatch.remote.reconcile import Adopted, find_prediction, reconcile_open
 from songbatch.signals import stop_on_signals
@@ -54,6 +60,9 @@ Phase = Literal["create", "reconcile", "poll"]
 # failed and the time since its create reached the covered time; abandoned: polls kept failing.
 CancelKind = Literal["over-time", "unobserved", "abandoned"]
 WORKER = "replicate"
+# How far before our earliest create a page of the list may stop: the server's clock, not ours.
+LIST_SLACK_S = 60.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -69,13 +78,17 @@ class RemoteSettings:
 class RemoteHooks:
     """What tests and benchmarks replace: the clock (epoch seconds, shared with the ledger while
     the executor runs), sleep, randomness, the API client, or only the HTTP transport under the
-    real client (network faults such as a DNS outage)."""
+    real client (network faults such as a DNS outage). `virtual`: the clock is virtual, so calls
+    take no time on it (the loop waits for their replies before its clock moves on). `calls`
+    replaces the pool of threads the calls run on (a test's in-process, seeded interleaving)."""
 
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
-    api: ReplicateApi | None = None
+    api: Api | None = None
     transport: httpx.BaseTransport | None = None
+    virtual: bool = False
+    calls: Calls | None = None
 
 
 @dataclass
@@ -116,6 +129,9 @@ class _Flight:
     cancel_reason: str | None = None
     cancel_at: float | None = None
     cancel_sent: bool = False
+    busy: bool = False  # a call for it is on the wire: no other goes out until it is back
+    gone: bool = False  # no longer the executor's (published, failed, set aside, let go)
+    poll_alone: bool = False  # polled by its own GET: the last list failed or did not show it
 
 
 @dataclass(frozen=True)
@@ -180,10 +196,13 @@ class RemoteExecutor:
         self.on_published = on_published
         self.hooks = hooks or RemoteHooks()
         self.clock = self.hooks.clock
-        self.api = self.hooks.api or ReplicateApi(
-            timeout_s=config.timeout_s, transport=self.hooks.transport
-        )
         rate = config.rate_limit
+        self.api: Api = self.hooks.api or ReplicateApi(
+            timeout_s=config.timeout_s, transport=self.hooks.transport, connections=rate.connections
+        )
+        self.calls: Calls = self.hooks.calls or CallPool(
+            rate.connections, self.clock, virtual=self.hooks.virtual
+        )
         self.limiter = RateLimiter(rate.creates_per_min, rate.burst, self.clock)
         self.concurrency = rate.concurrency
         policy = config.retry
@@ -211,6 +230,11 @@ class RemoteExecutor:
         self._next_beat = 0.0
         self._retry_at: float | None = None  # when the next job set aside in this run is due
         self._set_aside_changed = False
+        # A 401/403 came back: nothing more is sent; the calls on the wire come back first.
+        self._refused: RemoteRefused | None = None
+        self._list_failures = 0  # failed lists in a row: lists back off, polls go one by one
+        self._list_after = 0.0
+        self._stopped_now = threading.Event()  # an interrupt: downloads leave no temp file
         # Seconds from create to a downloaded file, for the deadline (window.py): flights run
         # side by side, so each is a lane of its own with nothing ahead of it.
         self.job_times = JobTimes()
@@ -239,6 +263,7 @@ class RemoteExecutor:
                 self._interrupt()
                 raise
             finally:
+                self.calls.close()
                 self.api.close()
                 self.ledger.clock = ledger_clock
         return self.summary
@@ -257,24 +282,47 @@ class RemoteExecutor:
     def _loop(self) -> None:
         while True:
             now = self.clock()
-            self._check_deadline(now)
-            self._wake_set_aside(now)
-            if not self._stopping:
-                self._fill()
-            for flight in [f for f in self._flights if f.due <= now]:
-                self._step(flight)
+            if self._refused is None:
+                self._check_deadline(now)
+                self._wake_set_aside(now)
+                if not self._stopping:
+                    self._fill()
+                self._dispatch(now)
             self._publish()
             self._heartbeat()
-            wake = self._next_wake(now)
-            if wake is None:
+            if self._refused is not None:
+                if not self.calls.busy:
+                    raise self._refused
+                wake = None
+            else:
+                wake = self._next_wake(now)
+            if wake is None and not self.calls.busy:
                 return
+            self._wait(wake)
+
+    def _wait(self, wake: float | None) -> None:
+        """Until `wake` or the next reply, whichever comes first. With nothing on the wire no
+        reply can come, so the clock's own sleep serves (a virtual clock moves only there)."""
+        if self.calls.busy:
+            self._deliver(self.calls.replies(wake))
+        elif wake is not None:
             self.hooks.sleep(max(0.0, wake - self.clock()))
+
+    def _deliver(self, replies: list[HandOver]) -> None:
+        for hand_over in replies:
+            try:
+                hand_over()
+            except RemoteRefused as exc:
+                # Every later call would meet it too: none goes out, and the calls on the wire
+                # come back first, so a create that went through is recorded, not guessed.
+                self._refused = self._refused or exc
 
     def _next_wake(self, now: float) -> float | None:
         """When to look again; None when nothing is left for this run but jobs parked for the
-        next one. Waiting for set-aside jobs ends at the time limit (and they end within the
-        patience, after which they are parked)."""
-        times = [f.due for f in self._flights]
+        next one (or only replies can change anything). Waiting for set-aside jobs ends at the
+        time limit (and they end within the patience, after which they are parked)."""
+        # A flight waiting for a free connection waits for a reply, not for a time.
+        times = [f.due for f in self._flights if not f.busy] if self.calls.free else []
         if not self._stopping and len(self._flights) < self.concurrency:
             if not self._drained:
                 times.append(now)  # a claim may find more at once
@@ -283,8 +331,11 @@ class RemoteExecutor:
                 if retry is not None:
                     # Due times are stored to the microsecond: wake just past, never just before.
                     times.append(retry + 1e-3)
-        if times and not self._stopping and self.settings.deadline is not None:
+        waiting = times or self.calls.busy
+        if waiting and not self._stopping and self.settings.deadline is not None:
             times.append(self.settings.deadline)
+        if self.calls.busy and self._flights:
+            times.append(self._next_beat)  # leases are renewed while replies are awaited too
         return min(times) if times else None
 
     def _next_set_aside(self) -> float | None:
@@ -317,12 +368,17 @@ class RemoteExecutor:
         """No new creates; jobs not yet created go back to pending, created ones finish."""
         self._stopping = True
         self.observer(RunEvent(kind, message))
-        for flight in [f for f in self._flights if f.prediction_id is None and not f.creating]:
+        for flight in [f for f in self._flights if f.prediction_id is None and not f.busy]:
             if flight.phase == "reconcile":
                 continue  # a create may have happened: find out before letting go
-            self._settle(flight, 0.0, None, "not-created")
-            self.ledger.release(flight.lease, "stopped")
-            self._flights.remove(flight)
+            self._let_go(flight)
+
+    def _let_go(self, flight: _Flight) -> None:
+        """Surely not created (no create on the wire, none that may have happened): its
+        reservation closes at zero and its lease goes back, uncharged."""
+        self._settle(flight, 0.0, None, "not-created")
+        self.ledger.release(flight.lease, "stopped")
+        self._drop(flight)
 
     # ------------------------------------------------------------------ claiming
 
@@ -396,6 +452,35 @@ class RemoteExecutor:
             self.ledger.record_upload(sha, url, expires)
         return url
 
+    # ------------------------------------------------------------------ sending calls
+
+    def _dispatch(self, now: float) -> None:
+        """Each flight that is due and has no call on the wire takes its next step, while a
+        connection is free. Polls first: one list answers for many."""
+        self._poll_together(now)
+        for flight in [f for f in self._flights if f.due <= now and not f.busy]:
+            if self.calls.free == 0:
+                return
+            if not flight.busy and not flight.gone:
+                self._step(flight)
+
+    def _call(
+        self, flights: list[_Flight], work: Callable[[], T], then: Callable[[Reply[T]], None]
+    ) -> None:
+        """`work` runs on the pool (HTTP and file writes only: no ledger, no decisions); `then`
+        runs here with its reply. After a refused token nothing more goes out."""
+        if self._refused is not None:
+            return
+        for flight in flights:
+            flight.busy = True
+
+        def back(reply: Reply[T]) -> None:
+            for flight in flights:
+                flight.busy = False
+            then(reply)
+
+        self.calls.submit(work, back)
+
     # ------------------------------------------------------------------ one step of a job
 
     def _step(self, flight: _Flight) -> None:
@@ -408,6 +493,9 @@ class RemoteExecutor:
 
     def _create(self, flight: _Flight) -> None:
         if self._stopping:
+            # Its create failed after the run stopped handing out work (it was on the wire
+            # then, so _stop kept it): surely not created, so it goes as _stop's others did.
+            self._let_go(flight)
             return
         wait = self.limiter.wait_s()
         if wait > 0:
@@ -423,16 +511,22 @@ class RemoteExecutor:
         flight.sent_at = now
         flight.creating = True
         self.summary.creates += 1
+        ref, values = flight.model.ref, flight.input
+        self._call(
+            [flight],
+            lambda: self.api.create(ref, values),
+            lambda reply: self._on_create_reply(flight, reply),
+        )
+
+    def _on_create_reply(self, flight: _Flight, reply: Reply[PredictionState]) -> None:
+        # Back, so its outcome is known; a refused one was not created (_interrupt settles it
+        # at zero).
+        flight.creating = False
         try:
-            state = self.api.create(flight.model.ref, flight.input)
+            state = reply.get()
         except CallFailed as exc:
-            flight.creating = False
             self._create_failed(flight, exc)
             return
-        except RemoteRefused:
-            flight.creating = False  # refused, so not created: _interrupt settles it at zero
-            raise
-        flight.creating = False
         crash_point("after-create")
         self._created(flight, state.id)
 
@@ -492,10 +586,16 @@ class RemoteExecutor:
 
     def _reconcile(self, flight: _Flight) -> None:
         """The last create's reply was lost: did it create a prediction?"""
+        ref, values, since = flight.model.ref, flight.input, flight.sent_at - LIST_SLACK_S
+        self._call(
+            [flight],
+            lambda: find_prediction(self.api, ref, values, since=since),
+            lambda reply: self._on_reconciled(flight, reply),
+        )
+
+    def _on_reconciled(self, flight: _Flight, reply: Reply[PredictionState | None]) -> None:
         try:
-            found = find_prediction(
-                self.api, flight.model.ref, flight.input, since=flight.sent_at - 60
-            )
+            found = reply.get()
         except CallFailed as exc:
             now = self.clock()
             flight.tries += 1
@@ -510,9 +610,7 @@ class RemoteExecutor:
             self._created(flight, found.id)
             return
         if self._stopping:
-            self._settle(flight, 0.0, None, "not-created")
-            self.ledger.release(flight.lease, "stopped")
-            self._drop(flight)
+            self._let_go(flight)
             return
         now = self.clock()
         if self._gives_up(flight.tries, self._elapsed(flight, now), now):
@@ -523,20 +621,83 @@ class RemoteExecutor:
 
     # ------------------------------------------------------------------ polling
 
-    def _poll(self, flight: _Flight) -> None:
-        now = self.clock()
-        if flight.cancel_kind is not None and not flight.cancel_sent:
-            self._send_cancel(flight)
-        elif flight.poll_failures and self._overdue(flight, now):
-            self._cancel_unobserved(flight)
-        try:
-            state = self.api.get(str(flight.prediction_id))
-        except CallFailed as exc:
-            self._poll_failed(flight, exc)
+    def _poll_together(self, now: float) -> None:
+        """One page of GET /v1/predictions (newest first, 100 a page) answers for every
+        prediction on it: once two or more are watched and one is due, a list replaces their
+        GETs, and all of them are looked at, due or not (so they fall into one cadence)."""
+        if self.calls.free == 0 or now < self._list_after:
             return
+        watched = [f for f in self._flights if self._listable(f)]
+        if len(watched) < 2 or all(f.due > now for f in watched):
+            return
+        ids = [str(f.prediction_id) for f in watched]
+        since = min(f.sent_at for f in watched) - LIST_SLACK_S
+        self._call(
+            watched,
+            lambda: listed(self.api, ids, since=since),
+            lambda reply: self._on_listed(watched, now, reply),
+        )
+
+    def _listable(self, flight: _Flight) -> bool:
+        # A cancel not yet sent goes with its own GET (_poll sends it first).
+        unsent_cancel = flight.cancel_kind is not None and not flight.cancel_sent
+        return flight.phase == "poll" and not (flight.busy or flight.poll_alone or unsent_cancel)
+
+    def _on_listed(
+        self, watched: list[_Flight], asked: float, reply: Reply[dict[str, PredictionState]]
+    ) -> None:
+        try:
+            found = reply.get()
+        except CallFailed:
+            # Not a failed poll of anyone's: lists back off, and each prediction is polled by
+            # its own GET meanwhile, whose failures count as ever.
+            self._list_failures += 1
+            self._list_after = self.clock() + self.backoff.delay(self._list_failures)
+            for flight in watched:
+                flight.poll_alone = True
+            return
+        self._list_failures = 0
+        for flight in watched:
+            state = found.get(str(flight.prediction_id))
+            if state is None or (state.status == "succeeded" and state.output is None):
+                flight.poll_alone = True  # off the page, or shown without its output
+                continue
+            self._observed(flight, state, asked)
+
+    def _poll(self, flight: _Flight) -> None:
+        """One GET, after the cancel it owes, if any (a cancel that failed is sent again here)."""
+        now = self.clock()
+        if flight.cancel_kind is None and flight.poll_failures and self._overdue(flight, now):
+            self._mark_unobserved(flight)
+        cancel = flight.cancel_kind is not None and not flight.cancel_sent
+        prediction_id = str(flight.prediction_id)
+
+        def cancel_then_get() -> tuple[bool, PredictionState | CallFailed]:
+            sent = cancel and self._try_cancel(prediction_id)
+            try:
+                return sent, self.api.get(prediction_id)
+            except CallFailed as exc:
+                return sent, exc
+
+        self._call([flight], cancel_then_get, lambda reply: self._on_polled(flight, now, reply))
+
+    def _on_polled(
+        self, flight: _Flight, asked: float, reply: Reply[tuple[bool, PredictionState | CallFailed]]
+    ) -> None:
+        sent, state = reply.get()
+        if sent:
+            flight.cancel_sent = True
+        if isinstance(state, CallFailed):
+            self._poll_failed(flight, state)
+            return
+        flight.poll_alone = False
+        self._observed(flight, state, asked)
+
+    def _observed(self, flight: _Flight, state: PredictionState, asked: float) -> None:
+        """A poll's answer, by list or by GET, `asked` when it was sent."""
         if not state.terminal:
             flight.poll_failures, flight.failing_since = 0, None
-            self._watch(flight, state, now)
+            self._watch(flight, state, asked)
             return
         self._finish(flight, state)  # its download's failures count on, as failed polls
 
@@ -548,10 +709,12 @@ class RemoteExecutor:
         now = self.clock()
         self.summary.poll_errors += 1
         flight.poll_failures += 1
+        flight.poll_alone = True  # its backoff is its own: no list looks at it before then
         if flight.failing_since is None:
             flight.failing_since = now
         if not ended and flight.cancel_kind is None and self._overdue(flight, now):
-            self._cancel_unobserved(flight)
+            self._mark_unobserved(flight)
+            self._send_cancel(flight)
         failures = flight.poll_failures
         if self._gives_up(failures, now - flight.failing_since, now) or self._cancel_ignored(
             flight, now
@@ -563,17 +726,19 @@ class RemoteExecutor:
             delay = hint_jitter(exc.hint_s, self.hooks.rng)
         flight.due = min(now + max(self.config.poll_s, delay), self._cancel_point(flight))
 
-    def _watch(self, flight: _Flight, state: PredictionState, now: float) -> None:
+    def _watch(self, flight: _Flight, state: PredictionState, asked: float) -> None:
         """Cancel a prediction whose predict time reaches what its reservation covers. Its start
-        is taken as the last poll that still saw it queued, or, when the first poll already sees
-        it running, the create (whose reply saw it queued): early, so the cancel is never late.
-        An adopted prediction (created by an earlier run) counts from its reservation."""
+        is taken as the last poll that still saw it queued (when that poll was sent), or, when
+        the first poll already sees it running, the create (whose reply saw it queued): early,
+        so the cancel is never late. An adopted prediction (created by an earlier run) counts
+        from its reservation."""
+        now = self.clock()
         if state.status == "processing" and flight.running_since is None:
             if flight.last_poll is not None:
                 flight.running_since = flight.last_poll
             else:
-                flight.running_since = flight.sent_at or now
-        flight.last_poll = now
+                flight.running_since = flight.sent_at or asked
+        flight.last_poll = asked
         flight.due = now + self.config.poll_s
         if self._cancel_ignored(flight, now):
             self._abandon(flight, "[transient] still running long after it was cancelled")
@@ -584,7 +749,8 @@ class RemoteExecutor:
             return
         if now - running + self.config.poll_s >= limit:
             reason = f"cancelled: ran past the {limit:.0f} s its reservation covers"
-            self._cancel(flight, "over-time", reason)
+            self._mark_cancel(flight, "over-time", reason)
+            self._send_cancel(flight)
 
     def _overdue(self, flight: _Flight, now: float) -> bool:
         return now >= self._cancel_point(flight)
@@ -600,26 +766,41 @@ class RemoteExecutor:
             start = flight.last_poll if flight.last_poll is not None else flight.sent_at
         return start + flight.reservation.cancel_after_s - self.config.poll_s
 
-    def _cancel_unobserved(self, flight: _Flight) -> None:
+    def _mark_unobserved(self, flight: _Flight) -> None:
         limit = flight.reservation.cancel_after_s if flight.reservation else 0.0
         reason = f"cancelled unobserved: polls failed as it neared the {limit:.0f} s it covers"
-        self._cancel(flight, "unobserved", reason)
+        self._mark_cancel(flight, "unobserved", reason)
 
     def _cancel_ignored(self, flight: _Flight, now: float) -> bool:
         return flight.cancel_at is not None and now - flight.cancel_at > self.cancel_wait_s
 
-    def _cancel(self, flight: _Flight, kind: CancelKind, reason: str) -> None:
+    def _mark_cancel(self, flight: _Flight, kind: CancelKind, reason: str) -> None:
+        """The prediction is to be cancelled; sent by _send_cancel, or by the next _poll."""
         flight.cancel_kind, flight.cancel_reason = kind, reason
         flight.cancel_at = self.clock()
         if kind != "abandoned":
             self.summary.cancelled += 1
-        self._send_cancel(flight)
 
-    def _send_cancel(self, flight: _Flight) -> None:
-        """Best effort: a cancel that fails is sent again at the next poll."""
-        with contextlib.suppress(CallFailed):
-            self.api.cancel(str(flight.prediction_id))
-            flight.cancel_sent = True
+    def _send_cancel(self, flight: _Flight, then: Callable[[], None] | None = None) -> None:
+        """Best effort: a cancel that fails is sent again at the next poll. Sent from a reply's
+        handler, so on the connection that reply just freed."""
+        prediction_id = str(flight.prediction_id)
+
+        def sent(reply: Reply[bool]) -> None:
+            if reply.get():
+                flight.cancel_sent = True
+            if then is not None:
+                then()
+
+        self._call([flight], lambda: self._try_cancel(prediction_id), sent)
+
+    def _try_cancel(self, prediction_id: str) -> bool:
+        """On the pool: whether the cancel got through (a refused token still raises)."""
+        try:
+            self.api.cancel(prediction_id)
+        except CallFailed:
+            return False
+        return True
 
     def _abandon(self, flight: _Flight, error: str) -> None:
         """Polls keep failing: stop watching this prediction for now. It is cancelled (best
@@ -629,7 +810,11 @@ class RemoteExecutor:
         run's reconcile settles the reservation by prediction id and adopts a finished output."""
         self.summary.abandoned += 1
         if flight.cancel_kind is None:
-            self._cancel(flight, "abandoned", "cancelled: it could not be polled")
+            self._mark_cancel(flight, "abandoned", "cancelled: it could not be polled")
+            # Parked once the cancel is back: whether it got through decides whether the job,
+            # claimed again, sends it again (_Resume.of).
+            self._send_cancel(flight, then=lambda: self._park(flight, error))
+            return
         self._park(flight, error)
 
     def _park(self, flight: _Flight, error: str) -> None:
@@ -649,10 +834,33 @@ class RemoteExecutor:
             self._drop(flight)
             self._ended(flight, state)
             return
+        tmp = self.workspace.tmp_path(flight.lease.key, flight.lease.token)
+        key, output = flight.lease.key, state.output
+        self._call(
+            [flight],
+            lambda: self._download(output, tmp, key),
+            lambda reply: self._on_downloaded(flight, state, usd, tmp, reply),
+        )
+
+    def _download(self, output: Any, tmp: Path, key: str) -> tuple[str, float]:
+        """On the pool: fetch the output at once (Replicate deletes outputs after about an hour)
+        and write it as the chunk's temp file. Its publish is the coordinator's."""
+        result = self.api.fetch(output)
+        sha256 = audio.write_chunk(tmp, result, key=key)
+        if self._stopped_now.is_set():
+            remove_quietly(tmp)  # the run was stopped meanwhile: nobody will publish it
+        return sha256, result.duration_s
+
+    def _on_downloaded(
+        self,
+        flight: _Flight,
+        state: PredictionState,
+        usd: float,
+        tmp: Path,
+        reply: Reply[tuple[str, float]],
+    ) -> None:
         try:
-            result = self.api.fetch(state.output)
-            tmp = self.workspace.tmp_path(flight.lease.key, flight.lease.token)
-            sha256 = audio.write_chunk(tmp, result, key=flight.lease.key)
+            sha256, duration_s = reply.get()
         except CallFailed as exc:
             if exc.kind == "transient":
                 # The download failed, not the prediction: its output is fetched again after
@@ -671,7 +879,7 @@ class RemoteExecutor:
             self._unsettled[flight.lease.token] = (flight.reservation_id, usd, state.predict_s)
             flight.reservation_id = None
         self._drop(flight)
-        self._queue_publication(flight, state, tmp, sha256, result.duration_s, usd)
+        self._queue_publication(flight, state, tmp, sha256, duration_s, usd)
 
     def _ended(self, flight: _Flight, state: PredictionState) -> None:
         """A prediction that did not succeed (its reservation already settled)."""
@@ -810,6 +1018,7 @@ class RemoteExecutor:
         )
 
     def _drop(self, flight: _Flight) -> None:
+        flight.gone = True
         if flight in self._flights:
             self._flights.remove(flight)
 
@@ -846,13 +1055,16 @@ class RemoteExecutor:
         give leases back uncharged. A cancelled prediction's reservation stays open: the next
         run settles it at its real cost. A reservation whose create was on the wire stays open
         too, to be reconciled."""
+        self._stopped_now.set()
         try:
             self._publish()
+            running = [str(f.prediction_id) for f in self._flights if f.prediction_id is not None]
+            cancels = [functools.partial(self.api.cancel, pid) for pid in running]
+            # Side by side, as the run's own calls went: 64 in flight one by one would hold a
+            # Ctrl-C for 64 round trips.
+            run_together(cancels, self.config.rate_limit.connections, self.config.timeout_s)
             for flight in list(self._flights):
-                if flight.prediction_id is not None:
-                    with contextlib.suppress(CallFailed, RemoteRefused, OSError):
-                        self.api.cancel(flight.prediction_id)
-                elif not flight.creating and flight.phase == "create":
+                if not flight.creating and flight.phase == "create":  # surely not created
                     self._settle(flight, 0.0, None, "not-created")
                 self.ledger.release(flight.lease, "interrupted")
             self._flights.clear()

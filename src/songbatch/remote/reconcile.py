@@ -21,7 +21,7 @@ from typing import Any
 from songbatch.cost import settled_cost
 from songbatch.ledger import Ledger, OpenReservation
 from songbatch.profiles import RemoteModel, ReplicateConfig
-from songbatch.remote.client import CallFailed, PredictionState, ReplicateApi
+from songbatch.remote.client import Api, CallFailed, PredictionState
 
 Note = Callable[[str, str], None]
 # How far back to look for a create whose reply was lost, beyond its reservation time.
@@ -48,7 +48,7 @@ def same_model(ref: str, state: PredictionState) -> bool:
 
 
 def find_prediction(
-    api: ReplicateApi, ref: str, model_input: dict[str, Any], *, since: float
+    api: Api, ref: str, model_input: dict[str, Any], *, since: float
 ) -> PredictionState | None:
     """The newest prediction of this model with exactly this input, created after `since`."""
     for state in api.recent():
@@ -60,7 +60,7 @@ def find_prediction(
 
 
 def reconcile_open(
-    ledger: Ledger, api: ReplicateApi, config: ReplicateConfig, note: Note
+    ledger: Ledger, api: Api, config: ReplicateConfig, note: Note
 ) -> dict[str, Adopted]:
     adopted: dict[str, Adopted] = {}
     for reservation in ledger.open_reservations():
@@ -106,7 +106,7 @@ def _adopt(reservation: OpenReservation, prediction_id: str | None) -> Adopted:
     )
 
 
-def _lookup(api: ReplicateApi, reservation: OpenReservation) -> PredictionState | None:
+def _lookup(api: Api, reservation: OpenReservation) -> PredictionState | None:
     if reservation.prediction_id is not None:
         return api.get(reservation.prediction_id)
     since = _epoch(reservation.created_utc) - LIST_SLACK_S
@@ -115,7 +115,7 @@ def _lookup(api: ReplicateApi, reservation: OpenReservation) -> PredictionState 
 
 def _close(
     ledger: Ledger,
-    api: ReplicateApi,
+    api: Api,
     config: ReplicateConfig,
     reservation: OpenReservation,
     state: PredictionState,
