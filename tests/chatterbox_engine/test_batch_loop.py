@@ -155,7 +155,13 @@ def test_tokens_match_the_per_step_loop(
     got, loop = run_loop(batch, model, rows, STOPS, 30, monkeypatch, **options)
     assert got == expected
     for mine, theirs in zip(loop.logits, old.logits, strict=True):
-        assert torch.equal(mine, theirs)
+        if loop.drops:
+            # Dropping rows changes the batch's shape, and a CPU's BLAS may then block the
+            # matmuls differently: the same sums in another order (an AMD EPYC VM: 1.2e-6 on the
+            # long row after its 19th step; an Intel one: none). The tokens above are equal.
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+        else:
+            assert torch.equal(mine, theirs)
     assert (loop.drops > 0) == (options.get("drop_at", batch._Loop.DROP_AT) is not None)
     # The scenario is what it says: stops, a run-on (one valid token over its limit of 6; the
     # ids of padding sampled along the way do not count) and a row that ran to the cap.
