@@ -206,7 +206,7 @@ def test_lexicon_entries_that_say_nothing_are_refused(tmp_path: Path) -> None:
     line = _error_of(tmp_path, "lexicon:\n  Cthulhu: {pattern: false}\n")
     assert line.endswith(
         "book.yaml:7:3: lexicon.Cthulhu: say how it is read: `say:` (a respelling)"
-        " and/or `espeak:` (phonemes)"
+        " and/or `espeak:` or `ipa:` (phonemes)"
     )
     line = _error_of(tmp_path, 'lexicon:\n  Cthulhu: {espeak: "[[k@T\'u:lu:]]"}\n')
     assert "lexicon.Cthulhu.espeak: write the phonemes without [[ ]]" in line
@@ -216,11 +216,13 @@ def test_lexicon_entries_that_say_nothing_are_refused(tmp_path: Path) -> None:
 
 def test_a_bad_shared_lexicon_names_its_own_file_and_line(tmp_path: Path) -> None:
     names = tmp_path / "names.yaml"
-    names.write_text("lexicon:\n  Cthulhu:\n    say: kuh-THOO-loo\n    ipa: x\n", encoding="utf-8")
+    names.write_text(
+        "lexicon:\n  Cthulhu:\n    say: kuh-THOO-loo\n    sampa: x\n", encoding="utf-8"
+    )
     line = _error_of(tmp_path, "lexicon_file: names.yaml\n")
     assert line.endswith(
-        "names.yaml:4:5: lexicon.Cthulhu.ipa: unknown field 'ipa'; known fields:"
-        " espeak, pattern, say"
+        "names.yaml:4:5: lexicon.Cthulhu.sampa: unknown field 'sampa'; known fields:"
+        " espeak, ipa, pattern, say"
     )
     names.unlink()
     assert "lexicon_file: 'names.yaml' not found" in _error_of(

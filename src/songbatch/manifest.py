@@ -31,6 +31,7 @@ from pydantic import (
 from songbatch import text as textlib
 from songbatch.engines.params import MAX_MUSIC_S, MIN_MUSIC_S
 from songbatch.errors import ManifestError
+from songbatch.normalise.ipa import IpaError, to_espeak
 from songbatch.normalise.lexicon import LexiconEntry, check_pattern
 from songbatch.presets import PresetField
 from songbatch.yamlstrict import (
@@ -594,6 +595,7 @@ class _RawLexiconEntry(_Raw):
 
     say: str | None = None
     espeak: str | None = None
+    ipa: str | None = None  # converted to `espeak` for the book's language (normalise/ipa.py)
     pattern: bool = False
 
 
@@ -819,8 +821,9 @@ class _Builder:
                 parsed = _RawLexiconFile.model_validate(shared.data)
             except ValidationError as exc:
                 raise validation_error(exc, shared, _RawLexiconFile) from None
-            entries |= _lexicon_entries(shared, parsed.lexicon)
-        return list((entries | _lexicon_entries(self.doc, raw.lexicon)).values())
+            entries |= _lexicon_entries(shared, parsed.lexicon, raw.language)
+        own = _lexicon_entries(self.doc, raw.lexicon, raw.language)
+        return list((entries | own).values())
 
     def series_part(self, raw: _RawAudiobook) -> str | None:
         if raw.series_part is not None and raw.series is None:
@@ -1357,7 +1360,9 @@ MAX_COVER_BYTES = 10 * 1024 * 1024  # a 3000 x 3000 JPEG, more than any store as
 _MAX_COVER_PIXELS = 64_000_000
 
 
-def _lexicon_entries(doc: StrictDocument, raw: dict[str, Any]) -> dict[str, LexiconEntry]:
+def _lexicon_entries(
+    doc: StrictDocument, raw: dict[str, Any], language: str
+) -> dict[str, LexiconEntry]:
     entries = {}
     for written, value in raw.items():
         where: FieldPath = ("lexicon", written)
@@ -1369,7 +1374,13 @@ def _lexicon_entries(doc: StrictDocument, raw: dict[str, Any]) -> dict[str, Lexi
         if problem is not None:
             field, message = problem
             raise doc.error((*where, field) if field else where, message, at_key=not field)
-        entries[written] = LexiconEntry(written, entry.say, entry.espeak, entry.pattern)
+        espeak = entry.espeak
+        if entry.ipa is not None:
+            try:
+                espeak = to_espeak(entry.ipa, language)
+            except IpaError as exc:
+                raise doc.error((*where, "ipa"), f"ipa {entry.ipa!r}: {exc}") from None
+        entries[written] = LexiconEntry(written, entry.say, espeak, entry.pattern)
     return entries
 
 
@@ -1379,9 +1390,11 @@ def _lexicon_problem(written: str, entry: _RawLexiconEntry) -> tuple[str, str] |
         return "", "a lexicon word must not be empty"
     if entry.pattern and (why := check_pattern(written)) is not None:
         return "", why
-    if entry.say is None and entry.espeak is None:
-        return "", "say how it is read: `say:` (a respelling) and/or `espeak:` (phonemes)"
-    for field, value in (("say", entry.say), ("espeak", entry.espeak)):
+    if entry.say is None and entry.espeak is None and entry.ipa is None:
+        return "", "say how it is read: `say:` (a respelling) and/or `espeak:` or `ipa:` (phonemes)"
+    if entry.espeak is not None and entry.ipa is not None:
+        return "ipa", "give the phonemes once: `espeak:` or `ipa:`, not both"
+    for field, value in (("say", entry.say), ("espeak", entry.espeak), ("ipa", entry.ipa)):
         if value is not None and not textlib.has_visible_text(value):
             return field, f"{field} must not be empty"
     if entry.espeak is not None and ("[[" in entry.espeak or "]]" in entry.espeak):

@@ -42,6 +42,8 @@ def print_import(plan: ImportPlan, *, dry_run: bool, as_json: bool) -> None:
     console.print(table)
     chars = sum(len(item.chapter.text) for item in plan.chapters if item.status in _READ)
     console.print(Text(f"{number} chapter(s) to read, {_minutes(chars)} minutes"))
+    for skipped in book.skipped:
+        console.print(Text(f"skipped {skipped.name}: {skipped.reason}", style="dim"))
     for note in plan.notes:
         console.print(Text(f"note: {note}", style="yellow"))
     if dry_run:
@@ -75,6 +77,7 @@ _SPLITS = {
     "spine": "documents (no usable table of contents or headings)",
     "pattern": "lines matching --pattern",
     "whole": "whole text (no chapter headings found)",
+    "files": "files, one chapter each",
 }
 
 
@@ -98,6 +101,7 @@ def _as_dict(plan: ImportPlan, dry_run: bool) -> dict[str, Any]:
             }
             for item in plan.chapters
         ],
+        "skipped": [{"file": s.name, "reason": s.reason} for s in plan.book.skipped],
         "manifest_written": not dry_run and plan.manifest_text is not None,
         "notes": list(plan.notes),
     }

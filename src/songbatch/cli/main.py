@@ -81,10 +81,16 @@ def main(
     """songbatch: batch renderer for audiobooks and albums."""
 
 
-@app.command(name="import", short_help="A book (EPUB, Markdown, text) -> a manifest to render.")
+@app.command(
+    name="import", short_help="A book (EPUB, Markdown, text, a folder) -> a manifest to render."
+)
 def import_command(
     source: Annotated[
-        Path, typer.Argument(help="The book: .epub, .md or .txt.", show_default=False)
+        Path,
+        typer.Argument(
+            help="The book: .epub, .md or .txt, or a folder of .txt/.md chapter files.",
+            show_default=False,
+        ),
     ],
     output: Annotated[
         Path | None,
@@ -130,16 +136,23 @@ def import_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Write an audiobook manifest and one UTF-8 text file per chapter from an EPUB (2 or 3),
-    Markdown or plain text file, ready to edit and render."""
+    Markdown or plain text file, or a folder of chapter files, ready to edit and render."""
     from songbatch.cli.importing import print_import
     from songbatch.importing.plan import plan_import, write_import
 
     options = _guard(lambda: split_options(split, pattern))
-    manifest = output or Path(f"{slugify(source.stem)}.yaml")
+    manifest = output or default_manifest(source)
     plan = _guard(lambda: plan_import(source, manifest, options, include_matter=include_matter))
     if not dry_run:
         _guard(lambda: write_import(plan))
     print_import(plan, dry_run=dry_run, as_json=as_json)
+
+
+def default_manifest(source: Path) -> Path:
+    """The book's name as a slug, .yaml, here; for a folder, named apart from it, since a
+    manifest's chapter texts go in the folder of its name ("tides/" -> tides-audiobook.yaml)."""
+    name = slugify(source.absolute().stem)  # "." has a name too
+    return Path(f"{name}-audiobook.yaml" if source.is_dir() else f"{name}.yaml")
 
 
 def split_options(split: SplitMode, pattern: str | None) -> SplitOptions:

@@ -30,6 +30,8 @@ POS_CHARACTER = 1
 ESPEAK_CHARS_UTF8 = 1
 # espeakPHONEMES: text inside [[ ]] is espeak's phoneme mnemonics (a lexicon's `espeak:`).
 ESPEAK_PHONEMES = 0x100
+# espeak_TextToPhonemes' phonememode: IPA (UTF-8) rather than the ASCII mnemonics.
+ESPEAK_PHONEMES_IPA = 0x02
 EE_OK = 0
 # espeak_PARAMETER
 ESPEAK_RATE = 1
@@ -125,6 +127,17 @@ class _Library:
         if status != EE_OK:
             raise EngineError(f"espeak_Synth failed with status {status}")
 
+    def transcribe(self, text: str, *, ipa: bool) -> str:
+        """`text` as espeak-ng would speak it, in its mnemonics or IPA, words apart."""
+        buffer = ctypes.create_string_buffer(text.encode("utf-8") + b"\0")
+        pointer = ctypes.c_char_p(ctypes.addressof(buffer))
+        mode = ESPEAK_PHONEMES_IPA if ipa else 0
+        clauses = []
+        while pointer.value:  # one clause per call; the pointer moves past it
+            clause = self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), ESPEAK_CHARS_UTF8, mode)
+            clauses.append((clause or b"").decode("utf-8"))
+        return " ".join(" ".join(clauses).split())
+
     def close(self) -> None:
         self._lib.espeak_Terminate()
         self._unload()
@@ -158,6 +171,12 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.espeak_Synth.restype = ctypes.c_int
     lib.espeak_Synchronize.argtypes = []
     lib.espeak_Synchronize.restype = ctypes.c_int
+    lib.espeak_TextToPhonemes.argtypes = [
+        ctypes.POINTER(ctypes.c_char_p),  # textptr, moved past the clause transcribed
+        ctypes.c_int,  # textmode
+        ctypes.c_int,  # phonememode
+    ]
+    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
     lib.espeak_Terminate.argtypes = []
     lib.espeak_Terminate.restype = ctypes.c_int
 
@@ -203,6 +222,18 @@ def synthesize(
     if not capture.blocks:
         return np.zeros(0, dtype=np.int16)
     return np.concatenate(capture.blocks)
+
+
+def transcribe(text: str, *, voice: str, ipa: bool = False) -> str:
+    """The phonemes espeak-ng speaks `text` with: its mnemonics (`espeak-ng -x`), or IPA
+    (`espeak-ng -x --ipa`)."""
+    with _LOCK:
+        lib = _Library()
+        try:
+            lib.set_voice(voice)
+            return lib.transcribe(text, ipa=ipa)
+        finally:
+            lib.close()
 
 
 def sample_rate() -> int:

@@ -72,14 +72,22 @@ class Chapter:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    name: str  # the file's name in its folder
+    reason: str  # "not a chapter (a read-me)", "empty", ...
+
+
+@dataclass(frozen=True)
 class Book:
     source: Path
-    kind: str  # "epub", "markdown" or "text"
-    split: str  # how the chapters were found: "toc", "headings", "spine", "pattern", "whole"
+    kind: str  # "epub", "markdown", "text" or "folder"
+    # How the chapters were found: "toc", "headings", "spine", "pattern", "whole", "files".
+    split: str
     metadata: Metadata
     chapters: tuple[Chapter, ...]  # every section found, matter included, in reading order
     cover: Cover | None = None
     notes: tuple[str, ...] = field(default=())  # what a person may want to check or set
+    skipped: tuple[Skipped, ...] = field(default=())  # a folder's files that are not chapters
 
     def chapters_to_read(self, include_matter: bool) -> list[Chapter]:
         return [c for c in self.chapters if include_matter or c.matter is None]

@@ -35,9 +35,7 @@ _FOOTNOTE_MARKER = re.compile(r"\[\^[^\]\n]+\]")
 
 
 def read_markdown(path: Path, text: str, options: SplitOptions) -> Book:
-    metadata, text = _front_matter(path, text)
-    text = _FOOTNOTE_MARKER.sub("", _FOOTNOTE_DEFINITION.sub("", text))
-    blocks = _blocks(text)
+    metadata, blocks = _readable(path, text)
     if options.mode is SplitMode.TOC:
         raise SourceError(path, "--split toc needs an EPUB's table of contents; try headings")
     if options.mode is SplitMode.PATTERN:
@@ -55,6 +53,24 @@ def read_markdown(path: Path, text: str, options: SplitOptions) -> Book:
     if metadata.title is None:
         metadata = replace(metadata, title=_single_heading(blocks, above=True))
     return _book(path, metadata, chapters_of(sections), "headings")
+
+
+def read_markdown_chapter(path: Path, text: str) -> tuple[str | None, str, Metadata]:
+    """A file holding one chapter: its title (its opening heading's, else its front matter's
+    `title:`; None without either), its text with that heading left out (deeper headings stay,
+    as paragraphs), and the book's fields its front matter gives."""
+    metadata, blocks = _readable(path, text)
+    book_fields = replace(metadata, title=None)  # a chapter file's `title:` is the chapter's
+    if blocks and blocks[0].level:
+        return blocks[0].text, Section(blocks[0].text, blocks[1:]).text(), book_fields
+    return metadata.title, Section(None, blocks).text(), book_fields
+
+
+def _readable(path: Path, text: str) -> tuple[Metadata, list[Block]]:
+    """The front matter's fields, and the blocks a voice can read."""
+    metadata, text = _front_matter(path, text)
+    text = _FOOTNOTE_MARKER.sub("", _FOOTNOTE_DEFINITION.sub("", text))
+    return metadata, _blocks(text)
 
 
 def _book(path: Path, metadata: Metadata, chapters: list[Any], split: str) -> Book:

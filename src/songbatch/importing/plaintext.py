@@ -72,16 +72,39 @@ def read_text(path: Path, text: str, options: SplitOptions) -> Book:
     metadata = unwrapped.metadata
     if metadata.title is None:
         metadata = Metadata(title=_book_title(path), language=metadata.language)
-    body = without_underscore_emphasis(unwrapped.body)
-    vocabulary = Vocabulary(body)
+    body, vocabulary = _body(unwrapped.body)
     sections, split = _sections(path, split_blocks(body), options)
     chapters = []
     for section in sections:
-        words = chapter_text(join_lines(lines, vocabulary) for lines in section.blocks)
+        words = _words(section.blocks, vocabulary)
         if words:
             title = section.title or (section.matter or "").capitalize() or metadata.title or ""
             chapters.append(Chapter(title, words, section.matter or matter_of_title(title)))
     return Book(path, "text", split, metadata, tuple(chapters))
+
+
+def read_text_chapter(text: str) -> tuple[str | None, str, Metadata]:
+    """A file holding one chapter: the title its opening heading gives ("CHAPTER I. Down the
+    Rabbit-Hole", "Chapter 3: X", "PROLOGUE"; None without one), its text with that heading
+    left out, and the book's fields from a Project Gutenberg header around it."""
+    unwrapped = unwrap(text)
+    body, vocabulary = _body(unwrapped.body)
+    blocks = split_blocks(body)
+    for heading in _HEADINGS:
+        found = _heading_at(blocks, 0, heading)
+        if found is not None:
+            title, rest, after = found
+            return title, _words([rest, *blocks[after:]], vocabulary), unwrapped.metadata
+    return None, _words(blocks, vocabulary), unwrapped.metadata
+
+
+def _body(text: str) -> tuple[str, Vocabulary]:
+    body = without_underscore_emphasis(text)
+    return body, Vocabulary(body)
+
+
+def _words(blocks: list[list[str]], vocabulary: Vocabulary) -> str:
+    return chapter_text(join_lines(lines, vocabulary) for lines in blocks if lines)
 
 
 def _sections(
@@ -105,22 +128,35 @@ def _split(blocks: list[list[str]], heading: _Heading) -> list[_Section]:
     sections = [_Section(None, matter=BEFORE_FIRST)]
     i = 0
     while i < len(blocks):
-        lines = blocks[i]
-        found = _heading_block(lines, heading)
+        found = _heading_at(blocks, i, heading)
         if found is None:
-            sections[-1].blocks.append(lines)
+            sections[-1].blocks.append(blocks[i])
             i += 1
             continue
-        label, title, rest = found
-        i += 1
-        if title is None and not rest and i < len(blocks) and _is_title_line(blocks[i], heading):
-            title = blocks[i][0].strip()
-            i += 1
-        section = _Section(_display(title or label))
+        title, rest, i = found
+        section = _Section(title)
         if rest:
             section.blocks.append(rest)
         sections.append(section)
     return sections
+
+
+def _heading_at(
+    blocks: list[list[str]], i: int, heading: _Heading
+) -> tuple[str, list[str], int] | None:
+    """When block `i` opens with a heading: its title as shown (the title line under a bare
+    heading taken with it), the block's lines that are text, and the index of the next block."""
+    if i >= len(blocks):
+        return None
+    found = _heading_block(blocks[i], heading)
+    if found is None:
+        return None
+    label, title, rest = found
+    i += 1
+    if title is None and not rest and i < len(blocks) and _is_title_line(blocks[i], heading):
+        title = blocks[i][0].strip()
+        i += 1
+    return _display(title or label), rest, i
 
 
 def _heading_block(lines: list[str], heading: _Heading) -> tuple[str, str | None, list[str]] | None:
@@ -206,8 +242,11 @@ def _display(title: str) -> str:
     """A title as a chapter mark shows it: spaces collapsed, a closing full stop dropped,
     capitals ("DOWN THE RABBIT-HOLE") in title case with Roman numerals kept."""
     title = " ".join(title.split()).rstrip(".").strip()
-    if not title.isupper():
-        return title
+    return title_cased(title) if title.isupper() else title
+
+
+def title_cased(title: str) -> str:
+    """ "the pool of tears" or "THE POOL OF TEARS" -> "The Pool of Tears"."""
     words = title.split(" ")
     return " ".join(_title_case(word, first=i == 0) for i, word in enumerate(words))
 

@@ -66,6 +66,11 @@ def plan_import(
     manifest = _manifest_path(manifest)
     book = read_book(source, options, include_matter=include_matter)
     folder = chapter_folder(manifest)
+    if folder.resolve() == source.resolve():
+        raise InputError(
+            f"{manifest}: its chapter texts would go in {folder}, the folder being imported;"
+            " choose another -o"
+        )
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: is a file; songbatch import writes the chapter texts there")
     record = load_record(folder / RECORD_NAME)

@@ -2,10 +2,11 @@
 
 An entry says the word as a respelling (`say`, which every engine reads) and, for engines that
 take phonemes inline, in their notation (`espeak`: espeak-ng's phoneme mnemonics, passed as
-`[[...]]`). A word entry matches whole words only. Its case: a key written in lower case
-matches any case ("tolkien" finds "Tolkien" and "TOLKIEN"); a key with a capital matches as
-written and in capitals only ("Bass" the name, not "bass" the fish). A pattern entry is a
-regular expression whose `say` and `espeak` may use its groups (\\1).
+`[[...]]`; a manifest's `ipa:` arrives here already converted to them, by normalise/ipa.py).
+A word entry matches whole words only. Its case: a key written in lower case matches any case
+("tolkien" finds "Tolkien" and "TOLKIEN"); a key with a capital matches as written and in
+capitals only ("Bass" the name, not "bass" the fish). A pattern entry is a regular expression
+whose `say` and `espeak` may use its groups (\\1).
 """
 
 from __future__ import annotations
