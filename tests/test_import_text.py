@@ -282,3 +282,13 @@ def test_underscore_italics_lose_their_underscores_only() -> None:
     assert without_underscore_emphasis("a _very_ odd snake_case name") == (
         "a very odd snake_case name"
     )
+
+
+def test_split_pattern_takes_its_regex_as_the_usage_line_writes_it(tmp_path: Path) -> None:
+    """`--split pattern REGEX`, as the issue's usage line has it, is `--pattern REGEX`."""
+    source = tmp_path / "log.txt"
+    source.write_text("§ Day one\n\nCalm.\n\n§ Day two\n\nA storm.\n", encoding="utf-8")
+    book = imported(source, tmp_path / "log.yaml", "--split", "pattern", r"§ (?P<title>.+)")
+    assert [c.title for c in book.chapters] == ["Day one", "Day two"]
+    both = invoke("import", str(source), str(source), "--dry-run")
+    assert both.exit_code == 2 and "one SOURCE" in both.output

@@ -85,10 +85,12 @@ def main(
     name="import", short_help="A book (EPUB, Markdown, text, a folder) -> a manifest to render."
 )
 def import_command(
-    source: Annotated[
-        Path,
+    arguments: Annotated[
+        list[str],
         typer.Argument(
-            help="The book: .epub, .md or .txt, or a folder of .txt/.md chapter files.",
+            help="The book: .epub, .md or .txt, or a folder of .txt/.md chapter files; with"
+            " --split pattern, the REGEX may follow (as --pattern).",
+            metavar="SOURCE [REGEX]",
             show_default=False,
         ),
     ],
@@ -140,6 +142,7 @@ def import_command(
     from songbatch.cli.importing import print_import
     from songbatch.importing.plan import plan_import, write_import
 
+    source, pattern = _source_and_pattern(arguments, split, pattern)
     options = _guard(lambda: split_options(split, pattern))
     manifest = output or default_manifest(source)
     plan = _guard(lambda: plan_import(source, manifest, options, include_matter=include_matter))
@@ -507,6 +510,24 @@ def cost(
         print_compare(estimates, compare(estimates), as_json=as_json)
     else:
         print_estimates(estimates, as_json=as_json)
+
+
+def _source_and_pattern(
+    arguments: list[str], split: SplitMode, pattern: str | None
+) -> tuple[Path, str | None]:
+    """SOURCE, and the REGEX of `--split pattern REGEX` where it was written so: of two
+    arguments, the one that names a file or folder is the book."""
+    if len(arguments) == 1:
+        return Path(arguments[0]), pattern
+    if len(arguments) == 2 and split is SplitMode.PATTERN and pattern is None:
+        books = [a for a in arguments if Path(a).exists()]
+        if len(books) == 1:
+            [regex] = [a for a in arguments if a != books[0]] or [books[0]]
+            return Path(books[0]), regex
+    _usage(
+        "import takes one SOURCE; a chapter pattern goes after --split pattern"
+        " (or in --pattern REGEX)"
+    )
 
 
 def _usage(message: str) -> NoReturn:
