@@ -227,3 +227,78 @@ def test_chapters_are_streamed_while_later_ones_render(tmp_path: Path) -> None:
         "m4b join": 1,
         "mp3-book join": 1,
     }
+
+
+def paused_master(path: Path, rate: int, seconds: float) -> tuple[Path, list[int], list[int]]:
+    """Chirps every second with 0.4 s of silence after each: the master, where each chirp
+    starts, and where each silence starts (a pause a section may be cut in)."""
+    audio = np.zeros(round(rate * seconds))
+    signal = chirp(rate, 0.5)
+    starts, quiet = [], []
+    for at in range(round(0.1 * rate), audio.size - rate, rate):
+        audio[at : at + signal.size] = signal
+        starts.append(at)
+        quiet.append(at + signal.size)
+    sf.write(path, audio.astype(np.float32), rate, subtype="PCM_24", format="FLAC")
+    return path, starts, quiet
+
+
+@pytest.mark.parametrize("rate", [22050, 44100, 48000])
+def test_a_chapter_in_sections_decodes_to_one_encodes_timeline(tmp_path: Path, rate: int) -> None:
+    fmt = "m4b"
+    made, starts, quiet = paused_master(tmp_path / "m.flac", rate, 12.0)
+    whole = encode_stream(made, tmp_path / "whole", fmt, Encoding(), owner=OWNER)
+    parts = encode_stream(
+        made,
+        tmp_path / "parts",
+        fmt,
+        Encoding(),
+        owner=OWNER,
+        quiet_at=quiet,
+        sections=3,
+        min_section_s=2.0,
+    )
+    assert parts.path.read_bytes() != whole.path.read_bytes()  # it was cut
+    demuxer = ("-f", STREAM_FORMATS[fmt].demuxer)
+    one, three = decoded(whole.path, *demuxer), decoded(parts.path, *demuxer)
+    assert three.size == one.size == whole.samples == parts.samples
+    priming = STREAM_FORMATS[fmt].priming
+    for start in starts:
+        assert found_at(three, rate, start + priming - 200, 400) == start + priming
+    assert np.abs(three - one).max() < 0.05  # two encodes of one signal, not two signals
+
+
+def test_the_book_mp3_is_never_cut_in_sections(tmp_path: Path) -> None:
+    """LAME's padding does not follow the frames (one more when they come out whole)."""
+    made, _starts, quiet = paused_master(tmp_path / "m.flac", 22050, 12.0)
+    whole = encode_stream(made, tmp_path / "whole", "mp3-book", Encoding(), owner=OWNER)
+    asked = encode_stream(
+        made,
+        tmp_path / "asked",
+        "mp3-book",
+        Encoding(),
+        owner=OWNER,
+        quiet_at=quiet,
+        sections=3,
+        min_section_s=2.0,
+    )
+    assert asked.path.read_bytes() == whole.path.read_bytes()
+
+
+def test_a_rendered_chapter_cut_in_sections_keeps_the_books_timeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example book's .m4b with its chapters' streams cut in sections at their pauses
+    (sections of 5 s allowed, for chapters of 30) has the same marks and length as without."""
+    books = {}
+    for name, min_s in (("whole", 1e9), ("cut", 5.0)):
+        monkeypatch.setattr("songbatch.streams.MIN_SECTION_S", min_s)
+        folder = tmp_path / name
+        book = example_book(folder, formats="[m4b]")
+        report = render([book], RenderOptions(Workspace(folder), profile="offline"))
+        assert report.exit_code == 0, report.assembly_errors
+        [m4b] = (folder / "outputs").rglob("*.m4b")
+        streams_made = sorted(p.read_bytes() for p in Workspace(folder).work_dir.glob("*.aac"))
+        books[name] = (read_chapters(m4b), decoded(m4b).size, streams_made)
+    assert books["cut"][:2] == books["whole"][:2]
+    assert books["cut"][2] != books["whole"][2]  # the streams were cut

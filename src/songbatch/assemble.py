@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -152,6 +153,10 @@ def _silences(lead_in_ms: int, pauses: list[int], chosen: Preset) -> tuple[int, 
     return lead_in_ms, pauses
 
 
+# How far into a pause a section cut starts (and must end before its end).
+_CUT_MARGIN_MS = 60
+
+
 def _fades(unit: dict[str, Any]) -> tuple[int, int]:
     """An album track's fade-in and fade-out in ms (the planner resolved segues and
     crossfades into them; absent: none)."""
@@ -262,10 +267,40 @@ class Assembler:
             return found
         started = time.monotonic()
         stream = streams.encode_stream(
-            master.path, path, fmt, encoding, owner=self.owner, cancel=self.cancel
+            master.path,
+            path,
+            fmt,
+            encoding,
+            owner=self.owner,
+            cancel=self.cancel,
+            quiet_at=self._quiet_at(info, unit, master),
+            sections=os.cpu_count() or 1,
         )
         self._timed(fmt, master.duration_ms, started)
         return stream
+
+    def _quiet_at(self, info: ManifestInfo, unit: int, master: Master) -> list[int]:
+        """Master samples where a pause between chunks of the unit leaves room for a section
+        cut (streams.QUIET_SAMPLES), counted from the chunk files as `_raw_master` laid them
+        out; _CUT_MARGIN_MS past each chunk's end, for a master whose mastering moved it."""
+        rate = int(soundfile.info(str(master.path)).samplerate)
+        jobs = self.ledger.unit_jobs(info.id, unit)
+        lead_in_ms, pauses = _silences(
+            int(info.assembly.get("lead_in_ms", 0)),
+            [j.pause_after_ms for j in jobs],
+            preset(info.assembly.get("master", "none")),
+        )
+        laid_at = int(soundfile.info(str(self._chunk_path(jobs[0]))).samplerate)
+        margin = round(_CUT_MARGIN_MS * laid_at / 1000)
+        room = streams.QUIET_SAMPLES * laid_at / rate + 2 * margin
+        quiet, at = [], audio.segment_frames(audio.Segment(silence_s=lead_in_ms / 1000), laid_at)
+        for job, pause_ms in zip(jobs, pauses, strict=True):
+            at += audio.segment_frames(audio.Segment(path=self._chunk_path(job)), laid_at)
+            pause = audio.segment_frames(audio.Segment(silence_s=pause_ms / 1000), laid_at)
+            if pause >= room:
+                quiet.append(round((at + margin) * rate / laid_at))
+            at += pause
+        return quiet
 
     def _replaygain(self, info: ManifestInfo, master: Master) -> ReplayGain | None:
         """An album track's ReplayGain: its own gain, and the album's once every track is

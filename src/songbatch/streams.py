@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import tempfile
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,10 @@ class StreamFormat:
     # frame (which ffmpeg's muxer writes, saying no encoder delay beyond the decoder's 529).
     dropped: int
     edit_list: bool
+    # Whether a long chapter may be encoded in sections: its encoder must end a stream whose
+    # priming and samples fill whole frames without padding (ffmpeg's AAC does; LAME pads a
+    # frame more or less, by a rule of its own).
+    sections: bool
 
 
 STREAM_FORMATS: dict[str, StreamFormat] = {
@@ -66,6 +72,7 @@ STREAM_FORMATS: dict[str, StreamFormat] = {
         container=("-bsf:a", "aac_adtstoasc", "-movflags", "+faststart", "-f", "mp4"),
         dropped=1024,
         edit_list=True,
+        sections=True,
     ),
     "mp3-book": StreamFormat(
         suffix=".mp3",
@@ -77,6 +84,7 @@ STREAM_FORMATS: dict[str, StreamFormat] = {
         container=("-write_xing", "1", "-id3v2_version", "4", "-f", "mp3"),
         dropped=529,
         edit_list=False,
+        sections=False,
     ),
 }
 
@@ -97,6 +105,11 @@ def stream_path(folder: Path, key: str, fmt: str) -> Path:
     return folder / f"{key}{STREAM_FORMATS[fmt].suffix}"
 
 
+# A section is worth its own encoder from this many seconds of audio: shorter, the ffmpeg start
+# and the master's seek cost more than the section saves.
+MIN_SECTION_S = 120.0
+
+
 def encode_stream(
     master: Path,
     out: Path,
@@ -105,11 +118,20 @@ def encode_stream(
     *,
     owner: str,
     cancel: threading.Event | None = None,
+    quiet_at: Sequence[int] = (),
+    sections: int = 1,
+    min_section_s: float | None = None,
 ) -> ChapterStream:
     """`master` encoded as `fmt`'s raw stream at `out` (temp, fsync, rename), its frame count
-    beside it (`<out>.json`, written first: a stream on disk always has its count)."""
+    beside it (`<out>.json`, written first: a stream on disk always has its count).
+
+    With `sections` > 1 and `quiet_at` (master samples where at least QUIET_SAMPLES of silence
+    begin, a pause between chunks), a long chapter is encoded in up to that many sections at
+    once, split in its pauses, and the sections joined: what a decoder gives is the same
+    timeline, sample for sample, as one encode's (`_sections` says how)."""
     chosen = STREAM_FORMATS[fmt]
-    channels = encoding.channels or int(soundfile.info(str(master)).channels)
+    info = soundfile.info(str(master))
+    channels = encoding.channels or int(info.channels)
     args = encoder_args(
         fmt,
         channels,
@@ -118,11 +140,17 @@ def encode_stream(
         vbr=encoding.vbr,
         cbr=encoding.cbr,
     )
+    output = [*args, *chosen.encoder_args, "-f", chosen.raw]
     tmp = temp_sibling(out, owner)
     try:
-        source = ["-i", str(master), "-map", "0:a", "-map_metadata", "-1"]
-        output = [*args, *chosen.encoder_args, "-f", chosen.raw, str(tmp)]
-        run_ffmpeg([*source, *output], cancel=cancel)
+        rate = int(info.samplerate)
+        same_rate = encoding.sample_rate in (None, rate)
+        frames = int(info.frames)
+        shortest = MIN_SECTION_S if min_section_s is None else min_section_s
+        cuts = _sections(frames, rate, fmt, quiet_at, sections, shortest) if same_rate else []
+        if not cuts or not _encode_sections(master, tmp, fmt, output, cuts, rate, cancel):
+            source = ["-i", str(master), "-map", "0:a", "-map_metadata", "-1"]
+            run_ffmpeg([*source, *output, str(tmp)], cancel=cancel)
         stream = dataclasses.replace(count_frames(tmp, fmt), path=out)
         _write_count(stream, tmp.stat().st_size, owner)
         fsync_file(tmp)
@@ -130,6 +158,82 @@ def encode_stream(
     finally:
         remove_quietly(tmp)
     return stream
+
+
+# Silence a section cut needs: the priming the next section starts late by, up to a frame to
+# align the cut, and room on both sides of it (50 ms at 22.05 kHz).
+QUIET_SAMPLES = 4096
+
+
+def _frame_samples(fmt: str, rate: int) -> int:
+    if STREAM_FORMATS[fmt].demuxer == "aac":
+        return 1024
+    return 1152 if rate >= 32000 else 576
+
+
+def _sections(
+    frames: int, rate: int, fmt: str, quiet_at: Sequence[int], sections: int, min_s: float
+) -> list[tuple[int, int]]:
+    """(start, end) master samples of each section, or [] for one encode.
+
+    A section's end is put where the encoder's priming plus its samples fill whole frames, so
+    its stream has no padding; the next section starts one priming later, inside the same
+    silence, so its priming takes the place of the samples skipped. Joined, the streams then
+    decode to the master's timeline exactly (silence for the skipped silence)."""
+    count = min(sections, int(frames / rate // min_s))
+    if count < 2 or not quiet_at or not STREAM_FORMATS[fmt].sections:
+        return []
+    frame = _frame_samples(fmt, rate)
+    priming = STREAM_FORMATS[fmt].priming
+    cuts: list[tuple[int, int]] = []
+    start = 0
+    for number in range(1, count):
+        wanted = frames * number // count
+        later = [q for q in quiet_at if q > start + priming + frame]
+        if not later:
+            break
+        quiet = min(later, key=lambda q: abs(q - wanted))
+        end = quiet + 512 + (-(priming + quiet + 512 - start)) % frame
+        if end + priming + 512 > quiet + QUIET_SAMPLES or end + priming >= frames:
+            continue
+        cuts.append((start, end))
+        start = end + priming
+    return [*cuts, (start, frames)] if cuts else []
+
+
+def _encode_sections(
+    master: Path,
+    out: Path,
+    fmt: str,
+    output: list[str],
+    cuts: list[tuple[int, int]],
+    rate: int,
+    cancel: threading.Event | None,
+) -> bool:
+    """Each section encoded at once into its own file, then joined into `out`. False (out
+    untouched) if an encoder did not come to whole frames as `_sections` counted on."""
+    priming = STREAM_FORMATS[fmt].priming
+    frame = _frame_samples(fmt, rate)
+    with tempfile.TemporaryDirectory(prefix="songbatch-sections-", dir=out.parent) as work:
+        parts = [Path(work) / f"{n:03d}" for n in range(len(cuts))]
+
+        def encode(section: tuple[tuple[int, int], Path]) -> None:
+            (start, end), part = section
+            # Seeking the FLAC master is sample-exact (ffmpeg decodes on from the seek point).
+            source = ["-ss", f"{start / rate:.9f}", "-i", str(master), "-map", "0:a"]
+            trim = ["-af", f"atrim=end_sample={end - start}", "-map_metadata", "-1"]
+            run_ffmpeg([*source, *trim, *output, str(part)], cancel=cancel)
+
+        with ThreadPoolExecutor(len(cuts)) as pool:
+            list(pool.map(encode, zip(cuts, parts, strict=True)))
+        for (start, end), part in zip(cuts[:-1], parts[:-1], strict=True):
+            if count_frames(part, fmt).frames * frame != priming + end - start:
+                return False
+        with out.open("wb") as joined:
+            for part in parts:
+                with part.open("rb") as section:
+                    shutil.copyfileobj(section, joined)
+    return True
 
 
 def load_stream(path: Path, fmt: str) -> ChapterStream | None:
