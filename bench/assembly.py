@@ -22,6 +22,7 @@ a 10-hour book).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import sys
@@ -31,7 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from songbatch.audio import Segment, assemble_master, chapter_marks, encode, write_chunk
+from songbatch.audio import (
+    Segment,
+    assemble_master,
+    chapter_marks,
+    encode,
+    segment_frames,
+    write_chunk,
+)
 from songbatch.engines import EngineSpec, RenderRequest, load_engine
 from songbatch.engines.base import RenderResult
 from songbatch.mastering import master_to
@@ -172,6 +180,17 @@ def run(
     return 0 if max(self_mb, child_mb) <= TARGET_MB else 1
 
 
+def pauses_in(segments: list[Segment]) -> list[int]:
+    """Where each pause after a chunk begins, 60 ms in (the render's section cuts)."""
+    quiet, at = [], 0
+    for segment in segments:
+        at += segment_frames(Segment(segment.path), SAMPLE_RATE) if segment.path else 0
+        if segment.silence_s >= 0.3:
+            quiet.append(at + round(0.06 * SAMPLE_RATE))
+        at += round(segment.silence_s * SAMPLE_RATE)
+    return quiet
+
+
 def pipelined(hours: float, chunk_s: float, chapter_min: float, work: Path) -> int:
     """The book built chapter by chapter as a render does (master, then its stream), the
     .m4b joined from the streams; against one encode from the masters, in the same run."""
@@ -190,7 +209,13 @@ def pipelined(hours: float, chunk_s: float, chapter_min: float, work: Path) -> i
         )
         mastered = time.perf_counter()
         stream = encode_stream(
-            master, master.with_suffix(".aac"), "m4b", Encoding(), owner="00000000000be0c0"
+            master,
+            master.with_suffix(".aac"),
+            "m4b",
+            Encoding(),
+            owner="00000000000be0c0",
+            quiet_at=pauses_in(segments),
+            sections=os.cpu_count() or 1,
         )
         streamed = time.perf_counter()
         masters.append(master)
