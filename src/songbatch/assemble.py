@@ -239,7 +239,7 @@ class Assembler:
         except Interrupted:
             raise
         except Exception as exc:
-            return [*(self._failed(info, file, exc) for file in files), *outcomes]
+            return [*self.unit_failed(info, unit, exc), *outcomes]
         track = (unit + 1, len(spec["units"]))
         tags = _tags(spec, meta["title"], track=track, lyrics=self._lyrics(info, unit))
         try:
@@ -280,27 +280,33 @@ class Assembler:
         return stream
 
     def _quiet_at(self, info: ManifestInfo, unit: int, master: Master) -> list[int]:
-        """Master samples where a pause between chunks of the unit leaves room for a section
-        cut (streams.QUIET_SAMPLES), counted from the chunk files as `_raw_master` laid them
-        out; _CUT_MARGIN_MS past each chunk's end, for a master whose mastering moved it."""
+        """Master samples where a silence of the unit (its lead-in, a pause between chunks)
+        leaves room for a section cut (streams.QUIET_SAMPLES), counted over the segments
+        `_raw_master` lays out; _CUT_MARGIN_MS into each, for a master whose mastering moved
+        it a little."""
         rate = int(soundfile.info(str(master.path)).samplerate)
         jobs = self.ledger.unit_jobs(info.id, unit)
-        lead_in_ms, pauses = _silences(
-            int(info.assembly.get("lead_in_ms", 0)),
-            [j.pause_after_ms for j in jobs],
-            preset(info.assembly.get("master", "none")),
-        )
         laid_at = int(soundfile.info(str(self._chunk_path(jobs[0]))).samplerate)
         margin = round(_CUT_MARGIN_MS * laid_at / 1000)
         room = streams.QUIET_SAMPLES * laid_at / rate + 2 * margin
-        quiet, at = [], audio.segment_frames(audio.Segment(silence_s=lead_in_ms / 1000), laid_at)
-        for job, pause_ms in zip(jobs, pauses, strict=True):
-            at += audio.segment_frames(audio.Segment(path=self._chunk_path(job)), laid_at)
-            pause = audio.segment_frames(audio.Segment(silence_s=pause_ms / 1000), laid_at)
-            if pause >= room:
+        quiet, at = [], 0
+        for segment in self._segments(jobs, *self._unit_silences(info, jobs)):
+            frames = audio.segment_frames(segment, laid_at)
+            if segment.path is None and frames >= room:
                 quiet.append(round((at + margin) * rate / laid_at))
-            at += pause
+            at += frames
         return quiet
+
+    def _unit_silences(
+        self, info: ManifestInfo, jobs: list[UnitJob], chosen: Preset | None = None
+    ) -> tuple[int, list[int]]:
+        """The unit's lead-in and the pause after each of its chunks, as its master lays them
+        out (within the preset's head and tail rules)."""
+        return _silences(
+            int(info.assembly.get("lead_in_ms", 0)),
+            [j.pause_after_ms for j in jobs],
+            chosen or preset(info.assembly.get("master", "none")),
+        )
 
     def _replaygain(self, info: ManifestInfo, master: Master) -> ReplayGain | None:
         """An album track's ReplayGain: its own gain, and the album's once every track is
@@ -345,9 +351,7 @@ class Assembler:
         jobs = self.ledger.unit_jobs(info.id, unit)
         if "layers" in info.assembly["units"][unit]:
             return self._mixed_master(jobs, info.assembly["units"][unit])
-        lead_in_ms, pauses = _silences(
-            int(info.assembly.get("lead_in_ms", 0)), [j.pause_after_ms for j in jobs], chosen
-        )
+        lead_in_ms, pauses = self._unit_silences(info, jobs, chosen)
         fade_in_ms, fade_out_ms = _fades(info.assembly["units"][unit])
         inputs = _digest(
             {
@@ -788,11 +792,7 @@ class Assembler:
             placed = self._layout(jobs, meta)
             length_ms = round(placed.total * 1000 / placed.rate)
             return layers.lyric_cues(placed, self._job_texts(jobs)), length_ms
-        lead_in_ms, pauses = _silences(
-            int(info.assembly.get("lead_in_ms", 0)),
-            [j.pause_after_ms for j in jobs],
-            preset(info.assembly.get("master", "none")),
-        )
+        lead_in_ms, pauses = self._unit_silences(info, jobs)
         chunks: list[tuple[str, int, int, dict[str, Any] | None]] = []
         for job, pause_ms in zip(jobs, pauses, strict=True):
             row = self.ledger.job(job.key)
