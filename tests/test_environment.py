@@ -106,12 +106,13 @@ def two_books(tmp_path: Path, first: str, second: str) -> tuple[Path, Path]:
     return one / "book.yaml", two / "book.yaml"
 
 
-def test_manifests_needing_different_executors_are_refused_before_anything_is_written(
+def test_two_replicate_set_ups_in_one_run_are_refused_before_anything_is_written(
     tmp_path: Path,
 ) -> None:
-    synthetic_profile(tmp_path, latency_ms=1, devices="cpu:1")
+    """One account's rate limit and spend caps are one limiter and one budget per run."""
     remote_profile(tmp_path)
-    one, two = two_books(tmp_path, str(tmp_path / "synthetic.yaml"), str(tmp_path / "remote.yaml"))
+    remote_profile(tmp_path, caps="  max_spend_per_day: 1.0\n", name="capped.yaml")
+    one, two = two_books(tmp_path, str(tmp_path / "remote.yaml"), str(tmp_path / "capped.yaml"))
     workspace = tmp_path / "ws"
     result = invoke(
         "render",
@@ -121,24 +122,40 @@ def test_manifests_needing_different_executors_are_refused_before_anything_is_wr
         str(workspace),
         env={"REPLICATE_API_TOKEN": "r8"},
     )
-    assert_one_line(result, 2, str(one), str(two), "need different executors", "executor")
+    assert_one_line(result, 2, str(one), str(two), "different Replicate set-ups", "replicate")
     assert not workspace.exists()
 
 
-def test_two_local_profiles_on_other_devices_are_refused_unless_devices_are_given(
+def test_two_local_profiles_wanting_one_gpu_are_refused_unless_devices_are_given(
     tmp_path: Path,
 ) -> None:
+    """A GPU renders one job at a time: two pools may not share it (CPU workers may)."""
+    synthetic_profile(tmp_path, latency_ms=1, devices="0")
+    (tmp_path / "other.yaml").write_text(
+        (tmp_path / "synthetic.yaml").read_text().replace("'0'", "'0,1'"), encoding="utf-8"
+    )
+    one, two = two_books(tmp_path, str(tmp_path / "synthetic.yaml"), str(tmp_path / "other.yaml"))
+    workspace = tmp_path / "ws"
+    gpus = {"CUDA_VISIBLE_DEVICES": "0,1"}  # counted from the variable: no GPU is touched
+    refused = invoke("render", str(one), str(two), "--workspace", str(workspace), env=gpus)
+    assert_one_line(refused, 2, "both want cuda0", "(devices differ)", "--devices")
+    assert not workspace.exists()
+    chosen = invoke("render", str(one), str(two), "--workspace", str(workspace), "-d", "cpu:2")
+    assert chosen.exit_code == 0, chosen.output
+
+
+def test_two_local_profiles_on_cpus_render_side_by_side_in_one_run(tmp_path: Path) -> None:
     synthetic_profile(tmp_path, latency_ms=1, devices="cpu:1")
     (tmp_path / "other.yaml").write_text(
         (tmp_path / "synthetic.yaml").read_text().replace("cpu:1", "cpu:2"), encoding="utf-8"
     )
     one, two = two_books(tmp_path, str(tmp_path / "synthetic.yaml"), str(tmp_path / "other.yaml"))
-    workspace = tmp_path / "ws"
-    refused = invoke("render", str(one), str(two), "--workspace", str(workspace))
-    assert_one_line(refused, 2, "(devices differ)", "--devices")
-    assert not workspace.exists()
-    chosen = invoke("render", str(one), str(two), "--workspace", str(workspace), "-d", "cpu:2")
-    assert chosen.exit_code == 0, chosen.output
+    (two.parent / "book.yaml").write_text(two.read_text().replace(" 0-0.", " two."))
+    result = invoke("render", str(one), str(two), "--workspace", str(tmp_path / "ws"))
+    assert result.exit_code == 0, result.output
+    # One pool per profile, their CPU workers numbered on: cpu0 is one's, cpu1 and cpu2 two's.
+    ready = {line.split()[-1] for line in result.output.splitlines() if "worker-ready" in line}
+    assert ready == {"cpu0", "cpu1"}, result.output
 
 
 def test_one_engine_set_up_two_ways_in_one_run_is_refused(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ import soundfile as sf
 
 from songbatch import audio
 from songbatch.assemble import Assembler
+from songbatch.backends import BackendGroup, RunContext
 from songbatch.engines import check_engine
 from songbatch.engines.base import EngineSpec, Kind
 from songbatch.errors import EngineError, InputError
@@ -208,16 +209,9 @@ class _Preview:
     def _execute(self, info: ManifestInfo, run_id: int, to_render: int) -> None:
         profile = self.profile
         specs = {spec_id(s.kind, s.engine, s.model): s for s in _specs(self.plan, profile)}
-        run_jobs(
-            self.ledger,
-            self.workspace,
-            profile,
-            self.slots[: max(1, to_render)],
-            specs,
-            run_id=run_id,
-            manifest_ids=[info.id],
-            observer=self.observer,
-        )
+        group = BackendGroup([0], profile, specs, self.slots[: max(1, to_render)])
+        context = RunContext(self.ledger, self.workspace, run_id, self.observer)
+        run_jobs(group, [info.id], context)
 
     def _write(self, info: ManifestInfo, kind: Kind, *, rendered: int) -> PreviewResult:
         jobs = self.ledger.unit_jobs(info.id, 0)

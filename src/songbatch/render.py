@@ -17,12 +17,20 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from songbatch.assemble import Assembler, FileOutcome
+from songbatch.backends import (
+    BackendGroup,
+    Member,
+    RunContext,
+    build_backend,
+    group_backends,
+    workers_of,
+)
 from songbatch.crashpoints import pause_point
 from songbatch.engines import check_engine
 from songbatch.engines.base import EngineSpec
@@ -33,10 +41,7 @@ from songbatch.errors import (
     SongbatchError,
 )
 from songbatch.events import Observer, RunEvent, ignore
-from songbatch.executors.devices import DeviceSlot, parse_devices
-from songbatch.executors.local import ExecutorSettings, LocalExecutor
 from songbatch.executors.publishing import ExecutorSummary
-from songbatch.executors.worker import spec_id
 from songbatch.fsutil import remove_quietly, sweep_temps
 from songbatch.gc import forget_preview_leftovers
 from songbatch.integrity import adopt_chunks, check_chunks, requeue_bad_chunks
@@ -57,6 +62,7 @@ from songbatch.quality import check_files
 from songbatch.remote.preflight import check_client
 from songbatch.runlock import RunLock
 from songbatch.runsummary import RunSummary, build_summary, write_summary
+from songbatch.scheduler import drive
 from songbatch.signals import signals_deferred, stop_on_signals
 from songbatch.workspace import Workspace
 
@@ -204,15 +210,12 @@ def render(
     _check_max_spend(options.max_spend)
     with stop_on_signals():
         planned = load_all(paths, options.profile, workspace)
-        check_one_executor(planned, devices_given=options.devices is not None)
-        remote = planned[0].profile.remote
-        if remote and options.max_spend == 0:
+        groups, warnings = group_backends([_member(item) for item in planned], options.devices)
+        if options.max_spend == 0 and any(group.remote for group in groups):
             raise InputError(
                 "--max-spend 0 lets this run spend nothing, so no remote job could start;"
                 " `songbatch plan` shows what the book needs"
             )
-        devices = options.devices or planned[0].profile.devices
-        slots, warning = ([], None) if remote else parse_devices(devices)
         _make_workspace(workspace)
         with (
             RunLock(workspace.lock_path),
@@ -220,7 +223,7 @@ def render(
             damaged_ledger_guard(ledger.path),
         ):
             forget_preview_leftovers(ledger)
-            return _Run(ledger, workspace, planned, slots, options, observer).run(warning)
+            return _Run(ledger, workspace, planned, groups, options, observer).run(warnings)
 
 
 def _check_max_spend(max_spend: float | None) -> None:
@@ -228,36 +231,10 @@ def _check_max_spend(max_spend: float | None) -> None:
         raise InputError(f"--max-spend {max_spend}: expected an amount in USD >= 0")
 
 
-def check_one_executor(planned: Sequence[Planned], *, devices_given: bool) -> None:
-    """One run drives one executor (the local worker pool, or Replicate) with one set of
-    settings, and a worker loads each engine and model once: manifests whose profiles need
-    otherwise are refused before anything is written, naming the two, until a run can drive
-    several executors at once."""
-    first = planned[0]
-    mine = _executor_settings(first.profile, devices_given)
-    specs = {spec_id(s.kind, s.engine, s.model): (first, s) for s in _specs_used(first)}
-    for item in planned[1:]:
-        other = _executor_settings(item.profile, devices_given)
-        differ = [name for name in mine if mine[name] != other[name]]
-        if differ:
-            hint = " (or choose them with --devices)" if differ == ["devices"] else ""
-            raise InputError(
-                f"{_named(first)} and {_named(item)} need different executors"
-                f" ({', '.join(differ)} differ): render them in separate runs{hint}"
-            )
-        for spec in _specs_used(item):
-            seen, known = specs.setdefault(
-                spec_id(spec.kind, spec.engine, spec.model), (item, spec)
-            )
-            if known != spec:
-                raise InputError(
-                    f"{_named(seen)} and {_named(item)} set {spec.kind} engine {spec.engine}"
-                    f" model {spec.model} up differently: render them in separate runs"
-                )
-
-
-def _named(item: Planned) -> str:
-    return f"{item.loaded.path} (profile {item.profile.name})"
+def _member(item: Planned) -> Member:
+    return Member(
+        f"{item.loaded.path} (profile {item.profile.name})", item.profile, tuple(_specs_used(item))
+    )
 
 
 def _specs_used(item: Planned) -> list[EngineSpec]:
@@ -265,17 +242,6 @@ def _specs_used(item: Planned) -> list[EngineSpec]:
     the local pool loads each spec a worker is handed, once (a remote profile refuses layers
     at plan time, plancheck.py)."""
     return [item.profile.engine_spec(kind) for kind in job_kinds(item.loaded.manifest)]
-
-
-def _executor_settings(profile: Profile, devices_given: bool) -> dict[str, object]:
-    return {
-        "executor": "replicate" if profile.remote else "local",
-        "replicate": None if profile.replicate is None else profile.replicate.model_dump(),
-        "devices": None if devices_given or profile.remote else profile.devices,
-        "lease_seconds": profile.lease_seconds,
-        "max_attempts": profile.max_attempts,
-        "transient_patience_s": profile.transient_patience_s,
-    }
 
 
 def _make_workspace(workspace: Workspace) -> None:
@@ -299,14 +265,14 @@ class _Run:
     ledger: Ledger
     workspace: Workspace
     planned: list[Planned]
-    slots: list[DeviceSlot]
+    groups: list[BackendGroup]
     options: RenderOptions
     observer: Observer
     report: RenderReport = field(default_factory=RenderReport)
     run_id: int = 0
     infos: list[ManifestInfo] = field(default_factory=list)
 
-    def run(self, warning: str | None) -> RenderReport:
+    def run(self, warnings: list[str]) -> RenderReport:
         elsewhere, gone = _planned_elsewhere(self.ledger, self.planned)
         check_collisions([_claim(item) for item in self.planned], elsewhere)
         self.run_id = self.ledger.start_run(list(self.options.argv))
@@ -315,7 +281,7 @@ class _Run:
             self._commit(gone)
             _sweep(self.workspace, self.infos)
             self._check_files()
-            if warning:
+            for warning in warnings:
                 self.observer(RunEvent("warning", warning))
             self._execute()
             self.ledger.age_manifests(self.run_id, [info.id for info in self.infos])
@@ -465,30 +431,33 @@ class _Run:
             self.observer(RunEvent("checked", message, data=data))
 
     def _render_jobs(self, tracker: UnitTracker, assembly: AssemblyPool) -> None:
-        profile = self.planned[0].profile
-        # A worker more than there are jobs would only load a model to sit idle.
-        self.slots = self.slots[: max(1, tracker.to_render)]
-        workers = profile.replicate.rate_limit.concurrency if profile.replicate else len(self.slots)
+        """Every backend the manifests need, driven at once by one loop (scheduler.py)."""
+        ids = [[self.infos[index].id for index in group.members] for group in self.groups]
+        for group, manifest_ids in zip(self.groups, ids, strict=True):
+            # A worker more than there are jobs would only load a model to sit idle.
+            group.slots = group.slots[: max(1, tracker.pending_of(manifest_ids))]
+        workers = sum(workers_of(group) for group in self.groups)
         self.observer(RunEvent("run-started", data={"jobs": tracker.to_render, "workers": workers}))
         pause_point("rendering")
         if not tracker.to_render:
             return
-        on_published = functools.partial(_on_published, tracker, assembly)
-        self.report.summary = run_jobs(
+        context = RunContext(
             self.ledger,
             self.workspace,
-            profile,
-            self.slots,
-            _engine_specs(self.planned),
-            run_id=self.run_id,
-            manifest_ids=[info.id for info in self.infos],
-            observer=self.observer,
-            on_published=on_published,
+            self.run_id,
+            self.observer,
+            on_published=functools.partial(_on_published, tracker, assembly),
             time_left_s=self._time_left(),
             max_spend=self.options.max_spend,
             remote_hooks=self.options.remote_hooks,
         )
-        self.report.stop_reason = getattr(self.report.summary, "stop_reason", None)
+        backends = [
+            build_backend(group, manifest_ids, context)
+            for group, manifest_ids in zip(self.groups, ids, strict=True)
+            if tracker.pending_of(manifest_ids)
+        ]
+        self.report.summary = drive(backends)
+        self.report.stop_reason = self.report.summary.stop_reason
 
     def _time_left(self) -> float | None:
         """Seconds from now to the nearer of --time-limit (counted from here, the start of
@@ -523,71 +492,9 @@ def _on_published(tracker: UnitTracker, assembly: AssemblyPool, key: str) -> Non
         assembly.submit(info, unit)
 
 
-def run_jobs(
-    ledger: Ledger,
-    workspace: Workspace,
-    profile: Profile,
-    slots: list[DeviceSlot],
-    specs: dict[str, EngineSpec],
-    *,
-    run_id: int,
-    manifest_ids: list[int],
-    observer: Observer,
-    on_published: Callable[[str], None] = lambda key: None,
-    time_left_s: float | None = None,
-    max_spend: float | None = None,
-    remote_hooks: RemoteHooks | None = None,
-) -> ExecutorSummary:
-    """The pending jobs of these manifests through the profile's executor: the local worker
-    pool on `slots`, or Replicate. `time_left_s` becomes each executor's deadline on its own
-    clock. The one place executors are built (a render and a preview both run jobs here)."""
-    if profile.remote:
-        from songbatch.remote.executor import RemoteExecutor, RemoteHooks, RemoteSettings
-
-        assert profile.replicate is not None  # the profile validator guarantees it
-        hooks = remote_hooks or RemoteHooks()
-        return RemoteExecutor(
-            ledger,
-            workspace,
-            profile.replicate,
-            run_id=run_id,
-            manifest_ids=manifest_ids,
-            settings=RemoteSettings(
-                max_failures=profile.max_attempts,
-                lease_s=profile.lease_seconds,
-                deadline=None if time_left_s is None else hooks.clock() + time_left_s,
-                max_spend=max_spend,
-                transient_patience_s=profile.transient_patience_s,
-            ),
-            observer=observer,
-            on_published=on_published,
-            hooks=hooks,
-        ).run()
-    return LocalExecutor(
-        ledger,
-        workspace,
-        slots,
-        specs,
-        run_id=run_id,
-        manifest_ids=manifest_ids,
-        settings=ExecutorSettings(
-            lease_s=profile.lease_seconds,
-            max_failures=profile.max_attempts,
-            deadline=None if time_left_s is None else time.monotonic() + time_left_s,
-            transient_patience_s=profile.transient_patience_s,
-        ),
-        observer=observer,
-        on_published=on_published,
-    ).run()
-
-
-def _engine_specs(planned: list[Planned]) -> dict[str, EngineSpec]:
-    """The engines this run's jobs need (check_one_executor made sure each id means one)."""
-    return {
-        spec_id(spec.kind, spec.engine, spec.model): spec
-        for item in planned
-        for spec in _specs_used(item)
-    }
+def run_jobs(group: BackendGroup, manifest_ids: list[int], context: RunContext) -> ExecutorSummary:
+    """The pending jobs of these manifests through one backend, alone (a preview)."""
+    return drive([build_backend(group, manifest_ids, context)])
 
 
 def _sweep(workspace: Workspace, infos: list[ManifestInfo]) -> None:
@@ -621,7 +528,7 @@ def _exit_code(report: RenderReport, ledger: Ledger, infos: list[ManifestInfo]) 
     if counts["failed"] or report.assembly_errors or report.check_failures:
         return 1
     if counts["pending"] or counts["leased"]:
-        if getattr(report.summary, "stopped_at_budget", False):
+        if report.summary.stopped_at_budget:
             return BudgetExceeded.exit_code
         return 4 if report.summary.stopped_at_deadline else 1
     return 0
@@ -659,6 +566,11 @@ class UnitTracker:
                         self._units_of[job.key].append((info.id, unit))
                     else:
                         self._left.setdefault((info.id, unit), 0)
+
+    def pending_of(self, manifest_ids: Sequence[int]) -> int:
+        """Distinct jobs these manifests still have to render in this run."""
+        ids = set(manifest_ids)
+        return sum(1 for key in self._pending if any(mid in ids for mid, _ in self._units_of[key]))
 
     @property
     def to_render(self) -> int:

@@ -87,6 +87,9 @@ class InterleavedCalls:
             self._pending.remove(pending)
         return [functools.partial(p.then, run_call(p.work)) for p in ready]
 
+    def waitable(self) -> int:
+        raise NotImplementedError("virtual calls run alone: they cannot share the scheduler")
+
     def close(self) -> None:
         self._pending.clear()
 

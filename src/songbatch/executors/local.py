@@ -22,7 +22,7 @@ from typing import Any
 
 from songbatch.crashpoints import crash_point, pause_point
 from songbatch.engines.base import EngineSpec
-from songbatch.errors import EngineUnavailable, Interrupted, SongbatchError
+from songbatch.errors import EngineUnavailable, SongbatchError
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.devices import DeviceSlot
 from songbatch.executors.publishing import ExecutorSummary, publish_and_report
@@ -36,7 +36,8 @@ from songbatch.executors.worker import (
 from songbatch.fsutil import remove_quietly
 from songbatch.ledger import Lease, Ledger, Publication
 from songbatch.ratelimit import TransientPolicy
-from songbatch.signals import STOP_SIGNALS, stop_on_signals
+from songbatch.scheduler import FINISHED, Waitable, drive
+from songbatch.signals import STOP_SIGNALS
 from songbatch.window import JobTimes, room
 from songbatch.workspace import Workspace
 
@@ -73,6 +74,8 @@ class _Worker:
 
 
 class LocalExecutor:
+    name = "local"
+
     def __init__(
         self,
         ledger: Ledger,
@@ -110,24 +113,56 @@ class LocalExecutor:
         # Sticky device errors per slot since it last rendered a job (see worker.poisons).
         self._device_losses: dict[str, int] = {}
         self.job_times = JobTimes()  # device seconds per job, for the deadline (window.py)
+        self._tick = min(5.0, settings.lease_s / 4)  # heartbeats
+        self._next_beat = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> ExecutorSummary:
+        """This pool alone (a preview, a test): the scheduler's loop with one backend."""
+        return drive([self])
+
+    # The scheduler's side (scheduler.Backend).
+
+    def start(self) -> None:
         self.workspace.tmp_dir.mkdir(parents=True, exist_ok=True)
-        with stop_on_signals():
-            try:
-                self._workers = [self._spawn(slot) for slot in self.slots]
-                self._loop()
-            except KeyboardInterrupt:
-                self._abandon_all("interrupted")
-                raise Interrupted("interrupted: jobs in flight went back to pending") from None
-            except BaseException:
-                self._abandon_all("aborted")
-                raise
-            finally:
-                self._shutdown()
-        return self.summary
+        self._next_beat = time.monotonic() + self._tick
+        for slot in self.slots:  # one at a time: a stop mid-way kills those started
+            self._workers.append(self._spawn(slot))
+
+    def step(self) -> float | None:
+        for worker in self._workers:
+            self._drain(worker)
+        if self._retry_at is not None and time.time() >= self._retry_at:
+            self._retry_at = None
+            self._drained = False  # a job set aside is claimable again
+        self._publish_finished()
+        self._reap_dead()
+        if time.monotonic() >= self._next_beat:
+            self._heartbeat()
+            self._next_beat = time.monotonic() + self._tick
+        self._check_deadline()
+        if not self._stopping:
+            self._fill()
+        if self._all_done():
+            return FINISHED
+        timeout = max(0.0, self._next_beat - time.monotonic())
+        if self._retry_at is not None:
+            timeout = min(timeout, max(0.0, self._retry_at - time.time()))
+        return timeout
+
+    def wait(self, timeout_s: float) -> None:
+        wait(self.waitables(), timeout=timeout_s)
+
+    def waitables(self) -> list[Waitable]:
+        conns: list[Waitable] = [w.conn for w in self._workers]
+        return conns + [w.process.sentinel for w in self._workers]
+
+    def stop_now(self, outcome: str) -> None:
+        self._abandon_all(outcome)
+
+    def close(self) -> None:
+        self._shutdown()
 
     def _spawn(self, slot: DeviceSlot, deaths: int = 0) -> _Worker:
         parent, child = self._context.Pipe()
@@ -172,33 +207,6 @@ class LocalExecutor:
             worker.lifeline.close()
 
     # ------------------------------------------------------------------ the loop
-
-    def _loop(self) -> None:
-        tick = min(5.0, self.settings.lease_s / 4)
-        next_beat = time.monotonic() + tick
-        while True:
-            self._check_deadline()
-            if not self._stopping:
-                self._fill()
-            if self._all_done():
-                return
-            timeout = max(0.0, next_beat - time.monotonic())
-            if self._retry_at is not None:
-                timeout = min(timeout, max(0.0, self._retry_at - time.time()))
-            waitables: list[Any] = [w.conn for w in self._workers]
-            waitables += [w.process.sentinel for w in self._workers]
-            for ready in wait(waitables, timeout=timeout):
-                worker = self._owner(ready)
-                if worker is not None and ready is worker.conn:
-                    self._drain(worker)
-            if self._retry_at is not None and time.time() >= self._retry_at:
-                self._retry_at = None
-                self._drained = False  # a job set aside is claimable again
-            self._publish_finished()
-            self._reap_dead()
-            if time.monotonic() >= next_beat:
-                self._heartbeat()
-                next_beat = time.monotonic() + tick
 
     def _all_done(self) -> bool:
         if any(w.queue for w in self._workers):

@@ -21,6 +21,8 @@ class ExecutorSummary:
     discarded: int = 0
     deaths: int = 0
     stopped_at_deadline: bool = False
+    stopped_at_budget: bool = False
+    stop_reason: str | None = None  # why a stop ended the run early, for the person
 
 
 def publish_and_report(

@@ -11,7 +11,9 @@ reconcile, as after a kill -9.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import queue
 import threading
 import time
@@ -63,6 +65,11 @@ class Calls(Protocol):
         """Wait for replies until `until` on the executor's clock (None: until one comes)."""
         ...
 
+    def waitable(self) -> int:
+        """A file descriptor that is readable while a reply waits: the scheduler waits on it
+        beside other backends' (only on a real clock)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -81,6 +88,12 @@ class CallPool:
         self._work: queue.SimpleQueue[tuple[Callable[[], object], Callable[..., None]] | None]
         self._work = queue.SimpleQueue()
         self._replies: queue.SimpleQueue[HandOver] = queue.SimpleQueue()
+        # A byte per reply: readable while one waits, for a loop that waits on other things too.
+        self._bell_read, self._bell_write = os.pipe()
+        os.set_blocking(self._bell_read, False)
+        os.set_blocking(self._bell_write, False)
+        self._bell_lock = threading.Lock()  # no ring into a closed (perhaps reused) descriptor
+        self._closed = False
         self._threads = [
             threading.Thread(target=self._serve, name=f"replicate-call-{i}", daemon=True)
             for i in range(size)
@@ -102,6 +115,7 @@ class CallPool:
 
     def replies(self, until: float | None) -> list[HandOver]:
         """The first reply (waiting for it up to `until`), then every other one already back."""
+        self._silence()
         timeout = None if self.virtual or until is None else max(0.0, until - self.clock())
         try:
             ready = [self._replies.get(timeout=timeout)]
@@ -115,15 +129,36 @@ class CallPool:
         self.outstanding -= len(ready)
         return ready
 
+    def waitable(self) -> int:
+        return self._bell_read
+
     def close(self) -> None:
-        """Threads end after their current call; none is waited for (see the module's note)."""
+        """Threads end after their current call; none is waited for (see the module's note).
+        A call that ends later no longer rings."""
         for _ in self._threads:
             self._work.put(None)
+        with self._bell_lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self._bell_read)
+                os.close(self._bell_write)
 
     def _serve(self) -> None:
         while (item := self._work.get()) is not None:
             work, then = item
             self._replies.put(functools.partial(then, run_call(work)))
+            self._ring()
+
+    def _ring(self) -> None:
+        with self._bell_lock, contextlib.suppress(BlockingIOError):  # full: it rings already
+            if not self._closed:
+                os.write(self._bell_write, b"x")
+
+    def _silence(self) -> None:
+        """Emptied before the replies are taken: a reply put after this rings again."""
+        with self._bell_lock, contextlib.suppress(BlockingIOError):
+            while not self._closed and os.read(self._bell_read, 4096):
+                pass
 
 
 def run_together(works: Sequence[Callable[[], object]], size: int, timeout_s: float) -> None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from songbatch import audio
 from songbatch.cost import Reservation, remote_model_name, settled_cost, worst_case
 from songbatch.crashpoints import crash_point, pause_point
-from songbatch.errors import EngineError, Interrupted, RemoteRefused
+from songbatch.errors import EngineError, RemoteRefused
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.publishing import ExecutorSummary, publish_and_report
 from songbatch.fsutil import remove_quietly
@@ -48,7 +48,7 @@ from songbatch.remote.calls import CallPool, Calls, HandOver, Reply, run_togethe
 from songbatch.remote.client import Api, CallFailed, PredictionState, ReplicateApi, listed
 from songbatch.remote.mapping import InputError, model_input
 from songbatch.remote.reconcile import Adopted, find_prediction, reconcile_open
-from songbatch.signals import stop_on_signals
+from songbatch.scheduler import FINISHED, Waitable, drive
 from songbatch.window import JobTimes, room
 from songbatch.workspace import Workspace
 
@@ -93,8 +93,6 @@ class RemoteHooks:
 
 @dataclass
 class RemoteSummary(ExecutorSummary):
-    stopped_at_budget: bool = False
-    stop_reason: str | None = None
     creates: int = 0
     rate_limited: int = 0
     transient: int = 0
@@ -173,6 +171,8 @@ class _Resume:
 
 
 class RemoteExecutor:
+    name = "replicate"
+
     def __init__(
         self,
         ledger: Ledger,
@@ -235,6 +235,7 @@ class RemoteExecutor:
         self._list_failures = 0  # failed lists in a row: lists back off, polls go one by one
         self._list_after = 0.0
         self._stopped_now = threading.Event()  # an interrupt: downloads leave no temp file
+        self._ledger_clock = ledger.clock
         # Seconds from create to a downloaded file, for the deadline (window.py): flights run
         # side by side, so each is a lane of its own with nothing ahead of it.
         self.job_times = JobTimes()
@@ -242,31 +243,65 @@ class RemoteExecutor:
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> RemoteSummary:
+        """Replicate alone (a test, a benchmark): the scheduler's loop with one backend."""
+        drive([self])
+        return self.summary
+
+    # The scheduler's side (scheduler.Backend).
+
+    def start(self) -> None:
         self.workspace.tmp_dir.mkdir(parents=True, exist_ok=True)
         # Set-aside and lease due times are written and compared by the ledger on its clock;
         # this loop sleeps on its own. They must be one clock, or a delay in virtual time (the
-        # tests') would never come due in the ledger's. Safe: nothing else uses this ledger
-        # connection while the executor runs, both clocks are epoch seconds (equal in
-        # production), and the ledger's own clock is back before render() writes again.
-        ledger_clock, self.ledger.clock = self.ledger.clock, self.clock
-        with stop_on_signals():
-            try:
-                adopted = reconcile_open(self.ledger, self.api, self.config, self._note)
-                self._resume = {key: self._resumed(a) for key, a in adopted.items()}
-                self._loop()
-            except KeyboardInterrupt:
-                self._interrupt()
-                raise Interrupted(
-                    "interrupted: predictions in flight cancelled, jobs pending"
-                ) from None
-            except BaseException:
-                self._interrupt()
-                raise
-            finally:
-                self.calls.close()
-                self.api.close()
-                self.ledger.clock = ledger_clock
-        return self.summary
+        # tests') would never come due in the ledger's. Safe: both clocks are epoch seconds
+        # (equal in production, where a local pool may share the ledger in the same loop; a
+        # virtual clock is only ever this backend's alone), and the ledger's own clock is back
+        # before render() writes again.
+        self._ledger_clock, self.ledger.clock = self.ledger.clock, self.clock
+        adopted = reconcile_open(self.ledger, self.api, self.config, self._note)
+        self._resume = {key: self._resumed(a) for key, a in adopted.items()}
+
+    def step(self) -> float | None:
+        now = self.clock()
+        if self._refused is None:
+            self._check_deadline(now)
+            self._wake_set_aside(now)
+            if not self._stopping:
+                self._fill()
+            self._dispatch(now)
+        self._publish()
+        self._heartbeat()
+        if self._refused is not None:
+            if not self.calls.busy:
+                raise self._refused
+            wake = None
+        else:
+            wake = self._next_wake(now)
+        if wake is None:
+            return math.inf if self.calls.busy else FINISHED
+        return max(0.0, wake - self.clock())
+
+    def wait(self, timeout_s: float) -> None:
+        """Until the next reply or `timeout_s`, whichever comes first. With nothing on the wire
+        no reply can come, so the clock's own sleep serves (a virtual clock moves only there)."""
+        if self.calls.busy:
+            until = None if math.isinf(timeout_s) else self.clock() + timeout_s
+            self._deliver(self.calls.replies(until))
+        elif timeout_s > 0 and not math.isinf(timeout_s):
+            self.hooks.sleep(timeout_s)
+
+    def waitables(self) -> list[Waitable]:
+        return [self.calls.waitable()]
+
+    def stop_now(self, outcome: str) -> None:
+        # Leases go back as "interrupted" whatever stopped the run: a prediction that may
+        # have been created is cancelled and its reservation left to the next run's reconcile.
+        self._interrupt()
+
+    def close(self) -> None:
+        self.calls.close()
+        self.api.close()
+        self.ledger.clock = self._ledger_clock
 
     def _resumed(self, adopted: Adopted) -> _Resume:
         reservation = Reservation(
@@ -278,35 +313,6 @@ class RemoteExecutor:
         return _Resume(
             adopted.reservation_id, reservation, adopted.prediction_id, adopted.reserved_at
         )
-
-    def _loop(self) -> None:
-        while True:
-            now = self.clock()
-            if self._refused is None:
-                self._check_deadline(now)
-                self._wake_set_aside(now)
-                if not self._stopping:
-                    self._fill()
-                self._dispatch(now)
-            self._publish()
-            self._heartbeat()
-            if self._refused is not None:
-                if not self.calls.busy:
-                    raise self._refused
-                wake = None
-            else:
-                wake = self._next_wake(now)
-            if wake is None and not self.calls.busy:
-                return
-            self._wait(wake)
-
-    def _wait(self, wake: float | None) -> None:
-        """Until `wake` or the next reply, whichever comes first. With nothing on the wire no
-        reply can come, so the clock's own sleep serves (a virtual clock moves only there)."""
-        if self.calls.busy:
-            self._deliver(self.calls.replies(wake))
-        elif wake is not None:
-            self.hooks.sleep(max(0.0, wake - self.clock()))
 
     def _deliver(self, replies: list[HandOver]) -> None:
         for hand_over in replies:
