@@ -20,7 +20,7 @@ from pathlib import Path
 
 from songbatch import render as render_module
 from songbatch.events import RunEvent
-from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow
+from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow, Publication
 from songbatch.render import RenderOptions, render
 from songbatch.workspace import Workspace
 
@@ -46,7 +46,7 @@ def ledger_ops(folder: Path, count: int) -> list[float]:
             started = time.perf_counter()
             [lease] = ledger.claim(limit=1, worker="w", device="cpu", lease_s=60)
             ledger.heartbeat([lease.token], 60)
-            ledger.publish(lease, tmp, out / lease.key, sha256="s", duration_ms=1000, render_ms=50)
+            ledger.publish_many([Publication(lease, tmp, out / lease.key, "s", 1000, 50)])
             timings.append((time.perf_counter() - started) * 1000)
     return timings
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow
+from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow, Publication, utc_iso
 
 HELPERS = Path(__file__).parent / "helpers"
 
@@ -112,31 +112,31 @@ def test_claims_longest_first_with_increasing_tokens(tmp_path: Path) -> None:
 
 
 def test_a_stale_lease_never_publishes(tmp_path: Path) -> None:
-    clock = FakeClock()
-    with Ledger(tmp_path / "ledger.db", clock=clock) as ledger:
+    """A killed run's lease comes back with the next run; its worker's late file is refused."""
+    with Ledger(tmp_path / "ledger.db") as ledger:
         ledger.apply_plan(*make_plan(1))
+        ledger.start_run(["first"])
         [old] = ledger.claim(limit=1, worker="a", device="cpu", lease_s=60)
-        clock.now += 61  # worker a stops making progress
-        assert ledger.reap_expired(max_failures=3) == [old.key]
+        ledger.start_run(["second"])  # the first run was killed; its worker lingered
         [new] = ledger.claim(limit=1, worker="b", device="cpu", lease_s=60)
         assert new.token > old.token
         late = tmp_path / "late.tmp"
         late.write_bytes(b"a")
         final = tmp_path / "final"
-        assert not ledger.publish(old, late, final, sha256="a", duration_ms=1, render_ms=1)
+        assert ledger.publish_many([Publication(old, late, final, "a", 1, 1)]) == [False]
         assert not late.exists() and not final.exists()
         fresh = tmp_path / "fresh.tmp"
         fresh.write_bytes(b"b")
-        assert ledger.publish(new, fresh, final, sha256="b", duration_ms=1, render_ms=1)
+        assert ledger.publish_many([Publication(new, fresh, final, "b", 1, 1)]) == [True]
         assert final.read_bytes() == b"b"
         job = ledger.job(new.key)
         assert job is not None and (job["state"], job["sha256"], job["failures"]) == (
             "done",
             "b",
-            1,
+            0,
         )
         outcomes = ledger.conn.execute("SELECT outcome FROM attempts ORDER BY token").fetchall()
-        assert [row[0] for row in outcomes] == ["expired", "done"]
+        assert [row[0] for row in outcomes] == ["abandoned", "done"]
 
 
 def test_heartbeat_keeps_a_progressing_lease(tmp_path: Path) -> None:
@@ -147,7 +147,8 @@ def test_heartbeat_keeps_a_progressing_lease(tmp_path: Path) -> None:
         for _ in range(5):
             clock.now += 50
             assert ledger.heartbeat([lease.token], 60) == 1
-        assert ledger.reap_expired(max_failures=3) == []
+        [expires] = ledger.conn.execute("SELECT lease_expires_utc FROM jobs").fetchone()
+        assert expires == utc_iso(clock.now + 60)
 
 
 def test_failures_retry_then_fail(tmp_path: Path) -> None:
@@ -184,7 +185,7 @@ def test_retry_and_forced_retry_are_recorded(tmp_path: Path) -> None:
         ledger.fail(first, "x", retryable=False, max_failures=3)
         tmp = tmp_path / "t"
         tmp.write_bytes(b"x")
-        ledger.publish(second, tmp, tmp_path / "f", sha256="x", duration_ms=1, render_ms=1)
+        ledger.publish_many([Publication(second, tmp, tmp_path / "f", "x", 1, 1)])
         manifest_id = ledger.manifest_id(record.path)
         assert manifest_id is not None
         assert ledger.retry([manifest_id]) == 1

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from helpers.books import book_manifest, synthetic_profile
 from songbatch.cli.main import app
-from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow
+from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow, Publication
 from songbatch.spans import SpanError, next_occurrence, parse_clock
 from songbatch.window import JobTimes, room
 
@@ -159,7 +159,7 @@ def test_a_manifest_that_waits_rises_until_it_gets_work(tmp_path: Path) -> None:
             )
             tmp = tmp_path / "t"
             tmp.write_bytes(b"x")
-            ledger.publish(lease, tmp, tmp_path / lease.key, sha256="x", duration_ms=1, render_ms=1)
+            ledger.publish_many([Publication(lease, tmp, tmp_path / lease.key, "x", 1, 1)])
             ledger.age_manifests(run, [low, high])
             got.append(lease.key[0])
         # Two runs behind a priority 2 manifest, the third ties and the waiter goes first.

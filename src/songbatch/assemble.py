@@ -39,7 +39,7 @@ from songbatch.fsutil import (
     temp_sibling,
 )
 from songbatch.integrity import FileState, check_file
-from songbatch.ledger import Ledger, ManifestInfo, UnitJob
+from songbatch.ledger import JobState, Ledger, ManifestInfo, UnitJob
 from songbatch.mastering import master_to, mastered_key
 from songbatch.outputs import (
     BOOK_FORMATS,
@@ -320,7 +320,7 @@ class Assembler:
     def _album_loudness(self, info: ManifestInfo) -> Loudness | None:
         units = [unit["unit"] for unit in info.assembly["units"]]
         jobs = [job for unit in units for job in self.ledger.unit_jobs(info.id, unit)]
-        if any(job.state != "done" for job in jobs):
+        if any(job.state != JobState.DONE for job in jobs):
             return None
         masters = [self.master(info, unit) for unit in units]
         return album_loudness(
@@ -474,7 +474,7 @@ class Assembler:
         return segments
 
     def _chunk_path(self, job: UnitJob) -> Path:
-        if job.state != "done" or job.out_path is None:
+        if job.state != JobState.DONE or job.out_path is None:
             raise AssemblyError(f"job {job.key[:12]} is not rendered yet")
         path = self.ledger.resolve(job.out_path)
         if not path.exists():
@@ -796,7 +796,7 @@ class Assembler:
         chunks: list[tuple[str, int, int, dict[str, Any] | None]] = []
         for job, pause_ms in zip(jobs, pauses, strict=True):
             row = self.ledger.job(job.key)
-            if row is None or job.state != "done":
+            if row is None or job.state != JobState.DONE:
                 raise AssemblyError(f"job {job.key[:12]} is not rendered yet")
             duration_ms = job.duration_ms
             if duration_ms is None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,18 @@ HOUR_S = 3600.0  # the hourly spend cap's window
 _NOT_THIS_RUN = "9999-12-31T23:59:59.999999Z"
 
 
+class JobState(str, Enum):
+    """A job's state in the ledger (the `jobs.state` column holds the value)."""
+
+    PENDING = "pending"  # waiting for a claim (or for its set-aside delay)
+    LEASED = "leased"  # claimed under a token: rendering, queued, or in flight remotely
+    DONE = "done"  # published: its file is where out_path says, with its sha256
+    FAILED = "failed"  # out of attempts, or a permanent cause: waits for `retry`
+
+    def __str__(self) -> str:
+        return self.value
+
+
 def utc_iso(at: float) -> str:
     """Fixed-width ISO text, so string comparison in SQL is time comparison."""
     return datetime.fromtimestamp(at, tz=timezone.utc).strftime(_ISO)
@@ -341,7 +354,7 @@ class DeviceUse:
 @dataclass(frozen=True)
 class StateCount:
     manifest_id: int
-    state: str
+    state: JobState
     jobs: int
     chars: int
     est_ms: int
@@ -365,7 +378,7 @@ class ManifestInfo:
 class UnitJob:
     seq: int
     key: str
-    state: str
+    state: JobState
     pause_after_ms: int
     out_path: str | None
     sha256: str | None
@@ -585,10 +598,6 @@ class Ledger:
             with self.immediate():
                 # Re-checked under the write lock: another process may have migrated meanwhile.
                 migrations.apply(self.db)
-
-    @classmethod
-    def open(cls, path: Path, **kwargs: Any) -> Ledger:
-        return cls(path, **kwargs)
 
     def close(self) -> None:
         self.conn.close()
@@ -919,22 +928,6 @@ class Ledger:
             )
             return int(cursor.rowcount)
 
-    def publish(
-        self,
-        lease: Lease,
-        tmp: Path,
-        final: Path,
-        *,
-        sha256: str,
-        duration_ms: int,
-        render_ms: int,
-        cost_usd: float | None = None,
-    ) -> bool:
-        [published] = self.publish_many(
-            [Publication(lease, tmp, final, sha256, duration_ms, render_ms, cost_usd)]
-        )
-        return published
-
     def publish_many(self, items: Sequence[Publication]) -> list[bool]:
         """The publish protocol's second half, for one or more finished files in one transaction:
         under the write lock check each token, move each file into place, sync the folders,
@@ -1013,7 +1006,7 @@ class Ledger:
         render_ms: int | None = None,
         worker: str | None = None,
         device: str | None = None,
-    ) -> str | None:
+    ) -> JobState | None:
         """Charge a failed attempt to the job: back to pending while it has tries left, else
         failed. Returns the job's new state, or None if the lease was stale (nothing changed)."""
         self._frontier = []  # ranks may change: the next claim ranks again
@@ -1022,7 +1015,7 @@ class Ledger:
                 return None
             row = conn.execute("SELECT failures FROM jobs WHERE key = ?", (lease.key,)).fetchone()
             failures = int(row["failures"]) + 1
-            state = "pending" if retryable and failures < max_failures else "failed"
+            state = JobState.PENDING if retryable and failures < max_failures else JobState.FAILED
             now = self.now()
             conn.execute(
                 "UPDATE jobs SET state = ?, failures = ?, error = ?, lease_token = NULL,"
@@ -1125,35 +1118,12 @@ class Ledger:
             return None
         return datetime.strptime(row[0], _ISO).replace(tzinfo=timezone.utc).timestamp()
 
-    def reap_expired(self, max_failures: int) -> list[str]:
-        """Leases whose holder stopped making progress go back to pending, charged."""
-        self._frontier = []  # ranks may change: the next claim ranks again
-        with self.immediate() as conn:
-            now = self.now()
-            rows = conn.execute(
-                "SELECT key, lease_token, failures FROM jobs"
-                " WHERE state = 'leased' AND lease_expires_utc < ?",
-                (now,),
-            ).fetchall()
-            for row in rows:
-                failures = int(row["failures"]) + 1
-                state = "pending" if failures < max_failures else "failed"
-                conn.execute(
-                    "UPDATE jobs SET state = ?, failures = ?, lease_token = NULL,"
-                    " lease_expires_utc = NULL, error = ? WHERE key = ?",
-                    (state, failures, "lease expired: no progress", row["key"]),
-                )
-                conn.execute(
-                    "UPDATE attempts SET finished_utc = ?, outcome = 'expired' WHERE token = ?",
-                    (now, row["lease_token"]),
-                )
-            return [row["key"] for row in rows]
-
     def _holds(self, conn: sqlite3.Connection, lease: Lease) -> bool:
         row = conn.execute(
             "SELECT state, lease_token FROM jobs WHERE key = ?", (lease.key,)
         ).fetchone()
-        return row is not None and row["state"] == "leased" and row["lease_token"] == lease.token
+        held = row is not None and row["state"] == JobState.LEASED
+        return held and row["lease_token"] == lease.token
 
     def _relative(self, path: Path) -> str:
         """Stored relative to the state folder, so a workspace can move."""
@@ -1205,7 +1175,7 @@ class Ledger:
         return [
             StateCount(
                 manifest_id=row["manifest_id"],
-                state=row["state"],
+                state=JobState(row["state"]),
                 jobs=row["jobs"],
                 chars=row["chars"] or 0,
                 est_ms=row["est_ms"] or 0,
@@ -1238,7 +1208,7 @@ class Ledger:
             UnitJob(
                 seq=row["seq"],
                 key=row["job_key"],
-                state=row["state"],
+                state=JobState(row["state"]),
                 pause_after_ms=row["pause_after_ms"],
                 out_path=row["out_path"],
                 sha256=row["sha256"],

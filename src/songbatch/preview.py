@@ -41,7 +41,7 @@ from songbatch.executors.worker import spec_id
 from songbatch.fsutil import fsync_file, remove_quietly, replace_durably, temp_sibling
 from songbatch.gc import PREVIEW_PREFIX, forget_preview_leftovers
 from songbatch.integrity import adopt_chunks, check_chunks, requeue_bad_chunks
-from songbatch.ledger import Ledger, ManifestInfo, ManifestRecord, damaged_ledger_guard
+from songbatch.ledger import JobState, Ledger, ManifestInfo, ManifestRecord, damaged_ledger_guard
 from songbatch.manifest import LoadedManifest, load_manifest
 from songbatch.planner import Plan, commit_plan, job_key, job_kinds, plan_manifest
 from songbatch.profiles import Profile, resolve_profile
@@ -203,7 +203,9 @@ class _Preview:
 
     def _pending(self, info: ManifestInfo) -> int:
         return sum(
-            count.jobs for count in self.ledger.state_counts([info.id]) if count.state == "pending"
+            count.jobs
+            for count in self.ledger.state_counts([info.id])
+            if count.state == JobState.PENDING
         )
 
     def _execute(self, info: ManifestInfo, run_id: int, to_render: int) -> None:
@@ -218,7 +220,7 @@ class _Preview:
         failed = self.ledger.failed_jobs([info.id])
         if failed:
             raise EngineError(f"the preview's job {failed[0][0][:12]} failed: {failed[0][3]}")
-        if any(job.state != "done" or job.out_path is None for job in jobs):
+        if any(job.state != JobState.DONE or job.out_path is None for job in jobs):
             raise EngineError(
                 "the preview's jobs were not all rendered (set aside by a transient fault):"
                 " run it again",

@@ -45,7 +45,7 @@ from songbatch.executors.publishing import ExecutorSummary
 from songbatch.fsutil import remove_quietly, sweep_temps
 from songbatch.gc import forget_preview_leftovers
 from songbatch.integrity import adopt_chunks, check_chunks, requeue_bad_chunks
-from songbatch.ledger import Ledger, ManifestInfo, PlanDiff, damaged_ledger_guard
+from songbatch.ledger import JobState, Ledger, ManifestInfo, PlanDiff, damaged_ledger_guard
 from songbatch.manifest import LoadedManifest, load_manifest
 from songbatch.outputs import (
     Claim,
@@ -559,9 +559,9 @@ class UnitTracker:
         for info in infos:
             for unit in range(len(info.assembly["units"])):
                 for job in ledger.unit_jobs(info.id, unit):
-                    if job.state == "pending":
+                    if job.state == JobState.PENDING:
                         self._pending.add(job.key)
-                    if job.state != "done":
+                    if job.state != JobState.DONE:
                         self._left[(info.id, unit)] = self._left.get((info.id, unit), 0) + 1
                         self._units_of[job.key].append((info.id, unit))
                     else:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from songbatch.fsutil import fsync_dir, fsync_file
-from songbatch.ledger import Ledger, ManifestInfo
+from songbatch.ledger import JobState, Ledger, ManifestInfo
 
-STATES = ("pending", "leased", "done", "failed")
+STATES = tuple(state.value for state in JobState)
 
 # What each exit code means, for the summary's `reason` when nothing more specific is known.
 EXIT_REASONS = {

@@ -10,12 +10,12 @@ from typing import Any
 from songbatch.errors import InputError
 from songbatch.gc import is_preview
 from songbatch.integrity import FileState, check_chunks, check_file
-from songbatch.ledger import Ledger, ManifestInfo, damaged_ledger_guard
+from songbatch.ledger import JobState, Ledger, ManifestInfo, damaged_ledger_guard
 from songbatch.outputs import planned_outputs
 from songbatch.runlock import RunLock
 from songbatch.workspace import Workspace
 
-STATES = ("pending", "leased", "done", "failed")
+STATES = tuple(state.value for state in JobState)
 
 
 @dataclass

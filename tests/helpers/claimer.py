@@ -10,7 +10,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from songbatch.ledger import Ledger
+from songbatch.ledger import Ledger, Publication
 
 
 def main() -> None:
@@ -30,8 +30,8 @@ def main() -> None:
             tmp = out_dir / f".{lease.key}.{lease.token}.tmp"
             tmp.write_bytes(lease.key.encode())
             try:
-                ok = ledger.publish(
-                    lease, tmp, out_dir / lease.key, sha256=lease.key, duration_ms=1, render_ms=1
+                [ok] = ledger.publish_many(
+                    [Publication(lease, tmp, out_dir / lease.key, lease.key, 1, 1)]
                 )
             except sqlite3.OperationalError as exc:
                 errors += 1

@@ -34,7 +34,7 @@ from songbatch.executors.worker import (
     worker_main,
 )
 from songbatch.fsutil import remove_quietly
-from songbatch.ledger import Lease, Ledger, Publication
+from songbatch.ledger import JobState, Lease, Ledger, Publication
 from songbatch.ratelimit import TransientPolicy
 from songbatch.scheduler import FINISHED, Waitable, drive
 from songbatch.signals import STOP_SIGNALS
@@ -484,10 +484,12 @@ class LocalExecutor:
             )
         )
 
-    def _count_failure(self, worker: _Worker, lease: Lease, error: str, state: str | None) -> None:
-        if state == "failed":
+    def _count_failure(
+        self, worker: _Worker, lease: Lease, error: str, state: JobState | None
+    ) -> None:
+        if state == JobState.FAILED:
             self.summary.failed += 1
-        elif state == "pending":
+        elif state == JobState.PENDING:
             self.summary.retried += 1
             self._drained = False
         self.observer(

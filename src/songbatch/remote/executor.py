@@ -41,7 +41,7 @@ from songbatch.errors import EngineError, RemoteRefused
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.publishing import ExecutorSummary, publish_and_report
 from songbatch.fsutil import remove_quietly
-from songbatch.ledger import CapReached, Lease, Ledger, Publication, SpendCaps
+from songbatch.ledger import CapReached, JobState, Lease, Ledger, Publication, SpendCaps
 from songbatch.profiles import RemoteModel, ReplicateConfig
 from songbatch.ratelimit import Backoff, RateLimiter, TransientPolicy, hint_jitter
 from songbatch.remote.calls import CallPool, Calls, HandOver, Reply, run_together
@@ -995,9 +995,9 @@ class RemoteExecutor:
             max_failures=self.settings.max_failures,
             worker=WORKER,
         )
-        if state == "failed":
+        if state == JobState.FAILED:
             self.summary.failed += 1
-        elif state == "pending":
+        elif state == JobState.PENDING:
             self.summary.retried += 1
             self._drained = False
         self.observer(
