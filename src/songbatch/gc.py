@@ -1,7 +1,7 @@
 """`songbatch gc`: chunk files and job rows no planned manifest uses any more, dropped.
 
 The chunk cache is content-keyed and shared, and re-planning keeps a manifest's old jobs as
-cache (ledger.py), so edits, removed chapters and previews leave chunks behind (a 56-minute book
+cache (ledger/), so edits, removed chapters and previews leave chunks behind (a 56-minute book
 is about 150 MB of them). What goes:
 
 - job rows no manifest's plan references, with their attempts, and the chunk file each
