@@ -666,11 +666,16 @@ class AssemblyPool:
 
     def close(self) -> None:
         """Assemble what was submitted, then stop."""
-        if self._closed:
-            return
-        self._closed = True
-        with self._idle:
-            self._idle.wait_for(lambda: self._pending == 0 or self.cancel.is_set())
+        if not self._closed:
+            self._closed = True
+            with self._idle:
+                self._idle.wait_for(lambda: self._pending == 0 or self.cancel.is_set())
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        """Every worker told to stop and waited for, however often this is called: a stop
+        signal that lands while `close` waits calls `abort`, which must still wait for the
+        workers to remove their temp files before the process exits."""
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
@@ -691,7 +696,8 @@ class AssemblyPool:
                 self._queue.get_nowait()
         with self._idle:
             self._idle.notify_all()
-        self.close()
+        self._closed = True
+        self._stop_workers()
 
     def _serve(self, ledger: Ledger) -> None:
         yield_cpu_to_devices()
