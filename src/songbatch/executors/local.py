@@ -14,7 +14,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -25,9 +25,24 @@ from songbatch.engines.base import EngineSpec
 from songbatch.errors import EngineUnavailable, SongbatchError
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.devices import DeviceSlot
+from songbatch.executors.messages import (
+    BatchLimit,
+    DeviceGone,
+    Failed,
+    Fatal,
+    FromWorker,
+    Jobs,
+    Loaded,
+    Progress,
+    Ready,
+    Rendered,
+    RenderedFile,
+    Started,
+    Stop,
+    Ticket,
+)
 from songbatch.executors.publishing import ExecutorSummary, publish_and_report
 from songbatch.executors.worker import (
-    Ticket,
     WorkerConfig,
     leave_with_coordinator,
     spec_id,
@@ -105,7 +120,7 @@ class LocalExecutor:
         # Set when a claim comes back short; cleared whenever a job goes back to pending.
         self._drained = False
         self._made_dirs: set[Path] = set()
-        self._finished_jobs: list[tuple[str, Lease, dict[str, Any]]] = []
+        self._finished_jobs: list[tuple[str, Lease, RenderedFile]] = []
         self._pool: deque[Lease] = deque()
         self._device_of = {slot.name: slot.device for slot in self.slots}
         self.transient = TransientPolicy(patience_s=settings.transient_patience_s)
@@ -197,7 +212,7 @@ class LocalExecutor:
         for worker in self._workers:
             if worker.process.is_alive():
                 with contextlib.suppress(OSError, ValueError):
-                    worker.conn.send(("stop",))
+                    worker.conn.send(Stop())
         for worker in self._workers:
             worker.process.join(timeout=5)
             if worker.process.is_alive():
@@ -328,7 +343,7 @@ class LocalExecutor:
         tickets = [self._ticket(lease) for lease in batch]
         worker.queue.extend(batch)
         worker.batches.append({lease.token for lease in batch})
-        worker.conn.send(("jobs", tickets))
+        worker.conn.send(Jobs(tickets))
 
     def _ticket(self, lease: Lease) -> Ticket:
         voice = lease.request.get("voice")
@@ -368,43 +383,43 @@ class LocalExecutor:
         except (EOFError, OSError):
             pass  # the worker died; _reap_dead deals with it
 
-    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
-        kind = message[0]
+    def _handle(self, worker: _Worker, message: FromWorker) -> None:
         now = time.monotonic()
-        if kind == "ready":
-            worker.ready = True
-            worker.last_progress = now
-            worker.startup_s = now - worker.spawned_at
-            self.observer(RunEvent("worker-ready", worker=worker.slot.name, data=message[1]))
-        elif kind == "loaded":
-            worker.batch_limits[message[1]] = message[3]
-            data = {"seconds": message[2], "batch_limit": message[3]}
-            self._record_load(worker, self.specs[message[1]], message[2])
-            self.observer(RunEvent("engine-loaded", worker=worker.slot.name, data=data))
-        elif kind == "batch-limit":
-            worker.batch_limits[message[1]] = message[2]
-        elif kind == "started":
-            worker.rendering = set(message[1])
-            worker.last_progress = now
-            for token in message[1]:
-                lease = self._lease(worker, token)
-                self.observer(RunEvent("job-started", worker=worker.slot.name, job=lease.key))
-        elif kind == "progress":
-            worker.last_progress = now
-        elif kind == "rendered":
-            self._device_losses.pop(worker.slot.name, None)
-            lease = self._pop(worker, message[1])
-            self.job_times.record(worker.slot.name, message[2]["engine_ms"] / 1000)
-            self._finished_jobs.append((worker.slot.name, lease, message[2]))
-        elif kind == "failed":
-            lease = self._pop(worker, message[1])
-            self._failed(worker, lease, message[2], bool(message[3]), bool(message[4]))
-        elif kind == "device-lost":
-            # Its jobs were reported set aside; the process exits and _reap_dead replaces it.
-            self._device_losses[worker.slot.name] = self._device_losses.get(worker.slot.name, 0) + 1
-            worker.kill_reason = f"its device failed ({message[1]}): a fresh worker takes over"
-        elif kind == "fatal":
-            raise EngineUnavailable(message[2])
+        name = worker.slot.name
+        match message:
+            case Ready(pid):
+                worker.ready = True
+                worker.last_progress = now
+                worker.startup_s = now - worker.spawned_at
+                self.observer(RunEvent("worker-ready", worker=name, data={"pid": pid}))
+            case Loaded(spec, seconds, limit):
+                worker.batch_limits[spec] = limit
+                self._record_load(worker, self.specs[spec], seconds)
+                data = {"seconds": seconds, "batch_limit": limit}
+                self.observer(RunEvent("engine-loaded", worker=name, data=data))
+            case BatchLimit(spec, limit):
+                worker.batch_limits[spec] = limit
+            case Started(tokens):
+                worker.rendering = set(tokens)
+                worker.last_progress = now
+                for token in tokens:
+                    lease = self._lease(worker, token)
+                    self.observer(RunEvent("job-started", worker=name, job=lease.key))
+            case Progress():
+                worker.last_progress = now
+            case Rendered(token, written):
+                self._device_losses.pop(name, None)
+                lease = self._pop(worker, token)
+                self.job_times.record(name, written.engine_ms / 1000)
+                self._finished_jobs.append((name, lease, written))
+            case Failed(token, error, retryable, transient):
+                self._failed(worker, self._pop(worker, token), error, retryable, transient)
+            case DeviceGone(reason):
+                # Its jobs were reported set aside; the process exits and _reap_dead replaces it.
+                self._device_losses[name] = self._device_losses.get(name, 0) + 1
+                worker.kill_reason = f"its device failed ({reason}): a fresh worker takes over"
+            case Fatal(_, error):
+                raise EngineUnavailable(error)
 
     def _lease(self, worker: _Worker, token: int) -> Lease:
         for lease in worker.queue:
@@ -428,7 +443,7 @@ class LocalExecutor:
             return
         batch, self._finished_jobs = self._finished_jobs, []
         items = []
-        for worker_name, lease, result in batch:
+        for worker_name, lease, written in batch:
             final = self.workspace.chunk_path(lease.key)
             if final.parent not in self._made_dirs:
                 final.parent.mkdir(parents=True, exist_ok=True)
@@ -437,15 +452,15 @@ class LocalExecutor:
                 lease,
                 self.workspace.tmp_path(lease.key, lease.token),
                 final,
-                sha256=result["sha256"],
-                duration_ms=int(result["duration_ms"]),
-                render_ms=int(result["render_ms"]),
-                engine_ms=int(result["engine_ms"]),
+                sha256=written.sha256,
+                duration_ms=written.duration_ms,
+                render_ms=written.render_ms,
+                engine_ms=written.engine_ms,
                 worker=worker_name,
                 device=self._device_of.get(worker_name),
-                info=result.get("info") or None,
+                info=written.info or None,
             )
-            items.append((publication, result))
+            items.append((publication, asdict(written)))
         publish_and_report(self.ledger, items, self.summary, self.observer, self.on_published)
 
     def _failed(

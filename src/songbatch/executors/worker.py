@@ -23,20 +23,24 @@ from pathlib import Path
 from typing import Any
 
 from songbatch.engines.base import EngineSpec, RenderRequest, RenderResult
+from songbatch.executors.messages import (
+    BatchLimit,
+    DeviceGone,
+    Failed,
+    Fatal,
+    FromWorker,
+    Jobs,
+    Loaded,
+    Progress,
+    Ready,
+    Rendered,
+    RenderedFile,
+    Started,
+    Ticket,
+    ToWorker,
+)
 
 PROGRESS_EVERY_S = 1.0
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """One leased job, as a worker sees it."""
-
-    key: str
-    token: int
-    spec_id: str
-    request: dict[str, Any]
-    tmp_path: str
-    voice_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ class _Worker:
         self._written: queue.Queue[tuple[Ticket, RenderResult, float] | None] = queue.Queue(1)
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: FromWorker) -> None:
         with self._send_lock:
             self.conn.send(message)
 
@@ -116,19 +120,19 @@ class _Worker:
         from songbatch.errors import SongbatchError
 
         self._writer.start()
-        self.send(("ready", {"pid": os.getpid()}))
+        self.send(Ready(os.getpid()))
         try:
-            while (message := self.conn.recv())[0] != "stop":
-                tickets: list[Ticket] = message[1]
+            while isinstance(message := self._receive(), Jobs):
+                tickets = message.tickets
                 try:
                     engine = self._engine(tickets[0].spec_id)
                 except SongbatchError as exc:
-                    self.send(("fatal", tickets[0].token, str(exc)))
+                    self.send(Fatal(tickets[0].token, str(exc)))
                     return
                 try:
                     self._render(engine, tickets)
                 except DeviceLost as exc:
-                    self.send(("device-lost", str(exc)))
+                    self.send(DeviceGone(str(exc)))
                     return
                 self._report_limit(tickets[0].spec_id, engine)
         finally:
@@ -138,6 +142,10 @@ class _Worker:
                 with contextlib.suppress(Exception):  # a lost CUDA context may fail to free
                     engine.close()
 
+    def _receive(self) -> ToWorker:
+        message: ToWorker = self.conn.recv()
+        return message
+
     def _engine(self, spec: str) -> Any:
         from songbatch.engines import load_engine
         from songbatch.engines.base import batch_limit
@@ -146,7 +154,7 @@ class _Worker:
             started = time.monotonic()
             engine = self.engines[spec] = load_engine(self.config.specs[spec], self.config.device)
             self._limits[spec] = batch_limit(engine)
-            self.send(("loaded", spec, time.monotonic() - started, self._limits[spec]))
+            self.send(Loaded(spec, time.monotonic() - started, self._limits[spec]))
         return self.engines[spec]
 
     def _report_limit(self, spec: str, engine: Any) -> None:
@@ -158,7 +166,7 @@ class _Worker:
         limit = batch_limit(engine)
         if limit != self._limits.get(spec):
             self._limits[spec] = limit
-            self.send(("batch-limit", spec, limit))
+            self.send(BatchLimit(spec, limit))
 
     def _render(self, engine: Any, tickets: list[Ticket]) -> None:
         """One engine call for the batch; each result goes to the writer, each error is that
@@ -166,14 +174,14 @@ class _Worker:
         from songbatch.crashpoints import crash_point
         from songbatch.errors import EngineError
 
-        self.send(("started", [ticket.token for ticket in tickets]))
+        self.send(Started([ticket.token for ticket in tickets]))
         last_sent = time.monotonic()
 
         def progress() -> None:
             nonlocal last_sent
             now = time.monotonic()
             if now - last_sent >= PROGRESS_EVERY_S:
-                self.send(("progress",))
+                self.send(Progress())
                 last_sent = now
 
         started = time.monotonic()
@@ -192,21 +200,21 @@ class _Worker:
             return
         for ticket, result in zip(tickets, results, strict=True):
             if isinstance(result, EngineError):
-                self.send(("failed", ticket.token, *_describe(result)))
+                self.send(Failed(ticket.token, *_describe(result)))
             else:
                 self._written.put((ticket, result, elapsed))
 
     def _batch_failed(self, tickets: list[Ticket], exc: BaseException) -> None:
         if not poisons(exc):
             for ticket in tickets:
-                self.send(("failed", ticket.token, *_describe(exc)))
+                self.send(Failed(ticket.token, *_describe(exc)))
             return
         # The device's fault, not the jobs': they are set aside uncharged, and this process
         # leaves, since every later call on its CUDA context would fail the same way. The
         # coordinator starts a fresh worker (a new context) on the device.
         message = _describe(exc)[0].splitlines()[0]
         for ticket in tickets:
-            self.send(("failed", ticket.token, f"[device] {message}", True, True))
+            self.send(Failed(ticket.token, f"[device] {message}", True, True))
         raise DeviceLost(message)
 
     def _write_loop(self) -> None:
@@ -221,29 +229,20 @@ class _Worker:
             except Exception as exc:
                 message, retryable, transient = _describe(exc)
                 self.send(
-                    (
-                        "failed",
-                        ticket.token,
-                        f"could not write the audio: {message}",
-                        retryable,
-                        transient,
+                    Failed(
+                        ticket.token, f"could not write the audio: {message}", retryable, transient
                     )
                 )
                 continue
             crash_point("after-tag")
-            self.send(
-                (
-                    "rendered",
-                    ticket.token,
-                    {
-                        "sha256": sha256,
-                        "duration_ms": round(result.duration_s * 1000),
-                        "engine_ms": round(engine_s * 1000),
-                        "render_ms": round((engine_s + time.monotonic() - started) * 1000),
-                        "info": result.info,
-                    },
-                )
+            written = RenderedFile(
+                sha256=sha256,
+                duration_ms=round(result.duration_s * 1000),
+                engine_ms=round(engine_s * 1000),
+                render_ms=round((engine_s + time.monotonic() - started) * 1000),
+                info=dict(result.info or {}),
             )
+            self.send(Rendered(ticket.token, written))
 
 
 class DeviceLost(Exception):
