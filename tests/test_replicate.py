@@ -322,6 +322,47 @@ def test_kill_9_mid_run_then_resume_pays_for_no_job_twice(tmp_path: Path) -> Non
     assert all(r["state"] == "settled" for r in reservations(tmp_path))
 
 
+@pytest.mark.skipif(os.name == "nt", reason="signals")
+def test_a_dead_runs_predictions_are_looked_up_side_by_side_when_the_next_run_starts(
+    tmp_path: Path,
+) -> None:
+    """Eight reservations left open by a kill -9, each with its prediction id: the next run's
+    reconcile GETs them together (one at a time, a real round trip per reservation held the
+    start of the run: 64 in flight x 0.1 s)."""
+    remote_profile(tmp_path, poll_s=0.2, rate="{creates_per_min: 600, burst: 8, concurrency: 8}")
+    manifest = book_manifest(
+        tmp_path, chapters=1, sentences=8, formats="[flac]", profile="remote.yaml"
+    )
+    with FakeReplicate(latency_s=60.0) as fake:
+        proc = _start(manifest, tmp_path, fake.env())
+        _wait_for(lambda: sum(1 for r in _open_ids(tmp_path) if r) == 8)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        fake.state.round_trip_s = 0.1
+        fake.state.max_in_flight_by.clear()
+        for prediction in fake.state.predictions.values():
+            prediction.latency_s = 0.0  # done by now: adopted and downloaded
+        resumed = run_songbatch(
+            "render", str(manifest), "--workspace", str(tmp_path), cwd=tmp_path, env=fake.env()
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        assert len(fake.state.predictions) == 8  # every one adopted, none created again
+        assert fake.state.max_in_flight_by["get"] > 1
+    assert job_states(tmp_path) == {"done": 8}
+
+
+def _open_ids(workspace: Path) -> list[str | None]:
+    path = workspace / ".songbatch" / "ledger.db"
+    if not path.exists():
+        return []
+    try:
+        with Ledger.for_reading(path) as db:
+            rows = db.conn.execute("SELECT prediction_id FROM reservations WHERE state = 'open'")
+            return [row[0] for row in rows]
+    except Exception:  # the run is still creating it
+        return []
+
+
 def test_a_missing_token_is_one_clear_line(tmp_path: Path) -> None:
     remote_profile(tmp_path)
     manifest = book_manifest(

@@ -128,6 +128,8 @@ class FakeState:
     calls: Counter[str] = field(default_factory=Counter)  # create, get, list, cancel, file, ...
     in_flight: int = 0
     max_in_flight: int = 0  # calls being served at once
+    in_flight_by: Counter[str] = field(default_factory=Counter)  # per kind of call
+    max_in_flight_by: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
     ids: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -244,11 +246,16 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
                 state.calls[kind] += 1
                 state.in_flight += 1
                 state.max_in_flight = max(state.max_in_flight, state.in_flight)
+                state.in_flight_by[kind] += 1
+                state.max_in_flight_by[kind] = max(
+                    state.max_in_flight_by[kind], state.in_flight_by[kind]
+                )
             try:
                 handle()
             finally:
                 with state.lock:
                     state.in_flight -= 1
+                    state.in_flight_by[kind] -= 1
 
         def reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
             self.travel()

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -159,6 +159,44 @@ class CallPool:
         with self._bell_lock, contextlib.suppress(BlockingIOError):
             while not self._closed and os.read(self._bell_read, 4096):
                 pass
+
+
+Gather = Callable[[Sequence[Callable[[], T]]], list[Reply[T]]]
+
+
+def one_by_one(works: Sequence[Callable[[], T]]) -> list[Reply[T]]:
+    """Each call in turn, in this thread: for a test's seeded, in-process stand-in API."""
+    return [run_call(work) for work in works]
+
+
+def side_by_side(size: int) -> Gather[Any]:
+    """Calls on up to `size` fresh daemon threads, every reply waited for (each call is bounded
+    by its own timeout), in the order given: a run's opening look at what a dead run left."""
+
+    def gather(works: Sequence[Callable[[], T]]) -> list[Reply[T]]:
+        replies: list[Reply[T] | None] = [None] * len(works)
+        line: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(len(works)):
+            line.put(index)
+
+        def serve() -> None:
+            while True:
+                try:
+                    index = line.get_nowait()
+                except queue.Empty:
+                    return
+                replies[index] = run_call(works[index])
+
+        threads = [
+            threading.Thread(target=serve, daemon=True) for _ in range(min(size, len(works)))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return [reply for reply in replies if reply is not None]
+
+    return gather
 
 
 def run_together(works: Sequence[Callable[[], object]], size: int, timeout_s: float) -> None:

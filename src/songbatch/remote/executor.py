@@ -44,7 +44,15 @@ from songbatch.fsutil import remove_quietly
 from songbatch.ledger import CapReached, JobState, Lease, Ledger, Publication, SpendCaps
 from songbatch.profiles import RemoteModel, ReplicateConfig
 from songbatch.ratelimit import Backoff, RateLimiter, TransientPolicy, hint_jitter
-from songbatch.remote.calls import CallPool, Calls, HandOver, Reply, run_together
+from songbatch.remote.calls import (
+    CallPool,
+    Calls,
+    HandOver,
+    Reply,
+    one_by_one,
+    run_together,
+    side_by_side,
+)
 from songbatch.remote.client import Api, CallFailed, PredictionState, ReplicateApi, listed
 from songbatch.remote.mapping import InputError, model_input
 from songbatch.remote.reconcile import Adopted, find_prediction, reconcile_open
@@ -258,7 +266,10 @@ class RemoteExecutor:
         # virtual clock is only ever this backend's alone), and the ledger's own clock is back
         # before render() writes again.
         self._ledger_clock, self.ledger.clock = self.ledger.clock, self.clock
-        adopted = reconcile_open(self.ledger, self.api, self.config, self._note)
+        # Side by side, as the run's own calls go; a test's seeded stand-in calls in turn.
+        rate = self.config.rate_limit
+        gather = one_by_one if self.hooks.calls is not None else side_by_side(rate.connections)
+        adopted = reconcile_open(self.ledger, self.api, self.config, self._note, gather)
         self._resume = {key: self._resumed(a) for key, a in adopted.items()}
 
     def step(self) -> float | None:

@@ -13,6 +13,7 @@ work starts, so no job is paid for twice where the ledger could know about it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from typing import Any
 from songbatch.cost import settled_cost
 from songbatch.ledger import Ledger, OpenReservation
 from songbatch.profiles import RemoteModel, ReplicateConfig
+from songbatch.remote.calls import Gather, one_by_one
 from songbatch.remote.client import Api, CallFailed, PredictionState
 
 Note = Callable[[str, str], None]
@@ -60,12 +62,20 @@ def find_prediction(
 
 
 def reconcile_open(
-    ledger: Ledger, api: Api, config: ReplicateConfig, note: Note
+    ledger: Ledger,
+    api: Api,
+    config: ReplicateConfig,
+    note: Note,
+    gather: Gather[PredictionState | None] = one_by_one,
 ) -> dict[str, Adopted]:
+    """The lookups (a GET each, or a list for a lost create) go out together through `gather`,
+    HTTP only; what they found is applied here, one by one, on the ledger's thread."""
     adopted: dict[str, Adopted] = {}
-    for reservation in ledger.open_reservations():
+    reservations = ledger.open_reservations()
+    lookups = gather([functools.partial(_lookup, api, r) for r in reservations])
+    for reservation, reply in zip(reservations, lookups, strict=True):
         try:
-            found = _lookup(api, reservation)
+            found = reply.get()
         except CallFailed as exc:
             note("unreconciled", f"reservation {reservation.id} left open: {exc}")
             if _pending(ledger, reservation.job_key):
