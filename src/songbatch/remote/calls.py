@@ -174,26 +174,7 @@ def side_by_side(size: int) -> Gather[Any]:
     by its own timeout), in the order given: a run's opening look at what a dead run left."""
 
     def gather(works: Sequence[Callable[[], T]]) -> list[Reply[T]]:
-        replies: list[Reply[T] | None] = [None] * len(works)
-        line: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for index in range(len(works)):
-            line.put(index)
-
-        def serve() -> None:
-            while True:
-                try:
-                    index = line.get_nowait()
-                except queue.Empty:
-                    return
-                replies[index] = run_call(works[index])
-
-        threads = [
-            threading.Thread(target=serve, daemon=True) for _ in range(min(size, len(works)))
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        replies = _on_threads(works, size, timeout_s=None)
         return [reply for reply in replies if reply is not None]
 
     return gather
@@ -203,21 +184,30 @@ def run_together(works: Sequence[Callable[[], object]], size: int, timeout_s: fl
     """Run `works` on up to `size` fresh daemon threads and wait for them, at most `timeout_s`:
     the last calls of a run being stopped (its cancels), while the pool's own threads may still
     be held by calls that will never be read. What raises is ignored: best effort."""
-    line: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
-    for work in works:
-        line.put(work)
+    _on_threads(works, size, timeout_s=timeout_s)
+
+
+def _on_threads(
+    works: Sequence[Callable[[], T]], size: int, *, timeout_s: float | None
+) -> list[Reply[T] | None]:
+    """Each work's reply in its place; None where the wait ended before it did."""
+    replies: list[Reply[T] | None] = [None] * len(works)
+    line: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(works)):
+        line.put(index)
 
     def serve() -> None:
         while True:
             try:
-                work = line.get_nowait()
+                index = line.get_nowait()
             except queue.Empty:
                 return
-            run_call(work)
+            replies[index] = run_call(works[index])
 
     threads = [threading.Thread(target=serve, daemon=True) for _ in range(min(size, len(works)))]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + timeout_s
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    return replies
