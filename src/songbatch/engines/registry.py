@@ -115,7 +115,8 @@ class EngineRegistry:
         return sorted(name for name, origin in self.origins.items() if not origin.builtin)
 
 
-_lock = threading.Lock()
+# Re-entrant: a plugin's declaration that asks for the engines while it is imported must not hang.
+_lock = threading.RLock()
 _cached: EngineRegistry | None = None
 
 
@@ -167,7 +168,7 @@ def discover(found: Iterable[importlib.metadata.EntryPoint] | None = None) -> En
     broken: dict[str, Problem] = {}
     for name, points in sorted(claims.items()):
         if len(points) > 1:
-            points.sort(key=lambda found: str(found[1].distribution))
+            points.sort(key=lambda claim: str(claim[1].distribution))
             named = " and ".join(o.describe() for _, o in points)
             reason = f"{name!r} is declared {len(points)} times, by {named}"
             fix = f"uninstall all but one of {', '.join(str(o.distribution) for _, o in points)}"
@@ -229,9 +230,9 @@ def _spelled(point: importlib.metadata.EntryPoint) -> str:
 
 def _distribution(point: importlib.metadata.EntryPoint) -> str:
     dist = getattr(point, "dist", None)
-    if dist is None:
+    name = getattr(dist, "name", None)
+    if dist is None or not name:
         return "an unnamed distribution"
-    name = dist.metadata["Name"] or "an unnamed distribution"
     return f"{name} {dist.version}" if dist.version else str(name)
 
 
