@@ -26,6 +26,9 @@ from songbatch.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers.books import book_manifest, synthetic_profile
+from helpers.plugins import use_test_plugins
+
+use_test_plugins()  # the synthetic engine is the tests' plugin, in this process and its workers
 
 
 def ledger_ops(folder: Path, count: int) -> list[float]:

@@ -25,6 +25,9 @@ from songbatch.workspace import Workspace
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from helpers.books import SENTENCES, synthetic_profile  # noqa: E402
+from helpers.plugins import use_test_plugins  # noqa: E402
+
+use_test_plugins()  # the synthetic engine is the tests' plugin
 
 
 def alice_manifest(folder: Path, corpus: Path) -> Path:

@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers.plugins import use_test_plugins
+
 REPO = Path(__file__).resolve().parents[1]
+
+# The synthetic engine is a plugin (tests/plugins), found through its entry point: here, in the
+# CLIs the tests run as subprocesses, and in every worker they spawn.
+use_test_plugins()
 
 
 @pytest.fixture(autouse=True)

@@ -902,11 +902,12 @@ def test_whole_numbers_written_as_floats_still_plan(ws: Path) -> None:
 
 
 def test_param_models_read_what_the_engines_read() -> None:
+    from songbatch_synthetic import SyntheticSpeechParams  # the tests' plugin (tests/plugins)
+
     from songbatch.engines.params import (  # new in issue 9: imported here, so the others run
         ChatterboxParams,
         MusicgenParams,
         OfflineSpeechParams,
-        SyntheticSpeechParams,
         params_problem,
     )
 
@@ -996,6 +997,8 @@ def test_declarations_import_without_torch_or_chatterbox() -> None:
         "assert params_model('chatterbox', 'speech').__name__ == 'ChatterboxParams'\n"
         "assert params_model('musicgen', 'music').__name__ == 'MusicgenParams'\n"
         "assert params_model('musicgen', 'speech') is None\n"
+        # a plugin's declaration (tests/plugins, on PYTHONPATH) is light too
+        "assert params_model('synthetic', 'speech').__name__ == 'SyntheticSpeechParams'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

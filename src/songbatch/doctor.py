@@ -8,7 +8,9 @@ information.
 Nothing here imports torch or an engine: the coordinator never creates a CUDA context (a context
 on every GPU costs each of them memory), so versions come from package metadata, CUDA devices
 are counted as the executor counts them (`CUDA_VISIBLE_DEVICES`, `nvidia-smi`), and weights are
-looked up as files in the Hugging Face cache. The ledger is opened read-only, as `status` does.
+looked up as files in the Hugging Face cache. Plugin engines are listed from their entry points'
+declarations, which are light by contract (engines/registry.py). The ledger is opened
+read-only, as `status` does.
 The only network call is `--online`'s one GET of the Replicate account.
 """
 
@@ -26,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from songbatch.engines import check_engine
+from songbatch.engines import check_engine, engine_registry
 from songbatch.engines.base import Kind
 from songbatch.engines.checkpoints import (
     CHATTERBOX_VARIANTS,
@@ -146,6 +148,8 @@ def diagnose(
     )
     for check in _packages(chosen, probes):
         add(check)
+    for check in _plugins(chosen):
+        add(check)
     for check in _cuda(chosen, probes):
         add(check)
     add(_ffmpeg())
@@ -217,16 +221,39 @@ def _packages(profile: Profile, probes: Probes) -> list[Check]:
     # (said once: a missing distribution above already says what to install).
     if any(check.needed and check.state == "fail" for check in checks):
         return checks
+    broken = engine_registry().broken
     for kind in KINDS:
         spec = profile.engine_spec(kind)
-        if spec.engine == "replicate":
-            continue
+        if spec.engine == "replicate" or spec.engine in broken:
+            continue  # a plugin that does not load: its own line says why (_plugins)
         try:
             check_engine(spec)
         except SongbatchError as exc:
             checks.append(
                 Check(f"{kind} engine {spec.engine}", "fail", "cannot load", str(exc), needed=True)
             )
+    return checks
+
+
+def _plugins(profile: Profile) -> list[Check]:
+    """The engines found (built-in, and plugins through the `songbatch.engines` entry points),
+    then one line per plugin that is not used: one that does not load, or claims a taken name.
+    Discovery imports the plugins' declarations, which are light by contract (no engine)."""
+    registry = engine_registry()
+    builtins = sorted(name for name, origin in registry.origins.items() if origin.builtin)
+    plugins = [f"{name} ({registry.origins[name].distribution})" for name in registry.plugins()]
+    detail = f"built-in: {', '.join(builtins)}; plugins: {', '.join(plugins) or 'none'}"
+    if not registry.builtins_registered:
+        detail += " (songbatch's own entry points are not in its installed metadata)"
+    checks = [Check("engines", "ok", detail)]
+    used = _engines(profile)
+    for name, problem in sorted(registry.broken.items()):
+        needed = name in used
+        state: State = "fail" if needed else "warn"
+        detail = f"unavailable: {problem.reason}"
+        checks.append(Check(f"plugin engine {name}", state, detail, problem.fix, needed=needed))
+    for problem in registry.ignored:
+        checks.append(Check(f"plugin engine {problem.name}", "warn", problem.reason, problem.fix))
     return checks
 
 

@@ -255,8 +255,8 @@ def load_profile(path: Path | str) -> Profile:
 class _ProfileChecks:
     """What needs more than one field, or an engine's declaration: each kind's engine renders
     that kind, its params are what the engine reads, chunks fit the engine, a Replicate
-    model's inputs are readable. Engines that are not registered (a third party's) are
-    checked by `check_engine` before a run."""
+    model's inputs are readable. Engines that are not registered (unknown names, a plugin that
+    does not load) are refused by `check_engine` before a run."""
 
     def __init__(self, body: _ProfileFile, doc: StrictDocument) -> None:
         self.body = body

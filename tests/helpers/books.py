@@ -34,7 +34,8 @@ def synthetic_profile(
     params: str = "",
     extra: str = "",
 ) -> Path:
-    """A profile whose engine is the fixed-latency synthetic one (see engines/synthetic.py)."""
+    """A profile whose engine is the fixed-latency synthetic one, a plugin (see
+    tests/plugins/songbatch_synthetic)."""
     path = folder / "synthetic.yaml"
     path.write_text(
         "name: synthetic\n"

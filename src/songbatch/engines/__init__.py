@@ -1,7 +1,9 @@
 """Engines: loaded once per worker, then render many requests.
 
-`load_engine` is the only way executors get one; each engine module is imported lazily so that a
-worker for the offline engine never imports torch, and a missing optional extra is a clear error.
+Which engines exist is engines/registry.py's: the built-ins and third parties' plugins, found
+through the `songbatch.engines` entry points without importing any engine. `load_engine` is the
+only way executors get one; each engine module is imported lazily so that a worker for the
+offline engine never imports torch, and a missing optional extra is a clear error.
 `check_engine` says the same before a run starts, without importing anything heavy.
 """
 
@@ -9,91 +11,70 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass, field
 
 from songbatch.engines import params as p
 from songbatch.engines.base import Engine, EngineSpec, Kind, RenderRequest, RenderResult
+from songbatch.engines.registry import (
+    EngineEntry,
+    EngineRegistry,
+    clear_engine_cache,
+    engine_registry,
+)
 from songbatch.errors import EngineUnavailable, install_hint
 
 
-@dataclass(frozen=True)
-class EngineEntry:
-    module: str
-    factory: str = "load"
-    extra: str | None = None  # the pip extra that provides its dependencies
-    requires: tuple[str, ...] = ()  # top-level modules it imports that the extra installs
-    # The kinds it renders, each with the params it reads (engines/params.py: light, so the
-    # planner checks params without importing the engine).
-    params: dict[Kind, type[p.EngineParams]] = field(default_factory=dict)
-    # The phoneme notation its speech reads inline, if any: a lexicon entry's phonemes in it
-    # replace the respelling (normalise/lexicon.py). Declared here, not on the engine class,
-    # because the planner must know before any engine (and torch) is imported.
-    phonemes: str | None = None
-
-
-_REGISTRY: dict[str, EngineEntry] = {
-    "offline": EngineEntry(
-        "songbatch.engines.offline",
-        params={"speech": p.OfflineSpeechParams, "music": p.OfflineMusicParams},
-        phonemes="espeak",  # espeak-ng's [[...]] mnemonics (engines/espeak.py)
-    ),
-    "synthetic": EngineEntry(
-        "songbatch.engines.synthetic",
-        params={"speech": p.SyntheticSpeechParams, "music": p.SyntheticMusicParams},
-    ),
-    "musicgen": EngineEntry(
-        "songbatch.engines.musicgen",
-        extra="local",
-        requires=("torch", "transformers"),
-        params={"music": p.MusicgenParams},
-    ),
-    "chatterbox": EngineEntry(
-        "songbatch.engines.chatterbox",
-        extra="chatterbox",
-        requires=("torch", "chatterbox"),
-        params={"speech": p.ChatterboxParams},
-    ),
-}
-
-
 def known_engines() -> list[str]:
-    return sorted(_REGISTRY)
+    """Every engine that can be named: built-in, and plugins that load."""
+    return sorted(engine_registry().entries)
 
 
 def engine_kinds(engine: str) -> tuple[Kind, ...]:
-    """The kinds a local engine renders; () for a name that is not registered."""
-    entry = _REGISTRY.get(engine)
+    """The kinds a local engine renders; () for a name that is not registered (or a plugin
+    that does not load)."""
+    entry = engine_registry().entries.get(engine)
     return tuple(entry.params) if entry is not None else ()
 
 
 def params_model(engine: str, kind: Kind) -> type[p.EngineParams] | None:
     """What `engine` reads from params for `kind`; None if it is unknown or renders no such kind."""
-    entry = _REGISTRY.get(engine)
+    entry = engine_registry().entries.get(engine)
     return None if entry is None else entry.params.get(kind)
 
 
 def params_models(kind: Kind) -> dict[str, type[p.EngineParams]]:
     """Every registered engine's params model for `kind`, by engine name."""
-    return {name: entry.params[kind] for name, entry in _REGISTRY.items() if kind in entry.params}
+    entries = engine_registry().entries
+    return {name: entry.params[kind] for name, entry in entries.items() if kind in entry.params}
 
 
 def phoneme_notation(engine: str) -> str | None:
     """The phonemes `engine` reads inline ("espeak"), or None: it gets respellings."""
-    entry = _REGISTRY.get(engine)
+    entry = engine_registry().entries.get(engine)
     return None if entry is None else entry.phonemes
 
 
 def _entry(spec: EngineSpec) -> EngineEntry:
-    try:
-        return _REGISTRY[spec.engine]
-    except KeyError:
+    registry = engine_registry()
+    entry = registry.entries.get(spec.engine)
+    if entry is not None:
+        return entry
+    problem = registry.broken.get(spec.engine)
+    if problem is not None:
         raise EngineUnavailable(
-            f"{spec.kind} engine {spec.engine!r} is unknown; known: {', '.join(known_engines())}"
-        ) from None
+            f"{spec.kind} engine {spec.engine!r} is unavailable: {problem.reason}:"
+            f" {problem.fix}, or choose another profile (--profile offline)"
+        )
+    raise EngineUnavailable(
+        f"{spec.kind} engine {spec.engine!r} is unknown; known: {', '.join(known_engines())}"
+    )
 
 
 def _missing(entry: EngineEntry, spec: EngineSpec, module: str) -> EngineUnavailable:
-    hint = install_hint(entry.extra) if entry.extra else "reinstall songbatch"
+    origin = engine_registry().origins[spec.engine]
+    if origin.distribution is not None:
+        hint = f"install it, or reinstall {origin.distribution} (which provides this engine)"
+    else:
+        hint = install_hint(entry.extra) if entry.extra else "reinstall songbatch"
     return EngineUnavailable(
         f"{spec.kind} engine {spec.engine!r} needs the {module!r} package: {hint},"
         " or choose another profile (--profile offline)"
@@ -120,11 +101,15 @@ def load_engine(spec: EngineSpec, device: str) -> Engine:
 
 __all__ = [
     "Engine",
+    "EngineEntry",
+    "EngineRegistry",
     "EngineSpec",
     "RenderRequest",
     "RenderResult",
     "check_engine",
+    "clear_engine_cache",
     "engine_kinds",
+    "engine_registry",
     "known_engines",
     "load_engine",
     "params_model",

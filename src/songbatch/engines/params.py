@@ -93,44 +93,6 @@ class OfflineMusicParams(EngineParams):
     load_only = frozenset({"duration_s"})
 
 
-# -------------------------------------------------------------------------------- synthetic
-
-
-class _SyntheticBase(EngineParams):
-    """engines/synthetic.py: the test and benchmark stand-in's knobs."""
-
-    latency_ms: Annotated[float, Field(ge=0, le=3_600_000)] = 50
-    chars_per_second: Annotated[float, Field(gt=0)] = 14.0
-    fail_marker: str | None = None  # a job whose text contains it fails for good
-    disk_full_while: str | None = None  # while this path exists, calls fail as a full disk
-    # A call with a job whose text contains it fails as a GPU's device-side assert does.
-    device_assert_marker: str | None = None
-    auto_batch_limit: Annotated[WholeNumber, Field(ge=1, le=256)] = 1  # `batch_size: auto`
-    # ... and what it reports after its first call, as MusicGen can once it measured a peak.
-    auto_batch_limit_after: Annotated[WholeNumber, Field(ge=1, le=256)] | None = None
-
-    # The stand-in reads every param from its profile.
-    load_only = frozenset(
-        {
-            "latency_ms",
-            "chars_per_second",
-            "fail_marker",
-            "disk_full_while",
-            "device_assert_marker",
-            "auto_batch_limit",
-            "auto_batch_limit_after",
-        }
-    )
-
-
-class SyntheticSpeechParams(_SyntheticBase, SpeechParams):
-    pass
-
-
-class SyntheticMusicParams(_SyntheticBase):
-    pass
-
-
 # ------------------------------------------------------------------------------- chatterbox
 
 
@@ -288,8 +250,6 @@ __all__ = [
     "OfflineSpeechParams",
     "ParamProblem",
     "SpeechParams",
-    "SyntheticMusicParams",
-    "SyntheticSpeechParams",
     "chatterbox_language_problem",
     "params_problem",
     "primary_language",

@@ -75,6 +75,6 @@ def voicing(
     lexicon: Sequence[LexiconEntry] = (),
     notation: str | None = None,
 ) -> Voicing:
-    """`notation`: the phoneme notation the engine reads inline (engines/__init__.py), if any."""
+    """`notation`: the phoneme notation the engine reads inline (engines/registry.py), if any."""
     own = lexicon_rules(lexicon, notation)
     return Voicing((*own, *(language_rules(language) if normalise else ())))

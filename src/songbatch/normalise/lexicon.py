@@ -19,8 +19,9 @@ from songbatch.normalise.scan import Rule
 
 __all__ = ["ESPEAK", "LexiconEntry", "check_pattern", "lexicon_rules"]
 
-# The phoneme notations an engine may declare (engines/__init__.py): espeak-ng's `[[ ]]`
-# mnemonics, in its own ASCII alphabet (not IPA: espeak-ng reads no IPA input).
+# The phoneme notations an engine may declare (`EngineEntry.phonemes`, engines/registry.py):
+# espeak-ng's `[[ ]]` mnemonics, in its own ASCII alphabet (not IPA: espeak-ng reads no IPA
+# input).
 ESPEAK = "espeak"
 NOTATIONS = (ESPEAK,)
 

@@ -2,7 +2,8 @@
 
 For benchmarks and chaos tests of everything around the model (ledger, workers, publish,
 assembly), where a real model's seconds per job would only hide the orchestrator's cost. It is
-never a default; a profile has to name `engine: synthetic`.
+not part of songbatch: a plugin (its declaration in __init__.py), imported by `load_engine` in a
+worker as a third party's engine would be; a profile has to name `engine: synthetic`.
 """
 
 from __future__ import annotations
