@@ -8,6 +8,7 @@ not grow with book length. Every writer fsyncs what it wrote; callers publish wi
 from __future__ import annotations
 
 import dataclasses
+import io
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,7 +24,12 @@ from songbatch.engines.base import RenderResult
 from songbatch.errors import EngineError, Interrupted
 from songbatch.fades import apply_fades, fade_frames
 from songbatch.ffmpeg import require_encoder, run_ffmpeg
-from songbatch.fsutil import file_sha256, fsync_file, replace_durably, temp_sibling
+from songbatch.fsutil import (
+    fsync_file,
+    replace_durably,
+    temp_sibling,
+    write_synced,
+)
 from songbatch.tagging import Tags, set_vorbis_comment, write_tags
 
 CHUNK_SUBTYPE = "PCM_24"
@@ -45,6 +51,13 @@ def write_chunk(path: Path, result: RenderResult, *, key: str) -> str:
 
     `path` is the caller's temporary name: this writes it in place and never renames.
     """
+    return write_synced(path, encode_chunk(result, key=key))
+
+
+def encode_chunk(result: RenderResult, *, key: str) -> bytes:
+    """A rendered chunk's file, in memory: where the engine runs on another machine (a Ray
+    actor), these bytes are what comes back, and the coordinator writes them (`write_synced`),
+    so a chunk's file is the same bytes whichever backend rendered it."""
     audio = np.asarray(result.audio, dtype=np.float32)
     if audio.ndim not in (1, 2) or audio.shape[0] == 0:
         raise EngineError(f"job {key}: engine returned no audio (shape {audio.shape})")
@@ -52,10 +65,10 @@ def write_chunk(path: Path, result: RenderResult, *, key: str) -> str:
         raise EngineError(f"job {key}: engine returned non-finite samples", retryable=False)
     # libsndfile does not clip on float -> int conversion; out-of-range samples would wrap.
     audio = np.clip(audio, -1.0, 1.0)
-    sf.write(path, audio, result.sample_rate, subtype=CHUNK_SUBTYPE, format="FLAC")
-    set_vorbis_comment(path, KEY_TAG, key)
-    fsync_file(path)
-    return file_sha256(path)
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, result.sample_rate, subtype=CHUNK_SUBTYPE, format="FLAC")
+    set_vorbis_comment(buffer, KEY_TAG, key)
+    return buffer.getvalue()
 
 
 def audio_duration_ms(path: Path) -> int:

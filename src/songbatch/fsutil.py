@@ -25,6 +25,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_synced(path: Path, data: bytes) -> str:
+    """`data` written at `path` (a temp name: nothing is renamed) and synced; its sha256."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
 def fsync_file(path: Path) -> None:
     # r+b: Windows refuses to flush a handle opened read-only.
     with open(path, "r+b") as handle:

@@ -451,14 +451,21 @@ def _write_opus(path: Path, tags: Tags) -> None:
     opus.save()
 
 
-def set_vorbis_comment(path: Path, name: str, value: str) -> None:
-    """Set one Vorbis comment in a FLAC file (chunk files carry their job key this way)."""
-    flac = FLAC(path)
+def set_vorbis_comment(target: Path | io.BytesIO, name: str, value: str) -> None:
+    """Set one Vorbis comment in a FLAC file, or a FLAC file's bytes in memory (chunk files carry
+    their job key this way)."""
+    if isinstance(target, io.BytesIO):
+        target.seek(0)
+    flac = FLAC(target)
     if flac.tags is None:
         flac.add_tags()
     comments: Any = flac.tags
     comments[name] = [value]
-    flac.save()
+    if isinstance(target, io.BytesIO):
+        target.seek(0)
+        flac.save(target)
+    else:
+        flac.save()
 
 
 def vorbis_comment(path: Path, name: str) -> list[str]:

@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from songbatch.engines.base import EngineSpec, RenderRequest, RenderResult
+from songbatch.engines.base import EngineSpec, ProgressFn, RenderRequest, RenderResult
 from songbatch.executors.messages import (
     BatchLimit,
     DeviceGone,
@@ -105,8 +105,7 @@ class _Worker:
     def __init__(self, conn: Connection, config: WorkerConfig) -> None:
         self.conn = conn
         self.config = config
-        self.engines: dict[str, Any] = {}
-        self._limits: dict[str, int] = {}  # the batch limit last reported, per spec
+        self.engines = Engines(config.specs, config.device)
         # Sends come from the render loop and the writer thread.
         self._send_lock = threading.Lock()
         self._written: queue.Queue[tuple[Ticket, RenderResult, float] | None] = queue.Queue(1)
@@ -125,55 +124,31 @@ class _Worker:
             while isinstance(message := self._receive(), Jobs):
                 tickets = message.tickets
                 try:
-                    engine = self._engine(tickets[0].spec_id)
+                    engine, loaded = self.engines.get(tickets[0].spec_id)
                 except SongbatchError as exc:
                     self.send(Fatal(tickets[0].token, str(exc)))
                     return
+                if loaded is not None:
+                    self.send(loaded)
                 try:
                     self._render(engine, tickets)
                 except DeviceLost as exc:
                     self.send(DeviceGone(str(exc)))
                     return
-                self._report_limit(tickets[0].spec_id, engine)
+                if (changed := self.engines.limit_change(tickets[0].spec_id)) is not None:
+                    self.send(changed)
         finally:
             self._written.put(None)
             self._writer.join()
-            for engine in self.engines.values():
-                with contextlib.suppress(Exception):  # a lost CUDA context may fail to free
-                    engine.close()
+            self.engines.close()
 
     def _receive(self) -> ToWorker:
         message: ToWorker = self.conn.recv()
         return message
 
-    def _engine(self, spec: str) -> Any:
-        from songbatch.engines import load_engine
-        from songbatch.engines.base import batch_limit
-
-        if spec not in self.engines:
-            started = time.monotonic()
-            engine = self.engines[spec] = load_engine(self.config.specs[spec], self.config.device)
-            self._limits[spec] = batch_limit(engine)
-            self.send(Loaded(spec, time.monotonic() - started, self._limits[spec]))
-        return self.engines[spec]
-
-    def _report_limit(self, spec: str, engine: Any) -> None:
-        """An engine that sizes batches from its device (`batch_size: auto`) may know better
-        after a call (a measured peak, memory freed or taken): the coordinator's next calls
-        follow what it says now."""
-        from songbatch.engines.base import batch_limit
-
-        limit = batch_limit(engine)
-        if limit != self._limits.get(spec):
-            self._limits[spec] = limit
-            self.send(BatchLimit(spec, limit))
-
     def _render(self, engine: Any, tickets: list[Ticket]) -> None:
         """One engine call for the batch; each result goes to the writer, each error is that
         job's alone."""
-        from songbatch.crashpoints import crash_point
-        from songbatch.errors import EngineError
-
         self.send(Started([ticket.token for ticket in tickets]))
         last_sent = time.monotonic()
 
@@ -184,38 +159,13 @@ class _Worker:
                 self.send(Progress())
                 last_sent = now
 
-        started = time.monotonic()
-        try:
-            results = list(engine.render([_request(t) for t in tickets], progress))
-            if len(results) != len(tickets):
-                raise EngineError(f"engine gave {len(results)} results for {len(tickets)} jobs")
-        except Exception as exc:  # the whole call failed: every job of the batch, not the run
-            self._batch_failed(tickets, exc)
-            return
-        crash_point("after-render")
-        elapsed = (time.monotonic() - started) / len(tickets)
-        poisoned = next((r for r in results if isinstance(r, EngineError) and poisons(r)), None)
-        if poisoned is not None:
-            self._batch_failed(tickets, poisoned)
-            return
-        for ticket, result in zip(tickets, results, strict=True):
-            if isinstance(result, EngineError):
-                self.send(Failed(ticket.token, *_describe(result)))
-            else:
-                self._written.put((ticket, result, elapsed))
-
-    def _batch_failed(self, tickets: list[Ticket], exc: BaseException) -> None:
-        if not poisons(exc):
-            for ticket in tickets:
-                self.send(Failed(ticket.token, *_describe(exc)))
-            return
-        # The device's fault, not the jobs': they are set aside uncharged, and this process
-        # leaves, since every later call on its CUDA context would fail the same way. The
-        # coordinator starts a fresh worker (a new context) on the device.
-        message = _describe(exc)[0].splitlines()[0]
-        for ticket in tickets:
-            self.send(Failed(ticket.token, f"[device] {message}", True, True))
-        raise DeviceLost(message)
+        batch = render_batch(engine, tickets, progress)
+        for failure in batch.failed:
+            self.send(failure)
+        for ticket, result in batch.rendered:
+            self._written.put((ticket, result, batch.engine_s))
+        if batch.device_lost is not None:
+            raise DeviceLost(batch.device_lost)
 
     def _write_loop(self) -> None:
         from songbatch import audio
@@ -227,22 +177,119 @@ class _Worker:
             try:
                 sha256 = audio.write_chunk(Path(ticket.tmp_path), result, key=ticket.key)
             except Exception as exc:
-                message, retryable, transient = _describe(exc)
-                self.send(
-                    Failed(
-                        ticket.token, f"could not write the audio: {message}", retryable, transient
-                    )
-                )
+                self.send(unwritten(ticket.token, exc))
                 continue
             crash_point("after-tag")
-            written = RenderedFile(
-                sha256=sha256,
-                duration_ms=round(result.duration_s * 1000),
-                engine_ms=round(engine_s * 1000),
-                render_ms=round((engine_s + time.monotonic() - started) * 1000),
-                info=dict(result.info or {}),
-            )
+            written = rendered_file(result, sha256, engine_s, time.monotonic() - started)
             self.send(Rendered(ticket.token, written))
+
+
+class Engines:
+    """The engines one process renders with (a worker's, a Ray actor's), each loaded the first
+    time a job needs it and kept for the process's life."""
+
+    def __init__(self, specs: dict[str, EngineSpec], device: str) -> None:
+        self.specs = specs
+        self.device = device
+        self._loaded: dict[str, Any] = {}
+        self._limits: dict[str, int] = {}  # the batch limit last reported, per spec
+
+    def get(self, spec: str) -> tuple[Any, Loaded | None]:
+        """The engine for `spec`, and the `Loaded` to report when this call loaded it. Raises
+        SongbatchError when it cannot be loaded (the run stops: every job would fail alike)."""
+        from songbatch.engines import load_engine
+        from songbatch.engines.base import batch_limit
+
+        if spec in self._loaded:
+            return self._loaded[spec], None
+        started = time.monotonic()
+        engine = self._loaded[spec] = load_engine(self.specs[spec], self.device)
+        self._limits[spec] = batch_limit(engine)
+        return engine, Loaded(spec, time.monotonic() - started, self._limits[spec])
+
+    def limit_change(self, spec: str) -> BatchLimit | None:
+        """An engine that sizes batches from its device (`batch_size: auto`) may know better
+        after a call (a measured peak, memory freed or taken): the coordinator's next calls
+        follow what it says now."""
+        from songbatch.engines.base import batch_limit
+
+        limit = batch_limit(self._loaded[spec])
+        if limit == self._limits.get(spec):
+            return None
+        self._limits[spec] = limit
+        return BatchLimit(spec, limit)
+
+    def close(self) -> None:
+        for engine in self._loaded.values():
+            with contextlib.suppress(Exception):  # a lost CUDA context may fail to free
+                engine.close()
+
+
+@dataclass
+class RenderedBatch:
+    """What one engine call made of its tickets."""
+
+    rendered: list[tuple[Ticket, RenderResult]] = field(default_factory=list)
+    failed: list[Failed] = field(default_factory=list)
+    engine_s: float = 0.0  # the call's time per job
+    device_lost: str | None = None  # a sticky device error: the process must go
+
+
+def render_batch(engine: Any, tickets: list[Ticket], progress: ProgressFn) -> RenderedBatch:
+    """One engine call for the batch, each error that job's alone; a whole call that fails
+    fails each of its jobs, and one that poisons the device sets them aside (transient)."""
+    from songbatch.crashpoints import crash_point
+    from songbatch.errors import EngineError
+
+    started = time.monotonic()
+    try:
+        results = list(engine.render([_request(t) for t in tickets], progress))
+        if len(results) != len(tickets):
+            raise EngineError(f"engine gave {len(results)} results for {len(tickets)} jobs")
+    except Exception as exc:  # the whole call failed: every job of the batch, not the run
+        return _batch_failed(tickets, exc)
+    crash_point("after-render")
+    elapsed = (time.monotonic() - started) / len(tickets)
+    poisoned = next((r for r in results if isinstance(r, EngineError) and poisons(r)), None)
+    if poisoned is not None:
+        return _batch_failed(tickets, poisoned)
+    batch = RenderedBatch(engine_s=elapsed)
+    for ticket, result in zip(tickets, results, strict=True):
+        if isinstance(result, EngineError):
+            batch.failed.append(Failed(ticket.token, *_describe(result)))
+        else:
+            batch.rendered.append((ticket, result))
+    return batch
+
+
+def _batch_failed(tickets: list[Ticket], exc: BaseException) -> RenderedBatch:
+    if not poisons(exc):
+        return RenderedBatch(failed=[Failed(ticket.token, *_describe(exc)) for ticket in tickets])
+    # The device's fault, not the jobs': they are set aside uncharged, and the process leaves,
+    # since every later call on its CUDA context would fail the same way. The coordinator
+    # starts a fresh worker (a new context) on the device.
+    message = _describe(exc)[0].splitlines()[0]
+    failed = [Failed(ticket.token, f"[device] {message}", True, True) for ticket in tickets]
+    return RenderedBatch(failed=failed, device_lost=message)
+
+
+def unwritten(token: int, exc: BaseException) -> Failed:
+    """A job whose audio could not be made into its file."""
+    message, retryable, transient = _describe(exc)
+    return Failed(token, f"could not write the audio: {message}", retryable, transient)
+
+
+def rendered_file(
+    result: RenderResult, sha256: str, engine_s: float, write_s: float
+) -> RenderedFile:
+    """A written job as the coordinator records it."""
+    return RenderedFile(
+        sha256=sha256,
+        duration_ms=round(result.duration_s * 1000),
+        engine_ms=round(engine_s * 1000),
+        render_ms=round((engine_s + write_s) * 1000),
+        info=dict(result.info or {}),
+    )
 
 
 class DeviceLost(Exception):
