@@ -37,6 +37,7 @@ from songbatch.profiles import (
     PredictEstimate,
     PriceRule,
     RateLimit,
+    RayConfig,
     RemoteModel,
     ReplicateConfig,
     RetryPolicy,
@@ -64,6 +65,7 @@ SECTIONS: dict[tuple[str, str | None], type[BaseModel]] = {
     ("Profiles", None): _ProfileFile,
     ("Engine", None): EngineConfig,
     ("Device cost", None): DeviceCost,
+    ("Ray", None): RayConfig,
     ("Replicate", None): ReplicateConfig,
     ("Replicate models", None): RemoteModel,
     ("Replicate price and predict time", "`price:`"): PriceRule,
@@ -187,7 +189,7 @@ def test_install_commands_work_from_a_clone_and_name_real_extras() -> None:
 
 
 def test_error_hints_install_as_the_readme_does() -> None:
-    for extra in ("replicate", "local", "chatterbox"):
+    for extra in ("replicate", "local", "chatterbox", "ray"):
         hint = install_hint(extra)
         assert hint.startswith("pip install '.[")
         command = hint.split(" in ")[0]

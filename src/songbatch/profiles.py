@@ -7,6 +7,7 @@ profiles shipped with songbatch.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -170,6 +171,31 @@ class DeviceCost(_Strict):
     load_s: float | None = Field(default=None, ge=0)  # engine load per worker and run
 
 
+def _ray_address(value: str | None) -> str | None:
+    if value is None or value == "auto" or re.fullmatch(_RAY_ADDRESS, value):
+        return value
+    raise ValueError(
+        f"expected auto, ray://HOST:PORT (a cluster's Ray Client server) or HOST:PORT (its"
+        f" GCS, from one of its nodes), got {value!r}"
+    )
+
+
+_RAY_ADDRESS = r"(ray://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}"
+
+
+class RayConfig(_Strict):
+    """Where an `executor: ray` profile's actors run, and how many (docs/cluster.md)."""
+
+    # None: RAY_ADDRESS if set, else a Ray started on this machine for the run.
+    address: Annotated[str | None, AfterValidator(_ray_address)] = None
+    # auto: CPU actors when the profile's `devices` are CPUs (the offline engine), else GPUs.
+    device: Literal["auto", "gpu", "cpu"] = "auto"
+    # None: one per GPU (or per `num_cpus_per_actor` CPUs) the cluster has when the run
+    # starts. More than it has asks an autoscaling cluster for the rest.
+    actors: int | None = Field(default=None, ge=1)
+    num_cpus_per_actor: float = Field(default=1, gt=0)
+
+
 class _ProfileFile(_Strict):
     """The fields a profile YAML may set."""
 
@@ -186,6 +212,9 @@ class _ProfileFile(_Strict):
     # the next run (ratelimit.TransientPolicy).
     transient_patience_s: float = Field(default=900, ge=0)
     replicate: ReplicateConfig | None = None  # required when an engine is "replicate"
+    # Where local engines run: worker processes here, or actors on a Ray cluster.
+    executor: Literal["local", "ray"] = "local"
+    ray: RayConfig | None = None  # executor: ray only; its defaults without it
     cost: DeviceCost | None = None  # local devices' price, for estimates only
     # The mastering preset of books rendered with this profile that name none themselves.
     master: PresetField | None = None
@@ -202,6 +231,14 @@ class _ProfileFile(_Strict):
                 raise ValueError(f"{kind} uses the replicate engine: add a `replicate:` section")
             if config.model not in self.replicate.models:
                 raise ValueError(f"{kind} model {config.model!r} is not in replicate.models")
+        return self
+
+    @model_validator(mode="after")
+    def _ray_fits(self) -> _ProfileFile:
+        if self.executor == "ray" and self.remote:
+            raise ValueError("executor: ray runs local engines; the replicate engine runs here")
+        if self.ray is not None and self.executor != "ray":
+            raise ValueError("a `ray:` section needs `executor: ray`")
         return self
 
     @property
@@ -429,6 +466,7 @@ __all__ = [
     "PriceRule",
     "Profile",
     "RateLimit",
+    "RayConfig",
     "RemoteModel",
     "ReplicateConfig",
     "available_profiles",
