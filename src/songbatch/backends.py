@@ -21,9 +21,10 @@ from songbatch.errors import InputError
 from songbatch.events import Observer
 from songbatch.executors.devices import DeviceSlot, parse_devices
 from songbatch.executors.local import ExecutorSettings, LocalExecutor
+from songbatch.executors.ray_backend import RayExecutor, actor_device
 from songbatch.executors.worker import spec_id
 from songbatch.ledger import Ledger
-from songbatch.profiles import Profile
+from songbatch.profiles import Profile, RayConfig
 from songbatch.scheduler import Backend
 from songbatch.workspace import Workspace
 
@@ -86,14 +87,22 @@ def group_backends(
 
 def _settings(profile: Profile, devices_given: bool) -> dict[str, object]:
     """What a backend is made with: manifests that agree on all of it share one."""
+    ray = not profile.remote and profile.executor == "ray"
     return {
-        "executor": "replicate" if profile.remote else "local",
+        "executor": "replicate" if profile.remote else profile.executor,
         "replicate": None if profile.replicate is None else profile.replicate.model_dump(),
-        "devices": None if devices_given or profile.remote else profile.devices,
+        # A Ray group's actors come from its cluster's resources, never from --devices.
+        "ray": _ray_settings(profile) if ray else None,
+        "devices": None if devices_given or profile.remote or ray else profile.devices,
         "lease_seconds": profile.lease_seconds,
         "max_attempts": profile.max_attempts,
         "transient_patience_s": profile.transient_patience_s,
     }
+
+
+def _ray_settings(profile: Profile) -> dict[str, object]:
+    config = profile.ray or RayConfig()
+    return {**config.model_dump(), "device": actor_device(profile)}
 
 
 def _check_engines_agree(members: Sequence[Member]) -> None:
@@ -141,7 +150,7 @@ def _place_devices(
     owner: dict[str, int] = {}  # a GPU's physical id -> the group that has it
     cpus = 0
     for index, group in enumerate(groups):
-        if group.remote:
+        if group.remote or settings[index]["ray"] is not None:
             continue
         slots, warning = parse_devices(devices or group.profile.devices)
         if warning and warning not in warnings:
@@ -224,6 +233,25 @@ def build_backend(group: BackendGroup, manifest_ids: list[int], run: RunContext)
             on_published=run.on_published,
             hooks=hooks,
         )
+    settings = ExecutorSettings(
+        lease_s=profile.lease_seconds,
+        max_failures=profile.max_attempts,
+        deadline=_deadline(time.monotonic, run.time_left_s),
+        transient_patience_s=profile.transient_patience_s,
+    )
+    if profile.executor == "ray":
+        return RayExecutor(
+            run.ledger,
+            run.workspace,
+            group.specs,
+            profile.ray or RayConfig(),
+            actor_device(profile),
+            run_id=run.run_id,
+            manifest_ids=manifest_ids,
+            settings=settings,
+            observer=run.observer,
+            on_published=run.on_published,
+        )
     return LocalExecutor(
         run.ledger,
         run.workspace,
@@ -231,12 +259,7 @@ def build_backend(group: BackendGroup, manifest_ids: list[int], run: RunContext)
         group.specs,
         run_id=run.run_id,
         manifest_ids=manifest_ids,
-        settings=ExecutorSettings(
-            lease_s=profile.lease_seconds,
-            max_failures=profile.max_attempts,
-            deadline=_deadline(time.monotonic, run.time_left_s),
-            transient_patience_s=profile.transient_patience_s,
-        ),
+        settings=settings,
         observer=run.observer,
         on_published=run.on_published,
     )

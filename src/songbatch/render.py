@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from songbatch.assemble import Assembler, FileOutcome
 from songbatch.backends import (
     BackendGroup,
@@ -42,6 +44,7 @@ from songbatch.errors import (
 )
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.publishing import ExecutorSummary
+from songbatch.executors.ray_backend import check_ray_installed
 from songbatch.fsutil import remove_quietly, sweep_temps
 from songbatch.gc import forget_preview_leftovers
 from songbatch.integrity import adopt_chunks, check_chunks, requeue_bad_chunks
@@ -57,7 +60,7 @@ from songbatch.outputs import (
 )
 from songbatch.planner import Plan, commit_plan, job_kinds, plan_manifest
 from songbatch.presets import preset
-from songbatch.profiles import Profile, resolve_profile
+from songbatch.profiles import Profile, RayConfig, resolve_profile
 from songbatch.quality import check_files
 from songbatch.remote.preflight import check_client
 from songbatch.runlock import RunLock
@@ -87,6 +90,8 @@ class RenderOptions:
     max_spend: float | None = None  # USD this run may spend on remote predictions
     argv: Sequence[str] = ()
     remote_hooks: RemoteHooks | None = None  # tests and benchmarks: virtual clock, fake API
+    backend: str | None = None  # --backend: local or ray, over each local profile's executor
+    address: str | None = None  # --address: the Ray cluster, with backend "ray"
 
 
 @dataclass
@@ -208,9 +213,13 @@ def render(
 ) -> RenderReport:
     workspace = options.workspace
     _check_max_spend(options.max_spend)
+    _check_backend(options.backend, options.address)
     with stop_on_signals():
         planned = load_all(paths, options.profile, workspace)
-        groups, warnings = group_backends([_member(item) for item in planned], options.devices)
+        members = [_member(item, options) for item in planned]
+        groups, warnings = group_backends(members, options.devices)
+        if any(member.profile.executor == "ray" for member in members):
+            check_ray_installed()
         if options.max_spend == 0 and any(group.remote for group in groups):
             raise InputError(
                 "--max-spend 0 lets this run spend nothing, so no remote job could start;"
@@ -226,15 +235,39 @@ def render(
             return _Run(ledger, workspace, planned, groups, options, observer).run(warnings)
 
 
+def _check_backend(backend: str | None, address: str | None) -> None:
+    if backend not in (None, "local", "ray"):
+        raise InputError(f"--backend {backend!r}: expected local or ray")
+    if address is not None and backend != "ray":
+        raise InputError("--address names a Ray cluster: give it with --backend ray")
+
+
 def _check_max_spend(max_spend: float | None) -> None:
     if max_spend is not None and not (max_spend >= 0 and math.isfinite(max_spend)):
         raise InputError(f"--max-spend {max_spend}: expected an amount in USD >= 0")
 
 
-def _member(item: Planned) -> Member:
+def _member(item: Planned, options: RenderOptions) -> Member:
+    profile = _with_backend(item.profile, options.backend, options.address)
     return Member(
-        f"{item.loaded.path} (profile {item.profile.name})", item.profile, tuple(_specs_used(item))
+        f"{item.loaded.path} (profile {item.profile.name})", profile, tuple(_specs_used(item))
     )
+
+
+def _with_backend(profile: Profile, backend: str | None, address: str | None) -> Profile:
+    """--backend (and --address) over a profile's `executor` (and `ray.address`). A Replicate
+    profile is left as it is: the option says where local engines run."""
+    if backend is None or profile.remote:
+        return profile
+    if backend == "local":
+        return profile.model_copy(update={"executor": "local", "ray": None})
+    config = profile.ray or RayConfig()
+    if address is not None:
+        try:
+            config = RayConfig.model_validate({**config.model_dump(), "address": address})
+        except ValidationError as exc:
+            raise InputError(f"--address {address!r}: {exc.errors()[0]['msg']}") from None
+    return profile.model_copy(update={"executor": "ray", "ray": config})
 
 
 def _specs_used(item: Planned) -> list[EngineSpec]:

@@ -253,6 +253,24 @@ def render_command(
             " or json (one JSON object per event line).",
         ),
     ] = "auto",
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            metavar="local|ray",
+            help="Where local engines run (default: the profile's executor): worker processes"
+            " here, or actors on a Ray cluster (docs/cluster.md).",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            metavar="ADDR",
+            help="--backend ray: auto, ray://HOST:10001 or HOST:PORT (default: the profile's"
+            " ray.address, else a Ray started here).",
+        ),
+    ] = None,
 ) -> None:
     """Plan the manifests (files, or folders of *.yaml) into the ledger and render everything
     not yet done."""
@@ -266,6 +284,8 @@ def render_command(
         until_epoch=None if until is None else _guard(lambda: parse_until(until)),
         max_spend=max_spend,
         argv=sys.argv,
+        backend=backend,
+        address=address,
     )
     reporter = make_reporter(sys.stderr, quiet=quiet, log_format=log_format)
     with reporter:

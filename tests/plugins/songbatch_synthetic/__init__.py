@@ -28,6 +28,8 @@ class _SyntheticBase(EngineParams):
     auto_batch_limit: Annotated[WholeNumber, Field(ge=1, le=256)] = 1  # `batch_size: auto`
     # ... and what it reports after its first call, as MusicGen can once it measured a peak.
     auto_batch_limit_after: Annotated[WholeNumber, Field(ge=1, le=256)] | None = None
+    # A socket each call first tells what it renders and waits on (tests that kill mid-render).
+    announce: str | None = None
 
     # The stand-in reads every param from its profile.
     load_only = frozenset(
@@ -39,6 +41,7 @@ class _SyntheticBase(EngineParams):
             "device_assert_marker",
             "auto_batch_limit",
             "auto_batch_limit_after",
+            "announce",
         }
     )
 

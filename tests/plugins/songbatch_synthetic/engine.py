@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import time
 from collections.abc import Sequence
+from multiprocessing.connection import Client
 
 import numpy as np
 
@@ -39,11 +41,16 @@ class SyntheticEngine:
             self.batch_limit = int(spec.params.get("auto_batch_limit", 1))
         # ... and what it would measure after its first call (a peak below its model's).
         self.limit_after_first_call = spec.params.get("auto_batch_limit_after")
+        # Tests that kill a worker mid-render: each call first says what it renders, where,
+        # to the test listening on this socket, and waits until the test lets it go on.
+        self.announce = spec.params.get("announce")
 
     def render(
         self, requests: Sequence[RenderRequest], progress: ProgressFn
     ) -> list[RenderResult | EngineError]:
         """Like a batched model: one latency for the whole call; a marked request fails alone."""
+        if self.announce:
+            _announce(str(self.announce), requests)
         time.sleep(self.latency_s)
         progress()
         if self.disk_full_while and os.path.exists(str(self.disk_full_while)):
@@ -77,6 +84,20 @@ class SyntheticEngine:
         return RenderResult(audio=audio, sample_rate=self.sample_rate, info={"synthetic": True})
 
     def close(self) -> None:
+        pass
+
+
+def _announce(address: str, requests: Sequence[RenderRequest]) -> None:
+    """Tell the test which jobs this process renders (and, in a Ray actor, the actor's name,
+    which the test kills it by), then wait for it; no test listening any more: carry on."""
+    ray = sys.modules.get("ray")  # imported in a Ray worker; never imported here for it
+    actor = ray.get_runtime_context().get_actor_name() if ray is not None else None
+    voices = [request.voice_path for request in requests]
+    try:
+        with Client(address, family="AF_UNIX") as conn:
+            conn.send({"keys": [r.key for r in requests], "actor": actor, "voices": voices})
+            conn.recv()  # the test answers (or is gone) once it has done what it wanted
+    except (OSError, EOFError):
         pass
 
 
