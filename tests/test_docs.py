@@ -40,6 +40,7 @@ from songbatch.profiles import (
     RemoteModel,
     ReplicateConfig,
     RetryPolicy,
+    Spill,
     _ProfileFile,
 )
 
@@ -64,6 +65,7 @@ SECTIONS: dict[tuple[str, str | None], type[BaseModel]] = {
     ("Profiles", None): _ProfileFile,
     ("Engine", None): EngineConfig,
     ("Device cost", None): DeviceCost,
+    ("Spill-over", None): Spill,
     ("Replicate", None): ReplicateConfig,
     ("Replicate models", None): RemoteModel,
     ("Replicate price and predict time", "`price:`"): PriceRule,

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from songbatch.crashpoints import crash_point, pause_point
 from songbatch.engines.base import EngineSpec
@@ -49,12 +49,15 @@ from songbatch.executors.worker import (
     worker_main,
 )
 from songbatch.fsutil import remove_quietly
-from songbatch.ledger import JobState, Lease, Ledger, Publication
+from songbatch.ledger import JobState, Lease, Ledger, Publication, Route
 from songbatch.ratelimit import TransientPolicy
 from songbatch.scheduler import FINISHED, Waitable, drive
 from songbatch.signals import STOP_SIGNALS
 from songbatch.window import JobTimes, room
 from songbatch.workspace import Workspace
+
+if TYPE_CHECKING:
+    from songbatch.spill import SpillPolicy
 
 # A slot whose worker dies this many times in a row without finishing a job is given up.
 MAX_CONSECUTIVE_DEATHS = 5
@@ -103,6 +106,7 @@ class LocalExecutor:
         settings: ExecutorSettings,
         observer: Observer = ignore,
         on_published: Callable[[str], None] = lambda key: None,
+        spill: SpillPolicy | None = None,
     ) -> None:
         self.ledger = ledger
         self.workspace = workspace
@@ -130,6 +134,12 @@ class LocalExecutor:
         self.job_times = JobTimes()  # device seconds per job, for the deadline (window.py)
         self._tick = min(5.0, settings.lease_s / 4)  # heartbeats
         self._next_beat = 0.0
+        # Hybrid runs (spill.py): jobs sent to the spill-over backend are not this pool's, and
+        # kinds whose engine does not import here are never claimed.
+        self.spill = spill
+        self._kinds = sorted({spec.kind for spec in specs.values()}) if spill else None
+        if spill is not None:
+            spill.link.on_back(self._wake)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,6 +152,8 @@ class LocalExecutor:
     def start(self) -> None:
         self.workspace.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._next_beat = time.monotonic() + self._tick
+        if self.spill is not None:
+            self.spill.start()
         for slot in self.slots:  # one at a time: a stop mid-way kills those started
             self._workers.append(self._spawn(slot))
 
@@ -157,9 +169,13 @@ class LocalExecutor:
             self._heartbeat()
             self._next_beat = time.monotonic() + self._tick
         self._check_deadline()
+        if self.spill is not None and not self._stopping:
+            self.spill.check_deadline(self._capacity(), len(self._pool))
         if not self._stopping:
             self._fill()
         if self._all_done():
+            if self.spill is not None:
+                self.spill.finished()
             return FINISHED
         timeout = max(0.0, self._next_beat - time.monotonic())
         if self._retry_at is not None:
@@ -270,6 +286,18 @@ class LocalExecutor:
                 )
             )
 
+    def _capacity(self) -> int | None:
+        """Jobs the pool can still take and finish before the deadline; None while any device
+        is unmeasured or there is no deadline."""
+        rooms = [self._room(worker) for worker in self._workers]
+        if not rooms or any(r is None for r in rooms):
+            return None
+        return sum(r for r in rooms if r is not None)
+
+    def _wake(self) -> None:
+        """Jobs came back from the spill-over backend: claim again."""
+        self._drained = False
+
     def _room(self, worker: _Worker) -> int | None:
         """Jobs this worker can still take and finish before the deadline (window.room)."""
         return room(
@@ -333,6 +361,8 @@ class LocalExecutor:
             lease_s=self.settings.lease_s,
             run_id=self.run_id,
             manifest_ids=self.manifest_ids,
+            kinds=self._kinds,
+            route=Route.OWN if self.spill is not None else None,
         )
         crash_point("after-claim")
         pause_point("claimed")
@@ -478,6 +508,10 @@ class LocalExecutor:
             worker=worker.slot.name,
             device=worker.slot.device,
         )
+        if self.spill is not None and state is not None:
+            failures = self.ledger.failures(lease.key)
+            if self.spill.after_failure(lease.key, failures, for_good=state == JobState.FAILED):
+                state = JobState.PENDING  # it goes on, on the spill-over backend
         self._count_failure(worker, lease, error, state)
 
     def _set_aside(self, worker: _Worker, lease: Lease, error: str) -> None:
