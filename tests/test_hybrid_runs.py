@@ -253,3 +253,48 @@ def test_a_remote_profile_with_a_spill_is_refused_at_its_line(tmp_path: Path) ->
     assert result.exit_code == 2
     [line] = result.output.strip().splitlines()
     assert f"remote.yaml:{line_no}" in line and "nothing to spill" in line, line
+
+
+NO_WEIGHTS_ENTRY = """\
+from songbatch.engines import EngineEntry
+from songbatch_synthetic import SyntheticMusicParams, SyntheticSpeechParams
+
+ENGINE = EngineEntry(
+    "no_weights_impl",
+    params={"speech": SyntheticSpeechParams, "music": SyntheticMusicParams},
+)
+"""
+
+NO_WEIGHTS_IMPL = """\
+from songbatch.errors import EngineUnavailable
+
+def load(spec, device):
+    raise EngineUnavailable("no weights for this model in the hub cache")
+"""
+
+
+def test_an_engine_that_does_not_load_on_the_device_spills_its_jobs(
+    tmp_path: Path, add_plugin: AddPlugin
+) -> None:
+    """It imports, so only a worker finds out: its jobs go across, none is charged."""
+    add_plugin(
+        "no-weights",
+        {"no-weights": "no_weights:ENGINE"},
+        {"no_weights": NO_WEIGHTS_ENTRY, "no_weights_impl": NO_WEIGHTS_IMPL},
+    )
+    remote_profile(tmp_path, poll_s=0.2, caps="  max_spend_per_run: 1.0")
+    profile = hybrid_profile(tmp_path, latency_ms=20, spill="{to: remote.yaml}")
+    profile.write_text(profile.read_text().replace("engine: synthetic", "engine: no-weights", 1))
+    book = book_manifest(tmp_path, chapters=2, sentences=2, formats="[flac]", profile=profile.name)
+    workspace = tmp_path / "ws"
+    with FakeReplicate(latency_s=0.2) as fake:
+        result = invoke("render", str(book), "--workspace", str(workspace), env=fake.env())
+        predictions = len(fake.state.predictions)
+    assert result.exit_code == 0, result.output
+    assert predictions == 4
+    assert run_summary(workspace)["spilled"] == {"unavailable": 4}
+    assert not ledger_rows(workspace, "SELECT key FROM jobs WHERE failures > 0")
+    assert "did not load" in result.output
+    profile.write_text(profile.read_text().replace("spill: {to: remote.yaml}\n", ""))
+    again = invoke("render", str(book), "--workspace", str(tmp_path / "ws2"))
+    assert again.exit_code == 2 and "no weights" in again.output

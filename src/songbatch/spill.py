@@ -166,11 +166,28 @@ class SpillPolicy:
         killed or stopped one had sent (its routed jobs still pending come back)."""
         whole = any(self._rules(i).mode == "whole-chapters" for i in self.hybrid_ids)
         self.link.ledger.route_back(self.hybrid_ids, keep_whole_units=whole)
+        self._send_unavailable(lambda mid: self.link.targets[mid].unavailable)
+
+    def can_take_engine(self, kind: str) -> bool:
+        """The pool's engine for `kind` did not load on a device: whether its jobs can all go
+        across (no manifest of the pool that keeps such jobs here has any left)."""
+        keeping = [
+            i
+            for i in self.pool_ids
+            if i not in self.hybrid_ids or not self._rules(i).on_unavailable
+        ]
+        return not keeping or not self.link.ledger.own_pending(keeping, kinds=[kind])
+
+    def take_engine(self, kind: str) -> None:
+        """Send every job of `kind` across (after `can_take_engine`); the pool claims none."""
+        self._send_unavailable(lambda mid: frozenset({kind}))
+
+    def _send_unavailable(self, kinds_of: Callable[[int], frozenset[str]]) -> None:
         for unit in self.link.ledger.spill_units(self.hybrid_ids):
-            target = self.link.targets[unit.manifest_id]
-            if not target.rules.on_unavailable or not target.unavailable:
+            kinds = kinds_of(unit.manifest_id)
+            if not self._rules(unit.manifest_id).on_unavailable or not kinds:
                 continue
-            if any(job.kind in target.unavailable for job in unit.jobs):
+            if any(job.kind in kinds for job in unit.jobs):
                 # A unit the pool cannot finish goes whole, even one it has started.
                 self._send(unit, unit.jobs, SpillReason.UNAVAILABLE)
 

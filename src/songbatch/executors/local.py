@@ -353,6 +353,9 @@ class LocalExecutor:
         return self._pool.popleft() if self._pool else None
 
     def _claim_pool(self) -> None:
+        if self._kinds == []:  # every engine of a hybrid pool went across
+            self._drained = True
+            return
         want = max(1, len(self._workers) * self.settings.depth * self._widest_batch())
         leases = self.ledger.claim(
             limit=want,
@@ -448,8 +451,36 @@ class LocalExecutor:
                 # Its jobs were reported set aside; the process exits and _reap_dead replaces it.
                 self._device_losses[name] = self._device_losses.get(name, 0) + 1
                 worker.kill_reason = f"its device failed ({reason}): a fresh worker takes over"
-            case Fatal(_, error):
-                raise EngineUnavailable(error)
+            case Fatal(token, error):
+                kind = self._lease(worker, token).kind
+                if self.spill is None or not self.spill.can_take_engine(kind):
+                    raise EngineUnavailable(error)
+                self._spill_engine(worker, kind, error)
+
+    def _spill_engine(self, worker: _Worker, kind: str, error: str) -> None:
+        """A hybrid pool whose engine for `kind` does not load: those jobs go to the
+        spill-over backend, and the pool claims no more of them. The worker exits after a
+        failed load; its leases go back first, so that they can go across."""
+        assert self.spill is not None and self._kinds is not None
+        worker.kill_reason = f"its {kind} engine did not load ({error})"
+        for lease in worker.queue:
+            self.ledger.release(lease, "requeued")
+        worker.queue.clear()
+        worker.batches.clear()
+        for lease in [lease for lease in self._pool if lease.kind == kind]:
+            self._pool.remove(lease)
+            self.ledger.release(lease, "requeued")
+        if kind in self._kinds:
+            self._kinds.remove(kind)
+        self._drained = False
+        self.observer(
+            RunEvent(
+                "warning",
+                f"{kind} engine did not load on {worker.slot.name} ({error}): its jobs go to"
+                " the spill-over backend",
+            )
+        )
+        self.spill.take_engine(kind)
 
     def _lease(self, worker: _Worker, token: int) -> Lease:
         for lease in worker.queue:

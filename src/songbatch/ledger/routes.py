@@ -71,13 +71,15 @@ class RoutesQueries(LedgerBase):
                 )
         return list(units.values())
 
-    def own_pending(self, manifest_ids: Sequence[int]) -> int:
-        """Pending jobs of these manifests on their own side: what the local pool has left."""
+    def own_pending(self, manifest_ids: Sequence[int], kinds: Sequence[str] = ()) -> int:
+        """Pending jobs of these manifests on their own side (of these kinds, or any): what the
+        local pool has left."""
         row = self.conn.execute(
             "SELECT COUNT(DISTINCT j.key) FROM manifest_jobs mj"
             " JOIN json_each(?) o ON o.value = mj.manifest_id JOIN jobs j ON j.key = mj.job_key"
-            " WHERE j.state = 'pending' AND j.route IS NULL",
-            (json.dumps(list(manifest_ids)),),
+            " WHERE j.state = 'pending' AND j.route IS NULL"
+            " AND (? = '[]' OR j.kind IN (SELECT value FROM json_each(?)))",
+            (json.dumps(list(manifest_ids)), json.dumps(list(kinds)), json.dumps(list(kinds))),
         ).fetchone()
         return int(row[0])
 
