@@ -9,7 +9,8 @@ Three rules send jobs across, each recorded in the ledger with its reason:
   rate they have been measured at (window.room): the tail units go, last in the run's order
   first, until the rest fits;
 - failures: a job has failed locally `after_failures` times;
-- unavailable: no local device can run the engine (it does not import here).
+- unavailable: no local device can run the engine (it does not import here, or it did not
+  load on a worker).
 
 Only while the budget allows: each job is priced at what the Replicate backend reserves for it
 before its create (cost.worst_case), and a unit goes only if what this run has sent fits the
