@@ -221,7 +221,7 @@ def master_path(folder: Path, key: str) -> Path:
 
 def stream_key(master_key: str, fmt: str, encoding: Encoding) -> str:
     """A unit's stream for a book format (streams.py): its master and the format's encoding."""
-    return _digest({"master": master_key, "format": fmt, "encoding": vars(encoding)})
+    return _digest({"master": master_key, "format": fmt, "encoding": encoding.key_fields()})
 
 
 def joined_formats(spec: dict[str, Any]) -> list[str]:
@@ -655,7 +655,7 @@ class Assembler:
                 "cover": info.assembly.get("cover_sha256"),
                 "chapters": None if chapters is None else [vars(c) for c in chapters],
                 # Only where a preset sets one: files encoded before presets stay current.
-                **({"encoding": vars(encoding)} if encoding != Encoding() else {}),
+                **({"encoding": encoding.key_fields()} if encoding != Encoding() else {}),
                 **({"joined": True} if joined is not None else {}),
             }
         )
@@ -766,8 +766,7 @@ class Assembler:
                 bitrate=f"{encoding.bitrate_kbps}k" if encoding.bitrate_kbps else None,
                 sample_rate=encoding.sample_rate,
                 channels=encoding.channels,
-                vbr=encoding.vbr,
-                cbr=encoding.cbr,
+                mode=encoding.mode,
                 cancel=self.cancel,
             )
 

@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import mutagen
-from mutagen.mp3 import MP3, BitrateMode
+from mutagen.mp3 import MP3
+from mutagen.mp3 import BitrateMode as Mp3BitrateMode  # what a file says; ours is what we ask
 from mutagen.mp4 import MP4
 
 from songbatch.errors import InputError
 from songbatch.ffmpeg import FfmpegFailed, ffmpeg_lines
-from songbatch.presets import Preset
+from songbatch.presets import BitrateMode, Preset
 from songbatch.workspace import Workspace, resolve_workspace
 
 AUDIO_EXTENSIONS = (".mp3", ".m4b", ".m4a", ".flac", ".opus", ".ogg", ".wav")
@@ -239,7 +240,7 @@ def _container(path: Path) -> _Container:
         # LAME writes an "Info" header on CBR files and "Xing" on VBR ones; a file with
         # neither (UNKNOWN) is CBR by the MP3 convention only if every frame says so, which
         # mutagen does not read: not counted as CBR.
-        cbr = mode is BitrateMode.CBR
+        cbr = mode is Mp3BitrateMode.CBR
     chapters = None
     if isinstance(audio, (MP4, MP3)):
         from songbatch.tagging import read_chapters
@@ -405,11 +406,12 @@ def _encoding_results(m: Measurement, preset: Preset) -> list[RuleResult]:
         results.append(RuleResult(Rule.CHANNELS, ok, m.channels, f"{encoding.channels}"))
     # A floor only at a constant bit rate (ACX's 192 kbit/s CBR MP3): otherwise the figure is
     # the encoder's target, which an AAC or Opus encoder undershoots on quiet speech.
-    if encoding.bitrate_kbps is not None and encoding.cbr:
+    constant = encoding.mode is BitrateMode.CBR
+    if encoding.bitrate_kbps is not None and constant:
         ok = m.bitrate_kbps is not None and m.bitrate_kbps >= encoding.bitrate_kbps
         limit = f">= {encoding.bitrate_kbps} kbit/s"
         results.append(RuleResult(Rule.BITRATE, ok, m.bitrate_kbps, limit))
-    if encoding.cbr:
+    if constant:
         results.append(RuleResult(Rule.CBR, m.cbr is True, m.cbr, "constant bit rate"))
     return results
 

@@ -137,8 +137,7 @@ def encode_stream(
         channels,
         bitrate=f"{encoding.bitrate_kbps}k" if encoding.bitrate_kbps else None,
         sample_rate=encoding.sample_rate,
-        vbr=encoding.vbr,
-        cbr=encoding.cbr,
+        mode=encoding.mode,
     )
     output = [*args, *chosen.encoder_args, "-f", chosen.raw]
     tmp = temp_sibling(out, owner)
