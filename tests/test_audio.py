@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import zlib
 from pathlib import Path
 
 import mutagen
 import numpy as np
+import psutil
 import pytest
 import soundfile as sf
 from mutagen.flac import FLAC
@@ -25,8 +27,8 @@ from songbatch.audio import (
     write_chunk,
 )
 from songbatch.engines.base import RenderResult
-from songbatch.errors import EngineError
-from songbatch.ffmpeg import run_ffmpeg
+from songbatch.errors import EngineError, Interrupted
+from songbatch.ffmpeg import FfmpegFailed, run_ffmpeg
 from songbatch.fsutil import file_sha256, is_own_temp, replace_durably, sweep_temps, temp_sibling
 from songbatch.tagging import Tags, read_chapters, read_tags
 
@@ -301,6 +303,29 @@ def test_failed_encode_leaves_no_file(masters: list[Path], tmp_path: Path) -> No
         encode(masters, out, "m4b", tags=Tags(title="x"), bitrate="not-a-bitrate")
     assert "ffmpeg exited" in str(caught.value)
     assert not out.exists()
+
+
+def test_a_cancelled_ffmpeg_is_killed_and_says_interrupted() -> None:
+    """`cancel` set while ffmpeg works (ten hours of silence into nothing: it would run on for
+    many seconds) raises Interrupted, and no ffmpeg is left running."""
+    cancel = threading.Event()
+    timer = threading.Timer(0.3, cancel.set)
+    timer.start()
+    try:
+        with pytest.raises(Interrupted, match="interrupted while encoding"):
+            run_ffmpeg(["-f", "lavfi", "-i", "anullsrc=d=36000", "-f", "null", "-"], cancel=cancel)
+    finally:
+        timer.cancel()
+    assert cancel.is_set()
+    assert not [child for child in psutil.Process().children() if "ffmpeg" in child.name()]
+
+
+def test_a_failing_ffmpeg_says_its_last_lines() -> None:
+    with pytest.raises(FfmpegFailed) as caught:
+        run_ffmpeg(["-i", "/nonexistent/input.flac", "-f", "null", "-"])
+    assert caught.value.returncode != 0 and not caught.value.retryable
+    assert "/nonexistent/input.flac" in caught.value.tail
+    assert str(caught.value) == f"ffmpeg exited {caught.value.returncode}: {caught.value.tail}"
 
 
 def test_ffmpeg_is_found_by_variable_then_wheel_then_path(

@@ -41,6 +41,7 @@ from songbatch.profiles import (
     RemoteModel,
     ReplicateConfig,
     RetryPolicy,
+    Spill,
     _ProfileFile,
 )
 
@@ -66,6 +67,7 @@ SECTIONS: dict[tuple[str, str | None], type[BaseModel]] = {
     ("Engine", None): EngineConfig,
     ("Device cost", None): DeviceCost,
     ("Ray", None): RayConfig,
+    ("Spill-over", None): Spill,
     ("Replicate", None): ReplicateConfig,
     ("Replicate models", None): RemoteModel,
     ("Replicate price and predict time", "`price:`"): PriceRule,

@@ -12,6 +12,8 @@ from mutagen.oggopus import OggOpus
 from typer.testing import Result
 
 from helpers.examples import BOOK_DIR, example_book, render_offline
+from songbatch.assemble import stream_key
+from songbatch.presets import spec_encoding
 
 
 def render_book(workspace: Path, formats: str, extra: str, code: int = 0) -> Result:
@@ -68,6 +70,12 @@ def test_settings_go_over_a_presets_and_its_check_still_holds(tmp_path: Path) ->
         ("[mp3]", "encoding:\n  mp3: {sample_rate: 12345}\n", "sample_rate", "must be one of"),
         ("[mp3]", "encoding:\n  mp3: {bitrate: 400}\n", "encoding.mp3.bitrate", "320"),
         ("[mp3]", "encoding:\n  mp3: {loud: true}\n", "loud", ""),
+        (
+            "[mp3]",
+            "encoding:\n  mp3: {mode: abr}\n",
+            "encoding.mp3.mode",
+            "encoding.mp3.mode: Input should be 'cbr' or 'vbr' (got a string: 'abr')",
+        ),
     ],
 )
 def test_settings_an_encoder_cannot_take_are_one_line_errors(
@@ -78,3 +86,26 @@ def test_settings_an_encoder_cannot_take_are_one_line_errors(
     assert re.search(r"example-book\.yaml:\d+(:\d+)?: ", line) and field in line, line
     assert why in line
     assert not (tmp_path / ".songbatch").exists()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "encoding", "key"),
+    [
+        ("m4b", None, "90161eba9184819f1c0eef7211b85219ae1dba8282b98e1b70c6c16ffbcf3a08"),
+        ("mp3-book", "acx", "5fb35d09bf6c1a4fd5792709241fd7ed8fcc0d89030d009bf9623e2cfc593271"),
+        (
+            "mp3-book",
+            {"bitrate": 190, "mode": "vbr"},
+            "0103767ca0393231191f90032bdcb3ea297e0186c4ae2556e3ac7ffa801719a1",
+        ),
+    ],
+)
+def test_an_encodings_part_of_a_key_is_what_it_was_before_bitrate_modes(
+    fmt: str, encoding: str | dict[str, object] | None, key: str
+) -> None:
+    """Streams and outputs made before the bit-rate mode was one field keep their keys (the
+    digests were taken from the code of then): a change of model re-encodes nothing."""
+    spec: dict[str, object] = {"master": encoding} if isinstance(encoding, str) else {}
+    if isinstance(encoding, dict):
+        spec["encoding"] = {fmt: encoding}
+    assert stream_key("a" * 64, fmt, spec_encoding(spec, fmt)) == key

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import sys
-import textwrap
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +19,11 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers.books import book_manifest, synthetic_profile
+from helpers.plugins import AddPlugin
 from songbatch.cli.main import app
 from songbatch.engines import (
     EngineSpec,
     check_engine,
-    clear_engine_cache,
     engine_kinds,
     engine_registry,
     known_engines,
@@ -39,41 +36,9 @@ from songbatch.errors import EngineUnavailable
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-AddPlugin = Callable[[str, dict[str, str], dict[str, str]], None]
-
 
 def invoke(*args: str) -> Any:
     return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-@pytest.fixture
-def add_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AddPlugin]:
-    """add(distribution, {engine: "module:attribute"}, {module: source}): an installed package
-    with those entry points, found from now on (sys.path for this process and the workers it
-    spawns, PYTHONPATH for subprocesses)."""
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ["PYTHONPATH"]]))
-    modules: list[str] = []
-
-    def add(distribution: str, points: dict[str, str], sources: dict[str, str]) -> None:
-        info = site / f"{distribution.replace('-', '_')}-1.0.dist-info"
-        info.mkdir()
-        metadata = f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n"
-        (info / "METADATA").write_text(metadata, encoding="utf-8")
-        lines = [f"[{GROUP}]", *(f"{name} = {value}" for name, value in points.items())]
-        (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        for module, source in sources.items():
-            (site / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
-            modules.append(module)
-        clear_engine_cache()
-
-    clear_engine_cache()
-    yield add
-    clear_engine_cache()  # the next lookup, after monkeypatch takes the folder away, rereads
-    for module in modules:
-        sys.modules.pop(module, None)
 
 
 BROKEN = """\

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow, Publication, utc_iso
+from songbatch.ledger import (
+    JobRow,
+    Ledger,
+    ManifestRecord,
+    PlanRow,
+    Publication,
+    Route,
+    SpillReason,
+    utc_iso,
+)
 
 HELPERS = Path(__file__).parent / "helpers"
 
@@ -65,6 +74,7 @@ def test_migrations_apply_once(tmp_path: Path) -> None:
             "m005_spend_by_hour",
             "m006_window",
             "m007_timings",
+            "m008_routes",
         ]
         assert ledger.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -231,3 +241,47 @@ def test_status_counts(tmp_path: Path, count: int) -> None:
         ledger.apply_plan(*make_plan(count + 1))
         counts = ledger.state_counts()
         assert sum(c.jobs for c in counts) == count + 1
+
+
+def test_a_routed_job_is_claimed_by_the_spill_over_side_alone(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        ledger.apply_plan(*make_plan(30))  # units 0, 1, 2 of ten jobs each
+        [mid] = [info.id for info in ledger.manifests(None)]
+        [first, second, third] = ledger.spill_units([mid])
+        assert [u.unit for u in (first, second, third)] == [0, 1, 2]
+        keys = [job.key for job in third.jobs]
+        moved = ledger.route_to_spill(keys, SpillReason.DEADLINE, run_id=1, manifest_id=mid)
+        assert moved == 10 and ledger.own_pending([mid]) == 20
+        own = ledger.claim(limit=100, worker="w", device="d", lease_s=60, route=Route.OWN)
+        assert {lease.key for lease in own}.isdisjoint(keys) and len(own) == 20
+        spilled = ledger.claim(limit=100, worker="r", device="api", lease_s=60, route=Route.SPILL)
+        assert sorted(lease.key for lease in spilled) == sorted(keys)
+        assert ledger.spilled_jobs([mid]) == {mid: {"deadline": 10}}
+        assert ledger.spilled_in_run(1) == {"deadline": 10}
+        # A routed job already leased is not routed again, nor moved back.
+        assert ledger.route_to_spill(keys, SpillReason.FAILURES, run_id=1, manifest_id=mid) == 0
+        assert ledger.route_back([mid], keep_whole_units=False) == 0
+
+
+def test_routes_come_back_but_a_chapter_the_spill_over_started_keeps_its_voice(
+    tmp_path: Path,
+) -> None:
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        ledger.apply_plan(*make_plan(20))
+        [mid] = [info.id for info in ledger.manifests(None)]
+        unit_zero = [u.key for u in ledger.unit_jobs(mid, 0)]
+        unit_one = [u.key for u in ledger.unit_jobs(mid, 1)]
+        ledger.route_to_spill(unit_one, SpillReason.DEADLINE, run_id=1, manifest_id=mid)
+        # The spill-over renders one job of unit 1.
+        [lease] = ledger.claim(limit=1, worker="r", device="api", lease_s=60, route=Route.SPILL)
+        tmp = tmp_path / "chunk.tmp"
+        tmp.write_bytes(b"x")
+        publication = Publication(
+            lease, tmp, tmp_path / "chunk.flac", sha256="0" * 64, duration_ms=1, render_ms=1
+        )
+        assert ledger.publish_many([publication]) == [True]
+        ledger.route_to_spill(unit_zero, SpillReason.DEADLINE, run_id=1, manifest_id=mid)
+        # Then it stops: unit 0 comes back whole; unit 1 keeps its nine pending jobs there.
+        assert ledger.route_back([mid], keep_whole_units=True) == 10
+        still = ledger.claim(limit=50, worker="r", device="api", lease_s=60, route=Route.SPILL)
+        assert {x.key for x in still} == set(unit_one) - {lease.key}

@@ -23,7 +23,7 @@ from songbatch.ledger import Ledger
 from songbatch.manifest import load_manifest
 from songbatch.outputs import BOOK_FORMATS
 from songbatch.planner import plan_manifest
-from songbatch.presets import Encoding
+from songbatch.presets import BitrateMode, Encoding
 from songbatch.profiles import resolve_profile
 from songbatch.render import RenderOptions, render
 from songbatch.streams import (
@@ -119,7 +119,7 @@ def test_a_stream_takes_the_formats_encoding(tmp_path: Path) -> None:
         master(tmp_path / "m.flac", 22050, 2.0),
         tmp_path / "s",
         "mp3-book",
-        Encoding(sample_rate=44100, channels=2, bitrate_kbps=192, cbr=True),
+        Encoding(sample_rate=44100, channels=2, bitrate_kbps=192, mode=BitrateMode.CBR),
         owner=OWNER,
     )
     assert (stream.sample_rate, stream.frame_samples) == (44100, 1152)

@@ -22,7 +22,9 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from helpers.books import album_manifest, book_manifest, run_songbatch, synthetic_profile
+from helpers.examples import example_book, render_offline
 from helpers.hub_cache import hub_snapshot
+from helpers.layered import POEM, layered_album
 from songbatch.cli.main import app
 from songbatch.ledger import Ledger, SpendCaps, utc_iso
 from songbatch.runlock import RunLock
@@ -107,31 +109,39 @@ def test_gc_after_a_render_frees_only_orphans_and_a_render_after_it_renders_noth
     assert render(manifest, workspace) == 0, "gc removed nothing a planned manifest needs"
 
 
-def test_gc_after_a_chapter_is_dropped_frees_exactly_that_chapters_chunks(
+def test_gc_after_a_chapter_is_dropped_frees_exactly_that_chapters_chunks_and_master(
     rendered_book: tuple[Path, Path],
 ) -> None:
     manifest, workspace = rendered_book
     before = unit_chunks(workspace)
+    masters = work_files(workspace)
+    assert len(masters) == 3  # flac only: a master per chapter, no streams
     text = manifest.read_text(encoding="utf-8")
     kept = re.sub(r"  - title: Chapter 2\n    text: .*\n", "", text)
     assert kept != text
     manifest.write_text(kept, encoding="utf-8")
     assert render(manifest, workspace) == 0  # re-planned: chapter 2's jobs stay as cache
+    assert work_files(workspace) == masters  # the other chapters' masters are read again
     dropped = before[1]
+    work = workspace / ".songbatch" / "work"
+    master_sizes = {name: (work / name).stat().st_size for name in masters}
     sizes = sum(path.stat().st_size for path in dropped)
     with Ledger.for_reading(resolve_workspace(workspace).ledger_path) as ledger:
         runs = ledger.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
     dry = as_json("gc", "--dry-run", "--workspace", str(workspace))
-    assert (dry["files_removed"], dry["bytes_freed"], dry["jobs_dropped"]) == (2, sizes, 2)
+    assert (dry["files_removed"], dry["jobs_dropped"], dry["work_files"]) == (3, 2, 1)
     assert all(path.exists() for path in dropped), "a dry run removes nothing"
+    assert work_files(workspace) == masters
 
     report = as_json("gc", "--workspace", str(workspace))
+    [gone] = set(masters) - set(work_files(workspace))
     assert (report["files_removed"], report["bytes_freed"], report["jobs_dropped"]) == (
-        2,
-        sizes,
+        3,
+        sizes + master_sizes[gone],
         2,
     )
+    assert dry["bytes_freed"] == report["bytes_freed"]
     assert report["kept_jobs"] == 4
     assert not any(path.exists() for path in dropped)
     assert all(path.exists() for path in before[0] | before[2])
@@ -146,7 +156,89 @@ def test_gc_after_a_chapter_is_dropped_frees_exactly_that_chapters_chunks(
         assert ledger.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == runs
     again = as_json("gc", "--workspace", str(workspace))
     assert again["files_removed"] == 0 and again["jobs_dropped"] == 0
+    kept_masters = work_files(workspace)
     assert render(manifest, workspace) == 0
+    assert work_files(workspace) == kept_masters, "no master was built again"
+
+
+def work_files(workspace: Path) -> dict[str, tuple[int, int]]:
+    """The work folder's files (masters, streams), each with its inode and mtime: a file
+    built again has another."""
+    folder = workspace / ".songbatch" / "work"
+    return {
+        path.name: (path.stat().st_ino, path.stat().st_mtime_ns)
+        for path in folder.iterdir()
+        if path.is_file()
+    }
+
+
+def suffixes(names: set[str]) -> list[str]:
+    return sorted("".join(Path(name).suffixes) for name in names)
+
+
+@pytest.mark.parametrize(
+    ("extra", "masters"),
+    [("", [".flac"]), ("\nmaster: acx", [".flac", ".flac"])],  # acx: raw and mastered
+    ids=["unmastered", "acx"],
+)
+def test_gc_clears_an_edited_chapters_old_master_and_streams_and_keeps_the_current_ones(
+    tmp_path: Path, extra: str, masters: list[str]
+) -> None:
+    book = example_book(tmp_path, formats="[m4b, mp3-book, mp3]", extra=extra)
+    render_offline(tmp_path, book)
+    first = work_files(tmp_path)
+    text = book.read_text(encoding="utf-8")
+    assert "cold and patient" in text
+    book.write_text(text.replace("cold and patient", "cold and still"), encoding="utf-8")
+    render_offline(tmp_path, book)
+    second = work_files(tmp_path)
+    # The edit made chapter 1 a new master, and a new stream (with its frame count) for each
+    # book format; the old ones stay behind until gc.
+    new = set(second) - set(first)
+    assert suffixes(new) == sorted([".aac", ".aac.json", *masters, ".mp3", ".mp3.json"])
+    work = tmp_path / ".songbatch" / "work"
+    theirs = [work / "notes.txt", work / ("0" * 64 + ".wav")]
+    for path in theirs:
+        path.write_bytes(b"mine")
+
+    sizes = {path: path.stat().st_size for path in [*work.iterdir(), *chunk_files(tmp_path)]}
+    dry = as_json("gc", "--dry-run", "--workspace", str(tmp_path))
+    assert work_files(tmp_path).keys() == second.keys() | {p.name for p in theirs}
+    report = as_json("gc", "--workspace", str(tmp_path))
+    after = work_files(tmp_path)
+    gone = set(second) - set(after)
+    assert suffixes(gone) == suffixes(new), "exactly the edited chapter's old files went"
+    assert not gone & new and gone <= set(first)
+    assert all(path.exists() for path in theirs), "a file gc did not write is never touched"
+    removed = [path for path in sizes if not path.exists()]
+    assert report["work_files"] == dry["work_files"] == len(gone)
+    assert report["files_removed"] == dry["files_removed"] == len(removed)
+    assert report["bytes_freed"] == dry["bytes_freed"] == sum(sizes[p] for p in removed)
+    assert as_json("gc", "--workspace", str(tmp_path))["files_removed"] == 0
+
+    render_offline(tmp_path, book)
+    assert work_files(tmp_path) == after, "the render reused every master and stream gc kept"
+
+
+def test_gc_keeps_a_layered_tracks_master_and_loudness_and_clears_an_edited_ones(
+    tmp_path: Path,
+) -> None:
+    render_offline(tmp_path, layered_album(tmp_path))
+    first = work_files(tmp_path)
+    assert suffixes(set(first)) == [".flac", ".loudness.json"]  # the mix and its ReplayGain
+    assert as_json("gc", "--workspace", str(tmp_path))["work_files"] == 0
+    assert work_files(tmp_path) == first
+
+    changed = tuple(line.replace("stone", "shore") for line in POEM)
+    render_offline(tmp_path, layered_album(tmp_path, poem=changed))
+    second = work_files(tmp_path)
+    new = set(second) - set(first)
+    report = as_json("gc", "--workspace", str(tmp_path))
+    after = work_files(tmp_path)
+    assert set(after) == new, "the old mix and its loudness went, the new ones stayed"
+    assert report["work_files"] == len(first)
+    render_offline(tmp_path, layered_album(tmp_path, poem=changed))
+    assert work_files(tmp_path) == after
 
 
 def test_gc_waits_for_no_render_exit_75(rendered_book: tuple[Path, Path]) -> None:
@@ -184,8 +276,9 @@ def test_gc_keeps_the_rows_of_paid_jobs_and_every_reservation(
     manifest.write_text(re.sub(r"  - title: Chapter 3\n    text: .*\n", "", text), "utf-8")
     assert render(manifest, workspace) == 0
     report = as_json("gc", "--workspace", str(workspace))
-    assert report["files_removed"] == 2 and report["jobs_dropped"] == 1
-    assert report["paid_kept"] == 1
+    # Chapter 3's two chunks and its master.
+    assert report["files_removed"] == 3 and report["jobs_dropped"] == 1
+    assert report["paid_kept"] == 1 and report["work_files"] == 1
     assert not paid.exists()
     with Ledger.for_reading(ws.ledger_path) as ledger:
         job = ledger.job(paid.stem)
@@ -197,17 +290,20 @@ def test_gc_keeps_the_rows_of_paid_jobs_and_every_reservation(
 def test_gc_keeps_a_gone_manifests_chunks_until_asked(rendered_book: tuple[Path, Path]) -> None:
     manifest, workspace = rendered_book
     planned = chunk_files(workspace)
+    masters = work_files(workspace)
+    assert len(masters) == 3
     manifest.unlink()
     result = invoke("gc", "--workspace", str(workspace))
     assert result.exit_code == 0, result.output
     assert f"missing {manifest}" in result.output and "--forget-missing" in result.output
-    assert chunk_files(workspace) == planned
+    assert chunk_files(workspace) == planned and work_files(workspace) == masters
     dry = as_json("gc", "--forget-missing", "--dry-run", "--workspace", str(workspace))
-    assert dry["files_removed"] == 6 and chunk_files(workspace) == planned
+    assert (dry["files_removed"], dry["work_files"]) == (6 + 3, 3)
+    assert chunk_files(workspace) == planned and work_files(workspace) == masters
     report = as_json("gc", "--forget-missing", "--workspace", str(workspace))
     assert report["forgotten_manifests"] == [str(manifest)]
-    assert report["files_removed"] == 6 and report["jobs_dropped"] == 6
-    assert chunk_files(workspace) == set()
+    assert report["files_removed"] == 6 + 3 and report["jobs_dropped"] == 6
+    assert chunk_files(workspace) == set() and work_files(workspace) == {}
     assert as_json("status", "--workspace", str(workspace)) == []
 
 

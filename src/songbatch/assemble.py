@@ -17,9 +17,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from songbatch.fsutil import (
 )
 from songbatch.integrity import FileState, check_file
 from songbatch.ledger import JobState, Ledger, ManifestInfo, UnitJob
-from songbatch.mastering import master_to, mastered_key
+from songbatch.mastering import MASTERED_SUFFIX, master_to, mastered_key
 from songbatch.outputs import (
     BOOK_FORMATS,
     OutputFile,
@@ -49,7 +50,15 @@ from songbatch.outputs import (
     stale_outputs,
 )
 from songbatch.presets import Encoding, Preset, preset, spec_encoding
-from songbatch.replaygain import Loudness, ReplayGain, album_loudness, loudness_of, replaygain
+from songbatch.replaygain import (
+    LOUDNESS_SUFFIX,
+    Loudness,
+    ReplayGain,
+    album_loudness,
+    loudness_of,
+    loudness_path,
+    replaygain,
+)
 from songbatch.tagging import PUBLISHING_TAGS, Tags, read_origin
 from songbatch.workspace import Workspace
 
@@ -163,6 +172,102 @@ def _fades(unit: dict[str, Any]) -> tuple[int, int]:
     return int(unit.get("fade_in_ms", 0)), int(unit.get("fade_out_ms", 0))
 
 
+def unit_silences(
+    spec: dict[str, Any], jobs: Sequence[UnitJob], chosen: Preset | None = None
+) -> tuple[int, list[int]]:
+    """The unit's lead-in and the pause after each of its chunks, as its master lays them
+    out (within the preset's head and tail rules)."""
+    return _silences(
+        int(spec.get("lead_in_ms", 0)),
+        [j.pause_after_ms for j in jobs],
+        chosen or preset(spec.get("master", "none")),
+    )
+
+
+# ---------------------------------------------------------------------- work folder keys
+# The Assembler names what it builds in the work folder by these keys, and gc keeps exactly
+# the names they give for the plans in the ledger: one derivation, so the two cannot drift.
+
+
+def raw_master_key(spec: dict[str, Any], unit: int, jobs: Sequence[UnitJob]) -> str:
+    """A unit's unmastered master (`<key>.flac`): its chunks' recorded hashes, in order, and
+    how they are laid out (pauses, lead-in, fades; a layered track's mix)."""
+    meta = spec["units"][unit]
+    fade_in_ms, fade_out_ms = _fades(meta)
+    if "layers" in meta:
+        return _digest(
+            {
+                "mix": layers.MIX_VERSION,
+                "layers": meta["layers"],
+                "min_ms": meta.get("min_ms", 0),
+                "jobs": [(j.sha256, j.pause_after_ms) for j in jobs],
+                "fades": [fade_in_ms, fade_out_ms],
+            }
+        )
+    lead_in_ms, pauses = unit_silences(spec, jobs)
+    return _digest(
+        {
+            "lead_in_ms": lead_in_ms,
+            "jobs": [(j.sha256, pause) for j, pause in zip(jobs, pauses, strict=True)],
+            # Only when a track fades: masters made before fades keep their key.
+            **({"fades": [fade_in_ms, fade_out_ms]} if fade_in_ms or fade_out_ms else {}),
+        }
+    )
+
+
+def master_path(folder: Path, key: str) -> Path:
+    return folder / f"{key}.flac"
+
+
+def stream_key(master_key: str, fmt: str, encoding: Encoding) -> str:
+    """A unit's stream for a book format (streams.py): its master and the format's encoding."""
+    return _digest({"master": master_key, "format": fmt, "encoding": encoding.key_fields()})
+
+
+def joined_formats(spec: dict[str, Any]) -> list[str]:
+    """The plan's whole-book formats: each unit has a stream for each of them."""
+    formats = spec.get("formats", [])
+    return [fmt for fmt in BOOK_FORMATS if fmt in formats]
+
+
+def work_names(ledger: Ledger, info: ManifestInfo) -> set[str]:
+    """The names of the files in the work folder that this manifest's current assembly reads
+    again rather than builds: each unit's master (raw, and mastered where a preset masters),
+    an album track's loudness beside it, and its stream (with its frame count) per book
+    format. A unit with a chunk not rendered has none: its master's key is not known yet."""
+    spec = info.assembly
+    chosen = preset(spec.get("master", "none"))
+    names: set[str] = set()
+    for unit in (int(meta["unit"]) for meta in spec["units"]):
+        jobs = ledger.unit_jobs(info.id, unit)
+        if not jobs or any(job.sha256 is None for job in jobs):
+            continue
+        raw = raw_master_key(spec, unit, jobs)
+        key = mastered_key(raw, chosen) if chosen.masters else raw
+        names |= {master_path(Path(), raw).name, master_path(Path(), key).name}
+        if spec.get("kind") == "album":
+            names.add(loudness_path(Path(), key).name)
+        for fmt in joined_formats(spec):
+            path = streams.stream_path(Path(), stream_key(key, fmt, spec_encoding(spec, fmt)), fmt)
+            names |= {path.name, streams.count_path(path).name}
+    return names
+
+
+_KEY = "[0-9a-f]{64}"
+_MASTER_KEY = f"{_KEY}(?:-{MASTERED_SUFFIX})?"
+_STREAM_SUFFIXES = "|".join(re.escape(f.suffix) for f in streams.STREAM_FORMATS.values())
+_WORK_NAME = re.compile(
+    rf"{_MASTER_KEY}(?:\.flac|{re.escape(LOUDNESS_SUFFIX)})"
+    rf"|{_KEY}(?:{_STREAM_SUFFIXES})(?:{re.escape(streams.COUNT_SUFFIX)})?"
+)
+
+
+def is_work_name(name: str) -> bool:
+    """Whether `name` is one the Assembler gives a file in the work folder (of any key, any
+    preset, any mastering version): only such files are ever gc's to remove."""
+    return _WORK_NAME.fullmatch(name) is not None
+
+
 def _holds(path: Path, content: bytes) -> bool:
     """Whether the file at `path` is exactly `content` (read only when the size matches)."""
     try:
@@ -252,15 +357,14 @@ class Assembler:
         return [*written, *outcomes]
 
     def _joined_formats(self, info: ManifestInfo) -> list[str]:
-        formats = info.assembly.get("formats", [])
-        return [fmt for fmt in BOOK_FORMATS if fmt in formats]
+        return joined_formats(info.assembly)
 
     def chapter_stream(self, info: ManifestInfo, unit: int, fmt: str) -> streams.ChapterStream:
         """The unit's master encoded once as `fmt`'s raw stream (streams.py), keyed by the
         master and the format's encoding."""
         master = self.master(info, unit)
         encoding = self._encoding(info, fmt)
-        key = _digest({"master": master.inputs_sha256, "format": fmt, "encoding": vars(encoding)})
+        key = stream_key(master.inputs_sha256, fmt, encoding)
         path = streams.stream_path(self.workspace.work_dir, key, fmt)
         found = streams.load_stream(path, fmt)
         if found is not None:
@@ -300,13 +404,7 @@ class Assembler:
     def _unit_silences(
         self, info: ManifestInfo, jobs: list[UnitJob], chosen: Preset | None = None
     ) -> tuple[int, list[int]]:
-        """The unit's lead-in and the pause after each of its chunks, as its master lays them
-        out (within the preset's head and tail rules)."""
-        return _silences(
-            int(info.assembly.get("lead_in_ms", 0)),
-            [j.pause_after_ms for j in jobs],
-            chosen or preset(info.assembly.get("master", "none")),
-        )
+        return unit_silences(info.assembly, jobs, chosen)
 
     def _replaygain(self, info: ManifestInfo, master: Master) -> ReplayGain | None:
         """An album track's ReplayGain: its own gain, and the album's once every track is
@@ -349,18 +447,11 @@ class Assembler:
 
     def _raw_master(self, info: ManifestInfo, unit: int, chosen: Preset) -> Master:
         jobs = self.ledger.unit_jobs(info.id, unit)
+        inputs = raw_master_key(info.assembly, unit, jobs)
         if "layers" in info.assembly["units"][unit]:
-            return self._mixed_master(jobs, info.assembly["units"][unit])
+            return self._mixed_master(inputs, jobs, info.assembly["units"][unit])
         lead_in_ms, pauses = self._unit_silences(info, jobs, chosen)
         fade_in_ms, fade_out_ms = _fades(info.assembly["units"][unit])
-        inputs = _digest(
-            {
-                "lead_in_ms": lead_in_ms,
-                "jobs": [(j.sha256, pause) for j, pause in zip(jobs, pauses, strict=True)],
-                # Only when a track fades: masters made before fades keep their key.
-                **({"fades": [fade_in_ms, fade_out_ms]} if fade_in_ms or fade_out_ms else {}),
-            }
-        )
 
         def write(path: Path) -> None:
             probe = soundfile.info(str(self._chunk_path(jobs[0])))
@@ -377,19 +468,9 @@ class Assembler:
 
         return self._built_master(inputs, jobs, write)
 
-    def _mixed_master(self, jobs: list[UnitJob], meta: dict[str, Any]) -> Master:
-        """A layered track's master: its layers mixed and faded (layers.py), keyed by every
-        layer's chunks and the way they are mixed."""
+    def _mixed_master(self, inputs: str, jobs: list[UnitJob], meta: dict[str, Any]) -> Master:
+        """A layered track's master: its layers mixed and faded (layers.py)."""
         fade_in_ms, fade_out_ms = _fades(meta)
-        inputs = _digest(
-            {
-                "mix": layers.MIX_VERSION,
-                "layers": meta["layers"],
-                "min_ms": meta.get("min_ms", 0),
-                "jobs": [(j.sha256, j.pause_after_ms) for j in jobs],
-                "fades": [fade_in_ms, fade_out_ms],
-            }
-        )
 
         def write(path: Path) -> None:
             layers.write_mix(
@@ -411,7 +492,7 @@ class Assembler:
         self, inputs: str, jobs: list[UnitJob], write: Callable[[Path], None]
     ) -> Master:
         """The master of these inputs in the work folder, written by `write` unless there."""
-        path = self.workspace.work_dir / f"{inputs}.flac"
+        path = master_path(self.workspace.work_dir, inputs)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             started = time.monotonic()
@@ -426,7 +507,7 @@ class Assembler:
         """`raw` brought to the preset's level, peak limit and rate (mastering.py), beside it
         and keyed by it: made once, whatever formats are encoded from it."""
         key = mastered_key(raw.inputs_sha256, chosen)
-        path = self.workspace.work_dir / f"{key}.flac"
+        path = master_path(self.workspace.work_dir, key)
         if not path.exists():
             tmp = temp_sibling(path, self.owner)
             try:
@@ -574,7 +655,7 @@ class Assembler:
                 "cover": info.assembly.get("cover_sha256"),
                 "chapters": None if chapters is None else [vars(c) for c in chapters],
                 # Only where a preset sets one: files encoded before presets stay current.
-                **({"encoding": vars(encoding)} if encoding != Encoding() else {}),
+                **({"encoding": encoding.key_fields()} if encoding != Encoding() else {}),
                 **({"joined": True} if joined is not None else {}),
             }
         )
@@ -685,8 +766,7 @@ class Assembler:
                 bitrate=f"{encoding.bitrate_kbps}k" if encoding.bitrate_kbps else None,
                 sample_rate=encoding.sample_rate,
                 channels=encoding.channels,
-                vbr=encoding.vbr,
-                cbr=encoding.cbr,
+                mode=encoding.mode,
                 cancel=self.cancel,
             )
 

@@ -30,6 +30,7 @@ from songbatch.fsutil import (
     temp_sibling,
     write_synced,
 )
+from songbatch.presets import BitrateMode
 from songbatch.tagging import Tags, set_vorbis_comment, write_tags
 
 CHUNK_SUBTYPE = "PCM_24"
@@ -277,8 +278,7 @@ def encode(
     bitrate: str | None = None,
     sample_rate: int | None = None,
     channels: int | None = None,
-    vbr: bool = False,
-    cbr: bool = False,
+    mode: BitrateMode | None = None,
     cancel: threading.Event | None = None,
 ) -> None:
     """Concatenate `inputs` (masters of one rate and channel count) into `out_path` as `fmt`,
@@ -299,8 +299,7 @@ def encode(
         channels or _channels(inputs[0]),
         bitrate=bitrate,
         sample_rate=sample_rate,
-        vbr=vbr,
-        cbr=cbr,
+        mode=mode,
     )
     with tempfile.TemporaryDirectory(prefix="songbatch-encode-") as work:
         args = ["-f", "concat", "-safe", "0", "-i", str(_concat_list(inputs, Path(work)))]
@@ -322,17 +321,17 @@ def encode(
 _LAME_VBR_KBPS = (245, 225, 190, 175, 165, 130, 115, 100, 85, 65)
 
 
-def _rate_args(fmt: str, kbps: str | None, *, vbr: bool, cbr: bool) -> list[str]:
-    """ffmpeg's bit-rate arguments. MP3: constant at `kbps` (libmp3lame's -b:a), or with `vbr`
-    LAME's quality level nearest it. Opus: VBR around `kbps` (libopus's own default), or with
-    `cbr` constant. AAC: its encoder's average."""
+def _rate_args(fmt: str, kbps: str | None, mode: BitrateMode | None) -> list[str]:
+    """ffmpeg's bit-rate arguments. MP3: constant at `kbps` (libmp3lame's -b:a), or in VBR
+    mode LAME's quality level nearest it. Opus: VBR around `kbps` (libopus's own default), or
+    in CBR mode constant. AAC: its encoder's average."""
     if not kbps:
         return []
-    if vbr and fmt == "mp3":
+    if mode is BitrateMode.VBR and fmt == "mp3":
         target = int(kbps.rstrip("k"))
         level = min(range(10), key=lambda q: abs(_LAME_VBR_KBPS[q] - target))
         return ["-q:a", str(level)]
-    if fmt == "opus" and cbr:
+    if fmt == "opus" and mode is BitrateMode.CBR:
         return ["-b:a", kbps, "-vbr", "off"]
     return ["-b:a", kbps]
 
@@ -343,8 +342,7 @@ def encoder_args(
     *,
     bitrate: str | None = None,
     sample_rate: int | None = None,
-    vbr: bool = False,
-    cbr: bool = False,
+    mode: BitrateMode | None = None,
 ) -> list[str]:
     """ffmpeg's output arguments that encode audio as `fmt` does (codec, channels, rate, bit
     rate), whatever container the stream then goes into."""
@@ -354,9 +352,7 @@ def encoder_args(
     args = ["-c:a", encoder, *extra, "-ac", str(channels)]
     if sample_rate:
         args += ["-ar", str(sample_rate)]
-    return args + _rate_args(
-        file_type, bitrate or _default_bitrate(file_type, channels), vbr=vbr, cbr=cbr
-    )
+    return args + _rate_args(file_type, bitrate or _default_bitrate(file_type, channels), mode)
 
 
 def chapter_args(chapters: Sequence[ChapterMark] | None, work: Path) -> list[str]:

@@ -5,8 +5,11 @@ remotely to the Replicate backend, the others to a local worker pool per set of 
 settings. `group_backends` decides that before anything is written, and refuses what one run
 cannot do: two Replicate setups (one account's rate limit and spend caps are one limiter and
 one budget), two pools wanting one GPU (one job per device at a time), one engine and model set
-up two ways (a worker loads each once). `build_backend` makes the executor for a group; the
-scheduler (scheduler.py) drives them all in one loop.
+up two ways (a worker loads each once). A hybrid manifest (its profile has `spill:`) is in a
+local pool and also in the Replicate backend of its spill-over profile, which takes the jobs
+the pool sends it (spill.py); that backend is the run's one Replicate set-up like any other.
+`build_backend` makes the executor for a group; the scheduler (scheduler.py) drives them all
+in one loop.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from songbatch.engines.base import EngineSpec
 from songbatch.errors import InputError
-from songbatch.events import Observer
+from songbatch.events import Observer, RunEvent
 from songbatch.executors.devices import DeviceSlot, parse_devices
 from songbatch.executors.local import ExecutorSettings, LocalExecutor
 from songbatch.executors.ray_backend import RayExecutor, actor_device
@@ -30,6 +33,7 @@ from songbatch.workspace import Workspace
 
 if TYPE_CHECKING:
     from songbatch.remote.executor import RemoteHooks
+    from songbatch.spill import SpillLink, SpillPolicy, SpillTarget
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class Member:
     name: str
     profile: Profile
     specs: tuple[EngineSpec, ...]
+    spill: SpillTarget | None = None  # a hybrid manifest's spill-over
 
 
 @dataclass
@@ -49,6 +54,7 @@ class BackendGroup:
     profile: Profile  # the first member's: every member's agrees on what the backend uses
     specs: dict[str, EngineSpec] = field(default_factory=dict)  # by spec id, its engines
     slots: list[DeviceSlot] = field(default_factory=list)  # a local pool's workers
+    spill_members: list[int] = field(default_factory=list)  # hybrid manifests it takes jobs of
 
     @property
     def remote(self) -> bool:
@@ -80,6 +86,7 @@ def group_backends(
             group.add(index, member.specs)
             groups.append(group)
             settings.append(mine)
+    _add_spill_overs(groups, members, settings, devices is not None)
     _one_remote(groups, members, settings)
     warnings = _place_devices(groups, members, settings, devices)
     return groups, warnings
@@ -120,6 +127,35 @@ def _check_engines_agree(members: Sequence[Member]) -> None:
                 )
 
 
+def _add_spill_overs(
+    groups: list[BackendGroup],
+    members: Sequence[Member],
+    settings: list[dict[str, object]],
+    devices_given: bool,
+) -> None:
+    """Each hybrid manifest also joins the Replicate backend of its spill-over profile: the one
+    its set-up already has in this run, or one of its own."""
+    for index, member in enumerate(members):
+        if member.spill is None:
+            continue
+        target = member.spill.profile
+        mine = _settings(target, devices_given)
+        for group, theirs in zip(groups, settings, strict=True):
+            if group.remote and theirs == mine:
+                group.spill_members.append(index)
+                break
+        else:
+            groups.append(BackendGroup([], target, spill_members=[index]))
+            settings.append(mine)
+
+
+def _first_name(group: BackendGroup, members: Sequence[Member]) -> str:
+    if group.members:
+        return members[group.members[0]].name
+    spilled = members[group.spill_members[0]]
+    return f"{group.profile.path.name} (the spill-over of {spilled.name})"
+
+
 def _differ(first: dict[str, object], other: dict[str, object]) -> list[str]:
     return [name for name in first if first[name] != other[name]]
 
@@ -131,7 +167,7 @@ def _one_remote(
     if len(remote) > 1:
         (first, mine), (other, theirs) = remote[0], remote[1]
         raise InputError(
-            f"{members[first.members[0]].name} and {members[other.members[0]].name} need"
+            f"{_first_name(first, members)} and {_first_name(other, members)} need"
             f" different Replicate set-ups ({', '.join(_differ(mine, theirs))} differ): one"
             " run keeps one rate limit and one budget, so render them in separate runs"
         )
@@ -206,11 +242,14 @@ class RunContext:
     time_left_s: float | None = None  # each backend's deadline, on its own clock
     max_spend: float | None = None  # --max-spend, for the Replicate backend
     remote_hooks: RemoteHooks | None = None  # tests and benchmarks: a virtual clock, a fake API
+    spill: SpillLink | None = None  # a hybrid run's: what its pools and spill-over share
 
 
 def build_backend(group: BackendGroup, manifest_ids: list[int], run: RunContext) -> Backend:
-    """The executor that renders `manifest_ids` (the group's manifests) as its profile says."""
+    """The executor that renders `manifest_ids` (the group's manifests) as its profile says;
+    in a hybrid run, a pool with hybrid manifests sends work to the spill-over backend."""
     profile = group.profile
+    spill = run.spill if group.spill_members else None
     if profile.remote:
         from songbatch.remote.executor import RemoteExecutor, RemoteHooks, RemoteSettings
 
@@ -226,12 +265,14 @@ def build_backend(group: BackendGroup, manifest_ids: list[int], run: RunContext)
                 max_failures=profile.max_attempts,
                 lease_s=profile.lease_seconds,
                 deadline=_deadline(hooks.clock, run.time_left_s),
-                max_spend=run.max_spend,
+                # Only a spill-over: the spill's budget is its hard cap too.
+                max_spend=spill.budget_usd if spill and not manifest_ids else run.max_spend,
                 transient_patience_s=profile.transient_patience_s,
             ),
             observer=run.observer,
             on_published=run.on_published,
             hooks=hooks,
+            spill=spill,
         )
     settings = ExecutorSettings(
         lease_s=profile.lease_seconds,
@@ -239,6 +280,7 @@ def build_backend(group: BackendGroup, manifest_ids: list[int], run: RunContext)
         deadline=_deadline(time.monotonic, run.time_left_s),
         transient_patience_s=profile.transient_patience_s,
     )
+    policy = _spill_policy(run, manifest_ids)
     if profile.executor == "ray":
         return RayExecutor(
             run.ledger,
@@ -251,6 +293,7 @@ def build_backend(group: BackendGroup, manifest_ids: list[int], run: RunContext)
             settings=settings,
             observer=run.observer,
             on_published=run.on_published,
+            spill=policy,
         )
     return LocalExecutor(
         run.ledger,
@@ -262,7 +305,20 @@ def build_backend(group: BackendGroup, manifest_ids: list[int], run: RunContext)
         settings=settings,
         observer=run.observer,
         on_published=run.on_published,
+        spill=policy,
     )
+
+
+def _spill_policy(run: RunContext, manifest_ids: list[int]) -> SpillPolicy | None:
+    link = run.spill
+    if link is None or not set(manifest_ids) & set(link.targets):
+        return None
+    from songbatch.spill import SpillPolicy
+
+    def observe(message: str, data: dict[str, object]) -> None:
+        run.observer(RunEvent("spilled", message, data=dict(data)))
+
+    return SpillPolicy(link, manifest_ids, observe=observe)
 
 
 def _deadline(clock: Callable[[], float], time_left_s: float | None) -> float | None:

@@ -350,28 +350,13 @@ _FFMPEG_FIX = "pip install --force-reinstall imageio-ffmpeg, or set IMAGEIO_FFMP
 
 
 def _ffmpeg() -> Check:
-    from songbatch.ffmpeg import ffmpeg_exe
+    from songbatch.ffmpeg import ffmpeg_exe, ffmpeg_query
 
     try:
         exe = ffmpeg_exe()
-        first = subprocess.run(
-            [exe, "-nostdin", "-hide_banner", "-version"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout.splitlines()
+        first = ffmpeg_query("-version").splitlines()
     except SongbatchError as exc:
         return Check("ffmpeg", "fail", str(exc), _FFMPEG_FIX, needed=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return Check(
-            "ffmpeg",
-            "fail",
-            f"cannot run it: {exc}",
-            _FFMPEG_FIX,
-            needed=True,
-        )
     # "ffmpeg version N Copyright ...": the version is all a person needs of that line.
     version = " ".join(first[0].split()[:3]) if first else "unknown version"
     return Check("ffmpeg", "ok", f"{version} ({exe})", needed=True)

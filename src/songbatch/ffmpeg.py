@@ -1,23 +1,41 @@
 """Locating and running ffmpeg: the binary bundled in the imageio-ffmpeg wheel by default.
 
 `IMAGEIO_FFMPEG_EXE` (the variable imageio-ffmpeg itself reads) points at another binary.
+
+Every ffmpeg songbatch runs goes through `ffmpeg_lines` (an encode through `run_ffmpeg`, a
+measuring pass that reads its stderr through it directly) or, for a question about the binary,
+`ffmpeg_query`: one way to build the command, to keep ffmpeg from outliving its caller, and to
+say a failure.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Literal
 
 from songbatch.errors import EngineError, Interrupted
 
-# Quiet, never interactive: ffmpeg reading stdin would steal a terminal or hang under cron.
-_BASE_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error", "-y")
+# Never interactive: ffmpeg reading stdin would steal a terminal or hang under cron. No
+# progress lines: a caller reading stderr wants the log. -y: an encode writes over the temp
+# file mkstemp made for it.
+_BASE_ARGS = ("-nostdin", "-hide_banner", "-nostats", "-y")
 _ERROR_LINES = 8
+_QUERY_TIMEOUT_S = 20
+
+
+class FfmpegFailed(EngineError):
+    """ffmpeg ran and exited non-zero; `tail`: its last lines of stderr, joined by ` | `."""
+
+    def __init__(self, returncode: int, tail: str) -> None:
+        super().__init__(f"ffmpeg exited {returncode}: {tail}", retryable=False)
+        self.returncode = returncode
+        self.tail = tail
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,15 +63,12 @@ def ffmpeg_exe() -> str:
 @functools.lru_cache(maxsize=1)
 def encoders() -> frozenset[str]:
     """Names of the audio encoders this ffmpeg was built with (`ffmpeg -encoders`)."""
-    result = subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-hide_banner", "-encoders"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        listing = ffmpeg_query("-encoders")
+    except EngineError:  # said as the encoder that is missing, by require_encoder
+        return frozenset()
     names = set()
-    for line in result.stdout.splitlines():
+    for line in listing.splitlines():
         fields = line.split()
         # Rows look like " A....D aac   AAC (Advanced Audio Coding)"; the header rows do not.
         if len(fields) >= 2 and len(fields[0]) == 6 and fields[0].startswith("A"):
@@ -66,40 +81,86 @@ def require_encoder(name: str) -> None:
         raise EngineError(f"this ffmpeg ({ffmpeg_exe()}) has no {name} encoder", retryable=False)
 
 
+def ffmpeg_query(*args: str) -> str:
+    """What ffmpeg prints on stdout for a question about itself (`-version`, `-encoders`);
+    EngineError(retryable=False) when it cannot run, hangs or fails."""
+    try:
+        result = subprocess.run(
+            [ffmpeg_exe(), "-nostdin", "-hide_banner", *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=_QUERY_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise EngineError(f"cannot run ffmpeg: {exc}", retryable=False) from exc
+    if result.returncode != 0:
+        raise FfmpegFailed(result.returncode, _tail(result.stderr.splitlines()[-_ERROR_LINES:]))
+    return result.stdout
+
+
 def run_ffmpeg(args: Sequence[str], *, cancel: threading.Event | None = None) -> None:
-    """Run ffmpeg with `args`; raise EngineError(retryable=False) with its last stderr lines.
+    """Run ffmpeg with `args` (an encode: only errors are logged); raise FfmpegFailed with its
+    last stderr lines.
 
     ffmpeg never outlives the call: an exception here (Ctrl-C, SIGTERM) or `cancel` being set
     kills it, and `cancel` raises Interrupted.
     """
-    command = [ffmpeg_exe(), *_BASE_ARGS, *args]
-    with tempfile.TemporaryFile() as errors:
-        try:
-            process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors
-            )
-        except OSError as exc:
-            raise EngineError(f"cannot run ffmpeg: {exc}", retryable=False) from exc
-        try:
-            returncode = _wait(process, cancel)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        errors.seek(0)
-        stderr = errors.read()
+    for _line in ffmpeg_lines(args, level="error", cancel=cancel):
+        pass
+
+
+def ffmpeg_lines(
+    args: Sequence[str],
+    *,
+    level: Literal["error", "info"] = "info",
+    cancel: threading.Event | None = None,
+    doing: str = "encoding",
+) -> Iterator[str]:
+    """ffmpeg run with `args`, its stderr (logged at `level`) a line at a time; FfmpegFailed
+    with its last lines when it exits non-zero. ffmpeg never outlives the generator (closed,
+    or an exception in it), and `cancel` being set kills it (Interrupted, "while `doing`"):
+    a measuring filter prints nothing until the end to wake on, so a thread watches."""
+    command = [ffmpeg_exe(), *_BASE_ARGS, "-loglevel", level, *args]
+    try:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+    except OSError as exc:
+        raise EngineError(f"cannot run ffmpeg: {exc}", retryable=False) from exc
+    done = threading.Event()
+    if cancel is not None:
+        threading.Thread(target=_kill_on, args=(cancel, done, process), daemon=True).start()
+    last: collections.deque[str] = collections.deque(maxlen=_ERROR_LINES)
+    try:
+        assert process.stderr is not None
+        for raw in process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            last.append(line)
+            yield line
+        returncode = process.wait()
+    finally:
+        done.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+    if cancel is not None and cancel.is_set():
+        raise Interrupted(f"interrupted while {doing}")
     if returncode != 0:
-        lines = stderr.decode("utf-8", "replace").strip().splitlines()
-        tail = " | ".join(lines[-_ERROR_LINES:]) or "no message"
-        raise EngineError(f"ffmpeg exited {returncode}: {tail}", retryable=False)
+        raise FfmpegFailed(returncode, _tail(last))
 
 
-def _wait(process: subprocess.Popen[bytes], cancel: threading.Event | None) -> int:
-    if cancel is None:
-        return process.wait()
-    while True:
-        try:
-            return process.wait(timeout=0.1)
-        except subprocess.TimeoutExpired:
-            if cancel is not None and cancel.is_set():
-                raise Interrupted("interrupted while encoding") from None
+def _tail(lines: Iterable[str]) -> str:
+    return " | ".join(line.strip() for line in lines if line.strip()) or "no message"
+
+
+def _kill_on(
+    cancel: threading.Event, done: threading.Event, process: subprocess.Popen[bytes]
+) -> None:
+    while not done.wait(0.1):
+        if cancel.is_set():
+            process.kill()
+            return

@@ -1,18 +1,27 @@
-"""`songbatch gc`: chunk files and job rows no planned manifest uses any more, dropped.
+"""`songbatch gc`: chunk files and job rows no planned manifest uses any more, dropped, and the
+masters and streams in the work folder that no planned manifest's assembly reads again.
 
 The chunk cache is content-keyed and shared, and re-planning keeps a manifest's old jobs as
 cache (ledger/), so edits, removed chapters and previews leave chunks behind (a 56-minute book
-is about 150 MB of them). What goes:
+is about 150 MB of them); assembly's masters and streams are content-keyed too, and an edited
+chapter leaves its old ones behind. What goes:
 
 - job rows no manifest's plan references, with their attempts, and the chunk file each
   recorded; a job that a budget reservation names keeps its row (the reservation refers to it
   and money records are never dropped) and only loses its file;
 - files under `.songbatch/chunks/` named like a chunk of a key that has no row at all
-  (a run killed between its rename and its commit, then re-planned without that chunk).
+  (a run killed between its rename and its commit, then re-planned without that chunk);
+- files under `.songbatch/work/` named like a master, a master's loudness or a book format's
+  stream (and its frame count) whose key no planned manifest's assembly gives now: the keys
+  come from `assemble.work_names`, the derivation the Assembler names its files by (the
+  chunks' recorded hashes, the layout, the preset, the encoding), so what a render would read
+  again is never removed. A unit with a chunk not rendered has no key yet: its old master
+  goes (a new chunk makes a new master).
 
-Nothing else is touched: only paths under the chunk folder, and only those the ledger recorded
-or that are named like a chunk key (`<ab>/<64 hex>.flac`); a chunk whose key any manifest still
-plans is never removed, whatever its state, because the next render adopts it from disk.
+Nothing else is touched: only paths under those two folders, and only those the ledger recorded
+or that are named like a chunk key (`<ab>/<64 hex>.flac`) or a work file's
+(`assemble.is_work_name`); a chunk whose key any manifest still plans is never removed,
+whatever its state, because the next render adopts it from disk.
 Manifests whose YAML file is gone still count as planned (a moved disk comes back); they are
 listed, and `--forget-missing` forgets them first so that their chunks go too.
 
@@ -25,6 +34,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from songbatch.assemble import is_work_name, work_names
 from songbatch.ledger import Ledger, damaged_ledger_guard
 from songbatch.runlock import RunLock
 from songbatch.workspace import Workspace
@@ -53,6 +63,7 @@ class GcReport:
     files_removed: int = 0
     bytes_freed: int = 0
     orphan_files: int = 0  # of files_removed: chunk-named files with no job row
+    work_files: int = 0  # of files_removed: masters and streams no plan's assembly reads
     missing_manifests: list[str] = field(default_factory=list)  # planned, YAML file gone
     forgotten_manifests: list[str] = field(default_factory=list)
     kept_jobs: int = 0  # job rows still planned
@@ -75,6 +86,7 @@ def collect_garbage(
     ):
         forgotten = _forget(ledger, report, forget_missing=forget_missing)
         _collect(ledger, workspace, report, forgotten)
+        _collect_work(ledger, workspace, report, forgotten)
     return report
 
 
@@ -131,6 +143,27 @@ def _collect(ledger: Ledger, workspace: Workspace, report: GcReport, forgotten: 
             continue
         if _remove(path, report):
             report.orphan_files += 1
+
+
+def _collect_work(
+    ledger: Ledger, workspace: Workspace, report: GcReport, forgotten: list[int]
+) -> None:
+    folder = workspace.work_dir
+    if not folder.is_dir():
+        return
+    live: set[str] = set()
+    for info in ledger.manifests():
+        if info.id not in forgotten:  # a dry run's forgotten manifests are still in the ledger
+            live |= work_names(ledger, info)
+    for entry in sorted(folder.iterdir()):
+        if (
+            is_work_name(entry.name)
+            and entry.name not in live
+            and entry.is_file()
+            and not entry.is_symlink()
+            and _remove(entry, report)
+        ):
+            report.work_files += 1
 
 
 def _chunk_named_files(folder: Path) -> list[Path]:

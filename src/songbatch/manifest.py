@@ -33,7 +33,7 @@ from songbatch.engines.params import MAX_MUSIC_S, MIN_MUSIC_S
 from songbatch.errors import ManifestError
 from songbatch.normalise.ipa import IpaError, to_espeak
 from songbatch.normalise.lexicon import LexiconEntry, check_pattern
-from songbatch.presets import PresetField
+from songbatch.presets import BitrateMode, PresetField
 from songbatch.yamlstrict import (
     FieldPath,
     StrictDocument,
@@ -582,7 +582,8 @@ class _RawEncoding(_Raw):
     bitrate: Annotated[int, Field(ge=8, le=512)] | None = None  # kbit/s
     sample_rate: SampleRate | None = None
     channels: Literal[1, 2] | None = None
-    mode: Literal["cbr", "vbr"] | None = None
+    # Not strict: YAML gives text, and strict mode takes only the enum's own members.
+    mode: Annotated[BitrateMode, Field(strict=False)] | None = None
 
 
 def _lexicon_entry(value: Any) -> Any:
@@ -1202,7 +1203,8 @@ class _Builder:
             path: FieldPath = ("encoding", fmt)
             if fmt not in formats:
                 raise self.fail(path, f"{fmt} is not in formats: {', '.join(formats)}")
-            values = chosen.model_dump(exclude_none=True)
+            # Plain data (the mode as its text): the settings go into the assembly spec.
+            values = chosen.model_dump(mode="json", exclude_none=True)
             problem = _encoding_problem(fmt, values)
             if problem is not None:
                 raise self.fail((*path, problem[0]), problem[1])

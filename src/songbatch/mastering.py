@@ -45,6 +45,11 @@ def mastered_key(master_key: str, preset: Preset) -> str:
     return f"{master_key}-{preset.name.value}-m{MASTERING_VERSION}"
 
 
+# What `mastered_key` adds to a master's key, for any preset and version (an older version's
+# file is still one of ours).
+MASTERED_SUFFIX = "[a-z]+-m[0-9]+"
+
+
 def master_to(
     source: Path,
     target: Path,

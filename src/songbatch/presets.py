@@ -27,17 +27,25 @@ class PresetName(str, Enum):  # str, Enum: StrEnum is 3.11+
     SPOKEN = "spoken"
 
 
+class BitrateMode(str, Enum):  # str, Enum: StrEnum is 3.11+
+    """How a lossy encoder spends its bits around `bitrate_kbps`, as a manifest's `mode:`
+    spells it. None (no mode) is the format's own way: MP3 constant (libmp3lame's -b:a), Opus
+    variable (libopus's default), AAC its encoder's average."""
+
+    CBR = "cbr"  # constant: opus with -vbr off; mp3 as its default
+    VBR = "vbr"  # mp3: LAME's quality level nearest the bit rate; opus as its default
+
+
 @dataclass(frozen=True)
 class Encoding:
-    """How a format is encoded under a preset; None keeps the format's own default. With
-    `cbr`, `bitrate_kbps` is also a floor `songbatch check` holds files to; without, it is the
-    encoder's target only."""
+    """How a format is encoded under a preset; None keeps the format's own default. At a
+    constant bit rate (`mode` CBR), `bitrate_kbps` is also a floor `songbatch check` holds
+    files to; otherwise it is the encoder's target only."""
 
     sample_rate: int | None = None
     channels: int | None = None
     bitrate_kbps: int | None = None
-    cbr: bool = False
-    vbr: bool = False  # mp3: LAME's quality scale near `bitrate_kbps`; opus: its default
+    mode: BitrateMode | None = None
 
     def with_settings(self, settings: dict[str, Any]) -> Encoding:
         """These defaults under a manifest's `encoding:` settings for the format."""
@@ -47,9 +55,20 @@ class Encoding:
             sample_rate=settings.get("sample_rate", self.sample_rate),
             channels=settings.get("channels", self.channels),
             bitrate_kbps=settings.get("bitrate", self.bitrate_kbps),
-            cbr=self.cbr if mode is None else mode == "cbr",
-            vbr=self.vbr if mode is None else mode == "vbr",
+            mode=self.mode if mode is None else BitrateMode(mode),
         )
+
+    def key_fields(self) -> dict[str, Any]:
+        """What of the encoding goes into a stream's or an output's key, laid out as it was
+        when the mode was two flags: the files made then keep their keys (none is encoded
+        again for a change of model)."""
+        return {
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "bitrate_kbps": self.bitrate_kbps,
+            "cbr": self.mode is BitrateMode.CBR,
+            "vbr": self.mode is BitrateMode.VBR,
+        }
 
 
 @dataclass(frozen=True)
@@ -93,7 +112,7 @@ class Preset:
         return (self.encodings or {}).get(fmt, Encoding())
 
 
-_ACX_ENCODING = Encoding(sample_rate=44_100, channels=1, bitrate_kbps=192, cbr=True)
+_ACX_ENCODING = Encoding(sample_rate=44_100, channels=1, bitrate_kbps=192, mode=BitrateMode.CBR)
 # Streaming: rates the platforms re-encode from without a second generation of artefacts. A
 # lossy encode also takes a few tenths of a LU off a voice's level (its low-pass drops what
 # it cannot hear); at 64 kbit/s, the formats' own default, about 0.7 LU.

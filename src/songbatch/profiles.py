@@ -196,6 +196,23 @@ class RayConfig(_Strict):
     num_cpus_per_actor: float = Field(default=1, gt=0)
 
 
+class Spill(_Strict):
+    """Hybrid: local first, a remote profile when it pays (spill.py). The jobs keep their keys;
+    the ledger records which went where and why."""
+
+    to: str = Field(min_length=1)  # a remote profile: a name, or a path from this file's folder
+    # whole-chapters: a chapter or track renders on one backend, one voice; chunks: any job may
+    # go, so a chapter may mix the two engines' voices.
+    mode: Literal["whole-chapters", "chunks"] = "whole-chapters"
+    on_deadline: bool = True  # when the local devices can't finish before the time limit
+    # A job that failed locally this often, or for good (null: failures never spill).
+    after_failures: int | None = Field(default=2, ge=1)
+    on_unavailable: bool = True  # when no local device can run the engine at all
+    # USD this profile's spill may spend in a run (also capped by --max-spend and the remote
+    # profile's own caps); one of them must be set: a spill never spends without a bound.
+    max_spend: float | None = Field(default=None, ge=0)
+
+
 class _ProfileFile(_Strict):
     """The fields a profile YAML may set."""
 
@@ -218,6 +235,7 @@ class _ProfileFile(_Strict):
     cost: DeviceCost | None = None  # local devices' price, for estimates only
     # The mastering preset of books rendered with this profile that name none themselves.
     master: PresetField | None = None
+    spill: Spill | None = None  # a local profile's spill-over to a remote one
 
     @model_validator(mode="after")
     def _remote_models_known(self) -> _ProfileFile:
@@ -309,6 +327,16 @@ class _ProfileChecks:
             self.check_inputs(self.body.replicate)
         for kind in ("speech", "music"):
             self.check_engine(kind)
+        if self.body.spill is not None:
+            self.check_spill()
+
+    def check_spill(self) -> None:
+        if self.body.remote:
+            raise self.fail(
+                ("spill",),
+                "a remote profile has nothing to spill: set it on a local one",
+                at_key=True,
+            )
 
     def check_inputs(self, replicate: ReplicateConfig) -> None:
         from songbatch.remote.mapping import source_problem
@@ -469,6 +497,7 @@ __all__ = [
     "RayConfig",
     "RemoteModel",
     "ReplicateConfig",
+    "Spill",
     "available_profiles",
     "builtin_profiles_dir",
     "load_profile",

@@ -13,17 +13,16 @@ One ffmpeg pass per file, streamed, so memory stays flat however long the book i
 - `silencedetect` at `SILENCE_DB` finds the room tone at the head and the tail.
 
 ffmpeg logs all of these on stderr at the info level, which `ffmpeg.run_ffmpeg` (quiet, for
-encodes) does not keep; the pass here reads stderr a line at a time and keeps only the numbers.
+encodes) does not keep; the pass here reads stderr a line at a time through
+`ffmpeg.ffmpeg_lines` (the runner `run_ffmpeg` is made of) and keeps only the numbers.
 Sample rate, channels, bitrate and CBR come from the container through mutagen, tags and
 chapters from `tagging`'s readers. Library code: never prints.
 """
 
 from __future__ import annotations
 
-import collections
 import math
 import re
-import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,12 +31,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import mutagen
-from mutagen.mp3 import MP3, BitrateMode
+from mutagen.mp3 import MP3
+from mutagen.mp3 import BitrateMode as Mp3BitrateMode  # what a file says; ours is what we ask
 from mutagen.mp4 import MP4
 
-from songbatch.errors import EngineError, InputError, Interrupted
-from songbatch.ffmpeg import ffmpeg_exe
-from songbatch.presets import Preset
+from songbatch.errors import InputError
+from songbatch.ffmpeg import FfmpegFailed, ffmpeg_lines
+from songbatch.presets import BitrateMode, Preset
 from songbatch.workspace import Workspace, resolve_workspace
 
 AUDIO_EXTENSIONS = (".mp3", ".m4b", ".m4a", ".flac", ".opus", ".ogg", ".wav")
@@ -50,7 +50,6 @@ SILENCE_DB = -40.0
 SILENCE_MIN_S = 0.1  # shorter quiet stretches are not counted as head or tail silence
 WINDOW_S = 0.5  # the noise floor's window
 _EDGE_S = 0.01  # a silence starting this close to 0 (or ending this close to the end) is at it
-_ERROR_LINES = 8
 
 
 class Rule(str, Enum):  # str, Enum: StrEnum is 3.11+
@@ -241,7 +240,7 @@ def _container(path: Path) -> _Container:
         # LAME writes an "Info" header on CBR files and "Xing" on VBR ones; a file with
         # neither (UNKNOWN) is CBR by the MP3 convention only if every frame says so, which
         # mutagen does not read: not counted as CBR.
-        cbr = mode is BitrateMode.CBR
+        cbr = mode is Mp3BitrateMode.CBR
     chapters = None
     if isinstance(audio, (MP4, MP3)):
         from songbatch.tagging import read_chapters
@@ -270,50 +269,12 @@ def _tags(path: Path) -> dict[str, str | None]:
 def _ffmpeg_lines(
     path: Path, args: Sequence[str], *, cancel: threading.Event | None = None
 ) -> Iterator[str]:
-    """ffmpeg's stderr a line at a time, at the info level; InputError naming `path` with its
-    last lines when it fails. ffmpeg never outlives the generator, and `cancel` being set
-    kills it (Interrupted): a measuring filter prints nothing until the end to wake on."""
-    # -y: a mastering pass writes over the temp file mkstemp made for it.
-    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-y", "-loglevel", "info"]
-    command += args
+    """ffmpeg's stderr a line at a time, at the info level (where the meters print);
+    InputError naming `path` with its last lines when it fails."""
     try:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-    except OSError as exc:
-        raise EngineError(f"cannot run ffmpeg: {exc}", retryable=False) from exc
-    done = threading.Event()
-    if cancel is not None:
-        threading.Thread(target=_kill_on, args=(cancel, done, process), daemon=True).start()
-    last: collections.deque[str] = collections.deque(maxlen=_ERROR_LINES)
-    try:
-        assert process.stderr is not None
-        for raw in process.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
-            last.append(line)
-            yield line
-        returncode = process.wait()
-    finally:
-        done.set()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
-    if cancel is not None and cancel.is_set():
-        raise Interrupted("interrupted while measuring")
-    if returncode != 0:
-        tail = " | ".join(line.strip() for line in last if line.strip()) or "no message"
-        raise InputError(f"{path}: ffmpeg cannot decode it: {tail}")
-
-
-def _kill_on(
-    cancel: threading.Event, done: threading.Event, process: subprocess.Popen[bytes]
-) -> None:
-    while not done.wait(0.1):
-        if cancel.is_set():
-            process.kill()
-            return
+        yield from ffmpeg_lines(args, level="info", cancel=cancel, doing="measuring")
+    except FfmpegFailed as exc:
+        raise InputError(f"{path}: ffmpeg cannot decode it: {exc.tail}") from None
 
 
 _NUMBER = r"(-?inf|[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
@@ -445,11 +406,12 @@ def _encoding_results(m: Measurement, preset: Preset) -> list[RuleResult]:
         results.append(RuleResult(Rule.CHANNELS, ok, m.channels, f"{encoding.channels}"))
     # A floor only at a constant bit rate (ACX's 192 kbit/s CBR MP3): otherwise the figure is
     # the encoder's target, which an AAC or Opus encoder undershoots on quiet speech.
-    if encoding.bitrate_kbps is not None and encoding.cbr:
+    constant = encoding.mode is BitrateMode.CBR
+    if encoding.bitrate_kbps is not None and constant:
         ok = m.bitrate_kbps is not None and m.bitrate_kbps >= encoding.bitrate_kbps
         limit = f">= {encoding.bitrate_kbps} kbit/s"
         results.append(RuleResult(Rule.BITRATE, ok, m.bitrate_kbps, limit))
-    if encoding.cbr:
+    if constant:
         results.append(RuleResult(Rule.CBR, m.cbr is True, m.cbr, "constant bit rate"))
     return results
 

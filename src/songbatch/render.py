@@ -8,6 +8,7 @@ touches the ledger.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -38,6 +39,7 @@ from songbatch.engines import check_engine
 from songbatch.engines.base import EngineSpec
 from songbatch.errors import (
     BudgetExceeded,
+    EngineUnavailable,
     InputError,
     Interrupted,
     SongbatchError,
@@ -67,6 +69,7 @@ from songbatch.runlock import RunLock
 from songbatch.runsummary import RunSummary, build_summary, write_summary
 from songbatch.scheduler import drive
 from songbatch.signals import signals_deferred, stop_on_signals
+from songbatch.spill import SpillLink, SpillTarget, spill_budget, spill_target
 from songbatch.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -78,6 +81,7 @@ class Planned:
     loaded: LoadedManifest
     profile: Profile
     plan: Plan
+    spill: SpillTarget | None = None  # a hybrid profile's spill-over
 
 
 @dataclass
@@ -139,18 +143,36 @@ def load_all(paths: Sequence[Path], profile: str | None, workspace: Workspace) -
         chosen = resolve_profile(
             profile, loaded.manifest.profile, workspace, base_dir=loaded.path.parent
         )
+        spill = spill_target(chosen, workspace)
         if chosen.remote:
             check_client()
         else:
-            for kind in job_kinds(loaded.manifest):
-                check_engine(chosen.engine_spec(kind))
-        item = Planned(loaded, chosen, plan_manifest(loaded, chosen, workspace))
+            unavailable = _unavailable_kinds(loaded, chosen, spill)
+            if spill is not None:
+                spill = dataclasses.replace(spill, unavailable=unavailable)
+        item = Planned(loaded, chosen, plan_manifest(loaded, chosen, workspace), spill)
         problem = output_dir_problem(Path(item.plan.record.assembly["output_dir"]))
         if problem is not None:
             raise InputError(f"{loaded.outputs_where}{problem}")
         planned.append(item)
     check_collisions([_claim(item) for item in planned])
     return planned
+
+
+def _unavailable_kinds(
+    loaded: LoadedManifest, profile: Profile, spill: SpillTarget | None
+) -> frozenset[str]:
+    """The kinds of the manifest's jobs whose engine does not import here: refused, unless the
+    profile spills them to its spill-over backend."""
+    missing = set()
+    for kind in job_kinds(loaded.manifest):
+        try:
+            check_engine(profile.engine_spec(kind))
+        except EngineUnavailable:
+            if spill is None or not spill.rules.on_unavailable:
+                raise
+            missing.add(kind)
+    return frozenset(missing)
 
 
 def manifest_paths(paths: Sequence[Path]) -> list[Path]:
@@ -220,7 +242,8 @@ def render(
         groups, warnings = group_backends(members, options.devices)
         if any(member.profile.executor == "ray" for member in members):
             check_ray_installed()
-        if options.max_spend == 0 and any(group.remote for group in groups):
+        _check_spill_budget(planned, options.max_spend)
+        if options.max_spend == 0 and any(group.remote and group.members for group in groups):
             raise InputError(
                 "--max-spend 0 lets this run spend nothing, so no remote job could start;"
                 " `songbatch plan` shows what the book needs"
@@ -250,7 +273,10 @@ def _check_max_spend(max_spend: float | None) -> None:
 def _member(item: Planned, options: RenderOptions) -> Member:
     profile = _with_backend(item.profile, options.backend, options.address)
     return Member(
-        f"{item.loaded.path} (profile {item.profile.name})", profile, tuple(_specs_used(item))
+        f"{item.loaded.path} (profile {item.profile.name})",
+        profile,
+        tuple(_specs_used(item)),
+        item.spill,
     )
 
 
@@ -270,11 +296,31 @@ def _with_backend(profile: Profile, backend: str | None, address: str | None) ->
     return profile.model_copy(update={"executor": "ray", "ray": config})
 
 
+def _check_spill_budget(planned: list[Planned], max_spend: float | None) -> None:
+    """A spill never spends without a bound."""
+    for item in planned:
+        if item.spill is not None and _spill_budget(planned, max_spend) is None:
+            raise InputError(
+                f"{item.profile.path}: spill.to: {item.spill.profile.name} has no budget for"
+                " this run: set spill.max_spend, replicate.max_spend_per_run in"
+                f" {item.spill.profile.path.name}, or --max-spend"
+            )
+
+
+def _spill_budget(planned: list[Planned], max_spend: float | None) -> float | None:
+    targets = [item.spill for item in planned if item.spill is not None]
+    if not targets:
+        return None
+    return spill_budget(targets[0].profile, [t.rules for t in targets], max_spend)
+
+
 def _specs_used(item: Planned) -> list[EngineSpec]:
     """An album with spoken layers needs its profile's speech engine beside the music one:
     the local pool loads each spec a worker is handed, once (a remote profile refuses layers
     at plan time, plancheck.py)."""
-    return [item.profile.engine_spec(kind) for kind in job_kinds(item.loaded.manifest)]
+    unavailable = item.spill.unavailable if item.spill is not None else frozenset()
+    kinds = [kind for kind in job_kinds(item.loaded.manifest) if kind not in unavailable]
+    return [item.profile.engine_spec(kind) for kind in kinds]
 
 
 def _make_workspace(workspace: Workspace) -> None:
@@ -484,13 +530,40 @@ class _Run:
             max_spend=self.options.max_spend,
             remote_hooks=self.options.remote_hooks,
         )
+        context.spill = self._spill_link()
+        spill_ids = context.spill.manifest_ids if context.spill is not None else []
+        # Local pools first: in one pass of the loop a pool's step sends work across before the
+        # spill-over backend's step claims it.
+        order = sorted(zip(self.groups, ids, strict=True), key=lambda pair: pair[0].remote)
         backends = [
             build_backend(group, manifest_ids, context)
-            for group, manifest_ids in zip(self.groups, ids, strict=True)
+            for group, manifest_ids in order
             if tracker.pending_of(manifest_ids)
+            or (group.spill_members and tracker.pending_of(spill_ids))
         ]
         self.report.summary = drive(backends)
         self.report.stop_reason = self.report.summary.stop_reason
+
+    def _spill_link(self) -> SpillLink | None:
+        """What a hybrid run's pools and its spill-over backend share (spill.py)."""
+        targets = {
+            info.id: item.spill
+            for info, item in zip(self.infos, self.planned, strict=True)
+            if item.spill is not None
+        }
+        if not targets:
+            return None
+        first = next(iter(targets.values())).profile
+        budget = _spill_budget(self.planned, self.options.max_spend)
+        assert first.replicate is not None and budget is not None  # load_all, render
+        return SpillLink(
+            self.ledger,
+            self.run_id,
+            first.replicate,
+            {kind: first.engine_spec(kind).model for kind in ("speech", "music")},
+            targets,
+            budget,
+        )
 
     def _time_left(self) -> float | None:
         """Seconds from now to the nearer of --time-limit (counted from here, the start of

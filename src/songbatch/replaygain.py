@@ -46,9 +46,17 @@ class ReplayGain:
         return f"track {self.track_gain_db:.2f}{album}"
 
 
+LOUDNESS_SUFFIX = ".loudness.json"
+
+
+def loudness_path(folder: Path, key: str) -> Path:
+    """Where the loudness of the master keyed `key` is kept: in the master's folder."""
+    return folder / f"{key}{LOUDNESS_SUFFIX}"
+
+
 def loudness_of(master: Path, key: str, *, owner: str) -> Loudness:
     """The master's loudness, measured once and kept beside it."""
-    cached = master.with_name(f"{key}.loudness.json")
+    cached = loudness_path(master.parent, key)
     try:
         data = json.loads(cached.read_text(encoding="utf-8"))
         return Loudness(data["lufs"], data["true_peak_db"], data["duration_s"])

@@ -63,6 +63,7 @@ class RunSummary:
     files_written: int
     spend_usd: float
     reserved_usd: float  # still open (unsettled) reservations of this run
+    spilled: dict[str, int] = field(default_factory=dict)  # sent to a spill-over, by reason
     devices: dict[str, DeviceFigures] = field(default_factory=dict)
     manifests: list[ManifestFigures] = field(default_factory=list)
 
@@ -118,6 +119,7 @@ def build_summary(
         files_written=files_written,
         spend_usd=round(spent, 6),
         reserved_usd=round(reserved, 6),
+        spilled=ledger.spilled_in_run(run_id),
         devices=devices,
         manifests=manifests,
     )

@@ -54,6 +54,8 @@ class ManifestStatus:
     failed: list[dict[str, Any]] = field(default_factory=list)
     set_aside: list[dict[str, Any]] = field(default_factory=list)  # pending after a transient
     output_failures: list[dict[str, Any]] = field(default_factory=list)
+    # Jobs sent to the profile's spill-over backend (a hybrid run), by reason.
+    spilled: dict[str, int] = field(default_factory=dict)
     verification: Verification | None = None
 
     @property
@@ -117,6 +119,7 @@ def _status(ledger: Ledger, info: ManifestInfo, *, verify: bool) -> ManifestStat
         status.failed.append({"job": key, "unit": units[unit]["title"], "error": error})
     for key, _mid, unit, error in ledger.set_aside_jobs([info.id]):
         status.set_aside.append({"job": key, "unit": units[unit]["title"], "error": error})
+    status.spilled = ledger.spilled_jobs([info.id]).get(info.id, {})
     for failure in ledger.output_failures([info.id]):
         if failure.path in current:
             status.output_failures.append({"path": failure.path, "error": failure.error})

@@ -137,8 +137,7 @@ def encode_stream(
         channels,
         bitrate=f"{encoding.bitrate_kbps}k" if encoding.bitrate_kbps else None,
         sample_rate=encoding.sample_rate,
-        vbr=encoding.vbr,
-        cbr=encoding.cbr,
+        mode=encoding.mode,
     )
     output = [*args, *chosen.encoder_args, "-f", chosen.raw]
     tmp = temp_sibling(out, owner)
@@ -240,7 +239,7 @@ def load_stream(path: Path, fmt: str) -> ChapterStream | None:
     """The stream at `path` with its recorded frame count; None if either is missing or they
     disagree (the stream is then encoded again)."""
     try:
-        recorded = json.loads(_count_path(path).read_text(encoding="utf-8"))
+        recorded = json.loads(count_path(path).read_text(encoding="utf-8"))
         if path.stat().st_size != recorded["bytes"]:
             return None
         return ChapterStream(
@@ -253,12 +252,16 @@ def load_stream(path: Path, fmt: str) -> ChapterStream | None:
         return None
 
 
-def _count_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
+COUNT_SUFFIX = ".json"
+
+
+def count_path(path: Path) -> Path:
+    """The stream's frame count, beside it."""
+    return path.with_name(path.name + COUNT_SUFFIX)
 
 
 def _write_count(stream: ChapterStream, size: int, owner: str) -> None:
-    target = _count_path(stream.path)
+    target = count_path(stream.path)
     tmp = temp_sibling(target, owner)
     try:
         record = {

@@ -443,7 +443,7 @@ def plain_message(err: Any) -> str:
     message = _PLAIN_MESSAGES.get(kind) or str(err["msg"]).removeprefix("Value error, ")
     if kind == "too_short":
         message = f"needs at least {err.get('ctx', {}).get('min_length', 1)} item(s)"
-    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "literal_error":
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind in ("literal_error", "enum"):
         message += f" (got {_type_name(err.get('input'))}: {_short(err.get('input'))})"
     elif kind in _RANGE_ERRORS or kind == "finite_number":
         message += f" (got {_short(err.get('input'))})"

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+# add_plugin (conftest.py): (distribution, {engine: "module:attribute"}, {module: source}).
+AddPlugin = Callable[[str, dict[str, str], dict[str, str]], None]
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 

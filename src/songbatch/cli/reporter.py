@@ -577,7 +577,14 @@ def print_status(rows: Sequence[ManifestStatus], *, as_json: bool) -> None:
         )
     console.print(table)
     for row in rows:
+        if row.spilled:
+            console.print(Text(f"{row.title}: {spilled_line(row.spilled)}"))
         _print_problems(console, row)
+
+
+def spilled_line(spilled: dict[str, int]) -> str:
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(spilled.items()))
+    return f"spilled {sum(spilled.values())} job(s) to the spill-over backend ({reasons})"
 
 
 def _print_problems(console: Console, row: ManifestStatus) -> None:
@@ -688,6 +695,8 @@ def _print_run_summary(console: Console, run: RunSummary, path: Path | None) -> 
     if run.devices:
         busy = ", ".join(f"{name} {d.busy_share:.0%}" for name, d in run.devices.items())
         lines.append(f"busy: {busy}")
+    if run.spilled:
+        lines.append(spilled_line(run.spilled))
     if run.spend_usd or run.reserved_usd:
         lines.append(f"spent ${run.spend_usd:.4f} (${run.reserved_usd:.4f} still reserved)")
     lines.append(f"exit {run.exit_code}: {run.reason}")

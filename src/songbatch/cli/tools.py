@@ -63,7 +63,8 @@ def print_gc(report: GcReport, *, as_json: bool) -> None:
     would = "would free" if report.dry_run else "freed"
     console.print(
         Text(
-            f"{would} {size_text(report.bytes_freed)} in {report.files_removed} chunk file(s);"
+            f"{would} {size_text(report.bytes_freed)} in {report.files_removed} file(s)"
+            f" ({report.work_files} of them masters and streams);"
             f" {report.jobs_dropped} unplanned job row(s) {'to drop' if report.dry_run else 'gone'}"
             f", {report.kept_jobs} planned job(s) kept"
         )

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from songbatch.crashpoints import crash_point, pause_point
 from songbatch.engines.base import EngineSpec
@@ -49,12 +49,15 @@ from songbatch.executors.worker import (
     worker_main,
 )
 from songbatch.fsutil import remove_quietly
-from songbatch.ledger import JobState, Lease, Ledger, Publication
+from songbatch.ledger import JobState, Lease, Ledger, Publication, Route
 from songbatch.ratelimit import TransientPolicy
 from songbatch.scheduler import FINISHED, Waitable, drive
 from songbatch.signals import STOP_SIGNALS
 from songbatch.window import JobTimes, room
 from songbatch.workspace import Workspace
+
+if TYPE_CHECKING:
+    from songbatch.spill import SpillPolicy
 
 # A slot whose worker dies this many times in a row without finishing a job is given up.
 MAX_CONSECUTIVE_DEATHS = 5
@@ -103,6 +106,7 @@ class LocalExecutor:
         settings: ExecutorSettings,
         observer: Observer = ignore,
         on_published: Callable[[str], None] = lambda key: None,
+        spill: SpillPolicy | None = None,
     ) -> None:
         self.ledger = ledger
         self.workspace = workspace
@@ -130,6 +134,12 @@ class LocalExecutor:
         self.job_times = JobTimes()  # device seconds per job, for the deadline (window.py)
         self._tick = min(5.0, settings.lease_s / 4)  # heartbeats
         self._next_beat = 0.0
+        # Hybrid runs (spill.py): jobs sent to the spill-over backend are not this pool's, and
+        # kinds whose engine does not import here are never claimed.
+        self.spill = spill
+        self._kinds = sorted({spec.kind for spec in specs.values()}) if spill else None
+        if spill is not None:
+            spill.link.on_back(self._wake)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,6 +152,8 @@ class LocalExecutor:
     def start(self) -> None:
         self.workspace.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._next_beat = time.monotonic() + self._tick
+        if self.spill is not None:
+            self.spill.start()
         for slot in self.slots:  # one at a time: a stop mid-way kills those started
             self._workers.append(self._spawn(slot))
 
@@ -157,9 +169,13 @@ class LocalExecutor:
             self._heartbeat()
             self._next_beat = time.monotonic() + self._tick
         self._check_deadline()
+        if self.spill is not None and not self._stopping:
+            self.spill.check_deadline(self._capacity(), len(self._pool))
         if not self._stopping:
             self._fill()
         if self._all_done():
+            if self.spill is not None:
+                self.spill.finished()
             return FINISHED
         timeout = max(0.0, self._next_beat - time.monotonic())
         if self._retry_at is not None:
@@ -270,6 +286,18 @@ class LocalExecutor:
                 )
             )
 
+    def _capacity(self) -> int | None:
+        """Jobs the pool can still take and finish before the deadline; None while any device
+        is unmeasured or there is no deadline."""
+        rooms = [self._room(worker) for worker in self._workers]
+        if not rooms or any(r is None for r in rooms):
+            return None
+        return sum(r for r in rooms if r is not None)
+
+    def _wake(self) -> None:
+        """Jobs came back from the spill-over backend: claim again."""
+        self._drained = False
+
     def _room(self, worker: _Worker) -> int | None:
         """Jobs this worker can still take and finish before the deadline (window.room)."""
         return room(
@@ -325,6 +353,9 @@ class LocalExecutor:
         return self._pool.popleft() if self._pool else None
 
     def _claim_pool(self) -> None:
+        if self._kinds == []:  # every engine of a hybrid pool went across
+            self._drained = True
+            return
         want = max(1, len(self._workers) * self.settings.depth * self._widest_batch())
         leases = self.ledger.claim(
             limit=want,
@@ -333,6 +364,8 @@ class LocalExecutor:
             lease_s=self.settings.lease_s,
             run_id=self.run_id,
             manifest_ids=self.manifest_ids,
+            kinds=self._kinds,
+            route=Route.OWN if self.spill is not None else None,
         )
         crash_point("after-claim")
         pause_point("claimed")
@@ -418,8 +451,36 @@ class LocalExecutor:
                 # Its jobs were reported set aside; the process exits and _reap_dead replaces it.
                 self._device_losses[name] = self._device_losses.get(name, 0) + 1
                 worker.kill_reason = f"its device failed ({reason}): a fresh worker takes over"
-            case Fatal(_, error):
-                raise EngineUnavailable(error)
+            case Fatal(token, error):
+                kind = self._lease(worker, token).kind
+                if self.spill is None or not self.spill.can_take_engine(kind):
+                    raise EngineUnavailable(error)
+                self._spill_engine(worker, kind, error)
+
+    def _spill_engine(self, worker: _Worker, kind: str, error: str) -> None:
+        """A hybrid pool whose engine for `kind` does not load: those jobs go to the
+        spill-over backend, and the pool claims no more of them. The worker exits after a
+        failed load; its leases go back first, so that they can go across."""
+        assert self.spill is not None and self._kinds is not None
+        worker.kill_reason = f"its {kind} engine did not load ({error})"
+        for lease in worker.queue:
+            self.ledger.release(lease, "requeued")
+        worker.queue.clear()
+        worker.batches.clear()
+        for lease in [lease for lease in self._pool if lease.kind == kind]:
+            self._pool.remove(lease)
+            self.ledger.release(lease, "requeued")
+        if kind in self._kinds:
+            self._kinds.remove(kind)
+        self._drained = False
+        self.observer(
+            RunEvent(
+                "warning",
+                f"{kind} engine did not load on {worker.slot.name} ({error}): its jobs go to"
+                " the spill-over backend",
+            )
+        )
+        self.spill.take_engine(kind)
 
     def _lease(self, worker: _Worker, token: int) -> Lease:
         for lease in worker.queue:
@@ -478,6 +539,10 @@ class LocalExecutor:
             worker=worker.slot.name,
             device=worker.slot.device,
         )
+        if self.spill is not None and state is not None:
+            failures = self.ledger.failures(lease.key)
+            if self.spill.after_failure(lease.key, failures, for_good=state == JobState.FAILED):
+                state = JobState.PENDING  # it goes on, on the spill-over backend
         self._count_failure(worker, lease, error, state)
 
     def _set_aside(self, worker: _Worker, lease: Lease, error: str) -> None:

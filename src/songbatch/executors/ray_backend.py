@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from songbatch.engines.base import EngineSpec
 from songbatch.errors import InputError, SongbatchError, install_hint
@@ -70,6 +70,9 @@ from songbatch.ledger import JobState, Ledger
 from songbatch.profiles import Profile, RayConfig
 from songbatch.scheduler import FINISHED, Waitable
 from songbatch.workspace import Workspace
+
+if TYPE_CHECKING:
+    from songbatch.spill import SpillPolicy
 
 MISSING = f"songbatch[ray] is not installed: {install_hint('ray')}"
 # How often a shared loop looks at the calls in flight (see RayExecutor.step).
@@ -419,6 +422,7 @@ class RayExecutor(LocalExecutor):
         settings: ExecutorSettings,
         observer: Observer = ignore,
         on_published: Callable[[str], None] = lambda key: None,
+        spill: SpillPolicy | None = None,
     ) -> None:
         super().__init__(
             ledger,
@@ -430,6 +434,7 @@ class RayExecutor(LocalExecutor):
             settings=settings,
             observer=observer,
             on_published=on_published,
+            spill=spill,
         )
         self.config = config
         self.device = device

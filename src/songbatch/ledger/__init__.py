@@ -5,7 +5,8 @@
 - `plans`: manifests and their plans; `jobs`: claims, leases, the fenced publish, failures,
   set-asides, retries and what each job is; `runs`: runs, load and encode timings, samples
   for `cost`; `outputs`: published files; `spend`: budget reservations and uploads (the
-  Replicate backend's); `cache`: what `gc` may drop.
+  Replicate backend's); `cache`: what `gc` may drop; `routes`: which jobs of a hybrid run went
+  to the spill-over backend, and why.
 
 Concurrency rules (FIELD-NOTES.md): every read-then-write runs in `BEGIN IMMEDIATE`, so a claim
 takes the write lock before it reads and never meets SQLITE_BUSY half way; busy_timeout covers the
@@ -47,19 +48,30 @@ from songbatch.ledger.records import (
     PredictSamples,
     Publication,
     RenderSamples,
+    Route,
     SpendCaps,
+    SpillReason,
     StaleLease,
     StateCount,
     UnitJob,
     UnreferencedJob,
     utc_iso,
 )
+from songbatch.ledger.routes import RoutesQueries, SpillJob, SpillUnit
 from songbatch.ledger.runs import RunsQueries
 from songbatch.ledger.schema import migrations
 from songbatch.ledger.spend import SpendQueries
 
 
-class Ledger(PlansQueries, JobsQueries, RunsQueries, OutputsQueries, SpendQueries, CacheQueries):
+class Ledger(
+    PlansQueries,
+    JobsQueries,
+    RunsQueries,
+    OutputsQueries,
+    SpendQueries,
+    CacheQueries,
+    RoutesQueries,
+):
     """One ledger connection, its queries grouped by concern (a module each)."""
 
     @classmethod
@@ -97,7 +109,11 @@ __all__ = [
     "PredictSamples",
     "Publication",
     "RenderSamples",
+    "Route",
     "SpendCaps",
+    "SpillJob",
+    "SpillReason",
+    "SpillUnit",
     "StaleLease",
     "StateCount",
     "UnitJob",

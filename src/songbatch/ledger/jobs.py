@@ -23,10 +23,12 @@ from songbatch.ledger.records import (
     JobState,
     Lease,
     Publication,
+    Route,
     StateCount,
     UnitJob,
     _json,
     _stamp,
+    route_filter,
     utc_iso,
 )
 
@@ -42,6 +44,7 @@ class JobsQueries(LedgerBase):
         run_id: int | None = None,
         manifest_ids: Sequence[int] | None = None,
         kinds: Sequence[str] | None = None,
+        route: Route | None = None,
     ) -> list[Lease]:
         """Lease up to `limit` pending jobs, each with a new fencing token, in the order that
         makes a time window end with whole files (docs/architecture.md, "Claim order"):
@@ -56,13 +59,18 @@ class JobsQueries(LedgerBase):
            and similar lengths meet in one batch); the units it holds whole go before the one
            the limit cuts, which is started by this claim and so leads the next one. (Longest
            first alone would leave an early unit's short job behind a later unit's long ones,
-           claim after claim.)"""
+           claim after claim.)
+
+        `route` (hybrid runs, ledger/routes.py): Route.OWN claims only jobs not sent to a
+        spill-over backend, Route.SPILL only those that were; None, either."""
         now = self.clock()
         filters = ["j.state = 'pending'", "(j.not_before_utc IS NULL OR j.not_before_utc <= ?)"]
         params: list[Any] = [utc_iso(now)]
         if kinds:
             filters.append(f"j.kind IN ({','.join('?' * len(kinds))})")
             params.extend(kinds)
+        if route is not None:
+            filters.append(route_filter(route))
         if manifest_ids is not None:
             # One parameter for any number of manifests, and its index is the run's order.
             scope, position = "JOIN json_each(?) o ON o.value = mj.manifest_id", "o.key"
@@ -103,7 +111,11 @@ class JobsQueries(LedgerBase):
             GROUP BY j.key
             ORDER BY partial, j.est_ms DESC, j.key LIMIT ?
         """
-        ranked_in = (None if manifest_ids is None else tuple(manifest_ids), tuple(kinds or ()))
+        ranked_in = (
+            None if manifest_ids is None else tuple(manifest_ids),
+            tuple(kinds or ()),
+            route,
+        )
         with self.immediate() as conn:
             rows = self._claim_frontier(conn, filters, params, ranked_in, limit)
             if rows is None:
@@ -353,8 +365,15 @@ class JobsQueries(LedgerBase):
             return int(row["deferrals"])
 
     def deferrals(self, key: str) -> int:
-        row = self.conn.execute("SELECT deferrals FROM jobs WHERE key = ?", (key,)).fetchone()
-        return 0 if row is None else int(row["deferrals"])
+        return self._count_of(key, "deferrals")
+
+    def failures(self, key: str) -> int:
+        """Attempts charged to the job (a set-aside is not charged)."""
+        return self._count_of(key, "failures")
+
+    def _count_of(self, key: str, column: str) -> int:
+        row = self.conn.execute(f"SELECT {column} FROM jobs WHERE key = ?", (key,)).fetchone()
+        return 0 if row is None else int(row[column])
 
     def next_deferred(self, manifest_ids: Sequence[int]) -> float | None:
         """When the earliest job set aside for a while in this run may be claimed again (epoch

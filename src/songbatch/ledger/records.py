@@ -38,6 +38,32 @@ class JobState(str, Enum):
         return self.value
 
 
+class Route(str, Enum):
+    """Which backend of a hybrid run a claim takes jobs for (the `jobs.route` column)."""
+
+    OWN = "own"  # the job's own profile: `route` is NULL
+    SPILL = "spill"  # sent to the profile's spill-over backend
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class SpillReason(str, Enum):
+    """Why a job of a hybrid run went to the spill-over backend (`jobs.route_reason`)."""
+
+    DEADLINE = "deadline"  # the local devices could not finish before the time limit
+    FAILURES = "failures"  # it failed locally as often as the profile allows before spilling
+    UNAVAILABLE = "unavailable"  # no local device can run its engine
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def route_filter(route: Route) -> str:
+    """The claim's condition on `jobs j` for `route` (constant SQL, no parameters)."""
+    return "j.route IS NULL" if route is Route.OWN else "j.route = 'spill'"
+
+
 def utc_iso(at: float) -> str:
     """Fixed-width ISO text, so string comparison in SQL is time comparison."""
     return datetime.fromtimestamp(at, tz=timezone.utc).strftime(_ISO)

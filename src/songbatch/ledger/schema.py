@@ -215,3 +215,15 @@ def m007_timings(db: Database) -> None:
         );
         """
     )
+
+
+@migrations()
+def m008_routes(db: Database) -> None:
+    """Hybrid runs: a job of a local profile sent to its spill-over backend (route 'spill') and
+    why (deadline, failures, unavailable). NULL: the job's own profile renders it."""
+    db.executescript(
+        """
+        ALTER TABLE jobs ADD COLUMN route TEXT;
+        ALTER TABLE jobs ADD COLUMN route_reason TEXT;
+        """
+    )

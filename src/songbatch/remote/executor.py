@@ -41,7 +41,7 @@ from songbatch.errors import EngineError, RemoteRefused
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.publishing import ExecutorSummary, publish_and_report
 from songbatch.fsutil import remove_quietly
-from songbatch.ledger import CapReached, JobState, Lease, Ledger, Publication, SpendCaps
+from songbatch.ledger import CapReached, JobState, Lease, Ledger, Publication, Route, SpendCaps
 from songbatch.profiles import RemoteModel, ReplicateConfig
 from songbatch.ratelimit import Backoff, RateLimiter, TransientPolicy, hint_jitter
 from songbatch.remote.calls import (
@@ -62,6 +62,8 @@ from songbatch.workspace import Workspace
 
 if TYPE_CHECKING:
     import httpx
+
+    from songbatch.spill import SpillLink
 
 Phase = Literal["create", "reconcile", "poll"]
 # over-time: seen running past its covered time (the job's fault, not retried); unobserved: polls
@@ -193,6 +195,7 @@ class RemoteExecutor:
         observer: Observer = ignore,
         on_published: Callable[[str], None] = lambda key: None,
         hooks: RemoteHooks | None = None,
+        spill: SpillLink | None = None,
     ) -> None:
         self.ledger = ledger
         self.workspace = workspace
@@ -247,6 +250,10 @@ class RemoteExecutor:
         # Seconds from create to a downloaded file, for the deadline (window.py): flights run
         # side by side, so each is a lane of its own with nothing ahead of it.
         self.job_times = JobTimes()
+        # Hybrid runs (spill.py): jobs the local pools send here, claimed apart from this
+        # backend's own manifests' (their leases name the spill-over profile's model).
+        self.spill = spill
+        self._spill_drained = spill is None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -274,6 +281,8 @@ class RemoteExecutor:
 
     def step(self) -> float | None:
         now = self.clock()
+        if self.spill is not None and self.spill.take_fresh():
+            self._spill_drained = False
         if self._refused is None:
             self._check_deadline(now)
             self._wake_set_aside(now)
@@ -289,7 +298,9 @@ class RemoteExecutor:
         else:
             wake = self._next_wake(now)
         if wake is None:
-            return math.inf if self.calls.busy else FINISHED
+            # A local pool that may still send work: only its step (or a reply) brings more.
+            waiting = self.calls.busy or (self.spill is not None and self.spill.open)
+            return math.inf if waiting else FINISHED
         return max(0.0, wake - self.clock())
 
     def wait(self, timeout_s: float) -> None:
@@ -341,7 +352,7 @@ class RemoteExecutor:
         # A flight waiting for a free connection waits for a reply, not for a time.
         times = [f.due for f in self._flights if not f.busy] if self.calls.free else []
         if not self._stopping and len(self._flights) < self.concurrency:
-            if not self._drained:
+            if not (self._drained and self._spill_drained):
                 times.append(now)  # a claim may find more at once
             else:
                 retry = self._next_set_aside()
@@ -358,13 +369,13 @@ class RemoteExecutor:
     def _next_set_aside(self) -> float | None:
         if self._set_aside_changed:
             self._set_aside_changed = False
-            self._retry_at = self.ledger.next_deferred(self.manifest_ids)
+            self._retry_at = self.ledger.next_deferred(self._all_ids())
         return self._retry_at
 
     def _wake_set_aside(self, now: float) -> None:
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
-            self._drained = False
+            self._undrain()
             self._set_aside_changed = True  # once these are claimed, look for the next due
 
     def _check_deadline(self, now: float) -> None:
@@ -401,7 +412,7 @@ class RemoteExecutor:
 
     def _fill(self) -> None:
         free = self.concurrency - len(self._flights)
-        if free <= 0 or self._drained:
+        if free <= 0 or (self._drained and self._spill_drained):
             return
         fits = room(
             self.clock(), self.settings.deadline, ahead=0, per_job_s=self.job_times.per_job()
@@ -412,16 +423,15 @@ class RemoteExecutor:
             self._stop("deadline", "stopping early: a new prediction would end past the time limit")
             self.summary.stopped_at_deadline = True
             return
-        leases = self.ledger.claim(
-            limit=free,
-            worker=WORKER,
-            device="api",
-            lease_s=self.settings.lease_s,
-            run_id=self.run_id,
-            manifest_ids=self.manifest_ids,
-        )
-        pause_point("claimed")
-        self._drained = len(leases) < free
+        leases = []
+        if not self._drained:
+            leases = self._claim(free, self.manifest_ids, None)
+            self._drained = len(leases) < free
+        if self.spill is not None and not self._spill_drained and len(leases) < free:
+            want = free - len(leases)
+            routed = self._claim(want, self.spill.manifest_ids, Route.SPILL)
+            self._spill_drained = len(routed) < want
+            leases += [self.spill.remote_lease(lease) for lease in routed]
         for index, lease in enumerate(leases):
             try:
                 flight = self._flight(lease)
@@ -432,6 +442,27 @@ class RemoteExecutor:
                 raise
             if flight is not None:
                 self._flights.append(flight)
+
+    def _claim(self, limit: int, manifest_ids: list[int], route: Route | None) -> list[Lease]:
+        leases = self.ledger.claim(
+            limit=limit,
+            worker=WORKER,
+            device="api",
+            lease_s=self.settings.lease_s,
+            run_id=self.run_id,
+            manifest_ids=manifest_ids,
+            route=route,
+        )
+        pause_point("claimed")
+        return leases
+
+    def _undrain(self) -> None:
+        """A job went back to pending: the next fill claims again, on both sides."""
+        self._drained = False
+        self._spill_drained = self.spill is None
+
+    def _all_ids(self) -> list[int]:
+        return self.manifest_ids + (self.spill.manifest_ids if self.spill is not None else [])
 
     def _flight(self, lease: Lease) -> _Flight | None:
         model = self._model_for(lease)
@@ -561,12 +592,22 @@ class RemoteExecutor:
                 caps=self.caps,
             )
         except CapReached as exc:
-            self.summary.stopped_at_budget = True
-            self.summary.stop_reason = str(exc)
-            self._stop("warning", f"budget: {exc}; stopping, the rest stays pending")
+            self._budget_reached(exc)
             return False
         flight.reservation = reservation
         return True
+
+    def _budget_reached(self, exc: CapReached) -> None:
+        if self.spill is not None and not self.manifest_ids:
+            # Only a hybrid run's spill-over: its local pools take the rest, so the run goes on.
+            self._stop("warning", f"spill-over budget: {exc}; the rest renders locally")
+            self.spill.stop()
+            return
+        self.summary.stopped_at_budget = True
+        self.summary.stop_reason = str(exc)
+        self._stop("warning", f"budget: {exc}; stopping, the rest stays pending")
+        if self.spill is not None:
+            self.spill.stop()
 
     def _created(self, flight: _Flight, prediction_id: str) -> None:
         self.ledger.attach_prediction(int(flight.reservation_id or 0), prediction_id)
@@ -1010,7 +1051,7 @@ class RemoteExecutor:
             self.summary.failed += 1
         elif state == JobState.PENDING:
             self.summary.retried += 1
-            self._drained = False
+            self._undrain()
         self.observer(
             RunEvent("job-failed", error, worker=WORKER, job=lease.key, data={"state": state})
         )
