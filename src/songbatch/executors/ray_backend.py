@@ -61,6 +61,7 @@ from songbatch.executors.messages import (
 from songbatch.executors.worker import (
     PROGRESS_EVERY_S,
     Engines,
+    RenderedBatch,
     render_batch,
     rendered_file,
     unwritten,
@@ -134,6 +135,33 @@ class ActorReply:
     fatal: str | None = None  # the engine could not be loaded
 
 
+@dataclass
+class _Rendered:
+    """A batch the engine has rendered, its files still to encode."""
+
+    loaded: Loaded | None
+    batch: RenderedBatch
+    limit: BatchLimit | None
+    beat: Callable[[], None]
+
+    def reply(self) -> ActorReply:
+        from songbatch.audio import encode_chunk
+
+        outcomes: list[RenderedAudio | Failed] = list(self.batch.failed)
+        for ticket, result in self.batch.rendered:
+            started = time.monotonic()
+            try:
+                data = encode_chunk(result, key=ticket.key)
+            except Exception as exc:
+                outcomes.append(unwritten(ticket.token, exc))
+                continue
+            written = rendered_file(result, "", self.batch.engine_s, time.monotonic() - started)
+            outcomes.append(RenderedAudio(ticket.token, data, written))
+        self.beat()
+        lost = self.batch.device_lost
+        return ActorReply(self.loaded, outcomes, self.limit, device_lost=lost)
+
+
 class RenderActor:
     """A worker as a Ray actor: engines loaded once, batches rendered in the order sent.
 
@@ -162,15 +190,16 @@ class RenderActor:
         with self._turn:
             self._turn.wait_for(lambda: self._next_call == call)
         try:
-            return self._render(jobs, voices)
+            done = self._render(jobs, voices)
         finally:
             with self._turn:
                 self._next_call += 1
                 self._turn.notify_all()
+        # Off the device's turn: the next call renders while this one encodes its files, as
+        # a worker process's writer thread overlaps them.
+        return done if isinstance(done, ActorReply) else done.reply()
 
-    def _render(self, jobs: list[RayJob], voices: dict[str, Any]) -> ActorReply:
-        from songbatch.audio import encode_chunk
-
+    def _render(self, jobs: list[RayJob], voices: dict[str, Any]) -> ActorReply | _Rendered:
         spec = jobs[0].spec_id
         try:
             engine, loaded = self.engines.get(spec)
@@ -182,20 +211,8 @@ class RenderActor:
             for job in jobs
         ]
         batch = render_batch(engine, tickets, self._beat)
-        outcomes: list[RenderedAudio | Failed] = list(batch.failed)
-        for ticket, result in batch.rendered:
-            started = time.monotonic()
-            try:
-                data = encode_chunk(result, key=ticket.key)
-            except Exception as exc:
-                outcomes.append(unwritten(ticket.token, exc))
-                continue
-            written = rendered_file(result, "", batch.engine_s, time.monotonic() - started)
-            outcomes.append(RenderedAudio(ticket.token, data, written))
-        self._beat()
-        if batch.device_lost is not None:
-            return ActorReply(loaded, outcomes, device_lost=batch.device_lost)
-        return ActorReply(loaded, outcomes, self.engines.limit_change(spec))
+        limit = None if batch.device_lost is not None else self.engines.limit_change(spec)
+        return _Rendered(loaded, batch, limit, self._beat)
 
     def _beat(self) -> None:
         self._beats += 1
@@ -219,7 +236,8 @@ class RenderActor:
 class _ActorLink:
     """One actor, as the local pool's loop sees a worker: its pipe (`send`, `poll`, `recv`,
     `close`) and its process (`is_alive`, `kill`, `join`, `exitcode`, `sentinel`). Nothing here
-    blocks: a poll takes in the calls that have finished, in the order they were sent."""
+    blocks: what has come back is taken in by `collect`, once per step of the executor for all
+    its actors (one `ray.wait` for every call in flight, not one per actor and question)."""
 
     sentinel = -1  # no file descriptor: see RayExecutor.waitables
     exitcode: int | None = None
@@ -252,8 +270,6 @@ class _ActorLink:
             self._inbox.append(Started([t.token for t in tickets]))
 
     def poll(self) -> bool:
-        if not self._inbox:
-            self._collect()
         return bool(self._inbox)
 
     def recv(self) -> FromWorker:
@@ -267,7 +283,6 @@ class _ActorLink:
     # The process.
 
     def is_alive(self) -> bool:
-        self._collect()
         return self.alive
 
     def kill(self) -> None:
@@ -288,11 +303,10 @@ class _ActorLink:
         refs = [ref for ref, _ in self._calls]
         return refs + [ref for ref in (self._ready, self._beat) if ref is not None]
 
-    def _collect(self) -> None:
+    def collect(self, done: set[Any]) -> None:
+        """Takes in the calls among `done` (the refs that have finished), in the order sent."""
         if not self.alive:
             return
-        refs = self.pending()
-        done = set(self._ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
         try:
             if self._ready is not None and self._ready in done:
                 self._inbox.append(Ready(int(self._ray.get(self._ready))))
@@ -451,6 +465,7 @@ class RayExecutor(LocalExecutor):
         super().start()
 
     def step(self) -> float | None:
+        self._collect()
         delay = super().step()
         if delay is FINISHED:
             return FINISHED
@@ -480,6 +495,12 @@ class RayExecutor(LocalExecutor):
 
     def _refs(self) -> list[Any]:
         return [ref for worker in self._workers for ref in _link(worker).pending()]
+
+    def _collect(self) -> None:
+        refs = self._refs()
+        done = set(self._ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
+        for worker in self._workers:
+            _link(worker).collect(done)
 
     def _cluster_slots(self) -> list[DeviceSlot]:
         """One actor per GPU (or CPU share) the cluster has now, or `actors` of them; never
