@@ -22,20 +22,19 @@ Rules, each reported and never silent:
 - a name two distributions declare is unavailable until one of them is removed.
 
 Discovery runs once per process (the coordinator, each worker) and is cached; `clear_engine_cache`
-forgets it (tests that put a plugin on sys.path).
+forgets it (tests that put a plugin on sys.path). The loading, the rules and the cache are
+songbatch/entrypoints.py's, which the backends' registry (executors/registry.py) shares.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from songbatch.engines import params as p
 from songbatch.engines.base import Kind
+from songbatch.entrypoints import DeclarationError, Origin, PluginGroup, Problem, Registry
 
 GROUP = "songbatch.engines"
 KINDS: tuple[Kind, ...] = ("speech", "music")
@@ -71,138 +70,14 @@ class EngineEntry:
     phonemes: str | None = None
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where an engine's declaration came from: an entry point of a distribution."""
-
-    entry_point: str  # "name = module:attribute"
-    distribution: str | None = None  # "name version"; None: songbatch's own declaration
-
-    @property
-    def builtin(self) -> bool:
-        return self.distribution is None
-
-    def describe(self) -> str:
-        if self.distribution is None:
-            return f"built-in ({self.entry_point})"
-        return f"entry point {self.entry_point!r} of {self.distribution}"
+# The registry of engines: `entries` are `EngineEntry`s; `broken`: engines a plugin declares
+# that cannot be used (a profile naming one gets its `reason`); `ignored`: plugins with a
+# built-in's name (the built-in is used).
+EngineRegistry = Registry[EngineEntry]
 
 
-@dataclass(frozen=True)
-class Problem:
-    """A plugin engine that is not used, and why (one line)."""
-
-    name: str
-    origins: tuple[Origin, ...]
-    reason: str
-    fix: str  # what to do, a clause: "reinstall or uninstall NAME VERSION"
-
-
-@dataclass(frozen=True)
-class EngineRegistry:
-    entries: dict[str, EngineEntry]
-    origins: dict[str, Origin]
-    # Engines a plugin declares that cannot be used (fails to load, two distributions): a
-    # profile naming one gets `reason`.
-    broken: dict[str, Problem]
-    # Plugins ignored because a built-in has their name: the built-in is used.
-    ignored: tuple[Problem, ...]
-    # Whether songbatch's own entry points are in its installed metadata (False: a stale
-    # editable install or a bare checkout; the built-ins are used all the same).
-    builtins_registered: bool
-
-    def plugins(self) -> list[str]:
-        return sorted(name for name, origin in self.origins.items() if not origin.builtin)
-
-
-# Re-entrant: a plugin's declaration that asks for the engines while it is imported must not hang.
-_lock = threading.RLock()
-_cached: EngineRegistry | None = None
-
-
-def engine_registry() -> EngineRegistry:
-    """The engines of this process, discovered on first use."""
-    global _cached
-    with _lock:
-        if _cached is None:
-            _cached = discover()
-        return _cached
-
-
-def clear_engine_cache() -> None:
-    """Forget the discovered engines; the next lookup reads the entry points again. Call it
-    after changing sys.path (a test adding a plugin's folder, and again after removing it)."""
-    global _cached
-    with _lock:
-        _cached = None
-    importlib.invalidate_caches()  # importlib.metadata's path cache too
-
-
-def discover(found: Iterable[importlib.metadata.EntryPoint] | None = None) -> EngineRegistry:
-    """Every declaration: the built-ins, then `found` (default: the installed entry points of
-    the group)."""
-    if found is None:
-        found = importlib.metadata.entry_points(group=GROUP)
-    entries: dict[str, EngineEntry] = {}
-    origins: dict[str, Origin] = {}
-    for name, value in BUILTIN_ENGINES.items():
-        builtin = importlib.metadata.EntryPoint(name, value, GROUP)
-        origin = Origin(_spelled(builtin))
-        # Songbatch's own declarations: one that does not load is a bug, not a plugin's fault.
-        entries[name] = _declared(builtin.load(), origin)
-        origins[name] = origin
-    registered = False
-    claims: dict[str, list[tuple[importlib.metadata.EntryPoint, Origin]]] = {}
-    ignored: list[Problem] = []
-    for point in found:
-        origin = Origin(_spelled(point), _distribution(point))
-        if point.name in BUILTIN_ENGINES and point.value == BUILTIN_ENGINES[point.name]:
-            registered = True  # the built-in's own registration (whoever's metadata lists it)
-        elif point.name in RESERVED:
-            what = "the remote engine's" if point.name == "replicate" else "a built-in engine's"
-            reason = f"{origin.describe()} is ignored: {point.name!r} is {what} name"
-            fix = f"rename the entry point in {origin.distribution}, or uninstall it"
-            ignored.append(Problem(point.name, (origin,), reason, fix))
-        else:
-            claims.setdefault(point.name, []).append((point, origin))
-    broken: dict[str, Problem] = {}
-    for name, points in sorted(claims.items()):
-        if len(points) > 1:
-            points.sort(key=lambda claim: str(claim[1].distribution))
-            named = " and ".join(o.describe() for _, o in points)
-            reason = f"{name!r} is declared {len(points)} times, by {named}"
-            fix = f"uninstall all but one of {', '.join(str(o.distribution) for _, o in points)}"
-            broken[name] = Problem(name, tuple(o for _, o in points), reason, fix)
-            continue
-        [(point, origin)] = points
-        try:
-            entries[name] = _declared(_load(point), origin)
-            origins[name] = origin
-        except Exception as exc:  # a plugin's import may raise anything: reported, not raised
-            reason = f"{origin.describe()} does not load: {_one_line(exc)}"
-            fix = f"reinstall or uninstall {origin.distribution}"
-            broken[name] = Problem(name, (origin,), reason, fix)
-    return EngineRegistry(entries, origins, broken, tuple(ignored), registered)
-
-
-class DeclarationError(Exception):
-    """A plugin's declaration is not an `EngineEntry` that holds."""
-
-
-def _load(point: importlib.metadata.EntryPoint) -> Any:
-    value = point.load()
-    if not isinstance(value, EngineEntry) and callable(value):
-        value = value()
-    return value
-
-
-def _declared(value: Any, origin: Origin) -> EngineEntry:
-    """`value` if it is an `EngineEntry` songbatch can use; else DeclarationError."""
-    if not isinstance(value, EngineEntry):
-        raise DeclarationError(
-            f"{origin.entry_point.split(' = ')[-1]} is a {type(value).__name__}, not a"
-            " songbatch.engines.EngineEntry (or a function returning one)"
-        )
+def _check(value: EngineEntry) -> None:
+    """Raise DeclarationError unless `value` is an `EngineEntry` songbatch can use."""
     if not isinstance(value.module, str) or not value.module:
         raise DeclarationError("its EngineEntry names no module")
     if not value.params:
@@ -221,26 +96,34 @@ def _declared(value: Any, origin: Origin) -> EngineEntry:
         raise DeclarationError(
             f"unknown phoneme notation {value.phonemes!r} (known: {', '.join(NOTATIONS)})"
         )
-    return value
 
 
-def _spelled(point: importlib.metadata.EntryPoint) -> str:
-    return f"{point.name} = {point.value}"
+ENGINES = PluginGroup(
+    GROUP,
+    EngineEntry,
+    BUILTIN_ENGINES,
+    _check,
+    spelled="songbatch.engines.EngineEntry",
+    reserved={"replicate": "the remote engine's"},
+    what="a built-in engine's",
+)
 
 
-def _distribution(point: importlib.metadata.EntryPoint) -> str:
-    dist = getattr(point, "dist", None)
-    name = getattr(dist, "name", None)
-    if dist is None or not name:
-        return "an unnamed distribution"
-    return f"{name} {dist.version}" if dist.version else str(name)
+def engine_registry() -> EngineRegistry:
+    """The engines of this process, discovered on first use."""
+    return ENGINES.registry()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if isinstance(exc, DeclarationError):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def clear_engine_cache() -> None:
+    """Forget the discovered engines; the next lookup reads the entry points again. Call it
+    after changing sys.path (a test adding a plugin's folder, and again after removing it)."""
+    ENGINES.clear()
+
+
+def discover(found: Iterable[importlib.metadata.EntryPoint] | None = None) -> EngineRegistry:
+    """Every declaration: the built-ins, then `found` (default: the installed entry points of
+    the group)."""
+    return ENGINES.discover(found)
 
 
 __all__ = [
