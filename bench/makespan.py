@@ -27,7 +27,8 @@ from songbatch.engines.base import EngineSpec
 from songbatch.events import RunEvent
 from songbatch.executors.devices import parse_devices
 from songbatch.executors.local import ExecutorSettings, LocalExecutor
-from songbatch.executors.ray_backend import RayExecutor
+from songbatch.executors.ray_backend import RayTransport
+from songbatch.executors.transport import ProcessTransport
 from songbatch.executors.worker import spec_id
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow
 from songbatch.profiles import RayConfig
@@ -119,16 +120,17 @@ def main() -> None:
     def local(ledger: Ledger, workspace: Workspace, run_id: int, mid: int, observe: Any) -> Backend:
         slots, _ = parse_devices(f"cpu:{args.devices}")
         return LocalExecutor(
-            ledger, workspace, slots, specs, run_id=run_id, manifest_ids=[mid],
+            ledger, workspace, ProcessTransport(slots), specs, run_id=run_id, manifest_ids=[mid],
             settings=settings, observer=observe,
         )  # fmt: skip
 
     def on_ray(
         ledger: Ledger, workspace: Workspace, run_id: int, mid: int, observe: Any
     ) -> Backend:
-        return RayExecutor(
-            ledger, workspace, specs, RayConfig(actors=args.devices), "gpu", run_id=run_id,
-            manifest_ids=[mid], settings=settings, observer=observe,
+        transport = RayTransport(RayConfig(actors=args.devices), "gpu")
+        return LocalExecutor(
+            ledger, workspace, transport, specs, run_id=run_id, manifest_ids=[mid],
+            settings=settings, observer=observe,
         )  # fmt: skip
 
     import ray

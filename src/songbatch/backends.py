@@ -24,10 +24,10 @@ from songbatch.errors import InputError
 from songbatch.events import Observer, RunEvent
 from songbatch.executors.devices import DeviceSlot, parse_devices
 from songbatch.executors.local import ExecutorSettings, LocalExecutor
-from songbatch.executors.ray_backend import RayExecutor, actor_device
+from songbatch.executors.registry import BackendPlugin, backend_plugin
 from songbatch.executors.worker import spec_id
 from songbatch.ledger import Ledger
-from songbatch.profiles import Profile, RayConfig
+from songbatch.profiles import Profile
 from songbatch.scheduler import Backend
 from songbatch.workspace import Workspace
 
@@ -92,24 +92,25 @@ def group_backends(
     return groups, warnings
 
 
+def _plugin(profile: Profile) -> BackendPlugin | None:
+    """The registered backend of a local profile's pool (executors/registry.py)."""
+    return None if profile.remote else backend_plugin(profile.executor)
+
+
 def _settings(profile: Profile, devices_given: bool) -> dict[str, object]:
     """What a backend is made with: manifests that agree on all of it share one."""
-    ray = not profile.remote and profile.executor == "ray"
+    plugin = _plugin(profile)
+    # A Ray group's actors come from its cluster's resources, never from --devices.
+    own_devices = plugin is not None and plugin.uses_devices
     return {
         "executor": "replicate" if profile.remote else profile.executor,
         "replicate": None if profile.replicate is None else profile.replicate.model_dump(),
-        # A Ray group's actors come from its cluster's resources, never from --devices.
-        "ray": _ray_settings(profile) if ray else None,
-        "devices": None if devices_given or profile.remote or ray else profile.devices,
+        "backend": None if plugin is None else plugin.settings(profile),
+        "devices": profile.devices if own_devices and not devices_given else None,
         "lease_seconds": profile.lease_seconds,
         "max_attempts": profile.max_attempts,
         "transient_patience_s": profile.transient_patience_s,
     }
-
-
-def _ray_settings(profile: Profile) -> dict[str, object]:
-    config = profile.ray or RayConfig()
-    return {**config.model_dump(), "device": actor_device(profile)}
 
 
 def _check_engines_agree(members: Sequence[Member]) -> None:
@@ -186,7 +187,8 @@ def _place_devices(
     owner: dict[str, int] = {}  # a GPU's physical id -> the group that has it
     cpus = 0
     for index, group in enumerate(groups):
-        if group.remote or settings[index]["ray"] is not None:
+        plugin = _plugin(group.profile)
+        if plugin is None or not plugin.uses_devices:
             continue
         slots, warning = parse_devices(devices or group.profile.devices)
         if warning and warning not in warnings:
@@ -281,24 +283,13 @@ def build_backend(group: BackendGroup, manifest_ids: list[int], run: RunContext)
         transient_patience_s=profile.transient_patience_s,
     )
     policy = _spill_policy(run, manifest_ids)
-    if profile.executor == "ray":
-        return RayExecutor(
-            run.ledger,
-            run.workspace,
-            group.specs,
-            profile.ray or RayConfig(),
-            actor_device(profile),
-            run_id=run.run_id,
-            manifest_ids=manifest_ids,
-            settings=settings,
-            observer=run.observer,
-            on_published=run.on_published,
-            spill=policy,
-        )
+    # The pool's coordinator is songbatch's whatever the backend: the plugin only says where
+    # its workers run (executors/transport.py).
+    plugin = backend_plugin(profile.executor)
     return LocalExecutor(
         run.ledger,
         run.workspace,
-        group.slots,
+        plugin.transport(profile, group.slots),
         group.specs,
         run_id=run.run_id,
         manifest_ids=manifest_ids,

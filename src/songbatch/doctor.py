@@ -37,6 +37,7 @@ from songbatch.engines.checkpoints import (
     hub_cache_dir,
     missing_files,
 )
+from songbatch.entrypoints import Registry
 from songbatch.errors import SongbatchError, install_hint
 from songbatch.executors.devices import cuda_device_count, parse_devices, visible_cuda_ids
 from songbatch.profiles import Profile, available_profiles, resolve_profile
@@ -237,23 +238,31 @@ def _packages(profile: Profile, probes: Probes) -> list[Check]:
 
 def _plugins(profile: Profile) -> list[Check]:
     """The engines found (built-in, and plugins through the `songbatch.engines` entry points),
-    then one line per plugin that is not used: one that does not load, or claims a taken name.
-    Discovery imports the plugins' declarations, which are light by contract (no engine)."""
-    registry = engine_registry()
+    then one line per plugin that is not used: one that does not load, or claims a taken name;
+    the same for the backends (`songbatch.backends`). Discovery imports the plugins'
+    declarations, which are light by contract (no engine, no cluster client)."""
+    from songbatch.executors.registry import backend_registry
+
+    used = set() if profile.remote else {profile.executor}
+    return _found("engine", engine_registry(), _engines(profile)) + _found(
+        "backend", backend_registry(), used
+    )
+
+
+def _found(what: str, registry: Registry[Any], used: set[str]) -> list[Check]:
     builtins = sorted(name for name, origin in registry.origins.items() if origin.builtin)
     plugins = [f"{name} ({registry.origins[name].distribution})" for name in registry.plugins()]
     detail = f"built-in: {', '.join(builtins)}; plugins: {', '.join(plugins) or 'none'}"
     if not registry.builtins_registered:
         detail += " (songbatch's own entry points are not in its installed metadata)"
-    checks = [Check("engines", "ok", detail)]
-    used = _engines(profile)
+    checks = [Check(f"{what}s", "ok", detail)]
     for name, problem in sorted(registry.broken.items()):
         needed = name in used
         state: State = "fail" if needed else "warn"
         detail = f"unavailable: {problem.reason}"
-        checks.append(Check(f"plugin engine {name}", state, detail, problem.fix, needed=needed))
+        checks.append(Check(f"plugin {what} {name}", state, detail, problem.fix, needed=needed))
     for problem in registry.ignored:
-        checks.append(Check(f"plugin engine {problem.name}", "warn", problem.reason, problem.fix))
+        checks.append(Check(f"plugin {what} {problem.name}", "warn", problem.reason, problem.fix))
     return checks
 
 

@@ -229,8 +229,9 @@ class _ProfileFile(_Strict):
     # the next run (ratelimit.TransientPolicy).
     transient_patience_s: float = Field(default=900, ge=0)
     replicate: ReplicateConfig | None = None  # required when an engine is "replicate"
-    # Where local engines run: worker processes here, or actors on a Ray cluster.
-    executor: Literal["local", "ray"] = "local"
+    # Where local engines run: a registered backend (executors/registry.py): `local` worker
+    # processes here, `ray` actors on a Ray cluster, or a plugin's.
+    executor: str = Field(default="local", min_length=1)
     ray: RayConfig | None = None  # executor: ray only; its defaults without it
     cost: DeviceCost | None = None  # local devices' price, for estimates only
     # The mastering preset of books rendered with this profile that name none themselves.
@@ -253,8 +254,10 @@ class _ProfileFile(_Strict):
 
     @model_validator(mode="after")
     def _ray_fits(self) -> _ProfileFile:
-        if self.executor == "ray" and self.remote:
-            raise ValueError("executor: ray runs local engines; the replicate engine runs here")
+        if self.executor != "local" and self.remote:
+            raise ValueError(
+                f"executor: {self.executor} runs local engines; the replicate engine runs here"
+            )
         if self.ray is not None and self.executor != "ray":
             raise ValueError("a `ray:` section needs `executor: ray`")
         return self
@@ -323,12 +326,20 @@ class _ProfileChecks:
         return error
 
     def run(self) -> None:
+        self.check_executor()
         if self.body.replicate is not None:
             self.check_inputs(self.body.replicate)
         for kind in ("speech", "music"):
             self.check_engine(kind)
         if self.body.spill is not None:
             self.check_spill()
+
+    def check_executor(self) -> None:
+        from songbatch.executors.registry import backend_problem
+
+        problem = backend_problem(self.body.executor)
+        if problem is not None:
+            raise self.fail(("executor",), problem)
 
     def check_spill(self) -> None:
         if self.body.remote:

@@ -46,7 +46,7 @@ from songbatch.errors import (
 )
 from songbatch.events import Observer, RunEvent, ignore
 from songbatch.executors.publishing import ExecutorSummary
-from songbatch.executors.ray_backend import check_ray_installed
+from songbatch.executors.registry import backend_plugin, backend_problem
 from songbatch.fsutil import remove_quietly, sweep_temps
 from songbatch.gc import forget_preview_leftovers
 from songbatch.integrity import adopt_chunks, check_chunks, requeue_bad_chunks
@@ -94,7 +94,7 @@ class RenderOptions:
     max_spend: float | None = None  # USD this run may spend on remote predictions
     argv: Sequence[str] = ()
     remote_hooks: RemoteHooks | None = None  # tests and benchmarks: virtual clock, fake API
-    backend: str | None = None  # --backend: local or ray, over each local profile's executor
+    backend: str | None = None  # --backend: a registered backend, over each profile's executor
     address: str | None = None  # --address: the Ray cluster, with backend "ray"
 
 
@@ -240,8 +240,8 @@ def render(
         planned = load_all(paths, options.profile, workspace)
         members = [_member(item, options) for item in planned]
         groups, warnings = group_backends(members, options.devices)
-        if any(member.profile.executor == "ray" for member in members):
-            check_ray_installed()
+        for executor in sorted({m.profile.executor for m in members if not m.profile.remote}):
+            backend_plugin(executor).check_installed()  # Ray's: songbatch[ray]
         _check_spill_budget(planned, options.max_spend)
         if options.max_spend == 0 and any(group.remote and group.members for group in groups):
             raise InputError(
@@ -259,8 +259,9 @@ def render(
 
 
 def _check_backend(backend: str | None, address: str | None) -> None:
-    if backend not in (None, "local", "ray"):
-        raise InputError(f"--backend {backend!r}: expected local or ray")
+    problem = None if backend is None else backend_problem(backend, f"--backend {backend!r}")
+    if problem is not None:
+        raise InputError(problem)
     if address is not None and backend != "ray":
         raise InputError("--address names a Ray cluster: give it with --backend ray")
 
@@ -285,8 +286,8 @@ def _with_backend(profile: Profile, backend: str | None, address: str | None) ->
     profile is left as it is: the option says where local engines run."""
     if backend is None or profile.remote:
         return profile
-    if backend == "local":
-        return profile.model_copy(update={"executor": "local", "ray": None})
+    if backend != "ray":
+        return profile.model_copy(update={"executor": backend, "ray": None})
     config = profile.ray or RayConfig()
     if address is not None:
         try:

@@ -257,9 +257,10 @@ def render_command(
         str | None,
         typer.Option(
             "--backend",
-            metavar="local|ray",
-            help="Where local engines run (default: the profile's executor): worker processes"
-            " here, or actors on a Ray cluster (docs/cluster.md).",
+            metavar="NAME",
+            help="Where local engines run (default: the profile's executor): local (worker"
+            " processes here), ray (actors on a Ray cluster, docs/cluster.md), or a plugin's"
+            " backend (`songbatch doctor` lists them).",
         ),
     ] = None,
     address: Annotated[

@@ -1,24 +1,21 @@
-"""The local executor: one long-lived worker process per device, fed by this coordinator.
+"""The pool's coordinator: one long-lived worker per device, fed by this process.
 
 The coordinator owns the ledger. It claims leases, keeps each worker's queue `depth` deep so a
 device never waits on it, turns worker progress into lease heartbeats, and publishes finished
 files with the fencing check. A worker that dies is replaced; its job goes back to pending.
+Where a worker runs is its transport's (executors/transport.py): a spawned process per device
+(`ProcessTransport`, the `local` backend), a Ray actor (`ray`), or a plugin's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from songbatch.crashpoints import crash_point, pause_point
 from songbatch.engines.base import EngineSpec
@@ -42,17 +39,12 @@ from songbatch.executors.messages import (
     Ticket,
 )
 from songbatch.executors.publishing import ExecutorSummary, publish_and_report
-from songbatch.executors.worker import (
-    WorkerConfig,
-    leave_with_coordinator,
-    spec_id,
-    worker_main,
-)
+from songbatch.executors.transport import PoolContext, WorkerLink, WorkerTransport
+from songbatch.executors.worker import spec_id
 from songbatch.fsutil import remove_quietly
 from songbatch.ledger import JobState, Lease, Ledger, Publication, Route
 from songbatch.ratelimit import TransientPolicy
 from songbatch.scheduler import FINISHED, Waitable, drive
-from songbatch.signals import STOP_SIGNALS
 from songbatch.window import JobTimes, room
 from songbatch.workspace import Workspace
 
@@ -75,9 +67,7 @@ class ExecutorSettings:
 @dataclass
 class _Worker:
     slot: DeviceSlot
-    process: BaseProcess
-    conn: Connection
-    lifeline: Connection
+    link: WorkerLink  # its pipe and its process, whatever its transport
     ready: bool = False
     queue: deque[Lease] = field(default_factory=deque)  # every lease sent, in order
     batches: list[set[int]] = field(default_factory=list)  # tokens of each batch in flight
@@ -92,13 +82,13 @@ class _Worker:
 
 
 class LocalExecutor:
-    name = "local"
+    """The coordinator of a pool of workers that `transport` starts and reaches."""
 
     def __init__(
         self,
         ledger: Ledger,
         workspace: Workspace,
-        slots: Sequence[DeviceSlot],
+        transport: WorkerTransport,
         specs: dict[str, EngineSpec],
         *,
         run_id: int,
@@ -110,7 +100,8 @@ class LocalExecutor:
     ) -> None:
         self.ledger = ledger
         self.workspace = workspace
-        self.slots = list(slots)
+        self.transport = transport
+        self.slots: list[DeviceSlot] = []  # the transport's, once opened (`start`)
         self.specs = specs
         self.run_id = run_id
         self.manifest_ids = list(manifest_ids)
@@ -118,7 +109,6 @@ class LocalExecutor:
         self.observer = observer
         self.on_published = on_published
         self.summary = ExecutorSummary()
-        self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         self._stopping = False
         # Set when a claim comes back short; cleared whenever a job goes back to pending.
@@ -126,7 +116,7 @@ class LocalExecutor:
         self._made_dirs: set[Path] = set()
         self._finished_jobs: list[tuple[str, Lease, RenderedFile]] = []
         self._pool: deque[Lease] = deque()
-        self._device_of = {slot.name: slot.device for slot in self.slots}
+        self._device_of: dict[str, str] = {}
         self.transient = TransientPolicy(patience_s=settings.transient_patience_s)
         self._retry_at: float | None = None  # epoch time a job set aside comes due
         # Sticky device errors per slot since it last rendered a job (see worker.poisons).
@@ -141,6 +131,10 @@ class LocalExecutor:
         if spill is not None:
             spill.link.on_back(self._wake)
 
+    @property
+    def name(self) -> str:
+        return self.transport.name
+
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> ExecutorSummary:
@@ -150,6 +144,11 @@ class LocalExecutor:
     # The scheduler's side (scheduler.Backend).
 
     def start(self) -> None:
+        context = PoolContext(
+            self.ledger, self.specs, self.run_id, self.manifest_ids, self.settings.depth
+        )
+        self.slots = self.transport.open(context)  # a cluster's are known once connected
+        self._device_of = {slot.name: slot.device for slot in self.slots}
         self.workspace.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._next_beat = time.monotonic() + self._tick
         if self.spill is not None:
@@ -158,6 +157,7 @@ class LocalExecutor:
             self._workers.append(self._spawn(slot))
 
     def step(self) -> float | None:
+        self.transport.collect(self._links())
         for worker in self._workers:
             self._drain(worker)
         if self._retry_at is not None and time.time() >= self._retry_at:
@@ -180,62 +180,40 @@ class LocalExecutor:
         timeout = max(0.0, self._next_beat - time.monotonic())
         if self._retry_at is not None:
             timeout = min(timeout, max(0.0, self._retry_at - time.time()))
-        return timeout
+        return self.transport.delay(self._links(), timeout)
 
     def wait(self, timeout_s: float) -> None:
-        wait(self.waitables(), timeout=timeout_s)
+        self.transport.wait(self._links(), timeout_s)
 
     def waitables(self) -> list[Waitable]:
-        conns: list[Waitable] = [w.conn for w in self._workers]
-        return conns + [w.process.sentinel for w in self._workers]
+        return self.transport.waitables(self._links())
 
     def stop_now(self, outcome: str) -> None:
         self._abandon_all(outcome)
 
     def close(self) -> None:
-        self._shutdown()
+        try:
+            self._shutdown()
+        finally:
+            self.transport.close()
+
+    def _links(self) -> list[WorkerLink]:
+        return [worker.link for worker in self._workers]
 
     def _spawn(self, slot: DeviceSlot, deaths: int = 0) -> _Worker:
-        parent, child = self._context.Pipe()
-        # Never written: when this process dies, however it dies, the kernel closes it and
-        # the worker sees EOF (see worker.leave_with_coordinator).
-        lifeline_in, lifeline_out = self._context.Pipe(duplex=False)
-        config = WorkerConfig(
-            name=slot.name,
-            device=slot.device,
-            env=slot.env,
-            specs=self.specs,
-            coordinator_pid=os.getpid(),
-        )
-        process = self._context.Process(
-            target=_worker_entry,
-            args=(child, lifeline_in, config),
-            name=f"songbatch-{slot.name}",
-            daemon=True,
-        )
-        process.start()
-        child.close()
-        lifeline_in.close()
-        return _Worker(
-            slot=slot,
-            process=process,
-            conn=parent,
-            lifeline=lifeline_out,
-            consecutive_deaths=deaths,
-        )
+        return _Worker(slot=slot, link=self.transport.spawn(slot), consecutive_deaths=deaths)
 
     def _shutdown(self) -> None:
         for worker in self._workers:
-            if worker.process.is_alive():
+            if worker.link.is_alive():
                 with contextlib.suppress(OSError, ValueError):
-                    worker.conn.send(Stop())
+                    worker.link.send(Stop())
         for worker in self._workers:
-            worker.process.join(timeout=5)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(timeout=5)
-            worker.conn.close()
-            worker.lifeline.close()
+            worker.link.join(timeout=5)
+            if worker.link.is_alive():
+                worker.link.kill()
+                worker.link.join(timeout=5)
+            worker.link.close()
 
     # ------------------------------------------------------------------ the loop
 
@@ -376,7 +354,7 @@ class LocalExecutor:
         tickets = [self._ticket(lease) for lease in batch]
         worker.queue.extend(batch)
         worker.batches.append({lease.token for lease in batch})
-        worker.conn.send(Jobs(tickets))
+        worker.link.send(Jobs(tickets))
 
     def _ticket(self, lease: Lease) -> Ticket:
         voice = lease.request.get("voice")
@@ -390,12 +368,6 @@ class LocalExecutor:
         )
 
     # ------------------------------------------------------------------ messages
-
-    def _owner(self, waitable: Any) -> _Worker | None:
-        for worker in self._workers:
-            if waitable is worker.conn or waitable == worker.process.sentinel:
-                return worker
-        return None
 
     def _record_load(self, worker: _Worker, spec: EngineSpec, load_s: float) -> None:
         """What it took this worker to get to its first render: `cost` calibrates from it."""
@@ -411,8 +383,8 @@ class LocalExecutor:
 
     def _drain(self, worker: _Worker) -> None:
         try:
-            while worker.conn.poll():
-                self._handle(worker, worker.conn.recv())
+            while worker.link.poll():
+                self._handle(worker, worker.link.recv())
         except (EOFError, OSError):
             pass  # the worker died; _reap_dead deals with it
 
@@ -587,15 +559,14 @@ class LocalExecutor:
     def _reap_dead(self) -> None:
         survivors: list[_Worker] = []
         for worker in self._workers:
-            if worker.process.is_alive():
+            if worker.link.is_alive():
                 survivors.append(worker)
                 continue
             self._drain(worker)
             self._requeue(worker)
-            worker.conn.close()
-            worker.lifeline.close()
+            worker.link.close()
             self.summary.deaths += 1
-            reason = worker.kill_reason or f"exit code {worker.process.exitcode}"
+            reason = worker.kill_reason or f"exit code {worker.link.exitcode}"
             self.observer(RunEvent("worker-died", reason, worker=worker.slot.name))
             # A device that keeps failing is given up like a worker that keeps dying; its
             # jobs were set aside, so finishing them elsewhere resets neither count.
@@ -638,7 +609,7 @@ class LocalExecutor:
         for worker in self._workers:
             if worker.rendering and now - worker.last_progress > self.settings.lease_s:
                 worker.kill_reason = f"no progress for {self.settings.lease_s:.0f} s"
-                worker.process.kill()
+                worker.link.kill()
                 continue
             tokens.extend(lease.token for lease in worker.queue)
         tokens.extend(lease.token for lease in self._pool)
@@ -651,8 +622,8 @@ class LocalExecutor:
     def _abandon_all(self, outcome: str) -> None:
         """Stop now: kill the workers, keep what finished, give every other lease back."""
         for worker in self._workers:
-            if worker.process.is_alive():
-                worker.process.kill()
+            if worker.link.is_alive():
+                worker.link.kill()
         try:
             self._publish_finished()
             self._release_pool(outcome)
@@ -675,12 +646,3 @@ def _batchable(first: Lease, other: Lease) -> bool:
     if (other.kind, other.engine, other.model) != (first.kind, first.engine, first.model):
         return False
     return first.kind == "speech" or other.est_ms == first.est_ms
-
-
-def _worker_entry(conn: Connection, lifeline: Connection, config: WorkerConfig) -> None:
-    # Ctrl-C, a closed terminal and `kill` of a systemd unit reach the whole process group; the
-    # coordinator decides what stops (and kills its workers), not each worker.
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    leave_with_coordinator(config.coordinator_pid, lifeline)
-    worker_main(conn, config)

@@ -1,6 +1,7 @@
 """The Ray backend: one actor per GPU (or per CPU share) of a Ray cluster, fed by this process.
 
-The coordinator is the local pool's (`LocalExecutor`), unchanged: this process owns the ledger,
+The coordinator is the local pool's (`LocalExecutor`), unchanged, with this module's
+`RayTransport` for its transport (executors/transport.py): this process owns the ledger,
 claims leases, keeps each actor's queue two deep (longest first, batched by engine), renews the
 leases, publishes with the fencing check, and replaces a worker that dies (giving up after
 MAX_CONSECUTIVE_DEATHS). What differs is what a worker is: a Ray actor (`RenderActor`) that
@@ -32,16 +33,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal
 
 from songbatch.engines.base import EngineSpec
 from songbatch.errors import InputError, SongbatchError, install_hint
-from songbatch.events import Observer, ignore
 from songbatch.executors.devices import DeviceSlot
-from songbatch.executors.local import ExecutorSettings, LocalExecutor, _Worker
 from songbatch.executors.messages import (
     BatchLimit,
     DeviceGone,
@@ -58,6 +55,7 @@ from songbatch.executors.messages import (
     Ticket,
     ToWorker,
 )
+from songbatch.executors.transport import PoolContext, WorkerLink
 from songbatch.executors.worker import (
     PROGRESS_EVERY_S,
     Engines,
@@ -67,16 +65,11 @@ from songbatch.executors.worker import (
     unwritten,
 )
 from songbatch.fsutil import write_synced
-from songbatch.ledger import JobState, Ledger
 from songbatch.profiles import Profile, RayConfig
-from songbatch.scheduler import FINISHED, Waitable
-from songbatch.workspace import Workspace
-
-if TYPE_CHECKING:
-    from songbatch.spill import SpillPolicy
+from songbatch.scheduler import Waitable
 
 MISSING = f"songbatch[ray] is not installed: {install_hint('ray')}"
-# How often a shared loop looks at the calls in flight (see RayExecutor.step).
+# How often a shared loop looks at the calls in flight (see RayTransport.delay).
 POLL_S = 0.05
 
 ActorDevice = Literal["cpu", "gpu"]
@@ -239,7 +232,7 @@ class _ActorLink:
     blocks: what has come back is taken in by `collect`, once per step of the executor for all
     its actors (one `ray.wait` for every call in flight, not one per actor and question)."""
 
-    sentinel = -1  # no file descriptor: see RayExecutor.waitables
+    sentinel = -1  # no file descriptor: see RayTransport.waitables
     exitcode: int | None = None
 
     def __init__(self, ray: Any, actor: Any, voice_ref: Callable[[str], Any]) -> None:
@@ -418,91 +411,56 @@ def _init_options(address: str | None) -> dict[str, Any]:
 _CONNECTION = _Connection()
 
 
-class RayExecutor(LocalExecutor):
-    """The local pool's coordinator, with Ray actors for workers (see the module's notes)."""
+class RayTransport:
+    """The local pool's coordinator, with Ray actors for workers (see the module's notes): the
+    `ray` backend's transport (executors/transport.py)."""
 
     name = "ray"
 
-    def __init__(
-        self,
-        ledger: Ledger,
-        workspace: Workspace,
-        specs: dict[str, EngineSpec],
-        config: RayConfig,
-        device: ActorDevice,
-        *,
-        run_id: int,
-        manifest_ids: Sequence[int],
-        settings: ExecutorSettings,
-        observer: Observer = ignore,
-        on_published: Callable[[str], None] = lambda key: None,
-        spill: SpillPolicy | None = None,
-    ) -> None:
-        super().__init__(
-            ledger,
-            workspace,
-            [],  # the cluster's, known once connected (`start`)
-            specs,
-            run_id=run_id,
-            manifest_ids=manifest_ids,
-            settings=settings,
-            observer=observer,
-            on_published=on_published,
-            spill=spill,
-        )
+    def __init__(self, config: RayConfig, device: ActorDevice) -> None:
         self.config = config
         self.device = device
         self._ray: Any = None
         self._actor_class: Any = None
         self._voice_refs: dict[str, Any] = {}
         self._spawned = 0
+        self._pool: PoolContext | None = None
 
-    def start(self) -> None:
+    def open(self, pool: PoolContext) -> list[DeviceSlot]:
+        self._pool = pool
         self._ray = _CONNECTION.open(self.config.address)
         self._actor_class = self._ray.remote(RenderActor)
-        self.slots = self._cluster_slots()
-        self._device_of = {slot.name: slot.device for slot in self.slots}
-        super().start()
+        return self._cluster_slots(pool)
 
-    def step(self) -> float | None:
-        self._collect()
-        delay = super().step()
-        if delay is FINISHED:
-            return FINISHED
+    def delay(self, links: Sequence[WorkerLink], delay_s: float) -> float:
         # Ray gives no file descriptor that a finished call makes readable, so `waitables`
         # has nothing for a loop shared with other backends to wait on: while calls are in
         # flight that loop comes back every POLL_S to look. Alone, `wait` blocks in ray.wait,
         # which returns the moment a call finishes.
-        return min(delay, POLL_S) if self._refs() else delay
+        return min(delay_s, POLL_S) if _refs(links) else delay_s
 
-    def wait(self, timeout_s: float) -> None:
-        refs = self._refs()
+    def wait(self, links: Sequence[WorkerLink], timeout_s: float) -> None:
+        refs = _refs(links)
         if refs:
             self._ray.wait(refs, num_returns=1, timeout=timeout_s)
         elif timeout_s > 0:
             time.sleep(timeout_s)  # nothing in flight: only a timer (a retry, a beat) is due
 
-    def waitables(self) -> list[Waitable]:
+    def waitables(self, links: Sequence[WorkerLink]) -> list[Waitable]:
         return []
 
     def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            if self._ray is not None:
-                _CONNECTION.close(self._ray)
-                self._ray = None
+        if self._ray is not None:
+            _CONNECTION.close(self._ray)
+            self._ray = None
 
-    def _refs(self) -> list[Any]:
-        return [ref for worker in self._workers for ref in _link(worker).pending()]
-
-    def _collect(self) -> None:
-        refs = self._refs()
+    def collect(self, links: Sequence[WorkerLink]) -> None:
+        refs = _refs(links)
         done = set(self._ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
-        for worker in self._workers:
-            _link(worker).collect(done)
+        for link in _actor_links(links):
+            link.collect(done)
 
-    def _cluster_slots(self) -> list[DeviceSlot]:
+    def _cluster_slots(self, pool: PoolContext) -> list[DeviceSlot]:
         """One actor per GPU (or CPU share) the cluster has now, or `actors` of them; never
         more than there are jobs (each would load a model to sit idle)."""
         resources = self._ray.cluster_resources()
@@ -523,32 +481,23 @@ class RayExecutor(LocalExecutor):
                 DeviceSlot(f"ray-cpu{n}", "cpu", {**env, "CUDA_VISIBLE_DEVICES": ""})
                 for n in range(count)
             ]
-        counts = self.ledger.state_counts(self.manifest_ids)
-        pending = sum(c.jobs for c in counts if c.state == JobState.PENDING)
-        return slots[: max(1, pending)]
+        return slots[: max(1, pool.pending_jobs())]
 
-    def _spawn(self, slot: DeviceSlot, deaths: int = 0) -> _Worker:
+    def spawn(self, slot: DeviceSlot) -> WorkerLink:
+        assert self._pool is not None, "spawn before open"
         resources: dict[str, float] = {"num_cpus": self.config.num_cpus_per_actor}
         if slot.device == "cuda":
             resources["num_gpus"] = 1
         self._spawned += 1
         actor = self._actor_class.options(
-            name=f"songbatch-{self.run_id}-{slot.name}-{self._spawned}",
+            name=f"songbatch-{self._pool.run_id}-{slot.name}-{self._spawned}",
             max_restarts=0,
             max_task_retries=0,
             # Its render calls in flight, and `beats`, each on a thread of its own.
-            max_concurrency=self.settings.depth + 1,
+            max_concurrency=self._pool.depth + 1,
             **resources,
-        ).remote(slot.device, slot.env, self.specs)
-        link = _ActorLink(self._ray, actor, self._voice_ref)
-        # The pool's loop reads a worker through its pipe and process; the link is both.
-        return _Worker(
-            slot=slot,
-            process=cast(BaseProcess, link),
-            conn=cast(Connection, link),
-            lifeline=cast(Connection, link),
-            consecutive_deaths=deaths,
-        )
+        ).remote(slot.device, slot.env, self._pool.specs)
+        return _ActorLink(self._ray, actor, self._voice_ref)
 
     def _voice_ref(self, path: str) -> Any:
         """A voice reference in the object store, put once per run (content-named)."""
@@ -558,5 +507,15 @@ class RayExecutor(LocalExecutor):
         return self._voice_refs[name]
 
 
-def _link(worker: _Worker) -> _ActorLink:
-    return cast(_ActorLink, worker.process)
+def ray_transport(profile: Profile, slots: Sequence[DeviceSlot]) -> RayTransport:
+    """The `ray` backend's transport for `profile` (its `ray:` section; `slots` unused: the
+    actors come from the cluster's resources, never from --devices)."""
+    return RayTransport(profile.ray or RayConfig(), actor_device(profile))
+
+
+def _actor_links(links: Sequence[WorkerLink]) -> list[_ActorLink]:
+    return [link for link in links if isinstance(link, _ActorLink)]
+
+
+def _refs(links: Sequence[WorkerLink]) -> list[Any]:
+    return [ref for link in _actor_links(links) for ref in link.pending()]
