@@ -1,5 +1,6 @@
-"""The test suite's engine plugins (tests/plugins: the synthetic engine, registered through its
-own dist-info's entry point as a third party's package would be), made findable."""
+"""The test suite's plugins (tests/plugins: the synthetic engine and the `threads` backend,
+registered through their own dist-info's entry points as a third party's package would be),
+made findable."""
 
 from __future__ import annotations
 
@@ -24,5 +25,7 @@ def use_test_plugins() -> None:
     if folder not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([folder, *paths])
     from songbatch.engines import clear_engine_cache
+    from songbatch.executors.registry import clear_backend_cache
 
     clear_engine_cache()
+    clear_backend_cache()
