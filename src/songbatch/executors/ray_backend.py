@@ -412,8 +412,8 @@ _CONNECTION = _Connection()
 
 
 class RayTransport:
-    """The local pool's coordinator, with Ray actors for workers (see the module's notes): the
-    `ray` backend's transport (executors/transport.py)."""
+    """The `ray` backend's transport (executors/transport.py): Ray actors for the pool's
+    workers, one per GPU or CPU share of the cluster (see the module's notes)."""
 
     name = "ray"
 

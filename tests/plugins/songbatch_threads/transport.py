@@ -3,7 +3,9 @@
 
 A thread cannot be killed: `kill` closes the coordinator's end of its pipe, and the worker
 leaves at its next message (a render in flight finishes into a closed pipe, and the
-coordinator, which has already given its lease back, publishes nothing of it)."""
+coordinator, which has already given its lease back, publishes nothing of it). That render may
+still write its lease's temp file after the coordinator removed it: one reason this backend is
+for tests only, where nothing kills its workers."""
 
 from __future__ import annotations
 
