@@ -18,6 +18,7 @@ import pytest
 from helpers.books import book_manifest
 from helpers.examples import REPO, example_book, invoke, render_offline
 from helpers.verify import verify_done_exactly_once
+from songbatch.errors import InputError
 from songbatch.executors import builtin as builtin_backends
 from songbatch.executors.registry import (
     BACKENDS,
@@ -165,3 +166,20 @@ def test_a_backend_plugin_that_does_not_load_is_named_and_the_others_work(
     finally:
         monkeypatch.undo()
         BACKENDS.clear()
+
+
+def test_doctor_fails_a_chosen_backend_whose_packages_are_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import songbatch.executors.ray_backend as ray_backend
+
+    def missing() -> None:
+        raise InputError(ray_backend.MISSING)
+
+    monkeypatch.setattr(ray_backend, "check_ray_installed", missing)
+    profile = offline_profile(tmp_path, "executor: ray\n")
+    result = invoke("doctor", "--profile", str(profile), "--workspace", str(tmp_path), "--json")
+    checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+    assert checks["backend ray"]["state"] == "fail", checks
+    assert "songbatch[ray] is not installed" in checks["backend ray"]["fix"]
+    assert result.exit_code != 0

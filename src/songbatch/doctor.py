@@ -244,9 +244,17 @@ def _plugins(profile: Profile) -> list[Check]:
     from songbatch.executors.registry import backend_registry
 
     used = set() if profile.remote else {profile.executor}
-    return _found("engine", engine_registry(), _engines(profile)) + _found(
-        "backend", backend_registry(), used
-    )
+    checks = _found("engine", engine_registry(), _engines(profile))
+    checks += _found("backend", backend_registry(), used)
+    for name in used:
+        plugin = backend_registry().entries.get(name)
+        if plugin is None:
+            continue  # broken: its own line above says why
+        try:
+            plugin.check_installed()  # Ray's: songbatch[ray]
+        except SongbatchError as exc:
+            checks.append(Check(f"backend {name}", "fail", "cannot start", str(exc), needed=True))
+    return checks
 
 
 def _found(what: str, registry: Registry[Any], used: set[str]) -> list[Check]:
