@@ -204,3 +204,66 @@ def test_a_ray_run_that_cannot_start_says_why_in_one_line_and_writes_nothing(
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     one_line_error(invoke(*base, "--backend", "ray"), "songbatch[ray] is not installed")
     assert not (tmp_path / ".songbatch" / "ledger.db").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_run_that_asks_for_more_actors_than_fit_ends_when_its_jobs_are_done(
+    tmp_path: Path,
+) -> None:
+    # The module's Ray has 2 CPUs: the third CPU actor waits for a node that never comes (an
+    # autoscaler at its cap). The book still ends when the two that fit have rendered it.
+    profile = tmp_path / "three.yaml"
+    shipped = (REPO / "profiles" / "offline.yaml").read_text(encoding="utf-8")
+    profile.write_text(shipped + "executor: ray\nray: {actors: 3}\n", encoding="utf-8")
+    book = example_book(tmp_path, formats="[flac]")
+    result = invoke(
+        "render", str(book), "--workspace", str(tmp_path), "--profile", str(profile),
+        "--log-format", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ready = {e["worker"] for e in events_of(result) if e["kind"] == "worker-ready"}
+    assert ready == {"ray-cpu0", "ray-cpu1"}
+    verify_done_exactly_once(tmp_path)
+
+
+def test_an_engine_load_longer_than_the_lease_is_not_taken_for_a_hung_render(
+    tmp_path: Path,
+) -> None:
+    # A fresh node may spend minutes fetching weights before its first render. A worker
+    # process reports its first job started once its engine has loaded; an actor's call
+    # covers both, so the actor keeps beating while it loads.
+    profile = synthetic_profile(
+        tmp_path, latency_ms=20, devices="auto", params=", load_ms: 3500", extra="executor: ray\n"
+    )
+    text = profile.read_text(encoding="utf-8").replace("lease_seconds: 30", "lease_seconds: 2")
+    profile.write_text(text, encoding="utf-8")
+    manifest = book_manifest(tmp_path, chapters=1, sentences=4, formats="[flac]")
+    result = invoke("render", str(manifest), "--workspace", str(tmp_path), "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    assert not [e for e in events_of(result) if e["kind"] == "worker-died"]
+    assert not [row for row in attempts(tmp_path) if row[1] == "lost"]
+    verify_done_exactly_once(tmp_path)
+
+
+def test_a_cluster_of_another_ray_version_is_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fake for what cannot run here: a cluster of another Ray version. Ray Client refuses it
+    # in ray.init with a RuntimeError (util/client: check_version_info), raised here as it is.
+    def refuse(**options: Any) -> None:
+        raise RuntimeError(
+            "Version mismatch: The cluster was started with:\n    Ray: 2.52.0\n"
+            "This process on Ray Client was started with:\n    Ray: 2.60.0"
+        )
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    book = str(example_book(tmp_path, formats="[flac]"))
+    result = invoke(
+        "render", book, "--workspace", str(tmp_path), "--profile", "offline",
+        "--backend", "ray", "--address", "ray://head.example:10001",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    [error] = [line for line in result.output.splitlines() if "error" in line]
+    assert "ray://head.example:10001" in error and "Traceback" not in result.output
+    assert "Version mismatch" in error and "Ray: 2.52.0" in error and "Ray: 2.60.0" in error

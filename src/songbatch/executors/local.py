@@ -225,9 +225,10 @@ class LocalExecutor:
             return True
         if not self._workers:
             raise SongbatchError("every worker died repeatedly; see the worker errors above")
-        # Every worker is idle and a claim found nothing more to hand out.
-        idle = self._drained and not self._pool and all(w.ready for w in self._workers)
-        if not idle:
+        # No worker has a job and a claim found nothing more to hand out. A worker still
+        # starting is not waited for: it has no job (only a ready one is handed any), and on
+        # a cluster at its cap its actor may never be placed.
+        if not self._drained or self._pool:
             return False
         # Jobs set aside after a transient fault come due later in this run: wait for them.
         self._retry_at = self.ledger.next_deferred(self.manifest_ids)

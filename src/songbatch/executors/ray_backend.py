@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -195,7 +195,9 @@ class RenderActor:
     def _render(self, jobs: list[RayJob], voices: dict[str, Any]) -> ActorReply | _Rendered:
         spec = jobs[0].spec_id
         try:
-            engine, loaded = self.engines.get(spec)
+            loading = self._beating() if not self.engines.has(spec) else contextlib.nullcontext()
+            with loading:
+                engine, loaded = self.engines.get(spec)
         except SongbatchError as exc:
             return ActorReply(fatal=str(exc))
         # An actor writes no file: the temp path is the coordinator's to write.
@@ -209,6 +211,25 @@ class RenderActor:
 
     def _beat(self) -> None:
         self._beats += 1
+
+    @contextlib.contextmanager
+    def _beating(self) -> Iterator[None]:
+        """Beats while an engine loads. A worker process says its first job started once its
+        engine has loaded, so a load (weights fetched on a fresh node: minutes) never counts as
+        a hung render; here the coordinator saw the call start before the load, so the load
+        has to report progress itself."""
+        loading = threading.Event()
+        beats = threading.Thread(target=self._beat_until, args=(loading,), daemon=True)
+        beats.start()
+        try:
+            yield
+        finally:
+            loading.set()
+            beats.join()
+
+    def _beat_until(self, done: threading.Event) -> None:
+        while not done.wait(PROGRESS_EVERY_S / 2):
+            self._beat()
 
     def _voice(self, job: RayJob, voices: dict[str, Any]) -> str | None:
         """The voice reference on this node, fetched from the object store once."""
@@ -381,8 +402,12 @@ class _Connection:
         if not ray.is_initialized():
             try:
                 ray.init(**_init_options(address))
-            except ConnectionError as exc:
-                raise SongbatchError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+            except (ConnectionError, RuntimeError) as exc:
+                # RuntimeError: what Ray Client raises when the cluster runs another Ray or
+                # Python version than this machine (docs/cluster.md, Versions).
+                where = address or "a Ray started here"
+                said = " ".join(str(exc).split()) or type(exc).__name__
+                raise SongbatchError(f"cannot connect to {where}: {said}") from None
             self.owned = True
         self.users += 1
         self.address = address

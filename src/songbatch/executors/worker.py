@@ -194,6 +194,9 @@ class Engines:
         self._loaded: dict[str, Any] = {}
         self._limits: dict[str, int] = {}  # the batch limit last reported, per spec
 
+    def has(self, spec: str) -> bool:
+        return spec in self._loaded
+
     def get(self, spec: str) -> tuple[Any, Loaded | None]:
         """The engine for `spec`, and the `Loaded` to report when this call loaded it. Raises
         SongbatchError when it cannot be loaded (the run stops: every job would fail alike)."""

@@ -20,6 +20,7 @@ class _SyntheticBase(EngineParams):
     """engine.py: the stand-in's knobs."""
 
     latency_ms: Annotated[float, Field(ge=0, le=3_600_000)] = 50
+    load_ms: Annotated[float, Field(ge=0, le=3_600_000)] = 0  # the engine's load takes this
     chars_per_second: Annotated[float, Field(gt=0)] = 14.0
     fail_marker: str | None = None  # a job whose text contains it fails for good
     disk_full_while: str | None = None  # while this path exists, calls fail as a full disk
@@ -35,6 +36,7 @@ class _SyntheticBase(EngineParams):
     load_only = frozenset(
         {
             "latency_ms",
+            "load_ms",
             "chars_per_second",
             "fail_marker",
             "disk_full_while",

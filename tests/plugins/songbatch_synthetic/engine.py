@@ -106,4 +106,6 @@ def _announce(address: str, requests: Sequence[RenderRequest]) -> None:
 
 def load(spec: EngineSpec, device: str) -> SyntheticEngine:
     del device
+    # `load_ms`: a model's load (weights read, or fetched on a fresh node) taking that long.
+    time.sleep(float(spec.params.get("load_ms", 0)) / 1000)
     return SyntheticEngine(spec)
