@@ -10,9 +10,9 @@ its time is printed against the rest of the assembly (issue 12's goal: at most 2
 
 With --pipelined the book is built as a render builds it now: each chapter's master and then
 its AAC stream (streams.py) as the chapter "finishes", one after another, then the .m4b joined
-from the streams; printed beside the encode from the masters, with the tail a render has after
-its last job: the last chapter's master and stream, then the join (issue 12's goal: <= 5 s for
-a 10-hour book).
+from the streams (mp4.py); printed beside ffmpeg's join of the same streams (the join before
+mp4.py) and the encode from the masters, with the tail a render has after its last job: the
+last chapter's master and stream, then the join (issue 12's goal: <= 5 s for a 10-hour book).
 
     .venv/bin/python bench/assembly.py --hours 10
     .venv/bin/python bench/assembly.py --hours 0.5 --master acx
@@ -25,6 +25,7 @@ import argparse
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,9 +43,10 @@ from songbatch.audio import (
 )
 from songbatch.engines import EngineSpec, RenderRequest, load_engine
 from songbatch.engines.base import RenderResult
+from songbatch.ffmpeg import ffmpeg_exe
 from songbatch.mastering import master_to
 from songbatch.presets import Encoding, preset
-from songbatch.streams import book_marks, encode_stream, join_streams
+from songbatch.streams import ChapterStream, book_marks, encode_stream, join_streams
 from songbatch.tagging import Tags, read_chapters
 
 TARGET_MB = 300
@@ -230,6 +232,9 @@ def pipelined(hours: float, chunk_s: float, chapter_min: float, work: Path) -> i
     )
     join_s = time.perf_counter() - started
     started = time.perf_counter()
+    ffmpeg_join(streams, work / "ffmpeg-joined.m4b")
+    ffmpeg_join_s = time.perf_counter() - started
+    started = time.perf_counter()
     durations = [round(s.samples * 1000 / s.sample_rate) for s in streams]
     encode(
         masters, work / "encoded.m4b", "m4b", tags=tags, chapters=chapter_marks(titles, durations)
@@ -243,7 +248,10 @@ def pipelined(hours: float, chunk_s: float, chapter_min: float, work: Path) -> i
             "book": f"{len(masters)} chapters, {audio_s / 3600:.2f} h",
             "per chapter": f"master {sum(master_s) / len(masters):.1f} s,"
             f" AAC stream {sum(stream_s) / len(masters):.1f} s (mean)",
-            "join the m4b": f"{join_s:.1f} s ({audio_s / join_s:.0f}x realtime)",
+            "join the m4b": f"{join_s:.1f} s ({audio_s / join_s:.0f}x realtime; songbatch's"
+            f" own writer, mp4.py)",
+            "before: ffmpeg's join": f"{ffmpeg_join_s:.1f} s (the same streams copied by ffmpeg,"
+            f" no tags; {ffmpeg_join_s / join_s:.1f}x the writer's)",
             "tail after the last job": f"{tail_s:.1f} s (last master {master_s[-1]:.1f} s"
             f" + its stream {stream_s[-1]:.1f} s + join {join_s:.1f} s; goal <= 5 s)",
             "before: m4b from the masters": f"{encode_s:.1f} s, all of it after the last job",
@@ -252,6 +260,16 @@ def pipelined(hours: float, chunk_s: float, chapter_min: float, work: Path) -> i
         }
     )
     return 0
+
+
+def ffmpeg_join(streams: list[ChapterStream], out: Path) -> None:
+    """The join as it was before mp4.py: ffmpeg's copy of the ADTS streams into an .m4b."""
+    listing = out.with_suffix(".txt")
+    listing.write_text("".join(f"{s.path}\n" for s in streams), encoding="utf-8")
+    command = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-itsoffset", "-0.046440"]
+    command += ["-f", "aac", "-i", f"concatf:{listing}", "-c:a", "copy"]
+    command += ["-movflags", "+faststart", "-f", "mp4", str(out)]
+    subprocess.run(command, check=True)
 
 
 def mastering_note(mastering_s: float, rest_s: float) -> str:

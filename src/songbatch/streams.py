@@ -21,6 +21,7 @@ finds a known signal at the sample these figures put it.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import shutil
@@ -31,8 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import soundfile
 
+from songbatch import mp4
 from songbatch.audio import ChapterMark, chapter_args, encoder_args
 from songbatch.errors import EngineError
 from songbatch.ffmpeg import run_ffmpeg
@@ -50,12 +54,11 @@ class StreamFormat:
     demuxer: str  # and its demuxer
     priming: int  # samples the encoder puts before the first input sample (measured: tests)
     encoder_args: tuple[str, ...]  # added to the format's own, to keep the stream bare
-    container: tuple[str, ...]  # muxer and its arguments for the joined book
+    container: tuple[str, ...]  # ffmpeg's muxer and its arguments for the joined book
     # Samples a player drops from the joined file's start, as its container tells it to: the
-    # m4b's edit list (which the join writes by starting the input early), the book MP3's Info
-    # frame (which ffmpeg's muxer writes, saying no encoder delay beyond the decoder's 529).
+    # m4b's edit list (mp4.py writes it), the book MP3's Info frame (which ffmpeg's muxer
+    # writes, saying no encoder delay beyond the decoder's 529).
     dropped: int
-    edit_list: bool
     # Whether a long chapter may be encoded in sections: its encoder must end a stream whose
     # priming and samples fill whole frames without padding (ffmpeg's AAC does; LAME pads a
     # frame more or less, by a rule of its own).
@@ -69,9 +72,8 @@ STREAM_FORMATS: dict[str, StreamFormat] = {
         demuxer="aac",
         priming=1024,
         encoder_args=(),
-        container=("-bsf:a", "aac_adtstoasc", "-movflags", "+faststart", "-f", "mp4"),
+        container=(),  # not ffmpeg's: songbatch writes the .m4b (mp4.py)
         dropped=1024,
-        edit_list=True,
         sections=True,
     ),
     "mp3-book": StreamFormat(
@@ -83,7 +85,6 @@ STREAM_FORMATS: dict[str, StreamFormat] = {
         encoder_args=("-write_xing", "0", "-id3v2_version", "0", "-write_id3v1", "0"),
         container=("-write_xing", "1", "-id3v2_version", "4", "-f", "mp3"),
         dropped=529,
-        edit_list=False,
         sections=False,
     ),
 }
@@ -150,8 +151,9 @@ def encode_stream(
         if not cuts or not _encode_sections(master, tmp, fmt, output, cuts, rate, cancel):
             source = ["-i", str(master), "-map", "0:a", "-map_metadata", "-1"]
             run_ffmpeg([*source, *output, str(tmp)], cancel=cancel)
-        stream = dataclasses.replace(count_frames(tmp, fmt), path=out)
-        _write_count(stream, tmp.stat().st_size, owner)
+        counted, lengths = _walk(tmp, fmt)
+        stream = dataclasses.replace(counted, path=out)
+        _write_count(stream, tmp.stat().st_size, lengths, owner)
         fsync_file(tmp)
         replace_durably(tmp, out)
     finally:
@@ -260,7 +262,9 @@ def count_path(path: Path) -> Path:
     return path.with_name(path.name + COUNT_SUFFIX)
 
 
-def _write_count(stream: ChapterStream, size: int, owner: str) -> None:
+def _write_count(
+    stream: ChapterStream, size: int, lengths: npt.NDArray[np.int64], owner: str
+) -> None:
     target = count_path(stream.path)
     tmp = temp_sibling(target, owner)
     try:
@@ -269,6 +273,9 @@ def _write_count(stream: ChapterStream, size: int, owner: str) -> None:
             "frame_samples": stream.frame_samples,
             "sample_rate": stream.sample_rate,
             "bytes": size,
+            # Each frame's length, for the .m4b writer's sample tables (mp4.py): recorded here,
+            # while the chapter is encoded, so the join after the last job need not read them.
+            "lengths": base64.b64encode(lengths.astype("<u2").tobytes()).decode("ascii"),
         }
         tmp.write_text(json.dumps(record), encoding="utf-8")
         fsync_file(tmp)
@@ -279,9 +286,15 @@ def _write_count(stream: ChapterStream, size: int, owner: str) -> None:
 
 def count_frames(path: Path, fmt: str) -> ChapterStream:
     """Frames in a raw stream, read from their headers (every frame says its own length)."""
+    return _walk(path, fmt)[0]
+
+
+def _walk(path: Path, fmt: str) -> tuple[ChapterStream, npt.NDArray[np.int64]]:
+    """The stream's frame count and each frame's length in bytes, from the frames' headers."""
     data = path.read_bytes()
     reader = _adts_frame if STREAM_FORMATS[fmt].demuxer == "aac" else _mp3_frame
-    frames, offset, shape = 0, 0, None
+    lengths: list[int] = []
+    offset, shape = 0, None
     while offset < len(data):
         length, frame_shape = reader(data, offset)
         if shape is None:
@@ -289,10 +302,28 @@ def count_frames(path: Path, fmt: str) -> ChapterStream:
         elif frame_shape != shape:
             raise EngineError(f"{path}: frames change sample rate mid-stream", retryable=False)
         offset += length
-        frames += 1
+        lengths.append(length)
     if shape is None:
         raise EngineError(f"{path}: the encoder wrote no audio", retryable=False)
-    return ChapterStream(path=path, frames=frames, frame_samples=shape[0], sample_rate=shape[1])
+    stream = ChapterStream(path, len(lengths), frame_samples=shape[0], sample_rate=shape[1])
+    return stream, np.asarray(lengths, dtype=np.int64)
+
+
+def frame_lengths(stream: ChapterStream, fmt: str) -> npt.NDArray[np.int64]:
+    """Each frame's length in bytes: as recorded beside the stream when it was encoded, or, for
+    a stream recorded before songbatch kept them (or a record that disagrees), read again."""
+    try:
+        recorded = json.loads(count_path(stream.path).read_text(encoding="utf-8"))
+        raw = base64.b64decode(recorded["lengths"], validate=True)
+        lengths = np.frombuffer(raw, dtype="<u2").astype(np.int64)
+        if len(lengths) == stream.frames and int(lengths.sum()) == stream.path.stat().st_size:
+            return lengths
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    counted, lengths = _walk(stream.path, fmt)
+    if counted.frames != stream.frames:
+        raise EngineError(f"{stream.path}: not the stream that was counted", retryable=False)
+    return lengths
 
 
 _ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
@@ -307,7 +338,28 @@ def _adts_frame(data: bytes, at: int) -> tuple[int, tuple[int, int]]:
     blocks = (header[6] & 0x03) + 1
     if rate_index >= len(_ADTS_RATES) or length < 7:
         raise EngineError(f"a damaged ADTS frame at byte {at}", retryable=False)
-    return length, (1024 * blocks, _ADTS_RATES[rate_index])
+    # The .m4b writer takes a frame to be one AAC frame behind a 7-byte header, as ffmpeg's
+    # encoder writes it: a CRC or several frames in one would be copied wrong.
+    if blocks != 1 or not header[1] & 0x01:
+        raise EngineError(f"an ADTS frame songbatch cannot join at byte {at}", retryable=False)
+    return length, (1024, _ADTS_RATES[rate_index])
+
+
+def aac_config(stream: ChapterStream) -> mp4.AacConfig:
+    """The stream's AAC profile, rate and channels, from its first frame's header."""
+    with stream.path.open("rb") as file:
+        header = file.read(7)
+    _adts_frame(header, 0)
+    rate_index = (header[2] >> 2) & 0x0F
+    channels = ((header[2] & 0x01) << 2) | (header[3] >> 6)
+    if channels == 0:  # set by a program config element in the stream, which we do not read
+        raise EngineError(f"{stream.path}: AAC with no channel configuration", retryable=False)
+    return mp4.AacConfig(
+        object_type=(header[2] >> 6) + 1,
+        rate_index=rate_index,
+        sample_rate=_ADTS_RATES[rate_index],
+        channels=channels,
+    )
 
 
 # MPEG audio layer III: kbit/s by bitrate index, for MPEG-1 and for MPEG-2 and 2.5.
@@ -374,28 +426,67 @@ def join_streams(
     cancel: threading.Event | None = None,
 ) -> None:
     """The streams in order into one `fmt` file at `out_path`, copied (not encoded), with
-    `chapters` and `tags`; fsynced. Nothing half-written is left behind."""
+    `chapters` and `tags`; fsynced. Nothing half-written is left behind.
+
+    The .m4b is written by songbatch itself (mp4.py, from the frame sizes recorded with each
+    stream); the book .mp3 by ffmpeg's copy, which also writes its Info frame."""
     if not streams:
         raise EngineError("join: no chapter streams", retryable=False)
     rates = {stream.sample_rate for stream in streams}
     if len(rates) != 1:
         raise EngineError(f"join: chapter streams at rates {sorted(rates)}", retryable=False)
+    try:
+        if fmt == "m4b":
+            _write_m4b(streams, out_path, tags, chapters)
+        else:
+            _ffmpeg_join(streams, out_path, fmt, chapters, cancel)
+        write_tags(out_path, "m4b" if fmt == "m4b" else "mp3", tags)
+        fsync_file(out_path)
+    except BaseException:
+        out_path.unlink(missing_ok=True)
+        raise
+
+
+# Room left in the .m4b's metadata box for the tags, beyond the cover: enough for every text
+# tag songbatch writes, and less than the slack mutagen keeps (10 KiB and more), so that it
+# writes the tags in place instead of moving the audio after them.
+TAG_ROOM = 8 * 1024
+
+
+def _write_m4b(
+    streams: Sequence[ChapterStream],
+    out_path: Path,
+    tags: Tags,
+    chapters: Sequence[ChapterMark],
+) -> None:
+    configs = {aac_config(stream) for stream in streams}
+    if len(configs) != 1:
+        raise EngineError("join: chapter streams of different AAC configurations", retryable=False)
+    sources = [mp4.AdtsSource(s.path, frame_lengths(s, "m4b")) for s in streams]
+    room = TAG_ROOM + (Path(tags.cover).stat().st_size if tags.cover else 0)
+    with out_path.open("wb") as out:
+        mp4.write_m4b(
+            sources,
+            out,
+            config=configs.pop(),
+            priming=STREAM_FORMATS["m4b"].dropped,
+            chapters=chapters,
+            tag_room=room,
+        )
+
+
+def _ffmpeg_join(
+    streams: Sequence[ChapterStream],
+    out_path: Path,
+    fmt: str,
+    chapters: Sequence[ChapterMark],
+    cancel: threading.Event | None,
+) -> None:
     chosen = STREAM_FORMATS[fmt]
     with tempfile.TemporaryDirectory(prefix="songbatch-join-") as work:
         listing = Path(work) / "streams.txt"
         listing.write_text("".join(f"{s.path.resolve()}\n" for s in streams), encoding="utf-8")
-        args = []
-        if chosen.edit_list:
-            # Starting the stream at minus its priming makes the muxer write the edit list that
-            # hides it, as an encode straight into the container does.
-            args += ["-itsoffset", f"{-chosen.dropped / streams[0].sample_rate:.9f}"]
-        args += ["-f", chosen.demuxer, "-i", f"concatf:{listing}"]
+        args = ["-f", chosen.demuxer, "-i", f"concatf:{listing}"]
         args += chapter_args(chapters, Path(work))
         args += ["-map", "0:a", "-c:a", "copy", *chosen.container, str(out_path)]
-        try:
-            run_ffmpeg(args, cancel=cancel)
-            write_tags(out_path, "m4b" if fmt == "m4b" else "mp3", tags)
-            fsync_file(out_path)
-        except BaseException:
-            out_path.unlink(missing_ok=True)
-            raise
+        run_ffmpeg(args, cancel=cancel)
