@@ -222,6 +222,34 @@ def test_a_cost_block_prices_device_hours_and_loads(
     assert album["usd_expected"] == pytest.approx((48 * 1.75 + 2 * load) / 3600 * 0.45)
 
 
+def test_a_ray_profile_is_estimated_for_its_actors_not_this_machine(
+    examples: Path, ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cost` on a driver with no GPU, for a Ray profile of 8 GPU actors: 8 CUDA devices, as the
+    run would have, without connecting to the cluster (cost stays offline and fast)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # this machine: no GPU
+    ray = "executor: ray\nray: {address: 'ray://127.0.0.1:10001', device: gpu, actors: 8}\n"
+    shipped_profile(ws, "local", ray + "cost: {usd_per_device_hour: 1.0, load_s: 30}\n", "ray8")
+    book = only(cost_json(str(examples / "example-book.yaml"), "-w", str(ws), "-p", "ray8"))
+    a = book["audio_left_s"]
+    jobs = book["jobs_left"]
+    actors = min(8, jobs)  # a run starts no more actors than it has jobs
+    assert (book["devices"], book["device_type"]) == (actors, "cuda")
+    assert book["device_s"] == pytest.approx(a * 0.36 + actors * 30)
+    # Without `actors` the run takes a GPU per cluster GPU, which cost cannot know offline.
+    shipped_profile(ws, "local", "executor: ray\nray: {device: gpu}\n", "rayauto")
+    auto = only(cost_json(str(examples / "example-book.yaml"), "-w", str(ws), "-p", "rayauto"))
+    assert auto["device_type"] == "cuda" and auto["devices"] == 1
+    assert any("ray.actors" in hint for hint in auto["hints"])
+    # --devices still wins, as for any profile.
+    cpu = only(
+        cost_json(
+            str(examples / "example-book.yaml"), "-w", str(ws), "-p", "ray8", "--devices", "cpu:2"
+        )
+    )
+    assert (cpu["devices"], cpu["device_type"]) == (2, "cpu")
+
+
 def test_no_default_factor_is_unknown_and_says_how_to_know(examples: Path, ws: Path) -> None:
     """The local profile on a machine without a GPU: Chatterbox on a CPU has no default."""
     item = only(cost_json(str(examples / "example-book.yaml"), "-w", str(ws), "-p", "local"))

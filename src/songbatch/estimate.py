@@ -41,7 +41,14 @@ from songbatch.ledger import (
 from songbatch.manifest import load_manifest
 from songbatch.outputs import BOOK_FORMATS, chapter_formats
 from songbatch.planner import Plan, plan_manifest
-from songbatch.profiles import Profile, RemoteModel, ReplicateConfig, resolve_profile
+from songbatch.profiles import (
+    Profile,
+    RayConfig,
+    RemoteModel,
+    ReplicateConfig,
+    actor_device,
+    resolve_profile,
+)
 from songbatch.remote.mapping import model_input
 from songbatch.workspace import Workspace
 
@@ -439,12 +446,9 @@ def _local(
     calibration: Calibration,
     devices: str | None,
 ) -> None:
-    slots, warning = parse_devices(devices or profile.devices)
-    if warning:
-        result.hints.append(warning)
-    device_type = slots[0].device
+    count, device_type = _devices(result, profile, devices)
     # A run starts no more workers than it has jobs.
-    workers = max(1, min(len(slots), len(jobs)))
+    workers = max(1, min(count, len(jobs)))
     result.devices, result.device_type = workers, device_type
     groups: dict[tuple[str, str], float] = {}
     for job in jobs:
@@ -492,6 +496,27 @@ def _local(
     elif result.device_s is not None:
         result.usd_expected = result.device_s / 3600 * price
         result.money_from = f"profile cost x time {result.time_from}"
+
+
+def _devices(result: Estimate, profile: Profile, devices: str | None) -> tuple[int, str]:
+    """How many workers a run of `profile` has, and on what: `--devices`, else a Ray profile's
+    actors (the cluster's, not this machine's), else the profile's devices here."""
+    if devices is None and profile.executor == "ray":
+        ray = profile.ray or RayConfig()
+        device_type = "cuda" if actor_device(profile) == "gpu" else "cpu"
+        if ray.actors is not None:
+            return ray.actors, device_type
+        # One actor per cluster GPU, counted when the run starts: unknowable offline.
+        result.hints.append(
+            f"estimated for 1 {device_type} actor: a Ray run takes one per device the cluster"
+            f" has; set `ray.actors` in profile {profile.name!r} or pass --devices to estimate"
+            " for more"
+        )
+        return 1, device_type
+    slots, warning = parse_devices(devices or profile.devices)
+    if warning:
+        result.hints.append(warning)
+    return len(slots), slots[0].device
 
 
 @dataclass(frozen=True)

@@ -285,6 +285,18 @@ class Profile(_ProfileFile):
         )
 
 
+ActorDevice = Literal["cpu", "gpu"]
+
+
+def actor_device(profile: Profile) -> ActorDevice:
+    """A Ray profile's actors: on GPUs, or on CPUs where the profile renders on CPUs (the
+    offline engine's)."""
+    chosen = (profile.ray or RayConfig()).device
+    if chosen != "auto":
+        return chosen
+    return "cpu" if profile.devices.strip().lower().startswith("cpu") else "gpu"
+
+
 def builtin_profiles_dir() -> Path:
     """The shipped profiles: inside the wheel if installed so, else the checkout's `profiles/`."""
     packaged = Path(songbatch.__file__).resolve().parent / "_profiles"

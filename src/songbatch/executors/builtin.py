@@ -35,8 +35,7 @@ def _ray_installed() -> None:
 
 def _ray_settings(profile: Profile) -> object:
     """A Ray pool's cluster and actors: manifests that agree on them share one."""
-    from songbatch.executors.ray_backend import actor_device
-    from songbatch.profiles import RayConfig
+    from songbatch.profiles import RayConfig, actor_device
 
     config = profile.ray or RayConfig()
     return {**config.model_dump(), "device": actor_device(profile)}

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from songbatch.engines.base import EngineSpec
 from songbatch.errors import InputError, SongbatchError, install_hint
@@ -65,28 +65,18 @@ from songbatch.executors.worker import (
     unwritten,
 )
 from songbatch.fsutil import write_synced
-from songbatch.profiles import Profile, RayConfig
+from songbatch.profiles import ActorDevice, Profile, RayConfig, actor_device
 from songbatch.scheduler import Waitable
 
 MISSING = f"songbatch[ray] is not installed: {install_hint('ray')}"
 # How often a shared loop looks at the calls in flight (see RayTransport.delay).
 POLL_S = 0.05
 
-ActorDevice = Literal["cpu", "gpu"]
-
 
 def check_ray_installed() -> None:
     """Before anything is written: a run that needs Ray and cannot import it is bad input."""
     if importlib.util.find_spec("ray") is None:
         raise InputError(MISSING)
-
-
-def actor_device(profile: Profile) -> ActorDevice:
-    """GPU actors, or CPU ones where the profile renders on CPUs (the offline engine's)."""
-    chosen = (profile.ray or RayConfig()).device
-    if chosen != "auto":
-        return chosen
-    return "cpu" if profile.devices.strip().lower().startswith("cpu") else "gpu"
 
 
 def _ray() -> Any:
