@@ -224,6 +224,39 @@ def stream_key(master_key: str, fmt: str, encoding: Encoding) -> str:
     return _digest({"master": master_key, "format": fmt, "encoding": encoding.key_fields()})
 
 
+def output_key(
+    masters: Sequence[str],
+    fmt: str,
+    tags: Tags,
+    cover_sha256: str | None,
+    chapters: Sequence[audio.ChapterMark] | None,
+    encoding: Encoding,
+    *,
+    joined: bool = False,
+) -> str:
+    """An output file's inputs (its ledger record and its SONGBATCH_OUTPUT tag): the masters'
+    keys, the format, the tags and cover, the chapter marks, the encoding, and whether it was
+    joined from streams. A file whose inputs are unchanged is current and never encoded again."""
+    return _digest(
+        {
+            "masters": list(masters),
+            "format": fmt,
+            # Lyrics and publishing fields only when set: files written before them stay
+            # current.
+            "tags": {
+                k: str(v)
+                for k, v in vars(tags).items()
+                if k != "cover" and not (k in _SINCE_ADDED and v is None)
+            },
+            "cover": cover_sha256,
+            "chapters": None if chapters is None else [vars(c) for c in chapters],
+            # Only where a preset sets one: files encoded before presets stay current.
+            **({"encoding": encoding.key_fields()} if encoding != Encoding() else {}),
+            **({"joined": True} if joined else {}),
+        }
+    )
+
+
 def joined_formats(spec: dict[str, Any]) -> list[str]:
     """The plan's whole-book formats: each unit has a stream for each of them."""
     formats = spec.get("formats", [])
@@ -641,23 +674,14 @@ class Assembler:
         """The file from `masters`: encoded from them, or, given their `joined` streams, those
         copied into it."""
         encoding = self._encoding(info, file.fmt)
-        inputs = _digest(
-            {
-                "masters": [m.inputs_sha256 for m in masters],
-                "format": file.fmt,
-                # Lyrics and publishing fields only when set: files written before them stay
-                # current.
-                "tags": {
-                    k: str(v)
-                    for k, v in vars(tags).items()
-                    if k != "cover" and not (k in _SINCE_ADDED and v is None)
-                },
-                "cover": info.assembly.get("cover_sha256"),
-                "chapters": None if chapters is None else [vars(c) for c in chapters],
-                # Only where a preset sets one: files encoded before presets stay current.
-                **({"encoding": encoding.key_fields()} if encoding != Encoding() else {}),
-                **({"joined": True} if joined is not None else {}),
-            }
+        inputs = output_key(
+            [m.inputs_sha256 for m in masters],
+            file.fmt,
+            tags,
+            info.assembly.get("cover_sha256"),
+            chapters,
+            encoding,
+            joined=joined is not None,
         )
         if joined is not None:
             return self._made(
