@@ -27,6 +27,7 @@ from songbatch.workspace import Workspace
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers.books import book_manifest, synthetic_profile
 from helpers.plugins import use_test_plugins
+from helpers.specs import bare_spec
 
 use_test_plugins()  # the synthetic engine is the tests' plugin, in this process and its workers
 
@@ -37,7 +38,7 @@ def ledger_ops(folder: Path, count: int) -> list[float]:
         for i in range(count)
     ]
     rows = [PlanRow(0, i, job.key, 0) for i, job in enumerate(jobs)]
-    record = ManifestRecord("/bench.yaml", "audiobook", "B", "b", "s", "p", "x", {"units": []})
+    record = ManifestRecord("/bench.yaml", "audiobook", "B", "b", "s", "p", "x", bare_spec())
     out = folder / "chunks"
     out.mkdir()
     timings = []

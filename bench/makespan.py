@@ -37,6 +37,7 @@ from songbatch.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers.plugins import use_test_plugins
+from helpers.specs import bare_spec
 
 SPEC = EngineSpec(kind="speech", engine="synthetic", model="tone", params={"latency_ms": 0})
 
@@ -64,7 +65,7 @@ def fill_ledger(folder: Path, times: list[float]) -> int:
         for n, ms in enumerate(times)
     ]
     rows = [PlanRow(0, n, job.key, 0) for n, job in enumerate(jobs)]
-    record = ManifestRecord("/bench.yaml", "audiobook", "B", "b", "s", "p", "x", {"units": []})
+    record = ManifestRecord("/bench.yaml", "audiobook", "B", "b", "s", "p", "x", bare_spec())
     with Ledger(folder / ".songbatch" / "ledger.db") as ledger:
         ledger.apply_plan(record, jobs, rows)
         manifest_id = ledger.manifest_id(record.path)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.specs import bare_spec
 from songbatch.ledger import (
     JobRow,
     Ledger,
@@ -51,7 +52,7 @@ def make_plan(
         source_sha256="s",
         profile="p",
         plan_sha256="|".join(j.key for j in jobs),
-        assembly={"units": []},
+        assembly=bare_spec(),
     )
     return record, jobs, rows
 

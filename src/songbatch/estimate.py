@@ -540,7 +540,7 @@ def _assembly(result: Estimate, plan: Plan, left: set[str], calibration: Calibra
         book_s += seconds
         if row.unit in touched:
             unit_s[row.unit] = unit_s.get(row.unit, 0.0) + seconds
-    formats = list(plan.record.assembly["formats"])
+    formats = list(plan.record.assembly.formats)
     books = [fmt for fmt in formats if fmt in BOOK_FORMATS]
     per_unit = ["master", *chapter_formats(formats), *books]
     joins = [f"{fmt} join" for fmt in books]

@@ -11,6 +11,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from songbatch.assemblyspec import AssemblySpec
 from songbatch.fsutil import FileStamp
 
 Clock = Callable[[], float]
@@ -97,7 +98,7 @@ class ManifestRecord:
     source_sha256: str
     profile: str
     plan_sha256: str
-    assembly: dict[str, Any]
+    assembly: AssemblySpec
 
 
 @dataclass
@@ -173,7 +174,7 @@ class ManifestInfo:
     slug: str
     profile: str
     plan_sha256: str
-    assembly: dict[str, Any]
+    assembly: AssemblySpec
     planned_utc: str
 
 
