@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from songbatch import render as render_module
+from songbatch.engines.base import JobRequest
 from songbatch.events import RunEvent
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow, Publication
 from songbatch.render import RenderOptions, render
@@ -34,7 +35,9 @@ use_test_plugins()  # the synthetic engine is the tests' plugin, in this process
 
 def ledger_ops(folder: Path, count: int) -> list[float]:
     jobs = [
-        JobRow(f"{i:064x}", "speech", "synthetic", "tone", {"text": str(i)}, 10, 1000)
+        JobRow(
+            f"{i:064x}", "speech", "synthetic", "tone", JobRequest("speech", str(i), 0), 10, 1000
+        )
         for i in range(count)
     ]
     rows = [PlanRow(0, i, job.key, 0) for i, job in enumerate(jobs)]

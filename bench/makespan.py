@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from songbatch.engines.base import EngineSpec
+from songbatch.engines.base import EngineSpec, JobRequest
 from songbatch.events import RunEvent
 from songbatch.executors.devices import parse_devices
 from songbatch.executors.local import ExecutorSettings, LocalExecutor
@@ -58,7 +58,7 @@ def fill_ledger(folder: Path, times: list[float]) -> int:
             "speech",
             "synthetic",
             "tone",
-            {"kind": "speech", "text": f"job {n}", "seed": n, "params": {"latency_ms": ms}},
+            JobRequest("speech", f"job {n}", n, {"latency_ms": ms}),
             10,
             round(ms),  # est_ms: what the claim orders longest first by
         )

@@ -36,11 +36,19 @@ from songbatch.assemble import (
 )
 from songbatch.assemblyspec import AssemblySpec, SpecTags
 from songbatch.audio import ChapterMark
+from songbatch.engines.base import EngineSpec, JobRequest, RenderRequest
 from songbatch.ledger import JobState, Ledger, ManifestInfo
 from songbatch.manifest import load_manifest
 from songbatch.mastering import mastered_key
 from songbatch.outputs import book_stems, planned_outputs
-from songbatch.planner import Plan, commit_plan, job_key, plan_manifest
+from songbatch.planner import (
+    Plan,
+    _music_request,
+    _spoken_job,
+    commit_plan,
+    job_key,
+    plan_manifest,
+)
 from songbatch.presets import preset, spec_encoding
 from songbatch.profiles import resolve_profile
 from songbatch.tagging import PUBLISHING_TAGS
@@ -182,6 +190,11 @@ OLD_SPECS = {
 }
 
 
+def stored(value: Any) -> str:
+    """As the ledger writes JSON."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -229,10 +242,7 @@ def derived(item: Planned, ledger: Ledger) -> dict[str, Any]:
     def shown(tags: Any) -> dict[str, str]:
         return {k: str(v).replace(root, WS) for k, v in vars(tags).items()}
 
-    def request(key: str) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(item.requests[key])
-        return loaded
-
+    requests = ledger.job_requests(list(item.requests))
     chosen = preset(spec.master)
     units: list[dict[str, Any]] = []
     masters: dict[int, str] = {}
@@ -252,11 +262,11 @@ def derived(item: Planned, ledger: Ledger) -> dict[str, Any]:
         masters[meta.unit] = mastered_key(raw, chosen) if chosen.masters else raw
         lyrics = None
         if spec.kind == "album" and meta.layered:
-            texts = [str(request(job.key).get("text", "")) for job in jobs]
+            texts = [requests[job.key].text for job in jobs]
             lyrics = "\n".join(layers.lyric_lines(meta, texts)) or None
         elif spec.kind == "album":
-            written = request(jobs[0].key).get("lyrics")
-            lyrics = written if isinstance(written, str) and written.strip() else None
+            written = requests[jobs[0].key].lyrics
+            lyrics = written if written is not None and written.strip() else None
         lyrics_of[meta.unit] = lyrics
         tags = _tags(spec, meta.title, track=(meta.unit + 1, len(spec.units)), lyrics=lyrics)
         units.append(
@@ -334,13 +344,11 @@ def test_a_spec_round_trips_through_its_json(tmp_path: Path, name: str) -> None:
     spec = item.plan.record.assembly
     assert AssemblySpec.from_dict(spec.to_dict()) == spec
     assert item.info.assembly == spec  # read back from the ledger's text
-    dumped = json.dumps(
-        AssemblySpec.from_dict(json.loads(item.spec_text)).to_dict(),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    assert dumped == item.spec_text
+    assert stored(AssemblySpec.from_dict(json.loads(item.spec_text)).to_dict()) == item.spec_text
+    for job in item.plan.jobs:
+        assert JobRequest.from_dict(job.request.to_dict()) == job.request
+        text = item.requests[job.key]
+        assert stored(JobRequest.from_dict(json.loads(text)).to_dict()) == text
 
 
 @pytest.mark.parametrize("name", list(OLD_SPECS))
@@ -363,3 +371,65 @@ def test_spec_tags_carry_every_publishing_field() -> None:
     """A publishing field the tagger learns must be a spec tag too (assembly reads it there)."""
     names = {field.name for field in dataclasses.fields(SpecTags)}
     assert set(PUBLISHING_TAGS) <= names
+
+
+def test_job_keys_and_stored_requests_are_as_before_the_types() -> None:
+    """A job's key and its stored request for the same inputs, as the code of before made
+    them (every planned job's are pinned above too, by digest)."""
+    speech = EngineSpec("speech", "offline", "espeak-ng", params={"voice": "en"})
+    music = EngineSpec("music", "offline", "sketch")
+    params = {"language": "en-GB", "exaggeration": 0.5}
+    jobs = [
+        _spoken_job(speech, "The tide came in at noon.", params, "ab" * 32, 7, 14.0),
+        _spoken_job(speech, "Night fell.", {"language": "en"}, None, 0, 14.0),
+        _music_request(music, "calm piano", "La la", 28000, {"guidance_scale": 4.0}, 5),
+        _music_request(music, "calm piano", None, 20500, {}, 3),
+    ]
+    assert [job.key for job in jobs] == [
+        "21812a4682bf0f36ec486ced795fe456ebc49b2dae8df47a3931071cb6a4b9ee",
+        "cd53f5a8f0b7f555f8ae6a6e2e1b8af00e33028d5ac064790b4049d569203ac7",
+        "cc6bbbd625fc2c3a107d3f7c11f56f135d3e82b3fa53337816c3147f2c7d03e1",
+        "80ad0fc25420240282693919efb2d11f1fcf488b7704ee553cf7add74005eb15",
+    ]
+    assert [stored(job.request.to_dict()) for job in jobs] == [
+        '{"kind":"speech","params":{"exaggeration":0.5,"language":"en-GB"},"seed":7,'
+        '"text":"The tide came in at noon.","voice":"' + "ab" * 32 + '"}',
+        '{"kind":"speech","params":{"language":"en"},"seed":0,"text":"Night fell.","voice":null}',
+        '{"duration_s":28.0,"kind":"music","lyrics":"La la","params":{"guidance_scale":4.0},'
+        '"seed":5,"text":"calm piano"}',
+        '{"duration_s":20.5,"kind":"music","lyrics":null,"params":{},"seed":3,"text":"calm piano"}',
+    ]
+    assert [(job.chars, job.est_ms) for job in jobs] == [
+        (25, 1786),
+        (11, 786),
+        (15, 28000),
+        (10, 20500),
+    ]
+
+
+def test_a_request_reaches_its_engine_as_the_worker_built_it_before() -> None:
+    """What a worker hands the engine is the stored request, the voice as the file's path."""
+    speech = JobRequest("speech", "Hello.", 7, {"language": "en"}, voice="ab" * 32)
+    assert speech.for_engine("k", "/voices/ab.wav") == RenderRequest(
+        key="k",
+        kind="speech",
+        text="Hello.",
+        seed=7,
+        params={"language": "en"},
+        voice_path="/voices/ab.wav",
+    )
+    music = JobRequest.from_dict(
+        {"kind": "music", "text": "piano", "lyrics": "La", "duration_s": 20.5, "seed": 3}
+    )
+    assert music.params == {}  # a row without params reads as none, as the worker read it
+    assert music.for_engine("m", None) == RenderRequest(
+        key="m", kind="music", text="piano", seed=3, lyrics="La", duration_s=20.5
+    )
+
+
+def test_a_request_holds_only_its_own_kinds_fields() -> None:
+    """Its JSON has only its kind's fields: another kind's would be lost in the ledger."""
+    with pytest.raises(ValueError, match="speech request"):
+        JobRequest("speech", "Hello.", 0, lyrics="La")
+    with pytest.raises(ValueError, match="music request"):
+        JobRequest("music", "piano", 0, voice="ab" * 32)

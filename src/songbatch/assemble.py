@@ -451,9 +451,9 @@ class Assembler:
         meta = info.assembly.units[unit]
         if meta.layered:  # a layered track's words are its spoken layers'
             return "\n".join(layers.lyric_lines(meta, self._job_texts(jobs))) or None
-        row = self.ledger.job(jobs[0].key) if jobs else None
-        lyrics = json.loads(row["request"]).get("lyrics") if row else None
-        return lyrics if isinstance(lyrics, str) and lyrics.strip() else None
+        found = self.ledger.job_requests([job.key for job in jobs[:1]])
+        lyrics = next((request.lyrics for request in found.values()), None)
+        return lyrics if lyrics is not None and lyrics.strip() else None
 
     def master(self, info: ManifestInfo, unit: int) -> Master:
         """The unit's master: its chunks and pauses in one FLAC, mastered to the manifest's
@@ -883,6 +883,7 @@ class Assembler:
             length_ms = round(placed.total * 1000 / placed.rate)
             return layers.lyric_cues(placed, self._job_texts(jobs)), length_ms
         lead_in_ms, pauses = self._unit_silences(info, jobs)
+        requests = self.ledger.job_requests([job.key for job in jobs])
         chunks: list[tuple[str, int, int, dict[str, Any] | None]] = []
         for job, pause_ms in zip(jobs, pauses, strict=True):
             row = self.ledger.job(job.key)
@@ -894,7 +895,7 @@ class Assembler:
             info_value = json.loads(row["info"]) if row.get("info") else None
             chunks.append(
                 (
-                    str(json.loads(row["request"])["text"]),
+                    requests[job.key].text,
                     duration_ms,
                     pause_ms,
                     info_value if isinstance(info_value, dict) else None,
@@ -905,8 +906,8 @@ class Assembler:
 
     def _job_texts(self, jobs: list[UnitJob]) -> list[str]:
         """Each job's text as its request has it (a chunk's words, a music job's prompt)."""
-        rows = [self.ledger.job(job.key) for job in jobs]
-        return [str(json.loads(row["request"]).get("text", "")) if row else "" for row in rows]
+        requests = self.ledger.job_requests([job.key for job in jobs])
+        return [requests[job.key].text if job.key in requests else "" for job in jobs]
 
     def _encoding(self, info: ManifestInfo, fmt: str) -> Encoding:
         return spec_encoding(info.assembly, fmt)

@@ -388,7 +388,7 @@ def _remote(
         name = remote_model_name(config, job.kind, job.model, job.request)
         model = config.models[name]
         audio_s = job.est_ms / 1000
-        voice = _VOICE_URL if job.request.get("voice") else None
+        voice = _VOICE_URL if job.request.voice else None
         values = model_input(model, job.request, voice)
         basis = bases.get(name) or _predict_basis(name, model, calibration)
         bases[name] = basis

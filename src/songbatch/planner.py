@@ -27,7 +27,7 @@ from songbatch.assemblyspec import (
 )
 from songbatch.audio import _default_bitrate
 from songbatch.engines import phoneme_notation
-from songbatch.engines.base import EngineSpec, Kind
+from songbatch.engines.base import EngineSpec, JobRequest, Kind
 from songbatch.errors import InputError
 from songbatch.fsutil import file_sha256, remove_quietly, replace_durably, temp_sibling
 from songbatch.layers import fitted_bed_ms
@@ -157,7 +157,7 @@ def spoken_chapter(
     unit = written[number - 1]
     by_key = {job.key: job for job in plan.jobs}
     rows = sorted((row for row in plan.rows if row.unit == unit), key=lambda row: row.seq)
-    chunks = [SpokenChunk(str(by_key[r.key].request["text"]), r.pause_after_ms) for r in rows]
+    chunks = [SpokenChunk(by_key[r.key].request.text, r.pause_after_ms) for r in rows]
     return book.chapters[unit].title, chunks
 
 
@@ -289,7 +289,7 @@ def _spoken_job(
             "seed": seed,
         }
     )
-    request = {"kind": "speech", "text": text, "seed": seed, "params": params, "voice": voice_sha}
+    request = JobRequest("speech", text, seed, params, voice=voice_sha)
     est_ms = round(textlib.estimate_seconds(len(text), chars_per_second) * 1000)
     return JobRow(key, "speech", spec.engine, spec.model, request, len(text), est_ms)
 
@@ -462,14 +462,9 @@ def _music_request(
         "params": params,
         "seed": seed,
     }
-    request = {
-        "kind": "music",
-        "text": prompt,
-        "lyrics": lyrics,
-        "duration_s": duration_ms / 1000,
-        "seed": seed,
-        "params": params,
-    }
+    request = JobRequest(
+        "music", prompt, seed, params, lyrics=lyrics, duration_s=duration_ms / 1000
+    )
     chars = len(prompt) + len(lyrics or "")
     return JobRow(job_key(fields), "music", spec.engine, spec.model, request, chars, duration_ms)
 

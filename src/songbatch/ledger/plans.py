@@ -47,7 +47,16 @@ class PlansQueries(LedgerBase):
                 "INSERT OR IGNORE INTO jobs (key, kind, engine, model, request, chars, est_ms,"
                 " created_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (j.key, j.kind, j.engine, j.model, _dumps(j.request), j.chars, j.est_ms, now)
+                    (
+                        j.key,
+                        j.kind,
+                        j.engine,
+                        j.model,
+                        _dumps(j.request.to_dict()),
+                        j.chars,
+                        j.est_ms,
+                        now,
+                    )
                     for j in jobs
                 ),
             )

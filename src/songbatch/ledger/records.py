@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from songbatch.assemblyspec import AssemblySpec
+from songbatch.engines.base import JobRequest
 from songbatch.fsutil import FileStamp
 
 Clock = Callable[[], float]
@@ -76,7 +77,7 @@ class JobRow:
     kind: str
     engine: str
     model: str
-    request: dict[str, Any]
+    request: JobRequest
     chars: int
     est_ms: int
 
@@ -123,7 +124,7 @@ class Lease:
     kind: str
     engine: str
     model: str
-    request: dict[str, Any]
+    request: JobRequest
     est_ms: int
 
 
@@ -366,3 +367,8 @@ def _json(value: Any) -> str | None:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _request(text: str) -> JobRequest:
+    """A `jobs.request` as stored (JobRequest.to_dict's JSON, by `_dumps`)."""
+    return JobRequest.from_dict(json.loads(text))
