@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from songbatch import render as render_module
+from songbatch.engines.base import JobRequest
 from songbatch.events import RunEvent
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow, Publication
 from songbatch.render import RenderOptions, render
@@ -27,17 +28,20 @@ from songbatch.workspace import Workspace
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers.books import book_manifest, synthetic_profile
 from helpers.plugins import use_test_plugins
+from helpers.specs import bare_spec
 
 use_test_plugins()  # the synthetic engine is the tests' plugin, in this process and its workers
 
 
 def ledger_ops(folder: Path, count: int) -> list[float]:
     jobs = [
-        JobRow(f"{i:064x}", "speech", "synthetic", "tone", {"text": str(i)}, 10, 1000)
+        JobRow(
+            f"{i:064x}", "speech", "synthetic", "tone", JobRequest("speech", str(i), 0), 10, 1000
+        )
         for i in range(count)
     ]
     rows = [PlanRow(0, i, job.key, 0) for i, job in enumerate(jobs)]
-    record = ManifestRecord("/bench.yaml", "audiobook", "B", "b", "s", "p", "x", {"units": []})
+    record = ManifestRecord("/bench.yaml", "audiobook", "B", "b", "s", "p", "x", bare_spec())
     out = folder / "chunks"
     out.mkdir()
     timings = []

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from songbatch.engines.base import EngineSpec
+from songbatch.engines.base import EngineSpec, JobRequest
 from songbatch.events import RunEvent
 from songbatch.executors.devices import parse_devices
 from songbatch.executors.local import ExecutorSettings, LocalExecutor
@@ -37,6 +37,7 @@ from songbatch.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers.plugins import use_test_plugins
+from helpers.specs import bare_spec
 
 SPEC = EngineSpec(kind="speech", engine="synthetic", model="tone", params={"latency_ms": 0})
 
@@ -57,14 +58,14 @@ def fill_ledger(folder: Path, times: list[float]) -> int:
             "speech",
             "synthetic",
             "tone",
-            {"kind": "speech", "text": f"job {n}", "seed": n, "params": {"latency_ms": ms}},
+            JobRequest("speech", f"job {n}", n, {"latency_ms": ms}),
             10,
             round(ms),  # est_ms: what the claim orders longest first by
         )
         for n, ms in enumerate(times)
     ]
     rows = [PlanRow(0, n, job.key, 0) for n, job in enumerate(jobs)]
-    record = ManifestRecord("/bench.yaml", "audiobook", "B", "b", "s", "p", "x", {"units": []})
+    record = ManifestRecord("/bench.yaml", "audiobook", "B", "b", "s", "p", "x", bare_spec())
     with Ledger(folder / ".songbatch" / "ledger.db") as ledger:
         ledger.apply_plan(record, jobs, rows)
         manifest_id = ledger.manifest_id(record.path)

@@ -61,16 +61,7 @@ def write_book(folder: Path, chapters: int, formats: str) -> Path:
 def planned_requests(manifest: Path, workspace: Workspace) -> list[RenderRequest]:
     loaded = load_manifest(manifest)
     plan = plan_manifest(loaded, resolve_profile("offline", None, workspace), workspace)
-    return [
-        RenderRequest(
-            key=job.key,
-            kind="speech",
-            text=job.request["text"],
-            seed=int(job.request["seed"]),
-            params=dict(job.request.get("params") or {}),
-        )
-        for job in plan.jobs
-    ]
+    return [job.request.for_engine(job.key, None) for job in plan.jobs]
 
 
 _ENGINE = None

@@ -34,7 +34,9 @@ from hypothesis import strategies as st
 
 from helpers.fake_replicate import VirtualClock
 from helpers.interleaved import InterleavedCalls, StandInReplicate
+from helpers.specs import bare_spec
 from songbatch.cost import settled_cost, worst_case
+from songbatch.engines.base import JobRequest
 from songbatch.ledger import CapReached, JobRow, Ledger, ManifestRecord, PlanRow, SpendCaps
 from songbatch.profiles import ReplicateConfig
 from songbatch.remote.client import PredictionState
@@ -236,10 +238,12 @@ def _busiest_hour(conn: sqlite3.Connection) -> float:
 def _ledger(folder: Path, count: int, clock: Callable[[], float]) -> Ledger:
     ledger = Ledger(folder / "ledger.db", clock=clock)
     jobs = [
-        JobRow(f"{i:064x}", "speech", "replicate", "m", {"text": f"job {i}"}, 5, 1000)
+        JobRow(
+            f"{i:064x}", "speech", "replicate", "m", JobRequest("speech", f"job {i}", 0), 5, 1000
+        )
         for i in range(count)
     ]
-    record = ManifestRecord("/b.yaml", "audiobook", "B", "b", "s", "remote", "x", {"units": []})
+    record = ManifestRecord("/b.yaml", "audiobook", "B", "b", "s", "remote", "x", bare_spec())
     ledger.apply_plan(record, jobs, [PlanRow(0, i, job.key, 0) for i, job in enumerate(jobs)])
     return ledger
 

@@ -31,7 +31,7 @@ def spoken(workspace: Path) -> list[list[str]]:
     with Ledger.for_reading(Workspace(workspace).ledger_path) as ledger:
         [info] = ledger.manifests()
         units = []
-        for unit in range(len(info.assembly["units"])):
+        for unit in range(len(info.assembly.units)):
             texts = []
             for job in ledger.unit_jobs(info.id, unit):
                 row = ledger.job(job.key)

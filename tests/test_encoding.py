@@ -3,6 +3,7 @@ mastering preset or the format would use, read back from the files with mutagen.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from mutagen.oggopus import OggOpus
 from typer.testing import Result
 
 from helpers.examples import BOOK_DIR, example_book, render_offline
+from helpers.specs import bare_spec
 from songbatch.assemble import stream_key
+from songbatch.assemblyspec import FormatEncoding
 from songbatch.presets import spec_encoding
 
 
@@ -105,7 +108,9 @@ def test_an_encodings_part_of_a_key_is_what_it_was_before_bitrate_modes(
 ) -> None:
     """Streams and outputs made before the bit-rate mode was one field keep their keys (the
     digests were taken from the code of then): a change of model re-encodes nothing."""
-    spec: dict[str, object] = {"master": encoding} if isinstance(encoding, str) else {}
+    spec = dataclasses.replace(bare_spec(), formats=(fmt,))
+    if isinstance(encoding, str):
+        spec = dataclasses.replace(spec, master=encoding)
     if isinstance(encoding, dict):
-        spec["encoding"] = {fmt: encoding}
+        spec = dataclasses.replace(spec, encoding={fmt: FormatEncoding.from_dict(encoding)})
     assert stream_key("a" * 64, fmt, spec_encoding(spec, fmt)) == key

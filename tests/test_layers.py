@@ -31,6 +31,7 @@ from helpers.layered import (
     without_voice,
 )
 from songbatch import layers
+from songbatch.assemblyspec import MusicLayerSpec, SpeechLayerSpec, UnitSpec
 from songbatch.errors import ManifestError
 from songbatch.manifest import load_manifest
 from songbatch.planner import job_kinds, plan_manifest
@@ -281,13 +282,16 @@ def test_the_mix_streams_in_flat_memory(tmp_path: Path, minutes: int) -> None:
             out.write(rng.uniform(-0.3, 0.3, (10 * RATE, 2)).astype(np.float32))
     voice = tmp_path / "voice.flac"
     soundfile.write(voice, np.full(22050, 0.1, dtype=np.float32), 22050, subtype="PCM_24")
-    meta = {
-        "layers": [
-            {"kind": "music", "seqs": [0, 1], "gain_db": -3.0, "duck_db": 12.0},
-            {"kind": "speech", "seqs": [1, 3], "start_ms": 2000, "tail_ms": 0, "lines": [1, 2]},
-        ],
-        "min_ms": minutes * 60_000,
-    }
+    meta = UnitSpec(
+        0,
+        "Track",
+        "01 - Track",
+        layers=(
+            MusicLayerSpec((0, 1), gain_db=-3.0, duck_db=12.0),
+            SpeechLayerSpec((1, 3), gain_db=0.0, start_ms=2000, tail_ms=0, lines=(1, 2)),
+        ),
+        min_ms=minutes * 60_000,
+    )
     placed = layers.layout(meta, [bed, voice, voice], [0, 30_000, 0])
     assert placed.total == minutes * 60 * RATE
     tracemalloc.start()
@@ -306,6 +310,7 @@ def test_the_example_album_is_unchanged_by_layers() -> None:
     workspace = Workspace(Path("/nonexistent-songbatch-workspace"))
     profile = resolve_profile("offline", None, workspace, base_dir=loaded.path.parent)
     plan = plan_manifest(loaded, profile, workspace)
-    assert all("layers" not in unit for unit in plan.record.assembly["units"])
-    assert "lyrics_files" not in plan.record.assembly
+    stored = plan.record.assembly.to_dict()
+    assert all("layers" not in unit for unit in stored["units"])
+    assert "lyrics_files" not in stored
     assert len(plan.rows) == 2

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.specs import bare_spec
+from songbatch.engines.base import JobRequest
 from songbatch.ledger import (
     JobRow,
     Ledger,
@@ -37,7 +39,15 @@ def make_plan(
     count: int, *, prefix: str = "k", path: str = "/m.yaml"
 ) -> tuple[ManifestRecord, list[JobRow], list[PlanRow]]:
     jobs = [
-        JobRow(f"{prefix}{i:05d}", "speech", "synthetic", "m", {"text": str(i)}, 10, 100 + i)
+        JobRow(
+            f"{prefix}{i:05d}",
+            "speech",
+            "synthetic",
+            "m",
+            JobRequest("speech", str(i), 0),
+            10,
+            100 + i,
+        )
         for i in range(count)
     ]
     rows = [
@@ -51,7 +61,7 @@ def make_plan(
         source_sha256="s",
         profile="p",
         plan_sha256="|".join(j.key for j in jobs),
-        assembly={"units": []},
+        assembly=bare_spec(),
     )
     return record, jobs, rows
 
@@ -96,7 +106,7 @@ def test_an_edit_replans_only_the_changed_jobs(tmp_path: Path) -> None:
     with Ledger(tmp_path / "ledger.db") as ledger:
         record, jobs, rows = make_plan(20)
         ledger.apply_plan(record, jobs, rows)
-        jobs[3] = JobRow("edited", "speech", "synthetic", "m", {}, 10, 100)
+        jobs[3] = JobRow("edited", "speech", "synthetic", "m", JobRequest("speech", "", 0), 10, 100)
         rows[3] = PlanRow(rows[3].unit, rows[3].seq, "edited", 300)
         record = ManifestRecord(**{**vars(record), "plan_sha256": "changed"})
         diff = ledger.apply_plan(record, jobs, rows)

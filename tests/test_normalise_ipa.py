@@ -14,7 +14,7 @@ import pytest
 
 from helpers.examples import invoke
 from songbatch.engines import espeak
-from songbatch.engines.base import EngineSpec, RenderRequest
+from songbatch.engines.base import EngineSpec
 from songbatch.engines.offline import OfflineSpeech
 from songbatch.manifest import load_manifest
 from songbatch.normalise.ipa import IpaError, to_espeak
@@ -154,10 +154,8 @@ def _rendered(folder: Path, entry: str) -> npt.NDArray[np.int16]:
     workspace = Workspace(folder)
     manifest = load_manifest(_book(folder, entry))
     plan = plan_manifest(manifest, resolve_profile("offline", None, workspace), workspace)
-    job = next(j for j in plan.jobs if "sleeps" in j.request["text"])
-    request = RenderRequest(
-        job.key, "speech", job.request["text"], job.request["seed"], job.request["params"]
-    )
+    job = next(j for j in plan.jobs if "sleeps" in j.request.text)
+    request = job.request.for_engine(job.key, None)
     engine = OfflineSpeech(EngineSpec("speech", "offline", "espeak-ng"))
     return engine.render([request], lambda: None)[0].audio
 

@@ -66,7 +66,7 @@ def _texts(plan: Plan) -> dict[int, list[str]]:
     by_key = {job.key: job for job in plan.jobs}
     texts: dict[int, list[str]] = {}
     for row in sorted(plan.rows, key=lambda r: (r.unit, r.seq)):
-        texts.setdefault(row.unit, []).append(by_key[row.key].request["text"])
+        texts.setdefault(row.unit, []).append(by_key[row.key].request.text)
     return texts
 
 
@@ -237,10 +237,8 @@ def test_phonemes_change_what_espeak_ng_says(tmp_path: Path) -> None:
 
     def rendered(extra: str) -> np.ndarray:
         plan = _plan(_mkdir(tmp_path / str(len(extra))), _book(tmp_path / str(len(extra)), extra))
-        job = next(j for j in plan.jobs if "sleeps" in j.request["text"])
-        request = RenderRequest(
-            job.key, "speech", job.request["text"], job.request["seed"], job.request["params"]
-        )
+        job = next(j for j in plan.jobs if "sleeps" in j.request.text)
+        request = job.request.for_engine(job.key, None)
         return engine.render([request], lambda: None)[0].audio
 
     plain = rendered("")

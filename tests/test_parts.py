@@ -14,6 +14,7 @@ from mutagen.mp4 import MP4
 
 from helpers.examples import BOOK_DIR, REPO, example_book, render_offline
 from songbatch.assemble import Assembler
+from songbatch.assemblyspec import PartsSpec
 from songbatch.ledger import Ledger
 from songbatch.manifest import load_manifest
 from songbatch.planner import CHAPTER_LEAD_IN_MS, PARTS_MARGIN, plan_manifest
@@ -100,13 +101,15 @@ def test_a_part_over_its_limit_is_kept_and_named_for_a_warning(tmp_path: Path) -
     [info] = ledger.manifests()
     assembler = Assembler(ledger, Workspace(tmp_path))
     assert assembler.oversized_parts(info) == []
-    tight = {**info.assembly, "parts": {**info.assembly["parts"], "max_ms": 1000}}
+    parts = info.assembly.parts
+    assert parts is not None
+    tight = dataclasses.replace(info.assembly, parts=dataclasses.replace(parts, max_ms=1000))
     problems = assembler.oversized_parts(dataclasses.replace(info, assembly=tight))
-    assert len(problems) == len(info.assembly["parts"]["groups"])
+    assert len(problems) == len(parts.groups)
     assert all("over parts' max_hours" in problem for problem in problems)
-    small = {"groups": info.assembly["parts"]["groups"], "max_bytes": 1000}
+    small = PartsSpec(parts.groups, max_bytes=1000)
     problems = assembler.oversized_parts(
-        dataclasses.replace(info, assembly={**tight, "parts": small})
+        dataclasses.replace(info, assembly=dataclasses.replace(tight, parts=small))
     )
     assert problems and all("over parts' max_bytes" in problem for problem in problems)
 
@@ -117,14 +120,14 @@ def test_parts_by_size_keep_every_estimate_inside_the_limit(tmp_path: Path) -> N
     plan = plan_manifest(
         load_manifest(book), resolve_profile("offline", None, workspace), workspace
     )
-    parts = plan.record.assembly["parts"]
-    assert parts["max_bytes"] == 1_000_000
-    assert sorted(u for group in parts["groups"] for u in group) == [0, 1, 2]
+    parts = plan.record.assembly.parts
+    assert parts is not None and parts.max_bytes == 1_000_000
+    assert sorted(u for group in parts.groups for u in group) == [0, 1, 2]
     # 128 kbit/s (stereo, the larger default) + 2 %: about 16.3 bytes a ms.
     budget = 1_000_000 * PARTS_MARGIN - (REPO / "manifests/example-book/cover.png").stat().st_size
     budget -= 64 * 1024
     estimates = chapter_estimates(book, tmp_path)
-    for group in parts["groups"]:
+    for group in parts.groups:
         size = sum(estimates[u] for u in group) * 16.32
         assert len(group) == 1 or size <= budget
 
@@ -136,7 +139,7 @@ def test_a_chapter_over_the_limit_is_a_part_of_its_own(tmp_path: Path) -> None:
     plan = plan_manifest(
         load_manifest(book), resolve_profile("offline", None, workspace), workspace
     )
-    assert plan.record.assembly["parts"]["groups"] == [[0], [1], [2]]
+    assert plan.record.assembly.part_groups() == [[0], [1], [2]]
 
 
 def test_a_book_that_fits_one_part_plans_as_it_did_without_parts(tmp_path: Path) -> None:
@@ -146,7 +149,8 @@ def test_a_book_that_fits_one_part_plans_as_it_did_without_parts(tmp_path: Path)
     fitting = plan_manifest(
         load_manifest(example_book(tmp_path, extra="\nparts: {max_hours: 10}")), profile, workspace
     )
-    assert "parts" not in without.record.assembly
+    assert without.record.assembly.parts is None
+    assert "parts" not in without.record.assembly.to_dict()
     assert fitting.record.assembly == without.record.assembly
     assert fitting.record.plan_sha256 == without.record.plan_sha256
 
@@ -210,8 +214,7 @@ def test_parts_by_size_are_sized_at_the_manifests_own_bitrate(tmp_path: Path) ->
         plan = plan_manifest(
             load_manifest(book), resolve_profile("offline", None, workspace), workspace
         )
-        found: list[list[int]] = plan.record.assembly.get("parts", {}).get("groups") or [[0, 1, 2]]
-        return found
+        return plan.record.assembly.part_groups()
 
     limit = "\nparts: {max_bytes: 1000000}"
     assert len(groups(limit)) == 3

@@ -957,7 +957,7 @@ def test_sentence_pause_is_silence_between_sentences_of_one_chunk(ws: Path) -> N
 
 def _chunk_texts(ws: Path, manifest: Path) -> list[str]:
     (item,) = load_all([manifest], None, resolve_workspace(ws))
-    by_key = {job.key: job.request["text"] for job in item.plan.jobs}
+    by_key = {job.key: job.request.text for job in item.plan.jobs}
     return [by_key[row.key] for row in item.plan.rows]
 
 

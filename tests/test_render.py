@@ -51,12 +51,12 @@ def ledger_durations(workspace: Path) -> dict[int, int]:
     with Ledger(workspace / ".songbatch" / "ledger.db") as ledger:
         [book] = [info for info in ledger.manifests() if info.kind == "audiobook"]
         return {
-            unit["unit"]: book.assembly["lead_in_ms"]
+            unit.unit: book.assembly.lead_in_ms
             + sum(
                 (job.duration_ms or 0) + job.pause_after_ms
-                for job in ledger.unit_jobs(book.id, unit["unit"])
+                for job in ledger.unit_jobs(book.id, unit.unit)
             )
-            for unit in book.assembly["units"]
+            for unit in book.assembly.units
         }
 
 

@@ -95,10 +95,10 @@ def chapter_chunks(workspace: Path) -> list[list[tuple[int, int, str]]]:
     with Ledger.for_reading(Workspace(workspace).ledger_path) as ledger:
         [info] = ledger.manifests()
         chapters = []
-        for unit in range(len(info.assembly["units"])):
+        for unit in range(len(info.assembly.units)):
             jobs = ledger.unit_jobs(info.id, unit)
             at, pauses = _silences(
-                info.assembly["lead_in_ms"], [j.pause_after_ms for j in jobs], preset("none")
+                info.assembly.lead_in_ms, [j.pause_after_ms for j in jobs], preset("none")
             )
             chunks = []
             for job, pause in zip(jobs, pauses, strict=True):
@@ -214,7 +214,8 @@ def test_subtitles_stay_current_and_go_with_the_field(tmp_path: Path) -> None:
     with Ledger.for_reading(Workspace(tmp_path).ledger_path) as ledger:
         [info] = ledger.manifests()
         assert sorted(r.fmt for r in ledger.outputs(info.id)) == ["m4b", "mp3", "mp3", "mp3"]
-        assert "subtitles" not in info.assembly  # an unchanged plan for books without them
+        # An unchanged plan for books without them.
+        assert "subtitles" not in info.assembly.to_dict()
 
 
 def test_a_subtitle_file_songbatch_did_not_write_is_left_alone(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ def unit_chunks(workspace: Path) -> dict[int, set[Path]]:
                 for job in ledger.unit_jobs(info.id, unit)
                 if job.out_path
             }
-            for unit in range(len(info.assembly["units"]))
+            for unit in range(len(info.assembly.units))
         }
 
 

@@ -12,7 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers.books import book_manifest, synthetic_profile
+from helpers.specs import bare_spec
 from songbatch.cli.main import app
+from songbatch.engines.base import JobRequest
 from songbatch.ledger import JobRow, Ledger, ManifestRecord, PlanRow, Publication
 from songbatch.spans import SpanError, next_occurrence, parse_clock
 from songbatch.window import JobTimes, room
@@ -90,9 +92,11 @@ def plan(ledger: Ledger, path: str, units: list[list[int]], prefix: str) -> int:
     for unit, lengths in enumerate(units):
         for seq, est in enumerate(lengths):
             key = f"{prefix}{unit:03d}{seq:03d}"
-            jobs.append(JobRow(key, "speech", "synthetic", "m", {"text": key}, 10, est))
+            jobs.append(
+                JobRow(key, "speech", "synthetic", "m", JobRequest("speech", key, 0), 10, est)
+            )
             rows.append(PlanRow(unit, seq, key, 0))
-    record = ManifestRecord(path, "audiobook", "T", "t", "s", "p", path, {"units": []})
+    record = ManifestRecord(path, "audiobook", "T", "t", "s", "p", path, bare_spec())
     ledger.apply_plan(record, jobs, rows)
     manifest_id = ledger.manifest_id(path)
     assert manifest_id is not None

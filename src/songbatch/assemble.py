@@ -28,6 +28,7 @@ from typing import Any
 import soundfile
 
 from songbatch import audio, layers, streams, subtitles
+from songbatch.assemblyspec import AssemblySpec, UnitSpec
 from songbatch.crashpoints import pause_point
 from songbatch.errors import Interrupted, SongbatchError
 from songbatch.fsutil import (
@@ -97,45 +98,36 @@ def _digest(value: Any) -> str:
 
 
 def _tags(
-    spec: dict[str, Any],
+    spec: AssemblySpec,
     title: str,
     track: tuple[int, int] | None = None,
     lyrics: str | None = None,
 ) -> Tags:
     """A chapter's or track's tags (with its number), or the whole book's (without)."""
-    base = spec["tags"]
+    base = spec.tags
     return Tags(
         title=title,
-        album=base.get("album"),
-        artist=base.get("artist"),
-        album_artist=base.get("album_artist"),
-        narrator=base.get("narrator"),
+        album=base.album,
+        artist=base.artist,
+        album_artist=base.album_artist,
+        narrator=base.narrator,
         track=track,
         disc=None if track is None else (1, 1),
-        genre=base.get("genre"),
-        year=base.get("year"),
-        language=base.get("language"),
-        description=base.get("description"),
-        comment=base.get("comment"),
+        genre=base.genre,
+        year=base.year,
+        language=base.language,
+        description=base.description,
+        comment=base.comment,
         lyrics=lyrics,
-        cover=None if spec.get("cover") is None else Path(spec["cover"]),
-        **{name: base.get(name) for name in PUBLISHING_TAGS},
+        cover=spec.cover,
+        **{name: getattr(base, name) for name in PUBLISHING_TAGS},
     )
 
 
-def _part_groups(spec: dict[str, Any]) -> list[list[int]]:
-    """The units of each file of the whole book: one group of every chapter, or the planner's
-    grouping of a book split into parts."""
-    groups = spec.get("parts", {}).get("groups")
-    if groups:
-        return [[int(unit) for unit in group] for group in groups]
-    return [[unit["unit"] for unit in spec["units"]]]
-
-
-def _book_tags(spec: dict[str, Any], part: int | None, parts: int) -> Tags:
+def _book_tags(spec: AssemblySpec, part: int | None, parts: int) -> Tags:
     """The whole book's tags; a part's keep the book as album and add its number as title,
     track and disc (N of M), which is how players and Audiobookshelf order the files."""
-    album = spec["tags"]["album"]
+    album = spec.tags.album
     if part is None:
         return _tags(spec, album)
     tags = _tags(spec, f"{album}, Part {part}")
@@ -166,21 +158,13 @@ def _silences(lead_in_ms: int, pauses: list[int], chosen: Preset) -> tuple[int, 
 _CUT_MARGIN_MS = 60
 
 
-def _fades(unit: dict[str, Any]) -> tuple[int, int]:
-    """An album track's fade-in and fade-out in ms (the planner resolved segues and
-    crossfades into them; absent: none)."""
-    return int(unit.get("fade_in_ms", 0)), int(unit.get("fade_out_ms", 0))
-
-
 def unit_silences(
-    spec: dict[str, Any], jobs: Sequence[UnitJob], chosen: Preset | None = None
+    spec: AssemblySpec, jobs: Sequence[UnitJob], chosen: Preset | None = None
 ) -> tuple[int, list[int]]:
     """The unit's lead-in and the pause after each of its chunks, as its master lays them
     out (within the preset's head and tail rules)."""
     return _silences(
-        int(spec.get("lead_in_ms", 0)),
-        [j.pause_after_ms for j in jobs],
-        chosen or preset(spec.get("master", "none")),
+        spec.lead_in_ms, [j.pause_after_ms for j in jobs], chosen or preset(spec.master)
     )
 
 
@@ -189,17 +173,18 @@ def unit_silences(
 # the names they give for the plans in the ledger: one derivation, so the two cannot drift.
 
 
-def raw_master_key(spec: dict[str, Any], unit: int, jobs: Sequence[UnitJob]) -> str:
+def raw_master_key(spec: AssemblySpec, unit: int, jobs: Sequence[UnitJob]) -> str:
     """A unit's unmastered master (`<key>.flac`): its chunks' recorded hashes, in order, and
-    how they are laid out (pauses, lead-in, fades; a layered track's mix)."""
-    meta = spec["units"][unit]
-    fade_in_ms, fade_out_ms = _fades(meta)
-    if "layers" in meta:
+    how they are laid out (pauses, lead-in, fades; a layered track's mix, its layers as the
+    spec stores them)."""
+    meta = spec.units[unit]
+    fade_in_ms, fade_out_ms = meta.fade_in_ms, meta.fade_out_ms
+    if meta.layered:
         return _digest(
             {
                 "mix": layers.MIX_VERSION,
-                "layers": meta["layers"],
-                "min_ms": meta.get("min_ms", 0),
+                "layers": [layer.to_dict() for layer in meta.layers],
+                "min_ms": meta.min_ms,
                 "jobs": [(j.sha256, j.pause_after_ms) for j in jobs],
                 "fades": [fade_in_ms, fade_out_ms],
             }
@@ -224,10 +209,42 @@ def stream_key(master_key: str, fmt: str, encoding: Encoding) -> str:
     return _digest({"master": master_key, "format": fmt, "encoding": encoding.key_fields()})
 
 
-def joined_formats(spec: dict[str, Any]) -> list[str]:
+def output_key(
+    masters: Sequence[str],
+    fmt: str,
+    tags: Tags,
+    cover_sha256: str | None,
+    chapters: Sequence[audio.ChapterMark] | None,
+    encoding: Encoding,
+    *,
+    joined: bool = False,
+) -> str:
+    """An output file's inputs (its ledger record and its SONGBATCH_OUTPUT tag): the masters'
+    keys, the format, the tags and cover, the chapter marks, the encoding, and whether it was
+    joined from streams. A file whose inputs are unchanged is current and never encoded again."""
+    return _digest(
+        {
+            "masters": list(masters),
+            "format": fmt,
+            # Lyrics and publishing fields only when set: files written before them stay
+            # current.
+            "tags": {
+                k: str(v)
+                for k, v in vars(tags).items()
+                if k != "cover" and not (k in _SINCE_ADDED and v is None)
+            },
+            "cover": cover_sha256,
+            "chapters": None if chapters is None else [vars(c) for c in chapters],
+            # Only where a preset sets one: files encoded before presets stay current.
+            **({"encoding": encoding.key_fields()} if encoding != Encoding() else {}),
+            **({"joined": True} if joined else {}),
+        }
+    )
+
+
+def joined_formats(spec: AssemblySpec) -> list[str]:
     """The plan's whole-book formats: each unit has a stream for each of them."""
-    formats = spec.get("formats", [])
-    return [fmt for fmt in BOOK_FORMATS if fmt in formats]
+    return [fmt for fmt in BOOK_FORMATS if fmt in spec.formats]
 
 
 def work_names(ledger: Ledger, info: ManifestInfo) -> set[str]:
@@ -236,16 +253,16 @@ def work_names(ledger: Ledger, info: ManifestInfo) -> set[str]:
     an album track's loudness beside it, and its stream (with its frame count) per book
     format. A unit with a chunk not rendered has none: its master's key is not known yet."""
     spec = info.assembly
-    chosen = preset(spec.get("master", "none"))
+    chosen = preset(spec.master)
     names: set[str] = set()
-    for unit in (int(meta["unit"]) for meta in spec["units"]):
+    for unit in (meta.unit for meta in spec.units):
         jobs = ledger.unit_jobs(info.id, unit)
         if not jobs or any(job.sha256 is None for job in jobs):
             continue
         raw = raw_master_key(spec, unit, jobs)
         key = mastered_key(raw, chosen) if chosen.masters else raw
         names |= {master_path(Path(), raw).name, master_path(Path(), key).name}
-        if spec.get("kind") == "album":
+        if spec.kind == "album":
             names.add(loudness_path(Path(), key).name)
         for fmt in joined_formats(spec):
             path = streams.stream_path(Path(), stream_key(key, fmt, spec_encoding(spec, fmt)), fmt)
@@ -338,15 +355,15 @@ class Assembler:
         if not files:
             return []
         outcomes = self._unit_subtitles(info, unit, [f for f in planned if f.subtitle])
-        meta = spec["units"][unit]
+        meta = spec.units[unit]
         try:
             master = self.master(info, unit)
         except Interrupted:
             raise
         except Exception as exc:
             return [*self.unit_failed(info, unit, exc), *outcomes]
-        track = (unit + 1, len(spec["units"]))
-        tags = _tags(spec, meta["title"], track=track, lyrics=self._lyrics(info, unit))
+        track = (unit + 1, len(spec.units))
+        tags = _tags(spec, meta.title, track=track, lyrics=self._lyrics(info, unit))
         try:
             tags.replaygain = self._replaygain(info, master)
         except Interrupted:
@@ -410,13 +427,13 @@ class Assembler:
         """An album track's ReplayGain: its own gain, and the album's once every track is
         rendered (until then the album gain is left out; the end of the run that renders the
         last track writes it into every track)."""
-        if info.assembly.get("kind") != "album":
+        if info.assembly.kind != "album":
             return None
         track = loudness_of(master.path, master.inputs_sha256, owner=self.owner)
         return replaygain(track, self._album_loudness(info))
 
     def _album_loudness(self, info: ManifestInfo) -> Loudness | None:
-        units = [unit["unit"] for unit in info.assembly["units"]]
+        units = [unit.unit for unit in info.assembly.units]
         jobs = [job for unit in units for job in self.ledger.unit_jobs(info.id, unit)]
         if any(job.state != JobState.DONE for job in jobs):
             return None
@@ -428,30 +445,31 @@ class Assembler:
     def _lyrics(self, info: ManifestInfo, unit: int) -> str | None:
         """An album track's lyrics, from its job's request in the ledger: the assembly spec
         does not carry them, and the request is what was rendered."""
-        if info.assembly.get("kind") != "album":
+        if info.assembly.kind != "album":
             return None
         jobs = self.ledger.unit_jobs(info.id, unit)
-        meta = info.assembly["units"][unit]
-        if "layers" in meta:  # a layered track's words are its spoken layers'
+        meta = info.assembly.units[unit]
+        if meta.layered:  # a layered track's words are its spoken layers'
             return "\n".join(layers.lyric_lines(meta, self._job_texts(jobs))) or None
-        row = self.ledger.job(jobs[0].key) if jobs else None
-        lyrics = json.loads(row["request"]).get("lyrics") if row else None
-        return lyrics if isinstance(lyrics, str) and lyrics.strip() else None
+        found = self.ledger.job_requests([job.key for job in jobs[:1]])
+        lyrics = next((request.lyrics for request in found.values()), None)
+        return lyrics if lyrics is not None and lyrics.strip() else None
 
     def master(self, info: ManifestInfo, unit: int) -> Master:
         """The unit's master: its chunks and pauses in one FLAC, mastered to the manifest's
         preset where it names one."""
-        chosen = preset(info.assembly.get("master", "none"))
+        chosen = preset(info.assembly.master)
         raw = self._raw_master(info, unit, chosen)
         return self._mastered(raw, chosen) if chosen.masters else raw
 
     def _raw_master(self, info: ManifestInfo, unit: int, chosen: Preset) -> Master:
         jobs = self.ledger.unit_jobs(info.id, unit)
         inputs = raw_master_key(info.assembly, unit, jobs)
-        if "layers" in info.assembly["units"][unit]:
-            return self._mixed_master(inputs, jobs, info.assembly["units"][unit])
+        meta = info.assembly.units[unit]
+        if meta.layered:
+            return self._mixed_master(inputs, jobs, meta)
         lead_in_ms, pauses = self._unit_silences(info, jobs, chosen)
-        fade_in_ms, fade_out_ms = _fades(info.assembly["units"][unit])
+        fade_in_ms, fade_out_ms = meta.fade_in_ms, meta.fade_out_ms
 
         def write(path: Path) -> None:
             probe = soundfile.info(str(self._chunk_path(jobs[0])))
@@ -468,9 +486,9 @@ class Assembler:
 
         return self._built_master(inputs, jobs, write)
 
-    def _mixed_master(self, inputs: str, jobs: list[UnitJob], meta: dict[str, Any]) -> Master:
+    def _mixed_master(self, inputs: str, jobs: list[UnitJob], meta: UnitSpec) -> Master:
         """A layered track's master: its layers mixed and faded (layers.py)."""
-        fade_in_ms, fade_out_ms = _fades(meta)
+        fade_in_ms, fade_out_ms = meta.fade_in_ms, meta.fade_out_ms
 
         def write(path: Path) -> None:
             layers.write_mix(
@@ -484,7 +502,7 @@ class Assembler:
 
         return self._built_master(inputs, jobs, write)
 
-    def _layout(self, jobs: list[UnitJob], meta: dict[str, Any]) -> layers.Layout:
+    def _layout(self, jobs: list[UnitJob], meta: UnitSpec) -> layers.Layout:
         paths = [self._chunk_path(job) for job in jobs]
         return layers.layout(meta, paths, [job.pause_after_ms for job in jobs])
 
@@ -573,7 +591,7 @@ class Assembler:
         planned = [f for f in planned_outputs(spec) if f.unit is None and not f.subtitle]
         if not planned:
             return []
-        groups = _part_groups(spec)
+        groups = spec.part_groups()
         outcomes = []
         for fmt in BOOK_FORMATS:
             books = [f for f in planned if f.fmt == fmt]
@@ -596,7 +614,7 @@ class Assembler:
             except Exception as exc:
                 outcomes.append(self._failed(info, book, exc))
                 continue
-            titles = [spec["units"][unit]["title"] for unit in units]
+            titles = [spec.units[unit].title for unit in units]
             marks = streams.book_marks(titles, joined, book.fmt)
             tags = _book_tags(spec, book.part, len(groups))
             outcomes.append(self._publish(info, book, masters, tags, marks, joined))
@@ -605,8 +623,8 @@ class Assembler:
     def oversized_parts(self, info: ManifestInfo) -> list[str]:
         """The book's parts on disk that came out over `parts:`'s limit (they were planned
         from estimates): each is written all the same, and named here for a warning."""
-        parts = info.assembly.get("parts")
-        if not parts:
+        parts = info.assembly.parts
+        if parts is None:
             return []
         problems = []
         for book in planned_outputs(info.assembly):
@@ -614,16 +632,17 @@ class Assembler:
                 continue
             record = self.ledger.output(str(book.path))
             size = book.path.stat().st_size
-            if "max_bytes" in parts and size > parts["max_bytes"]:
+            if parts.max_bytes is not None and size > parts.max_bytes:
                 problems.append(
-                    f"{book.path} is {size} bytes, over parts' max_bytes {parts['max_bytes']}"
+                    f"{book.path} is {size} bytes, over parts' max_bytes {parts.max_bytes}"
                     " (planned from estimates)"
                 )
             length_ms = record.duration_ms if record is not None else None
-            if "max_ms" in parts and length_ms is not None and length_ms > parts["max_ms"]:
+            limit_ms = parts.max_ms
+            if limit_ms is not None and length_ms is not None and length_ms > limit_ms:
                 problems.append(
                     f"{book.path} runs {length_ms / 3_600_000:.3f} h, over parts' max_hours"
-                    f" {parts['max_ms'] / 3_600_000:g} (planned from estimates)"
+                    f" {limit_ms / 3_600_000:g} (planned from estimates)"
                 )
         return problems
 
@@ -641,23 +660,14 @@ class Assembler:
         """The file from `masters`: encoded from them, or, given their `joined` streams, those
         copied into it."""
         encoding = self._encoding(info, file.fmt)
-        inputs = _digest(
-            {
-                "masters": [m.inputs_sha256 for m in masters],
-                "format": file.fmt,
-                # Lyrics and publishing fields only when set: files written before them stay
-                # current.
-                "tags": {
-                    k: str(v)
-                    for k, v in vars(tags).items()
-                    if k != "cover" and not (k in _SINCE_ADDED and v is None)
-                },
-                "cover": info.assembly.get("cover_sha256"),
-                "chapters": None if chapters is None else [vars(c) for c in chapters],
-                # Only where a preset sets one: files encoded before presets stay current.
-                **({"encoding": encoding.key_fields()} if encoding != Encoding() else {}),
-                **({"joined": True} if joined is not None else {}),
-            }
+        inputs = output_key(
+            [m.inputs_sha256 for m in masters],
+            file.fmt,
+            tags,
+            info.assembly.cover_sha256,
+            chapters,
+            encoding,
+            joined=joined is not None,
         )
         if joined is not None:
             return self._made(
@@ -836,7 +846,7 @@ class Assembler:
             return []
         stems = book_stems(spec)
         outcomes: list[FileOutcome] = []
-        for (part, _stem), units in zip(stems, _part_groups(spec), strict=True):
+        for (part, _stem), units in zip(stems, spec.part_groups(), strict=True):
             mine = [f for f in files if f.part == part]
             try:
                 masters = [self.master(info, unit) for unit in units]
@@ -867,12 +877,13 @@ class Assembler:
         """The unit's cues and length, timed as `_raw_master` lays the audio out (the same
         held lead-in and last pause), each chunk's text from its job's request."""
         jobs = self.ledger.unit_jobs(info.id, unit)
-        meta = info.assembly["units"][unit]
-        if "layers" in meta:  # a line per cue, where the mix places it (the .lrc's)
+        meta = info.assembly.units[unit]
+        if meta.layered:  # a line per cue, where the mix places it (the .lrc's)
             placed = self._layout(jobs, meta)
             length_ms = round(placed.total * 1000 / placed.rate)
             return layers.lyric_cues(placed, self._job_texts(jobs)), length_ms
         lead_in_ms, pauses = self._unit_silences(info, jobs)
+        requests = self.ledger.job_requests([job.key for job in jobs])
         chunks: list[tuple[str, int, int, dict[str, Any] | None]] = []
         for job, pause_ms in zip(jobs, pauses, strict=True):
             row = self.ledger.job(job.key)
@@ -884,7 +895,7 @@ class Assembler:
             info_value = json.loads(row["info"]) if row.get("info") else None
             chunks.append(
                 (
-                    str(json.loads(row["request"])["text"]),
+                    requests[job.key].text,
                     duration_ms,
                     pause_ms,
                     info_value if isinstance(info_value, dict) else None,
@@ -895,8 +906,8 @@ class Assembler:
 
     def _job_texts(self, jobs: list[UnitJob]) -> list[str]:
         """Each job's text as its request has it (a chunk's words, a music job's prompt)."""
-        rows = [self.ledger.job(job.key) for job in jobs]
-        return [str(json.loads(row["request"]).get("text", "")) if row else "" for row in rows]
+        requests = self.ledger.job_requests([job.key for job in jobs])
+        return [requests[job.key].text if job.key in requests else "" for job in jobs]
 
     def _encoding(self, info: ManifestInfo, fmt: str) -> Encoding:
         return spec_encoding(info.assembly, fmt)

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from songbatch.engines.base import JobRequest
 from songbatch.profiles import RemoteModel, ReplicateConfig
 
 
@@ -28,12 +29,10 @@ def expected_predict_s(model: RemoteModel, audio_s: float) -> float:
     return model.predict.base_s + model.predict.per_audio_s * max(0.0, audio_s)
 
 
-def remote_model_name(
-    config: ReplicateConfig, kind: str, model: str, request: dict[str, Any]
-) -> str:
+def remote_model_name(config: ReplicateConfig, kind: str, model: str, request: JobRequest) -> str:
     """Which of the profile's models a job goes to: songs with lyrics to `lyrics_model`. The
     executor and `songbatch cost` both ask here, so an estimate prices the model that runs."""
-    if kind == "music" and request.get("lyrics") and config.lyrics_model:
+    if kind == "music" and request.lyrics and config.lyrics_model:
         return config.lyrics_model
     return model
 

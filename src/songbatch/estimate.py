@@ -395,7 +395,7 @@ def _remote(
         name = remote_model_name(config, job.kind, job.model, job.request)
         model = config.models[name]
         audio_s = job.est_ms / 1000
-        voice = _VOICE_URL if job.request.get("voice") else None
+        voice = _VOICE_URL if job.request.voice else None
         values = model_input(model, job.request, voice)
         basis = bases.get(name) or _predict_basis(name, model, calibration)
         bases[name] = basis
@@ -565,7 +565,7 @@ def _assembly(result: Estimate, plan: Plan, left: set[str], calibration: Calibra
         book_s += seconds
         if row.unit in touched:
             unit_s[row.unit] = unit_s.get(row.unit, 0.0) + seconds
-    formats = list(plan.record.assembly["formats"])
+    formats = list(plan.record.assembly.formats)
     books = [fmt for fmt in formats if fmt in BOOK_FORMATS]
     per_unit = ["master", *chapter_formats(formats), *books]
     joins = [f"{fmt} join" for fmt in books]

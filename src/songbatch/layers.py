@@ -35,13 +35,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
 from songbatch import audio
+from songbatch.assemblyspec import MusicLayerSpec, SpeechLayerSpec, UnitSpec
 from songbatch.engines.params import MAX_MUSIC_S
 from songbatch.errors import EngineError, Interrupted
 from songbatch.fades import apply_fades, fade_frames, fade_in_gain, fade_out_gain
@@ -129,24 +129,23 @@ class Layout:
         return spans
 
 
-def layout(meta: dict[str, Any], chunks: Sequence[Path], pauses_ms: Sequence[int]) -> Layout:
+def layout(meta: UnitSpec, chunks: Sequence[Path], pauses_ms: Sequence[int]) -> Layout:
     """Where every layer's audio goes in the track. `meta` is the planner's unit (its
     `layers`, `min_ms`); `chunks` and `pauses_ms` are the unit's job files and the pause after
     each, by seq."""
-    specs = meta["layers"]
-    first_bed = next(spec for spec in specs if spec["kind"] == "music")
-    rate = int(sf.info(str(chunks[first_bed["seqs"][0]])).samplerate)
-    channels = max(int(sf.info(str(chunks[spec["seqs"][0]])).channels) for spec in specs)
+    specs = meta.layers
+    first_bed = next(spec for spec in specs if isinstance(spec, MusicLayerSpec))
+    rate = int(sf.info(str(chunks[first_bed.seqs[0]])).samplerate)
+    channels = max(int(sf.info(str(chunks[spec.seqs[0]])).channels) for spec in specs)
     beds: list[BedLayer] = []
     voices: list[VoiceLayer] = []
     for spec in specs:
-        first = spec["seqs"][0]
-        gain = 10 ** (float(spec.get("gain_db", 0.0)) / 20)
-        if spec["kind"] == "music":
-            beds.append(_bed(chunks[first], rate, gain, float(spec.get("duck_db", 0.0))))
+        gain = 10 ** (float(spec.gain_db) / 20)
+        if isinstance(spec, MusicLayerSpec):
+            beds.append(_bed(chunks[spec.seqs[0]], rate, gain, float(spec.duck_db)))
         else:
             voices.append(_voice(spec, chunks, pauses_ms, rate, gain))
-    total = max([_frames(int(meta.get("min_ms", 0)), rate), *(v.end for v in voices)])
+    total = max([_frames(meta.min_ms, rate), *(v.end for v in voices)])
     return Layout(rate, channels, total, beds, voices)
 
 
@@ -165,36 +164,34 @@ def _bed(path: Path, rate: int, gain: float, duck_db: float) -> BedLayer:
 
 
 def _voice(
-    spec: dict[str, Any], chunks: Sequence[Path], pauses_ms: Sequence[int], rate: int, gain: float
+    spec: SpeechLayerSpec, chunks: Sequence[Path], pauses_ms: Sequence[int], rate: int, gain: float
 ) -> VoiceLayer:
-    first, stop = spec["seqs"]
-    at = _frames(int(spec.get("start_ms", 0)), rate)
+    first, stop = spec.seqs
+    at = _frames(spec.start_ms, rate)
     placed = []
     for seq in range(first, stop):
         frames = audio.segment_frames(audio.Segment(path=chunks[seq]), rate)
         placed.append(PlacedChunk(seq, chunks[seq], at, frames))
         at += frames + _frames(pauses_ms[seq], rate)
-    return VoiceLayer(gain, placed, line_seqs(spec), _frames(int(spec.get("tail_ms", 0)), rate))
+    return VoiceLayer(gain, placed, line_seqs(spec), _frames(spec.tail_ms, rate))
 
 
-def line_seqs(spec: dict[str, Any]) -> list[list[int]]:
+def line_seqs(spec: SpeechLayerSpec) -> list[list[int]]:
     """A spoken layer's written lines, each as the seqs of its chunks."""
-    first, stop = spec["seqs"]
-    starts = [int(seq) for seq in spec.get("lines", [first])]
-    bounds = [*starts, stop]
+    bounds = [*spec.lines, spec.seqs[1]]
     return [list(range(a, b)) for a, b in itertools.pairwise(bounds)]
 
 
 # ---------------------------------------------------------------------- lyrics
 
 
-def lyric_lines(meta: dict[str, Any], texts: Sequence[str]) -> list[str]:
+def lyric_lines(meta: UnitSpec, texts: Sequence[str]) -> list[str]:
     """Every spoken layer's lines as written (chunk texts of a line joined), in layer order:
     the track's lyrics tag."""
     return [
         " ".join(texts[seq] for seq in line)
-        for spec in meta["layers"]
-        if spec["kind"] == "speech"
+        for spec in meta.layers
+        if isinstance(spec, SpeechLayerSpec)
         for line in line_seqs(spec)
     ]
 

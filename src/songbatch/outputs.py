@@ -13,8 +13,8 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from songbatch.assemblyspec import AssemblySpec, SpeechLayerSpec, UnitSpec
 from songbatch.errors import InputError
 
 EXTENSIONS = {
@@ -46,26 +46,26 @@ class OutputFile:
         return self.fmt in SUBTITLE_FORMATS or self.fmt in LYRICS_FORMATS
 
 
-def planned_outputs(spec: dict[str, Any]) -> list[OutputFile]:
+def planned_outputs(spec: AssemblySpec) -> list[OutputFile]:
     """Every file an assembly spec (the planner's, stored in the ledger) makes. Subtitles go
     beside the audio they time: each chapter file's (when there are chapter files) and the
     whole book's (the .m4b's and the book .mp3's one stem); an .lrc beside each album track
     whose lines have times."""
-    folder = Path(spec["output_dir"])
-    unit_formats = chapter_formats(spec["formats"])
-    subtitles = list(spec.get("subtitles", []))
+    folder = spec.output_dir
+    unit_formats = chapter_formats(spec.formats)
+    subtitles = list(spec.subtitles)
     files = [
-        OutputFile(folder / f"{unit['file']}.{EXTENSIONS.get(fmt, fmt)}", unit["unit"], fmt)
-        for unit in spec["units"]
+        OutputFile(folder / f"{unit.file}.{EXTENSIONS.get(fmt, fmt)}", unit.unit, fmt)
+        for unit in spec.units
         for fmt in [*unit_formats, *(subtitles if unit_formats else [])]
     ]
     files += [
-        OutputFile(folder / f"{unit['file']}.{fmt}", unit["unit"], fmt)
-        for unit in spec["units"]
+        OutputFile(folder / f"{unit.file}.{fmt}", unit.unit, fmt)
+        for unit in spec.units
         if has_timed_lyrics(unit)
-        for fmt in spec.get("lyrics_files", [])
+        for fmt in spec.lyrics_files
     ]
-    book_formats = [fmt for fmt in BOOK_FORMATS if fmt in spec["formats"]]
+    book_formats = [fmt for fmt in BOOK_FORMATS if fmt in spec.formats]
     if book_formats:
         files += [
             OutputFile(folder / f"{stem}.{EXTENSIONS.get(fmt, fmt)}", None, fmt, part)
@@ -75,10 +75,10 @@ def planned_outputs(spec: dict[str, Any]) -> list[OutputFile]:
     return files
 
 
-def has_timed_lyrics(unit: dict[str, Any]) -> bool:
+def has_timed_lyrics(unit: UnitSpec) -> bool:
     """Whether a track's lines have times: a spoken layer's chunks do; a music engine says
     nothing of when it sings a line."""
-    return any(layer["kind"] == "speech" for layer in unit.get("layers", []))
+    return any(isinstance(layer, SpeechLayerSpec) for layer in unit.layers)
 
 
 def chapter_formats(formats: Iterable[str]) -> list[str]:
@@ -86,17 +86,17 @@ def chapter_formats(formats: Iterable[str]) -> list[str]:
     return [fmt for fmt in formats if fmt not in BOOK_FORMATS]
 
 
-def book_stems(spec: dict[str, Any]) -> list[tuple[int | None, str]]:
+def book_stems(spec: AssemblySpec) -> list[tuple[int | None, str]]:
     """The whole book's file stems: `<Book>` alone, or one per part (`<Book> - Part 1`, ...,
     numbers padded to one width so the names sort), with the part's number."""
-    groups = spec.get("parts", {}).get("groups")
+    groups = spec.parts.groups if spec.parts is not None else ()
     if not groups:
-        return [(None, spec["book_file"])]
+        return [(None, spec.book_file)]
     width = len(str(len(groups)))
-    return [(n, f"{spec['book_file']} - Part {n:0{width}d}") for n in range(1, len(groups) + 1)]
+    return [(n, f"{spec.book_file} - Part {n:0{width}d}") for n in range(1, len(groups) + 1)]
 
 
-def audio_outputs(spec: dict[str, Any]) -> list[OutputFile]:
+def audio_outputs(spec: AssemblySpec) -> list[OutputFile]:
     """The planned files that are audio: what is measured and checked against a preset."""
     return [file for file in planned_outputs(spec) if not file.subtitle]
 

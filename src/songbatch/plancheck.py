@@ -292,7 +292,7 @@ def check_remote_inputs(
     for row in rows:
         job = by_key[row.key]
         model = replicate.models[job.model]
-        voice = "https://voice.invalid/" if job.request.get("voice") else None
+        voice = "https://voice.invalid/" if job.request.voice else None
         try:
             model_input(model, job.request, voice)
         except (InputError, ValueError, TypeError) as exc:

@@ -15,9 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from songbatch import text as textlib
+from songbatch.assemblyspec import (
+    AssemblySpec,
+    FormatEncoding,
+    LayerSpec,
+    MusicLayerSpec,
+    PartsSpec,
+    SpecTags,
+    SpeechLayerSpec,
+    UnitSpec,
+)
 from songbatch.audio import _default_bitrate
 from songbatch.engines import phoneme_notation
-from songbatch.engines.base import EngineSpec, Kind
+from songbatch.engines.base import EngineSpec, JobRequest, Kind
 from songbatch.errors import InputError
 from songbatch.fsutil import file_sha256, remove_quietly, replace_durably, temp_sibling
 from songbatch.layers import fitted_bed_ms
@@ -37,7 +47,6 @@ from songbatch.outputs import BOOK_FORMATS, book_stems, chapter_formats
 from songbatch.plancheck import check_manifest_inputs, check_remote_inputs
 from songbatch.presets import spec_encoding
 from songbatch.profiles import Profile
-from songbatch.tagging import PUBLISHING_TAGS
 from songbatch.workspace import Workspace
 
 KEY_VERSION = 1
@@ -88,7 +97,7 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
     if isinstance(manifest, Audiobook):
         jobs, rows, voices = _plan_book(manifest, profile.engine_spec("speech"), profile)
         stored += [StoredFile(sha, path, workspace.voice_path(sha)) for sha, path in voices.items()]
-        units = [_unit(i, ch.title, ch.file) for i, ch in enumerate(manifest.chapters)]
+        units = [UnitSpec(i, ch.title, ch.file) for i, ch in enumerate(manifest.chapters)]
     else:
         jobs, rows, units, voices = _plan_album(manifest, profile)
         stored += [StoredFile(sha, path, workspace.voice_path(sha)) for sha, path in voices.items()]
@@ -103,8 +112,8 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
     if isinstance(manifest, Audiobook) and manifest.parts is not None:
         # Only a book that is split carries the grouping: every other spec stays as it was.
         parts = _parts(manifest, assembly, _unit_estimates(jobs, rows, len(units)))
-        if len(parts["groups"]) > 1:
-            assembly["parts"] = parts
+        if len(parts.groups) > 1:
+            assembly = dataclasses.replace(assembly, parts=parts)
             _check_part_names(loaded, assembly)
     if isinstance(manifest, Audiobook):
         _check_book_mp3_names(loaded, assembly)
@@ -115,7 +124,9 @@ def plan_manifest(loaded: LoadedManifest, profile: Profile, workspace: Workspace
         slug=loaded.slug,
         source_sha256=loaded.source_sha256,
         profile=profile.name,
-        plan_sha256=job_key({"assembly": assembly, "rows": [list(_row(r)) for r in rows]}),
+        plan_sha256=job_key(
+            {"assembly": assembly.to_dict(), "rows": [list(_row(r)) for r in rows]}
+        ),
         assembly=assembly,
     )
     return Plan(record=record, jobs=_unique(jobs), rows=rows, stored=stored)
@@ -146,7 +157,7 @@ def spoken_chapter(
     unit = written[number - 1]
     by_key = {job.key: job for job in plan.jobs}
     rows = sorted((row for row in plan.rows if row.unit == unit), key=lambda row: row.seq)
-    chunks = [SpokenChunk(str(by_key[r.key].request["text"]), r.pause_after_ms) for r in rows]
+    chunks = [SpokenChunk(by_key[r.key].request.text, r.pause_after_ms) for r in rows]
     return book.chapters[unit].title, chunks
 
 
@@ -278,7 +289,7 @@ def _spoken_job(
             "seed": seed,
         }
     )
-    request = {"kind": "speech", "text": text, "seed": seed, "params": params, "voice": voice_sha}
+    request = JobRequest("speech", text, seed, params, voice=voice_sha)
     est_ms = round(textlib.estimate_seconds(len(text), chars_per_second) * 1000)
     return JobRow(key, "speech", spec.engine, spec.model, request, len(text), est_ms)
 
@@ -302,7 +313,7 @@ def _unit_estimates(jobs: list[JobRow], rows: list[PlanRow], units: int) -> list
     return totals
 
 
-def _parts(book: Audiobook, assembly: dict[str, Any], est_ms: list[int]) -> dict[str, Any]:
+def _parts(book: Audiobook, assembly: AssemblySpec, est_ms: list[int]) -> PartsSpec:
     """Which chapters go in which part of the whole book (.m4b, book .mp3), decided now from
     the estimates so that the plan names every file it makes. Chapters fill a part in order
     while its estimate stays within PARTS_MARGIN of the limit; a chapter over the limit alone
@@ -310,16 +321,16 @@ def _parts(book: Audiobook, assembly: dict[str, Any], est_ms: list[int]) -> dict
     parts = book.parts
     assert parts is not None
     cover_bytes = 0 if book.cover is None else book.cover.stat().st_size
-    limit: dict[str, int]
+    max_ms = max_bytes = None
     if parts.max_hours is not None:
-        limit = {"max_ms": round(parts.max_hours * 3_600_000)}
-        budget = limit["max_ms"] * PARTS_MARGIN
+        max_ms = round(parts.max_hours * 3_600_000)
+        budget = max_ms * PARTS_MARGIN
 
         def cost(ms: int) -> float:
             return ms
     else:
         assert parts.max_bytes is not None
-        limit = {"max_bytes": parts.max_bytes}
+        max_bytes = parts.max_bytes
         budget = parts.max_bytes * PARTS_MARGIN - cover_bytes - _M4B_TAGS_BYTES
         bytes_per_ms = _book_kbps(assembly) * 1000 / 8 / 1000 * (1 + _M4B_OVERHEAD)
 
@@ -335,51 +346,51 @@ def _parts(book: Audiobook, assembly: dict[str, Any], est_ms: list[int]) -> dict
         else:
             groups.append([unit])
             used = cost(ms)
-    return {**limit, "groups": groups}
+    return PartsSpec(tuple(tuple(group) for group in groups), max_ms, max_bytes)
 
 
-def _check_part_names(loaded: LoadedManifest, assembly: dict[str, Any]) -> None:
+def _check_part_names(loaded: LoadedManifest, assembly: AssemblySpec) -> None:
     """A chapter file named like a part would share that part's subtitle file (the audio
     differs: chapters are never m4b), as manifest.py refuses for the whole book's name."""
-    if not assembly.get("subtitles") or not chapter_formats(assembly["formats"]):
+    if not assembly.subtitles or not chapter_formats(assembly.formats):
         return
     parts = {stem.casefold(): n for n, stem in book_stems(assembly)}
-    for unit in assembly["units"]:
-        part = parts.get(unit["file"].casefold())
+    for unit in assembly.units:
+        part = parts.get(unit.file.casefold())
         if part is not None:
             raise InputError(
-                f"{loaded.outputs_where}chapter {unit['unit'] + 1}'s file name"
-                f" {unit['file']!r} is part {part}'s: its subtitles and the part's would be one"
+                f"{loaded.outputs_where}chapter {unit.unit + 1}'s file name"
+                f" {unit.file!r} is part {part}'s: its subtitles and the part's would be one"
                 " file; give the chapter a different `file:`"
             )
 
 
-def _check_book_mp3_names(loaded: LoadedManifest, assembly: dict[str, Any]) -> None:
+def _check_book_mp3_names(loaded: LoadedManifest, assembly: AssemblySpec) -> None:
     """With both `mp3` and `mp3-book`, a chapter file named like the book (or one of its
     parts) would be the book's .mp3: refused, as for the subtitles."""
-    if not {"mp3", "mp3-book"} <= set(assembly["formats"]):
+    if not {"mp3", "mp3-book"} <= set(assembly.formats):
         return
     stems = {stem.casefold(): part for part, stem in book_stems(assembly)}
-    for unit in assembly["units"]:
-        stem = unit["file"]
+    for unit in assembly.units:
+        stem = unit.file
         if stem.casefold() not in stems:
             continue
         part = stems[stem.casefold()]
         whose = "the book's" if part is None else f"part {part}'s"
         raise InputError(
-            f"{loaded.outputs_where}chapter {unit['unit'] + 1}'s file name {stem!r} is"
+            f"{loaded.outputs_where}chapter {unit.unit + 1}'s file name {stem!r} is"
             f" {whose}: its .mp3 and the whole book's (mp3-book) would be one file; give the"
             " chapter a different `file:`"
         )
 
 
-def _book_kbps(assembly: dict[str, Any]) -> int:
+def _book_kbps(assembly: AssemblySpec) -> int:
     """The highest bitrate of the whole book's formats (the .m4b, the book .mp3): one
     grouping splits both, so the larger file sets it."""
-    return max(_kbps(assembly, fmt) for fmt in BOOK_FORMATS if fmt in assembly["formats"])
+    return max(_kbps(assembly, fmt) for fmt in BOOK_FORMATS if fmt in assembly.formats)
 
 
-def _kbps(assembly: dict[str, Any], fmt: str) -> int:
+def _kbps(assembly: AssemblySpec, fmt: str) -> int:
     """A format's bitrate: the manifest's `encoding:` or its preset's, else the format's
     default for the channels they set, else for stereo (the larger: the masters' channels are
     only known once rendered)."""
@@ -404,12 +415,12 @@ def _music_specs(profile: Profile) -> tuple[EngineSpec, EngineSpec]:
 
 def _plan_album(
     album: Album, profile: Profile
-) -> tuple[list[JobRow], list[PlanRow], list[dict[str, Any]], dict[str, Path]]:
+) -> tuple[list[JobRow], list[PlanRow], list[UnitSpec], dict[str, Path]]:
     """The album's jobs, plan rows and units, and the voice clips its spoken layers use."""
     specs = _music_specs(profile)
     jobs: list[JobRow] = []
     rows: list[PlanRow] = []
-    units: list[dict[str, Any]] = []
+    units: list[UnitSpec] = []
     voices: dict[str, Path] = {}
     for unit, track in enumerate(album.tracks):
         meta = _track_unit(unit, track)
@@ -418,7 +429,7 @@ def _plan_album(
             jobs += layered.jobs
             rows += layered.rows
             voices |= layered.voices
-            meta |= layered.meta
+            meta = dataclasses.replace(meta, layers=layered.layers, min_ms=layered.min_ms)
         else:
             job = _music_job(specs[1] if track.lyrics else specs[0], track)
             jobs.append(job)
@@ -451,14 +462,9 @@ def _music_request(
         "params": params,
         "seed": seed,
     }
-    request = {
-        "kind": "music",
-        "text": prompt,
-        "lyrics": lyrics,
-        "duration_s": duration_ms / 1000,
-        "seed": seed,
-        "params": params,
-    }
+    request = JobRequest(
+        "music", prompt, seed, params, lyrics=lyrics, duration_s=duration_ms / 1000
+    )
     chars = len(prompt) + len(lyrics or "")
     return JobRow(job_key(fields), "music", spec.engine, spec.model, request, chars, duration_ms)
 
@@ -466,12 +472,14 @@ def _music_request(
 @dataclass
 class _Layered:
     """A layered track's part of the plan: its jobs and rows (every layer's, in the order
-    written), the voice clips they use, and the `layers` its unit carries for assembly."""
+    written), the voice clips they use, and the `layers` and `min_ms` its unit carries for
+    assembly."""
 
     jobs: list[JobRow]
     rows: list[PlanRow]
     voices: dict[str, Path]
-    meta: dict[str, Any]
+    layers: tuple[LayerSpec, ...]
+    min_ms: int
 
 
 def _plan_layers(track: Track, unit: int, profile: Profile) -> _Layered:
@@ -502,7 +510,7 @@ def _plan_layers(track: Track, unit: int, profile: Profile) -> _Layered:
     bed_ms = fitted_bed_ms(voice_ends, min_ms)
     jobs: list[JobRow] = []
     rows: list[PlanRow] = []
-    layers: list[dict[str, Any]] = []
+    layers: list[LayerSpec] = []
     for index, layer in enumerate(track.layers):
         first = len(rows)
         if isinstance(layer, MusicLayer):
@@ -519,7 +527,7 @@ def _plan_layers(track: Track, unit: int, profile: Profile) -> _Layered:
             jobs.append(job)
             rows.append(PlanRow(unit=unit, seq=len(rows), key=job.key, pause_after_ms=pause))
         layers.append(_speech_layer_meta(layer, first, len(rows), lines))
-    return _Layered(jobs, rows, voices, {"layers": layers, "min_ms": min_ms})
+    return _Layered(jobs, rows, voices, tuple(layers), min_ms)
 
 
 def _layer_music_job(profile: Profile, layer: MusicLayer, duration_ms: int) -> JobRow:
@@ -528,26 +536,15 @@ def _layer_music_job(profile: Profile, layer: MusicLayer, duration_ms: int) -> J
     return _music_request(spec, layer.prompt, None, duration_ms, params, layer.seed)
 
 
-def _music_layer_meta(layer: MusicLayer, seq: int) -> dict[str, Any]:
-    return {
-        "kind": "music",
-        "seqs": [seq, seq + 1],
-        "gain_db": layer.gain_db,
-        "duck_db": layer.duck_db,
-    }
+def _music_layer_meta(layer: MusicLayer, seq: int) -> MusicLayerSpec:
+    return MusicLayerSpec((seq, seq + 1), layer.gain_db, layer.duck_db)
 
 
 def _speech_layer_meta(
     layer: SpeechLayer, first: int, stop: int, lines: list[int]
-) -> dict[str, Any]:
-    return {
-        "kind": "speech",
-        "seqs": [first, stop],
-        "gain_db": layer.gain_db,
-        "start_ms": round(layer.start * 1000),
-        "tail_ms": round(layer.tail * 1000),
-        "lines": lines,
-    }
+) -> SpeechLayerSpec:
+    start_ms, tail_ms = round(layer.start * 1000), round(layer.tail * 1000)
+    return SpeechLayerSpec((first, stop), layer.gain_db, start_ms, tail_ms, tuple(lines))
 
 
 def _layer_chunks(layer: SpeechLayer, max_chars: int, say: Voicing) -> list[tuple[str, int, bool]]:
@@ -575,18 +572,10 @@ def _layer_chunks(layer: SpeechLayer, max_chars: int, say: Voicing) -> list[tupl
 # ---------------------------------------------------------------------- shared
 
 
-def _unit(index: int, title: str, file: str) -> dict[str, Any]:
-    return {"unit": index, "title": title, "file": file}
-
-
-def _track_unit(index: int, track: Track) -> dict[str, Any]:
-    """A track's unit, with its effective fades in ms only where it fades: the specs (and
-    plan hashes) of albums without fades stay as they were."""
-    unit = _unit(index, track.title, track.file)
-    for name, seconds in (("fade_in_ms", track.fade_in), ("fade_out_ms", track.fade_out)):
-        if round(seconds * 1000):
-            unit[name] = round(seconds * 1000)
-    return unit
+def _track_unit(index: int, track: Track) -> UnitSpec:
+    """A track's unit, with its effective fades in ms (stored only where it fades)."""
+    fade_in_ms, fade_out_ms = round(track.fade_in * 1000), round(track.fade_out * 1000)
+    return UnitSpec(index, track.title, track.file, fade_in_ms, fade_out_ms)
 
 
 def _comment(manifest: Audiobook | Album, profile: Profile) -> str:
@@ -603,60 +592,64 @@ def _comment(manifest: Audiobook | Album, profile: Profile) -> str:
 def _assembly_spec(
     loaded: LoadedManifest,
     workspace: Workspace,
-    units: list[dict[str, Any]],
+    units: list[UnitSpec],
     profile: Profile,
     cover: StoredFile | None,
-) -> dict[str, Any]:
-    """Everything assembly needs, so that stage reads the ledger and never the manifest."""
+) -> AssemblySpec:
+    """Everything assembly needs, so that stage reads the ledger and never the manifest. What
+    is stored only when set (assemblyspec.py) is what specs written before it lacked."""
     manifest = loaded.manifest
-    output = manifest.output or workspace.root / "outputs" / loaded.slug
-    extra: dict[str, Any] = {}
-    if manifest.encoding:  # absent when not set: specs written before it stay as they were
-        extra["encoding"] = manifest.encoding
-    tags: dict[str, Any] = {
-        "album": manifest.title,
-        "year": manifest.year,
-        "description": manifest.description,
-        "comment": _comment(manifest, profile),
-    }
+    book = isinstance(manifest, Audiobook)
+    master, subtitles, lyrics_files = "none", [], []
     if isinstance(manifest, Audiobook):
-        tags |= {
-            "artist": manifest.author,
-            "album_artist": manifest.author,
-            "narrator": manifest.narrator,
-            "genre": "Audiobook",
-            "language": manifest.language,
-        }
-        # Only those set: the specs (and outputs) of books without them stay as they were.
-        tags |= {
-            name: value
-            for name in PUBLISHING_TAGS
-            if (value := getattr(manifest, name)) is not None
-        }
-        lead_in_ms = CHAPTER_LEAD_IN_MS
         master = manifest.master or profile.master or "none"
-        if master != "none":  # absent for none: specs written before presets match
-            extra["master"] = master
-        if manifest.subtitles:  # absent when none: specs written before subtitles match
-            extra["subtitles"] = list(manifest.subtitles)
+        subtitles = list(manifest.subtitles)
     else:
-        tags |= {"artist": manifest.artist, "album_artist": manifest.artist}
-        tags["genre"] = manifest.genre
-        lead_in_ms = 0
-        if manifest.lyrics_files:  # absent when none: specs written before LRC match
-            extra["lyrics_files"] = list(manifest.lyrics_files)
-    return {
-        "kind": manifest.kind,
-        "output_dir": str(output),
-        "formats": list(manifest.formats),
-        "cover": None if cover is None else str(cover.target),
-        "cover_sha256": None if cover is None else cover.sha256,
-        "tags": tags,
-        "lead_in_ms": lead_in_ms,
-        "book_file": safe_filename(manifest.title),
-        "units": units,
-        **extra,
-    }
+        lyrics_files = list(manifest.lyrics_files)
+    return AssemblySpec(
+        kind=manifest.kind,
+        output_dir=manifest.output or workspace.root / "outputs" / loaded.slug,
+        formats=tuple(manifest.formats),
+        cover=None if cover is None else cover.target,
+        cover_sha256=None if cover is None else cover.sha256,
+        tags=_spec_tags(manifest, profile),
+        lead_in_ms=CHAPTER_LEAD_IN_MS if book else 0,
+        book_file=safe_filename(manifest.title),
+        units=tuple(units),
+        encoding={fmt: FormatEncoding.from_dict(v) for fmt, v in manifest.encoding.items()},
+        master=master,
+        subtitles=tuple(subtitles),
+        lyrics_files=tuple(lyrics_files),
+    )
+
+
+def _spec_tags(manifest: Audiobook | Album, profile: Profile) -> SpecTags:
+    shared = SpecTags(
+        album=manifest.title,
+        year=manifest.year,
+        description=manifest.description,
+        comment=_comment(manifest, profile),
+        artist=None,
+        album_artist=None,
+        genre=None,
+    )
+    if isinstance(manifest, Album):
+        artist = manifest.artist
+        return dataclasses.replace(shared, artist=artist, album_artist=artist, genre=manifest.genre)
+    return dataclasses.replace(
+        shared,
+        artist=manifest.author,
+        album_artist=manifest.author,
+        genre="Audiobook",
+        narrator=manifest.narrator,
+        language=manifest.language,
+        subtitle=manifest.subtitle,
+        publisher=manifest.publisher,
+        series=manifest.series,
+        series_part=manifest.series_part,
+        isbn=manifest.isbn,
+        asin=manifest.asin,
+    )
 
 
 def _row(row: PlanRow) -> tuple[int, int, str, int]:

@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator
 
+from songbatch.assemblyspec import AssemblySpec, FormatEncoding
+
 
 class PresetName(str, Enum):  # str, Enum: StrEnum is 3.11+
     NONE = "none"
@@ -36,6 +38,10 @@ class BitrateMode(str, Enum):  # str, Enum: StrEnum is 3.11+
     VBR = "vbr"  # mp3: LAME's quality level nearest the bit rate; opus as its default
 
 
+def _or(setting: int | None, default: int | None) -> int | None:
+    return default if setting is None else setting
+
+
 @dataclass(frozen=True)
 class Encoding:
     """How a format is encoded under a preset; None keeps the format's own default. At a
@@ -47,15 +53,14 @@ class Encoding:
     bitrate_kbps: int | None = None
     mode: BitrateMode | None = None
 
-    def with_settings(self, settings: dict[str, Any]) -> Encoding:
+    def with_settings(self, settings: FormatEncoding) -> Encoding:
         """These defaults under a manifest's `encoding:` settings for the format."""
-        mode = settings.get("mode")
         return dataclasses.replace(
             self,
-            sample_rate=settings.get("sample_rate", self.sample_rate),
-            channels=settings.get("channels", self.channels),
-            bitrate_kbps=settings.get("bitrate", self.bitrate_kbps),
-            mode=self.mode if mode is None else BitrateMode(mode),
+            sample_rate=_or(settings.sample_rate, self.sample_rate),
+            channels=_or(settings.channels, self.channels),
+            bitrate_kbps=_or(settings.bitrate, self.bitrate_kbps),
+            mode=self.mode if settings.mode is None else BitrateMode(settings.mode),
         )
 
     def key_fields(self) -> dict[str, Any]:
@@ -183,9 +188,9 @@ def _preset_name(value: str) -> str:
 PresetField = Annotated[str, AfterValidator(_preset_name)]
 
 
-def spec_encoding(spec: dict[str, Any], fmt: str) -> Encoding:
+def spec_encoding(spec: AssemblySpec, fmt: str) -> Encoding:
     """A format's encoding in an assembly spec: its preset's defaults under the manifest's
     `encoding:` settings for the format (what the assembly encodes, and the planner sizes parts
     by)."""
-    defaults = preset(spec.get("master", "none")).encoding(fmt)
-    return defaults.with_settings(spec.get("encoding", {}).get(fmt, {}))
+    defaults = preset(spec.master).encoding(fmt)
+    return defaults.with_settings(spec.encoding.get(fmt, FormatEncoding()))

@@ -149,8 +149,8 @@ def _preview_plan(full: Plan, unit: int, kind: Kind, seconds: float) -> Plan:
         total_ms += row.pause_after_ms
     keys = {row.key for row in rows}
     spec = full.record.assembly
-    meta = dict(spec["units"][unit], unit=0)
-    assembly = {**spec, "formats": [], "units": [meta]}
+    meta = dataclasses.replace(spec.units[unit], unit=0)
+    assembly = dataclasses.replace(spec, formats=(), units=(meta,))
     record = ManifestRecord(
         path=PREVIEW_PREFIX + full.record.path,
         kind=full.record.kind,
@@ -158,7 +158,7 @@ def _preview_plan(full: Plan, unit: int, kind: Kind, seconds: float) -> Plan:
         slug=full.record.slug,
         source_sha256=full.record.source_sha256,
         profile=full.record.profile,
-        plan_sha256=job_key({"preview": [row.key for row in rows], "assembly": assembly}),
+        plan_sha256=job_key({"preview": [row.key for row in rows], "assembly": assembly.to_dict()}),
         assembly=assembly,
     )
     jobs = [job for job in full.jobs if job.key in keys]
@@ -226,10 +226,10 @@ class _Preview:
                 " run it again",
                 transient=True,
             )
-        unit = info.assembly["units"][0]
+        unit = info.assembly.units[0]
         folder = self.workspace.root / "previews" / info.slug
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{unit['file']}.flac"
+        path = folder / f"{unit.file}.flac"
         chunks = [self.ledger.resolve(job.out_path) for job in jobs if job.out_path]
         owner = self.workspace.owner_id()
         if kind == "music":
@@ -248,7 +248,7 @@ class _Preview:
         distinct = len({job.key for job in jobs})
         return PreviewResult(
             path=path,
-            unit_title=str(unit["title"]),
+            unit_title=unit.title,
             duration_ms=duration_ms,
             jobs=distinct,
             rendered=rendered,

@@ -151,7 +151,7 @@ def load_all(paths: Sequence[Path], profile: str | None, workspace: Workspace) -
             if spill is not None:
                 spill = dataclasses.replace(spill, unavailable=unavailable)
         item = Planned(loaded, chosen, plan_manifest(loaded, chosen, workspace), spill)
-        problem = output_dir_problem(Path(item.plan.record.assembly["output_dir"]))
+        problem = output_dir_problem(item.plan.record.assembly.output_dir)
         if problem is not None:
             raise InputError(f"{loaded.outputs_where}{problem}")
         planned.append(item)
@@ -478,8 +478,8 @@ class _Run:
                     self._check_preset(info)
                 elif info.kind == "album" and tracker.manifest_complete(info):
                     # Tracks written before the last one was rendered lack the album gain.
-                    for unit in info.assembly["units"]:
-                        for track in assembler.assemble_unit(info, unit["unit"]):
+                    for meta in info.assembly.units:
+                        for track in assembler.assemble_unit(info, meta.unit):
                             self.report.add(info, track, self.observer)
         except BaseException:
             assembly.abort()
@@ -488,7 +488,7 @@ class _Run:
     def _check_preset(self, info: ManifestInfo) -> None:
         """A book mastered to a preset is checked against its rules once written, as
         `songbatch check --preset` would: a failing rule is reported and the run exits 1."""
-        chosen = preset(info.assembly.get("master", "none"))
+        chosen = preset(info.assembly.master)
         if not chosen.masters:
             return
         formats = chosen.checked_formats
@@ -612,7 +612,7 @@ def _sweep(workspace: Workspace, infos: list[ManifestInfo]) -> None:
         for entry in tmp.iterdir():
             remove_quietly(entry)
     owner = workspace.owner_id()
-    folders = {Path(info.assembly["output_dir"]) for info in infos}
+    folders = {info.assembly.output_dir for info in infos}
     folders |= {workspace.work_dir, workspace.voices_dir, workspace.covers_dir}
     for folder in folders:
         sweep_temps(folder, owner)
@@ -626,10 +626,10 @@ def _exit_code(report: RenderReport, ledger: Ledger, infos: list[ManifestInfo]) 
     by_id = {info.id: info for info in infos}
     for _key, manifest_id, unit, error in ledger.failed_jobs(ids):
         info = by_id[manifest_id]
-        report.failed.append((info.title, info.assembly["units"][unit]["title"], error))
+        report.failed.append((info.title, info.assembly.units[unit].title, error))
     for _key, manifest_id, unit, error in ledger.set_aside_jobs(ids):
         info = by_id[manifest_id]
-        report.set_aside.append((info.title, info.assembly["units"][unit]["title"], error))
+        report.set_aside.append((info.title, info.assembly.units[unit].title, error))
     if not counts["pending"] and not counts["leased"] and not counts["failed"]:
         _check_outputs_written(report, ledger, infos)
     if counts["failed"] or report.assembly_errors or report.check_failures:
@@ -664,7 +664,7 @@ class UnitTracker:
         self._units_of: dict[str, list[tuple[int, int]]] = defaultdict(list)
         self._pending: set[str] = set()
         for info in infos:
-            for unit in range(len(info.assembly["units"])):
+            for unit in range(len(info.assembly.units)):
                 for job in ledger.unit_jobs(info.id, unit):
                     if job.state == JobState.PENDING:
                         self._pending.add(job.key)
@@ -831,7 +831,7 @@ class AssemblyPool:
         except Interrupted:
             raise
         except Exception as exc:  # a bug: still reported, and the worker goes on
-            title = info.assembly["units"][unit]["title"]
+            title = info.assembly.units[unit].title
             self._report.add_error(f"{info.title} / {title}: {exc}")
             self._observer(RunEvent("assembly-failed", f"{title}: {exc}"))
             return

@@ -112,13 +112,13 @@ def _status(ledger: Ledger, info: ManifestInfo, *, verify: bool) -> ManifestStat
         status.jobs[count.state] = count.jobs
         status.chars += count.chars
     status.est_ms, status.rendered_ms = ledger.manifest_length(info.id)
-    units = info.assembly["units"]
+    units = info.assembly.units
     current = {str(file.path) for file in planned_outputs(info.assembly)}
     status.outputs = [r.path for r in ledger.outputs(info.id) if r.path in current]
     for key, _mid, unit, error in ledger.failed_jobs([info.id]):
-        status.failed.append({"job": key, "unit": units[unit]["title"], "error": error})
+        status.failed.append({"job": key, "unit": units[unit].title, "error": error})
     for key, _mid, unit, error in ledger.set_aside_jobs([info.id]):
-        status.set_aside.append({"job": key, "unit": units[unit]["title"], "error": error})
+        status.set_aside.append({"job": key, "unit": units[unit].title, "error": error})
     status.spilled = ledger.spilled_jobs([info.id]).get(info.id, {})
     for failure in ledger.output_failures([info.id]):
         if failure.path in current:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -36,8 +36,78 @@ class EngineSpec:
 
 
 @dataclass(frozen=True)
+class JobRequest:
+    """A job's inputs as the planner decides them and the ledger keeps them (`jobs.request`):
+    what a worker hands its engine (`for_engine`) and Replicate's input mapping reads. The
+    voice is its clip's sha256; the coordinator knows where the file is.
+
+    `to_dict` and `from_dict` are its JSON, the only code that knows it: what the planner's
+    dict always held (a speech job's `voice`, a music job's `lyrics` and `duration_s`), so rows
+    written before the type read back the same (tests/test_typed_boundaries.py)."""
+
+    kind: Kind
+    text: str  # speech: the words; music: the prompt
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)
+    voice: str | None = None  # speech: the reference clip's sha256
+    lyrics: str | None = None  # music
+    duration_s: float | None = None  # music: target length
+
+    def __post_init__(self) -> None:
+        # Each kind's JSON has only its own fields: another kind's would be lost on the way.
+        if self.kind == "speech" and (self.lyrics is not None or self.duration_s is not None):
+            raise ValueError("a speech request has no lyrics or duration")
+        if self.kind == "music" and self.voice is not None:
+            raise ValueError("a music request has no voice")
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "speech":
+            return {
+                "kind": "speech",
+                "text": self.text,
+                "seed": self.seed,
+                "params": self.params,
+                "voice": self.voice,
+            }
+        return {
+            "kind": "music",
+            "text": self.text,
+            "lyrics": self.lyrics,
+            "duration_s": self.duration_s,
+            "seed": self.seed,
+            "params": self.params,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobRequest:
+        return cls(
+            kind=data["kind"],
+            text=data["text"],
+            seed=data["seed"],
+            params=dict(data.get("params") or {}),
+            voice=data.get("voice"),
+            lyrics=data.get("lyrics"),
+            duration_s=data.get("duration_s"),
+        )
+
+    def for_engine(self, key: str, voice_path: str | None) -> RenderRequest:
+        """The request as `key`'s engine gets it, the voice as the file at `voice_path`."""
+        return RenderRequest(
+            key=key,
+            kind=self.kind,
+            text=self.text,
+            seed=int(self.seed),
+            params=dict(self.params),
+            voice_path=voice_path,
+            lyrics=self.lyrics,
+            duration_s=self.duration_s,
+        )
+
+
+@dataclass(frozen=True)
 class RenderRequest:
-    """One job's inputs. Everything here is part of the job key (see planner.job_key)."""
+    """One job's inputs as an engine gets them (from a JobRequest). Everything here but the
+    voice file's path (its content's hash instead) is part of the job key (planner.job_key)."""
 
     key: str
     kind: Kind

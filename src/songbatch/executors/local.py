@@ -358,7 +358,7 @@ class LocalExecutor:
         worker.link.send(Jobs(tickets))
 
     def _ticket(self, lease: Lease) -> Ticket:
-        voice = lease.request.get("voice")
+        voice = lease.request.voice
         return Ticket(
             key=lease.key,
             token=lease.token,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from songbatch.engines.base import JobRequest
+
 
 @dataclass(frozen=True)
 class Ticket:
@@ -18,7 +20,7 @@ class Ticket:
     key: str
     token: int
     spec_id: str
-    request: dict[str, Any]
+    request: JobRequest
     tmp_path: str
     voice_path: str | None = None
 

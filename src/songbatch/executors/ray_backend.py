@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from songbatch.engines.base import EngineSpec
+from songbatch.engines.base import EngineSpec, JobRequest
 from songbatch.errors import InputError, SongbatchError, install_hint
 from songbatch.executors.devices import DeviceSlot
 from songbatch.executors.messages import (
@@ -96,7 +96,7 @@ class RayJob:
     key: str
     token: int
     spec_id: str
-    request: dict[str, Any]
+    request: JobRequest
     voice: str | None = None  # the voice file's name (its sha256), sent beside the call
 
 

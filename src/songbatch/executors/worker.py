@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from songbatch.engines.base import EngineSpec, ProgressFn, RenderRequest, RenderResult
+from songbatch.engines.base import EngineSpec, ProgressFn, RenderResult
 from songbatch.executors.messages import (
     BatchLimit,
     DeviceGone,
@@ -246,7 +246,8 @@ def render_batch(engine: Any, tickets: list[Ticket], progress: ProgressFn) -> Re
 
     started = time.monotonic()
     try:
-        results = list(engine.render([_request(t) for t in tickets], progress))
+        requests = [t.request.for_engine(t.key, t.voice_path) for t in tickets]
+        results = list(engine.render(requests, progress))
         if len(results) != len(tickets):
             raise EngineError(f"engine gave {len(results)} results for {len(tickets)} jobs")
     except Exception as exc:  # the whole call failed: every job of the batch, not the run
@@ -331,17 +332,3 @@ def _describe(exc: BaseException) -> tuple[str, bool, bool]:
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
         return message, True, True
     return message, True, False
-
-
-def _request(ticket: Ticket) -> RenderRequest:
-    request = ticket.request
-    return RenderRequest(
-        key=ticket.key,
-        kind=request["kind"],
-        text=request["text"],
-        seed=int(request["seed"]),
-        params=dict(request.get("params") or {}),
-        voice_path=ticket.voice_path,
-        lyrics=request.get("lyrics"),
-        duration_s=request.get("duration_s"),
-    )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from songbatch.crashpoints import crash_point
+from songbatch.engines.base import JobRequest
 from songbatch.fsutil import FileStamp, fsync_dir, remove_quietly
 from songbatch.ledger.core import LedgerBase
 from songbatch.ledger.records import (
@@ -27,6 +28,7 @@ from songbatch.ledger.records import (
     StateCount,
     UnitJob,
     _json,
+    _request,
     _stamp,
     route_filter,
     utc_iso,
@@ -142,7 +144,7 @@ class JobsQueries(LedgerBase):
                         kind=row["kind"],
                         engine=row["engine"],
                         model=row["model"],
-                        request=json.loads(row["request"]),
+                        request=_request(row["request"]),
                         est_ms=int(row["est_ms"]),
                     )
                 )
@@ -463,6 +465,15 @@ class JobsQueries(LedgerBase):
     def job(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return None if row is None else dict(row)
+
+    def job_requests(self, keys: Sequence[str]) -> dict[str, JobRequest]:
+        """The requests of those of these jobs the ledger has, by key."""
+        found: dict[str, JobRequest] = {}
+        for key in dict.fromkeys(keys):
+            row = self.conn.execute("SELECT request FROM jobs WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                found[key] = _request(row[0])
+        return found
 
     def done_chunks(self, manifest_ids: Sequence[int]) -> list[ChunkRecord]:
         """Each done job these manifests use, with what was recorded of its file."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from songbatch.assemblyspec import AssemblySpec
 from songbatch.ledger.core import LedgerBase
 from songbatch.ledger.records import JobRow, ManifestInfo, ManifestRecord, PlanDiff, PlanRow, _dumps
 
@@ -46,7 +47,16 @@ class PlansQueries(LedgerBase):
                 "INSERT OR IGNORE INTO jobs (key, kind, engine, model, request, chars, est_ms,"
                 " created_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (j.key, j.kind, j.engine, j.model, _dumps(j.request), j.chars, j.est_ms, now)
+                    (
+                        j.key,
+                        j.kind,
+                        j.engine,
+                        j.model,
+                        _dumps(j.request.to_dict()),
+                        j.chars,
+                        j.est_ms,
+                        now,
+                    )
                     for j in jobs
                 ),
             )
@@ -68,7 +78,7 @@ class PlansQueries(LedgerBase):
             record.source_sha256,
             record.profile,
             record.plan_sha256,
-            _dumps(record.assembly),
+            _dumps(record.assembly.to_dict()),
             now,
         )
         row = self.conn.execute(
@@ -133,7 +143,7 @@ class PlansQueries(LedgerBase):
                 slug=row["slug"],
                 profile=row["profile"],
                 plan_sha256=row["plan_sha256"],
-                assembly=json.loads(row["assembly"]),
+                assembly=AssemblySpec.from_dict(json.loads(row["assembly"])),
                 planned_utc=row["planned_utc"],
             )
             for row in self.conn.execute(sql + " ORDER BY id", params)

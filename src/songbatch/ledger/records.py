@@ -11,6 +11,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from songbatch.assemblyspec import AssemblySpec
+from songbatch.engines.base import JobRequest
 from songbatch.fsutil import FileStamp
 
 Clock = Callable[[], float]
@@ -75,7 +77,7 @@ class JobRow:
     kind: str
     engine: str
     model: str
-    request: dict[str, Any]
+    request: JobRequest
     chars: int
     est_ms: int
 
@@ -97,7 +99,7 @@ class ManifestRecord:
     source_sha256: str
     profile: str
     plan_sha256: str
-    assembly: dict[str, Any]
+    assembly: AssemblySpec
 
 
 @dataclass
@@ -122,7 +124,7 @@ class Lease:
     kind: str
     engine: str
     model: str
-    request: dict[str, Any]
+    request: JobRequest
     est_ms: int
 
 
@@ -173,7 +175,7 @@ class ManifestInfo:
     slug: str
     profile: str
     plan_sha256: str
-    assembly: dict[str, Any]
+    assembly: AssemblySpec
     planned_utc: str
 
 
@@ -365,3 +367,8 @@ def _json(value: Any) -> str | None:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _request(text: str) -> JobRequest:
+    """A `jobs.request` as stored (JobRequest.to_dict's JSON, by `_dumps`)."""
+    return JobRequest.from_dict(json.loads(text))

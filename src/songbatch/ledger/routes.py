@@ -11,17 +11,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from songbatch.engines.base import JobRequest
 from songbatch.ledger.core import LedgerBase
-from songbatch.ledger.records import SpillReason
+from songbatch.ledger.records import SpillReason, _request
 
 
 @dataclass(frozen=True)
 class SpillJob:
     key: str
     kind: str
-    request: dict[str, Any]
+    request: JobRequest
     est_ms: int
 
 
@@ -67,7 +67,7 @@ class RoutesQueries(LedgerBase):
             )
             if all(job.key != row["key"] for job in unit.jobs):  # a chunk repeated in a unit
                 unit.jobs.append(
-                    SpillJob(row["key"], row["kind"], json.loads(row["request"]), row["est_ms"])
+                    SpillJob(row["key"], row["kind"], _request(row["request"]), row["est_ms"])
                 )
         return list(units.values())
 

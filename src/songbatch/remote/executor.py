@@ -491,7 +491,7 @@ class RemoteExecutor:
 
     def _voice_url(self, lease: Lease) -> str | None:
         """Each voice file is uploaded once (keyed by its hash) and its URL reused."""
-        sha = lease.request.get("voice")
+        sha = lease.request.voice
         if not sha:
             return None
         url = self.ledger.upload_url(sha)

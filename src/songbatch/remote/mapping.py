@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import create_model
 
+from songbatch.engines.base import JobRequest
 from songbatch.engines.params import EngineParams, SpeechParams
 
 if TYPE_CHECKING:  # profiles imports this module to check its `inputs` tables
@@ -40,9 +41,7 @@ class InputError(ValueError):
     """The job cannot be sent to this model as it is (a limit, a missing voice)."""
 
 
-def model_input(
-    model: RemoteModel, request: dict[str, Any], voice_url: str | None
-) -> dict[str, Any]:
+def model_input(model: RemoteModel, request: JobRequest, voice_url: str | None) -> dict[str, Any]:
     """Sources: text, lyrics, seed, duration (whole seconds, rounded up), duration_s, voice,
     language, params.NAME; a `|int`/`|float` suffix casts. Absent values are left out, so the
     model's own default applies."""
@@ -55,7 +54,7 @@ def model_input(
     return values
 
 
-def _source(source: str, request: dict[str, Any], voice_url: str | None) -> Any:
+def _source(source: str, request: JobRequest, voice_url: str | None) -> Any:
     path, _, cast = source.partition("|")
     value = _lookup(path, request, voice_url)
     if value is None or not cast:
@@ -65,18 +64,24 @@ def _source(source: str, request: dict[str, Any], voice_url: str | None) -> Any:
     return _CASTS[cast](value)
 
 
-def _lookup(path: str, request: dict[str, Any], voice_url: str | None) -> Any:
+def _lookup(path: str, request: JobRequest, voice_url: str | None) -> Any:
     if path == "voice":
         return voice_url
     if path == "duration":
-        seconds = request.get("duration_s")
+        seconds = request.duration_s
         return None if seconds is None else max(1, math.ceil(float(seconds) - 1e-9))
     if path == "language":
-        return (request.get("params") or {}).get("language")
+        return request.params.get("language")
     if path.startswith("params."):
-        return (request.get("params") or {}).get(path.removeprefix("params."))
-    if path in ("text", "lyrics", "seed", "duration_s"):
-        return request.get(path)
+        return request.params.get(path.removeprefix("params."))
+    plain: dict[str, Any] = {
+        "text": request.text,
+        "lyrics": request.lyrics,
+        "seed": request.seed,
+        "duration_s": request.duration_s,
+    }
+    if path in plain:
+        return plain[path]
     raise InputError(f"unknown input source {path!r}")
 
 
