@@ -18,6 +18,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
+from songbatch.presets import BitrateMode, Encoding
+
 SpecKind = Literal["audiobook", "album"]
 JSONObject: TypeAlias = dict[str, Any]
 
@@ -134,22 +136,26 @@ class PartsSpec:
         )
 
 
-@dataclass(frozen=True)
-class FormatEncoding:
-    """A manifest's `encoding:` settings for one format: only those it sets (None: the
-    preset's, else the format's own); the mode as its text, `cbr` or `vbr`."""
+def _encoding_dict(encoding: Encoding) -> JSONObject:
+    """A manifest's `encoding:` settings for one format as the spec stores them: only those
+    it sets, under the manifest's names (`bitrate`, the mode as its text)."""
+    data = {
+        "bitrate": encoding.bitrate_kbps,
+        "sample_rate": encoding.sample_rate,
+        "channels": encoding.channels,
+        "mode": None if encoding.mode is None else encoding.mode.value,
+    }
+    return {name: value for name, value in data.items() if value is not None}
 
-    bitrate: int | None = None  # kbit/s
-    sample_rate: int | None = None
-    channels: int | None = None
-    mode: str | None = None
 
-    def to_dict(self) -> JSONObject:
-        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FormatEncoding:
-        return cls(**data)
+def _encoding(data: Mapping[str, Any]) -> Encoding:
+    mode = data.get("mode")
+    return Encoding(
+        sample_rate=data.get("sample_rate"),
+        channels=data.get("channels"),
+        bitrate_kbps=data.get("bitrate"),
+        mode=None if mode is None else BitrateMode(mode),
+    )
 
 
 # The tags a book's spec always has (None is stored as null) and an album's never does.
@@ -207,7 +213,9 @@ class AssemblySpec:
     lead_in_ms: int
     book_file: str  # the whole book's file stem
     units: tuple[UnitSpec, ...]
-    encoding: Mapping[str, FormatEncoding] = field(default_factory=dict)
+    # The manifest's `encoding:` settings per format, only those it sets (None: the preset's;
+    # presets.spec_encoding lays them over it).
+    encoding: Mapping[str, Encoding] = field(default_factory=dict)
     master: str = "none"  # a mastering preset's name
     subtitles: tuple[str, ...] = ()
     lyrics_files: tuple[str, ...] = ()
@@ -231,7 +239,7 @@ class AssemblySpec:
             "units": [unit.to_dict() for unit in self.units],
         }
         if self.encoding:
-            data["encoding"] = {fmt: enc.to_dict() for fmt, enc in self.encoding.items()}
+            data["encoding"] = {fmt: _encoding_dict(enc) for fmt, enc in self.encoding.items()}
         if self.master != "none":
             data["master"] = self.master
         if self.subtitles:
@@ -258,10 +266,7 @@ class AssemblySpec:
             lead_in_ms=data["lead_in_ms"],
             book_file=data["book_file"],
             units=tuple(UnitSpec.from_dict(unit) for unit in data["units"]),
-            encoding={
-                fmt: FormatEncoding.from_dict(settings)
-                for fmt, settings in data.get("encoding", {}).items()
-            },
+            encoding={fmt: _encoding(enc) for fmt, enc in data.get("encoding", {}).items()},
             master=data.get("master", "none"),
             subtitles=tuple(data.get("subtitles", ())),
             lyrics_files=tuple(data.get("lyrics_files", ())),

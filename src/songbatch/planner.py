@@ -17,7 +17,6 @@ from typing import Any
 from songbatch import text as textlib
 from songbatch.assemblyspec import (
     AssemblySpec,
-    FormatEncoding,
     LayerSpec,
     MusicLayerSpec,
     PartsSpec,
@@ -616,7 +615,7 @@ def _assembly_spec(
         lead_in_ms=CHAPTER_LEAD_IN_MS if book else 0,
         book_file=safe_filename(manifest.title),
         units=tuple(units),
-        encoding={fmt: FormatEncoding.from_dict(v) for fmt, v in manifest.encoding.items()},
+        encoding=dict(manifest.encoding),
         master=master,
         subtitles=tuple(subtitles),
         lyrics_files=tuple(lyrics_files),
