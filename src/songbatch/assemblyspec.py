@@ -163,8 +163,24 @@ _BOOK_TAGS = ("narrator", "language")
 
 
 @dataclass(frozen=True)
-class SpecTags:
-    """The tags every file of the manifest shares (each file adds its title and number)."""
+class Publishing:
+    """A book's publishing fields, None where not set: the manifest's (`subtitle:`,
+    `publisher:`, ...), which its spec's tags carry (SpecTags is one) and every file of it is
+    tagged with (tagging.BOOK_FIELDS says where each goes in every format)."""
+
+    subtitle: str | None = None
+    publisher: str | None = None
+    series: str | None = None
+    series_part: str | None = None
+    isbn: str | None = None
+    asin: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpecTags(Publishing):
+    """The tags every file of the manifest shares (each file adds its title and number); a
+    book's publishing fields (Publishing's) are stored only when set, so the specs and
+    outputs of books without them stay as they were."""
 
     album: str
     year: int | None
@@ -175,14 +191,6 @@ class SpecTags:
     genre: str | None
     narrator: str | None = None  # a book's (see _BOOK_TAGS)
     language: str | None = None
-    # A book's publishing fields (tagging.PUBLISHING_TAGS), stored only when set: the specs
-    # and outputs of books without them stay as they were.
-    subtitle: str | None = None
-    publisher: str | None = None
-    series: str | None = None
-    series_part: str | None = None
-    isbn: str | None = None
-    asin: str | None = None
 
     def to_dict(self, *, book: bool) -> JSONObject:
         """A field without a default always; a book's narrator and language always (an

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from songbatch import text as textlib
+from songbatch.assemblyspec import Publishing
 from songbatch.engines.params import MAX_MUSIC_S, MIN_MUSIC_S
 from songbatch.errors import ManifestError
 from songbatch.normalise.ipa import IpaError, to_espeak
@@ -429,12 +430,7 @@ class Audiobook(_Model):
     cover: Path | None = None
     description: str | None = None
     year: int | None = None
-    subtitle: str | None = None
-    publisher: str | None = None
-    series: str | None = None
-    series_part: str | None = None
-    isbn: str | None = None
-    asin: str | None = None
+    publishing: Publishing = Field(default_factory=Publishing)  # subtitle, publisher, ...
     voice: Voice = Field(default_factory=Voice)
     seed: int = 0
     pauses: Pauses = Field(default_factory=Pauses)
@@ -790,12 +786,14 @@ class _Builder:
             cover=cover,
             description=raw.description,
             year=raw.year,
-            subtitle=raw.subtitle,
-            publisher=raw.publisher,
-            series=raw.series,
-            series_part=self.series_part(raw),
-            isbn=None if raw.isbn is None else str(raw.isbn),
-            asin=raw.asin,
+            publishing=Publishing(
+                subtitle=raw.subtitle,
+                publisher=raw.publisher,
+                series=raw.series,
+                series_part=self.series_part(raw),
+                isbn=None if raw.isbn is None else str(raw.isbn),
+                asin=raw.asin,
+            ),
             voice=voice,
             seed=raw.seed,
             pauses=raw.pauses,

@@ -642,12 +642,7 @@ def _spec_tags(manifest: Audiobook | Album, profile: Profile) -> SpecTags:
         genre="Audiobook",
         narrator=manifest.narrator,
         language=manifest.language,
-        subtitle=manifest.subtitle,
-        publisher=manifest.publisher,
-        series=manifest.series,
-        series_part=manifest.series_part,
-        isbn=manifest.isbn,
-        asin=manifest.asin,
+        **dataclasses.asdict(manifest.publishing),
     )
 
 
