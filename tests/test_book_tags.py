@@ -5,6 +5,7 @@ up under a few names, case-blind: server/utils/prober.js)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from helpers.examples import BOOK_DIR, example_book, render_offline
 from songbatch.ffmpeg import ffmpeg_exe
-from songbatch.tagging import read_tags
+from songbatch.tagging import BOOK_FIELDS, PUBLISHING_TAGS, Tags, read_tags
 
 PUBLISHING = """subtitle: A Year at the Light
 publisher: Example Press
@@ -31,6 +32,14 @@ EXPECTED = {
     "isbn": ("9780306406157", {"isbn"}),
     "asin": ("B0EXAMPLE1", {"asin"}),
 }
+
+
+def test_the_tagger_places_and_carries_every_publishing_field() -> None:
+    """A publishing field the manifest and the spec learn (assemblyspec.Publishing) must have
+    its place in every format (BOOK_FIELDS) and a Tags attribute, or files would go without."""
+    assert sorted(item.attr for item in BOOK_FIELDS) == sorted(PUBLISHING_TAGS)
+    assert set(PUBLISHING_TAGS) <= {item.name for item in dataclasses.fields(Tags)}
+    assert set(PUBLISHING_TAGS) == set(EXPECTED)
 
 
 def book(workspace: Path, extra: str) -> Path:

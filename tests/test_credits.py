@@ -4,7 +4,6 @@ from the ledger), the credits going with the field, a preset's checks, and bad f
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -32,12 +31,9 @@ def spoken(workspace: Path) -> list[list[str]]:
         [info] = ledger.manifests()
         units = []
         for unit in range(len(info.assembly.units)):
-            texts = []
-            for job in ledger.unit_jobs(info.id, unit):
-                row = ledger.job(job.key)
-                assert row is not None
-                texts.append(json.loads(row["request"])["text"])
-            units.append(texts)
+            keys = [job.key for job in ledger.unit_jobs(info.id, unit)]
+            requests = ledger.job_requests(keys)
+            units.append([requests[key].text for key in keys])
         return units
 
 

@@ -15,7 +15,7 @@ from typer.testing import Result
 from helpers.examples import BOOK_DIR, example_book, render_offline
 from helpers.specs import bare_spec
 from songbatch.assemble import stream_key
-from songbatch.assemblyspec import FormatEncoding
+from songbatch.assemblyspec import AssemblySpec
 from songbatch.presets import spec_encoding
 
 
@@ -112,5 +112,5 @@ def test_an_encodings_part_of_a_key_is_what_it_was_before_bitrate_modes(
     if isinstance(encoding, str):
         spec = dataclasses.replace(spec, master=encoding)
     if isinstance(encoding, dict):
-        spec = dataclasses.replace(spec, encoding={fmt: FormatEncoding.from_dict(encoding)})
+        spec = AssemblySpec.from_dict({**spec.to_dict(), "encoding": {fmt: encoding}})
     assert stream_key("a" * 64, fmt, spec_encoding(spec, fmt)) == key

@@ -60,18 +60,18 @@ def test_the_package_metadata_and_cover_fill_the_manifest(
     kind, source = made
     manifest = tmp_path / "lantern.yaml"
     book = imported(source, manifest)
-    assert (book.title, book.author, book.publisher, book.isbn) == (
+    assert (book.title, book.author, book.publishing.publisher, book.publishing.isbn) == (
         TITLE,
         AUTHOR,
         "Harbour Press",
         ISBN,
     )
-    assert book.series == "Lights of the Coast"
+    assert book.publishing.series == "Lights of the Coast"
     if kind == "epub3":  # belongs-to-collection; dc:date 2021-05-01; HTML in the description
-        assert (book.language, book.year, book.series_part) == ("en-GB", 2021, "2")
+        assert (book.language, book.year, book.publishing.series_part) == ("en-GB", 2021, "2")
         assert book.description == "A short test novel of the sea."
     else:  # calibre:series_index "3.0"; an illustrator is not an author
-        assert (book.language, book.year, book.series_part) == ("en", 1998, "3")
+        assert (book.language, book.year, book.publishing.series_part) == ("en", 1998, "3")
         assert book.description is None
     assert book.cover == tmp_path / "lantern" / "cover.png"
     assert book.cover.read_bytes() == cover_png()

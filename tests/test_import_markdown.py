@@ -70,7 +70,7 @@ def test_front_matter_gives_the_books_fields(tmp_path: Path) -> None:
     source = tmp_path / "tides.md"
     source.write_text(BOOK, encoding="utf-8")
     book = imported(source, tmp_path / "tides.yaml")
-    assert (book.title, book.author, book.language, book.year, book.publisher) == (
+    assert (book.title, book.author, book.language, book.year, book.publishing.publisher) == (
         "The Tide Tables",
         "Ann Tern, Bo Gull",
         "en-GB",

@@ -4,7 +4,6 @@ length and the .m4b's chapter marks; then the cue builder on its own."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -97,15 +96,14 @@ def chapter_chunks(workspace: Path) -> list[list[tuple[int, int, str]]]:
         chapters = []
         for unit in range(len(info.assembly.units)):
             jobs = ledger.unit_jobs(info.id, unit)
+            requests = ledger.job_requests([job.key for job in jobs])
             at, pauses = _silences(
                 info.assembly.lead_in_ms, [j.pause_after_ms for j in jobs], preset("none")
             )
             chunks = []
             for job, pause in zip(jobs, pauses, strict=True):
                 assert job.duration_ms is not None
-                row = ledger.job(job.key)
-                assert row is not None
-                chunks.append((at, at + job.duration_ms, json.loads(row["request"])["text"]))
+                chunks.append((at, at + job.duration_ms, requests[job.key].text))
                 at += job.duration_ms + pause
             chapters.append(chunks)
         return chapters

@@ -18,6 +18,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
+from songbatch.presets import BitrateMode, Encoding
+
 SpecKind = Literal["audiobook", "album"]
 JSONObject: TypeAlias = dict[str, Any]
 
@@ -134,22 +136,26 @@ class PartsSpec:
         )
 
 
-@dataclass(frozen=True)
-class FormatEncoding:
-    """A manifest's `encoding:` settings for one format: only those it sets (None: the
-    preset's, else the format's own); the mode as its text, `cbr` or `vbr`."""
+def _encoding_dict(encoding: Encoding) -> JSONObject:
+    """A manifest's `encoding:` settings for one format as the spec stores them: only those
+    it sets, under the manifest's names (`bitrate`, the mode as its text)."""
+    data = {
+        "bitrate": encoding.bitrate_kbps,
+        "sample_rate": encoding.sample_rate,
+        "channels": encoding.channels,
+        "mode": None if encoding.mode is None else encoding.mode.value,
+    }
+    return {name: value for name, value in data.items() if value is not None}
 
-    bitrate: int | None = None  # kbit/s
-    sample_rate: int | None = None
-    channels: int | None = None
-    mode: str | None = None
 
-    def to_dict(self) -> JSONObject:
-        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FormatEncoding:
-        return cls(**data)
+def _encoding(data: Mapping[str, Any]) -> Encoding:
+    mode = data.get("mode")
+    return Encoding(
+        sample_rate=data.get("sample_rate"),
+        channels=data.get("channels"),
+        bitrate_kbps=data.get("bitrate"),
+        mode=None if mode is None else BitrateMode(mode),
+    )
 
 
 # The tags a book's spec always has (None is stored as null) and an album's never does.
@@ -157,8 +163,24 @@ _BOOK_TAGS = ("narrator", "language")
 
 
 @dataclass(frozen=True)
-class SpecTags:
-    """The tags every file of the manifest shares (each file adds its title and number)."""
+class Publishing:
+    """A book's publishing fields, None where not set: the manifest's (`subtitle:`,
+    `publisher:`, ...), which its spec's tags carry (SpecTags is one) and every file of it is
+    tagged with (tagging.BOOK_FIELDS says where each goes in every format)."""
+
+    subtitle: str | None = None
+    publisher: str | None = None
+    series: str | None = None
+    series_part: str | None = None
+    isbn: str | None = None
+    asin: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpecTags(Publishing):
+    """The tags every file of the manifest shares (each file adds its title and number); a
+    book's publishing fields (Publishing's) are stored only when set, so the specs and
+    outputs of books without them stay as they were."""
 
     album: str
     year: int | None
@@ -169,14 +191,6 @@ class SpecTags:
     genre: str | None
     narrator: str | None = None  # a book's (see _BOOK_TAGS)
     language: str | None = None
-    # A book's publishing fields (tagging.PUBLISHING_TAGS), stored only when set: the specs
-    # and outputs of books without them stay as they were.
-    subtitle: str | None = None
-    publisher: str | None = None
-    series: str | None = None
-    series_part: str | None = None
-    isbn: str | None = None
-    asin: str | None = None
 
     def to_dict(self, *, book: bool) -> JSONObject:
         """A field without a default always; a book's narrator and language always (an
@@ -207,7 +221,9 @@ class AssemblySpec:
     lead_in_ms: int
     book_file: str  # the whole book's file stem
     units: tuple[UnitSpec, ...]
-    encoding: Mapping[str, FormatEncoding] = field(default_factory=dict)
+    # The manifest's `encoding:` settings per format, only those it sets (None: the preset's;
+    # presets.spec_encoding lays them over it).
+    encoding: Mapping[str, Encoding] = field(default_factory=dict)
     master: str = "none"  # a mastering preset's name
     subtitles: tuple[str, ...] = ()
     lyrics_files: tuple[str, ...] = ()
@@ -231,7 +247,7 @@ class AssemblySpec:
             "units": [unit.to_dict() for unit in self.units],
         }
         if self.encoding:
-            data["encoding"] = {fmt: enc.to_dict() for fmt, enc in self.encoding.items()}
+            data["encoding"] = {fmt: _encoding_dict(enc) for fmt, enc in self.encoding.items()}
         if self.master != "none":
             data["master"] = self.master
         if self.subtitles:
@@ -258,10 +274,7 @@ class AssemblySpec:
             lead_in_ms=data["lead_in_ms"],
             book_file=data["book_file"],
             units=tuple(UnitSpec.from_dict(unit) for unit in data["units"]),
-            encoding={
-                fmt: FormatEncoding.from_dict(settings)
-                for fmt, settings in data.get("encoding", {}).items()
-            },
+            encoding={fmt: _encoding(enc) for fmt, enc in data.get("encoding", {}).items()},
             master=data.get("master", "none"),
             subtitles=tuple(data.get("subtitles", ())),
             lyrics_files=tuple(data.get("lyrics_files", ())),

@@ -29,11 +29,12 @@ from pydantic import (
 )
 
 from songbatch import text as textlib
+from songbatch.assemblyspec import Publishing
 from songbatch.engines.params import MAX_MUSIC_S, MIN_MUSIC_S
 from songbatch.errors import ManifestError
 from songbatch.normalise.ipa import IpaError, to_espeak
 from songbatch.normalise.lexicon import LexiconEntry, check_pattern
-from songbatch.presets import BitrateMode, PresetField
+from songbatch.presets import BitrateMode, Encoding, PresetField
 from songbatch.yamlstrict import (
     FieldPath,
     StrictDocument,
@@ -173,17 +174,18 @@ _LOSSLESS = ("flac", "wav")
 _OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)
 
 
-def _encoding_problem(fmt: str, values: dict[str, Any]) -> tuple[str, str] | None:
+def _encoding_problem(fmt: str, settings: Encoding) -> tuple[str, str] | None:
     """(field, why) when a format cannot be encoded so; None when it can."""
     fmt = "mp3" if fmt == "mp3-book" else fmt  # the whole book's MP3 is an MP3 to the encoder
-    if fmt in _LOSSLESS and "bitrate" in values:
+    bitrate, sample_rate = settings.bitrate_kbps, settings.sample_rate
+    if fmt in _LOSSLESS and bitrate is not None:
         return "bitrate", f"{fmt} is lossless: it has no bit rate to set"
-    if "mode" in values and fmt not in ("mp3", "opus"):
+    if settings.mode is not None and fmt not in ("mp3", "opus"):
         return "mode", f"cbr/vbr is for mp3 and opus, not {fmt}"
-    if fmt == "opus" and values.get("sample_rate", 48_000) not in _OPUS_RATES:
+    if fmt == "opus" and sample_rate is not None and sample_rate not in _OPUS_RATES:
         rates = ", ".join(str(rate) for rate in _OPUS_RATES)
         return "sample_rate", f"opus takes {rates} Hz"
-    if fmt == "mp3" and values.get("bitrate", 0) > 320:
+    if fmt == "mp3" and bitrate is not None and bitrate > 320:
         return "bitrate", "mp3 goes up to 320 kbit/s"
     return None
 
@@ -428,18 +430,13 @@ class Audiobook(_Model):
     cover: Path | None = None
     description: str | None = None
     year: int | None = None
-    subtitle: str | None = None
-    publisher: str | None = None
-    series: str | None = None
-    series_part: str | None = None
-    isbn: str | None = None
-    asin: str | None = None
+    publishing: Publishing = Field(default_factory=Publishing)  # subtitle, publisher, ...
     voice: Voice = Field(default_factory=Voice)
     seed: int = 0
     pauses: Pauses = Field(default_factory=Pauses)
     speak_titles: bool = True
     formats: list[Format] = Field(default_factory=_book_formats)
-    encoding: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per format, set keys
+    encoding: dict[str, Encoding] = Field(default_factory=dict)  # per format, what it sets
     master: str | None = None  # a mastering preset (presets.py); None: the profile's
     subtitles: list[SubtitleFormat] = Field(default_factory=list)
     parts: Parts | None = None  # None: one .m4b, however long
@@ -526,7 +523,7 @@ class Album(_Model):
     fade_in: float = 0.0  # the album's defaults, as written; each track holds its own
     fade_out: float = 0.0
     formats: list[Format] = Field(default_factory=_album_formats)
-    encoding: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    encoding: dict[str, Encoding] = Field(default_factory=dict)
     lyrics_files: list[LyricsFormat] = Field(default_factory=list)
     output: Path | None = None
     profile: str | None = None
@@ -789,12 +786,14 @@ class _Builder:
             cover=cover,
             description=raw.description,
             year=raw.year,
-            subtitle=raw.subtitle,
-            publisher=raw.publisher,
-            series=raw.series,
-            series_part=self.series_part(raw),
-            isbn=None if raw.isbn is None else str(raw.isbn),
-            asin=raw.asin,
+            publishing=Publishing(
+                subtitle=raw.subtitle,
+                publisher=raw.publisher,
+                series=raw.series,
+                series_part=self.series_part(raw),
+                isbn=None if raw.isbn is None else str(raw.isbn),
+                asin=raw.asin,
+            ),
             voice=voice,
             seed=raw.seed,
             pauses=raw.pauses,
@@ -1196,19 +1195,24 @@ class _Builder:
 
     def encoding(
         self, raw: dict[Format, _RawEncoding], formats: list[Format]
-    ) -> dict[str, dict[str, Any]]:
-        """Each format's settings, checked against what its encoder can do."""
-        settings: dict[str, dict[str, Any]] = {}
+    ) -> dict[str, Encoding]:
+        """Each format's settings (None where it sets none), checked against what its encoder
+        can do."""
+        settings: dict[str, Encoding] = {}
         for fmt, chosen in raw.items():
             path: FieldPath = ("encoding", fmt)
             if fmt not in formats:
                 raise self.fail(path, f"{fmt} is not in formats: {', '.join(formats)}")
-            # Plain data (the mode as its text): the settings go into the assembly spec.
-            values = chosen.model_dump(mode="json", exclude_none=True)
-            problem = _encoding_problem(fmt, values)
+            encoding = Encoding(
+                sample_rate=chosen.sample_rate,
+                channels=chosen.channels,
+                bitrate_kbps=chosen.bitrate,
+                mode=chosen.mode,
+            )
+            problem = _encoding_problem(fmt, encoding)
             if problem is not None:
                 raise self.fail((*path, problem[0]), problem[1])
-            settings[fmt] = values
+            settings[fmt] = encoding
         return settings
 
     def check_subtitles(self, formats: list[SubtitleFormat]) -> None:

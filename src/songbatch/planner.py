@@ -17,7 +17,6 @@ from typing import Any
 from songbatch import text as textlib
 from songbatch.assemblyspec import (
     AssemblySpec,
-    FormatEncoding,
     LayerSpec,
     MusicLayerSpec,
     PartsSpec,
@@ -616,7 +615,7 @@ def _assembly_spec(
         lead_in_ms=CHAPTER_LEAD_IN_MS if book else 0,
         book_file=safe_filename(manifest.title),
         units=tuple(units),
-        encoding={fmt: FormatEncoding.from_dict(v) for fmt, v in manifest.encoding.items()},
+        encoding=dict(manifest.encoding),
         master=master,
         subtitles=tuple(subtitles),
         lyrics_files=tuple(lyrics_files),
@@ -643,12 +642,7 @@ def _spec_tags(manifest: Audiobook | Album, profile: Profile) -> SpecTags:
         genre="Audiobook",
         narrator=manifest.narrator,
         language=manifest.language,
-        subtitle=manifest.subtitle,
-        publisher=manifest.publisher,
-        series=manifest.series,
-        series_part=manifest.series_part,
-        isbn=manifest.isbn,
-        asin=manifest.asin,
+        **dataclasses.asdict(manifest.publishing),
     )
 
 

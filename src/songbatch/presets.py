@@ -15,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator
 
-from songbatch.assemblyspec import AssemblySpec, FormatEncoding
+if TYPE_CHECKING:  # assemblyspec stores Encodings: it imports this module
+    from songbatch.assemblyspec import AssemblySpec
 
 
 class PresetName(str, Enum):  # str, Enum: StrEnum is 3.11+
@@ -38,30 +39,23 @@ class BitrateMode(str, Enum):  # str, Enum: StrEnum is 3.11+
     VBR = "vbr"  # mp3: LAME's quality level nearest the bit rate; opus as its default
 
 
-def _or(setting: int | None, default: int | None) -> int | None:
-    return default if setting is None else setting
-
-
 @dataclass(frozen=True)
 class Encoding:
-    """How a format is encoded under a preset; None keeps the format's own default. At a
-    constant bit rate (`mode` CBR), `bitrate_kbps` is also a floor `songbatch check` holds
-    files to; otherwise it is the encoder's target only."""
+    """How a format is encoded: under a preset, None keeps the format's own default; as a
+    manifest's `encoding:` settings for a format (the assembly spec's `encoding`), None keeps
+    the preset's. At a constant bit rate (`mode` CBR), `bitrate_kbps` is also a floor
+    `songbatch check` holds files to; otherwise it is the encoder's target only."""
 
     sample_rate: int | None = None
     channels: int | None = None
     bitrate_kbps: int | None = None
     mode: BitrateMode | None = None
 
-    def with_settings(self, settings: FormatEncoding) -> Encoding:
-        """These defaults under a manifest's `encoding:` settings for the format."""
-        return dataclasses.replace(
-            self,
-            sample_rate=_or(settings.sample_rate, self.sample_rate),
-            channels=_or(settings.channels, self.channels),
-            bitrate_kbps=_or(settings.bitrate, self.bitrate_kbps),
-            mode=self.mode if settings.mode is None else BitrateMode(settings.mode),
-        )
+    def with_settings(self, settings: Encoding) -> Encoding:
+        """These defaults under a manifest's `encoding:` settings for the format: each field
+        the settings set replaces this one's."""
+        chosen = ((f.name, getattr(settings, f.name)) for f in dataclasses.fields(settings))
+        return dataclasses.replace(self, **{name: v for name, v in chosen if v is not None})
 
     def key_fields(self) -> dict[str, Any]:
         """What of the encoding goes into a stream's or an output's key, laid out as it was
@@ -193,4 +187,4 @@ def spec_encoding(spec: AssemblySpec, fmt: str) -> Encoding:
     `encoding:` settings for the format (what the assembly encodes, and the planner sizes parts
     by)."""
     defaults = preset(spec.master).encoding(fmt)
-    return defaults.with_settings(spec.encoding.get(fmt, FormatEncoding()))
+    return defaults.with_settings(spec.encoding.get(fmt, Encoding()))

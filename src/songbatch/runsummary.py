@@ -80,9 +80,9 @@ def build_summary(
     reason: str | None,
     files_written: int,
 ) -> RunSummary:
-    run = ledger.run_row(run_id)
-    started = str(run.get("started_utc") or "")
-    finished = run.get("finished_utc")
+    run = ledger.run(run_id)
+    started = "" if run is None else run.started_utc
+    finished = None if run is None else run.finished_utc
     wall_s = _seconds_between(started, finished) if finished else 0.0
     totals = dict.fromkeys(STATES, 0)
     manifests = []

@@ -39,6 +39,24 @@ class Verification:
         )
 
 
+@dataclass(frozen=True)
+class JobProblem:
+    """A job that failed, or was set aside by a transient fault: its key, its unit's title and
+    the error the ledger recorded."""
+
+    job: str
+    unit: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class OutputProblem:
+    """A planned file the last assembly could not write, and why."""
+
+    path: str
+    error: str
+
+
 @dataclass
 class ManifestStatus:
     path: str
@@ -51,9 +69,9 @@ class ManifestStatus:
     est_ms: int = 0
     rendered_ms: int = 0
     outputs: list[str] = field(default_factory=list)
-    failed: list[dict[str, Any]] = field(default_factory=list)
-    set_aside: list[dict[str, Any]] = field(default_factory=list)  # pending after a transient
-    output_failures: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[JobProblem] = field(default_factory=list)
+    set_aside: list[JobProblem] = field(default_factory=list)  # pending after a transient
+    output_failures: list[OutputProblem] = field(default_factory=list)
     # Jobs sent to the profile's spill-over backend (a hybrid run), by reason.
     spilled: dict[str, int] = field(default_factory=dict)
     verification: Verification | None = None
@@ -116,13 +134,13 @@ def _status(ledger: Ledger, info: ManifestInfo, *, verify: bool) -> ManifestStat
     current = {str(file.path) for file in planned_outputs(info.assembly)}
     status.outputs = [r.path for r in ledger.outputs(info.id) if r.path in current]
     for key, _mid, unit, error in ledger.failed_jobs([info.id]):
-        status.failed.append({"job": key, "unit": units[unit].title, "error": error})
+        status.failed.append(JobProblem(key, units[unit].title, error))
     for key, _mid, unit, error in ledger.set_aside_jobs([info.id]):
-        status.set_aside.append({"job": key, "unit": units[unit].title, "error": error})
+        status.set_aside.append(JobProblem(key, units[unit].title, error))
     status.spilled = ledger.spilled_jobs([info.id]).get(info.id, {})
     for failure in ledger.output_failures([info.id]):
         if failure.path in current:
-            status.output_failures.append({"path": failure.path, "error": failure.error})
+            status.output_failures.append(OutputProblem(failure.path, failure.error))
     if verify:
         status.verification = _verify(ledger, info, current)
     return status

@@ -20,7 +20,7 @@ import base64
 import io
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 from mutagen.oggopus import OggOpus
 from mutagen.wave import WAVE
 
+from songbatch.assemblyspec import Publishing
 from songbatch.errors import InputError
 from songbatch.replaygain import ReplayGain, r128_gain
 
@@ -80,7 +81,9 @@ class Tags:
     description: str | None = None
     comment: str | None = None
     lyrics: str | None = None
-    # A book's publishing fields (BOOK_FIELDS says where each goes in every format).
+    # A book's publishing fields, assemblyspec.Publishing's (BOOK_FIELDS says where each goes
+    # in every format); declared again here as Tags is mutable, and a dataclass cannot be
+    # both a frozen one's subclass and mutable.
     subtitle: str | None = None
     publisher: str | None = None
     series: str | None = None
@@ -155,8 +158,9 @@ def _parse_replaygain(text: Callable[[str], str | None]) -> ReplayGain | None:
     )
 
 
-# Their names: the manifest's fields, the assembly spec's tags and Tags' attributes alike.
-PUBLISHING_TAGS = tuple(book_field.attr for book_field in BOOK_FIELDS)
+# Their names: Publishing's fields (the manifest's and the assembly spec's tags), BOOK_FIELDS'
+# and Tags' attributes alike (tests/test_book_tags.py holds the three together).
+PUBLISHING_TAGS = tuple(item.name for item in fields(Publishing))
 
 
 def cover_mime(data: bytes) -> str:

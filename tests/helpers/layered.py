@@ -4,7 +4,6 @@ back: the ledger's jobs of the track, its chunk files, its master and its .lrc."
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,14 +84,13 @@ def track_jobs(workspace: Path, manifest: Path) -> list[TrackJob]:
     ws = Workspace(workspace)
     with Ledger.for_reading(ws.ledger_path) as ledger:
         [info] = [i for i in ledger.manifests() if i.path == str(manifest.resolve())]
+        unit_jobs = ledger.unit_jobs(info.id, 0)
+        requests = ledger.job_requests([job.key for job in unit_jobs])
         jobs = []
-        for job in ledger.unit_jobs(info.id, 0):
-            row = ledger.job(job.key)
-            assert row is not None and job.out_path is not None
-            request = json.loads(row["request"])
-            jobs.append(
-                TrackJob(job.key, row["kind"], request["text"], ledger.resolve(job.out_path))
-            )
+        for job in unit_jobs:
+            request = requests[job.key]
+            assert job.out_path is not None
+            jobs.append(TrackJob(job.key, request.kind, request.text, ledger.resolve(job.out_path)))
     return jobs
 
 

@@ -590,10 +590,10 @@ def spilled_line(spilled: dict[str, int]) -> str:
 def _print_problems(console: Console, row: ManifestStatus) -> None:
     title = row.title
     for failure in row.failed:
-        unit, error = str(failure["unit"]), str(failure["error"])
+        unit, error = failure.unit, str(failure.error)
         console.print(_line("failed", "red", title, " / ", unit, ": ", error))
     for pending in row.set_aside:
-        unit, error = str(pending["unit"]), str(pending["error"])
+        unit, error = pending.unit, str(pending.error)
         console.print(
             _line(
                 "pending",
@@ -606,8 +606,8 @@ def _print_problems(console: Console, row: ManifestStatus) -> None:
                 " (transient: the next render tries it again)",
             )
         )
-    for failure in row.output_failures:
-        console.print(_line("not written", "red", str(failure["path"]), ": ", failure["error"]))
+    for unwritten in row.output_failures:
+        console.print(_line("not written", "red", unwritten.path, ": ", unwritten.error))
     if row.verification is not None:
         _print_verification(console, title, row.verification)
 

@@ -148,6 +148,17 @@ class Publication:
 
 
 @dataclass(frozen=True)
+class RunRecord:
+    """A run's row: when it started and finished (None while it runs, or if it died), and
+    its exit code (None until it finished)."""
+
+    id: int
+    started_utc: str
+    finished_utc: str | None
+    exit_code: int | None
+
+
+@dataclass(frozen=True)
 class DeviceUse:
     device: str
     done: int

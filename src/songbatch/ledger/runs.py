@@ -20,6 +20,7 @@ from songbatch.ledger.records import (
     LoadSamples,
     PredictSamples,
     RenderSamples,
+    RunRecord,
     _dumps,
 )
 
@@ -59,9 +60,11 @@ class RunsQueries(LedgerBase):
                 (self.now(), exit_code, run_id),
             )
 
-    def run_row(self, run_id: int) -> dict[str, Any]:
-        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return {} if row is None else dict(row)
+    def run(self, run_id: int) -> RunRecord | None:
+        row = self.conn.execute(
+            "SELECT id, started_utc, finished_utc, exit_code FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
+        return None if row is None else RunRecord(*row)
 
     def run_devices(self, run_id: int) -> list[DeviceUse]:
         """Per device (its worker: `cpu:0`, `cuda:1`; `replicate` on remote runs), this run's
