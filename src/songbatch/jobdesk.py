@@ -20,9 +20,10 @@ already gives the run one thread and one ledger writer.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from songbatch.crashpoints import crash_point, pause_point
 from songbatch.events import Observer, RunEvent
@@ -46,9 +47,8 @@ class ClaimSource:
     drained: bool = False
 
 
-@dataclass(frozen=True)
-class DeskRules:
-    """A backend's settings the policy reads."""
+class DeskRules(Protocol):
+    """A backend's settings the policy reads (ExecutorSettings, RemoteSettings)."""
 
     lease_s: float
     max_failures: int
@@ -70,6 +70,24 @@ class JobDesk:
     stopping: bool = False  # no new job is started: the deadline, a cap, a stop
     _set_aside_due: float | None = None
     _set_aside_changed: bool = True  # look in the ledger before trusting `_set_aside_due`
+
+    @classmethod
+    def over(
+        cls,
+        ledger: Ledger,
+        run_id: int,
+        rules: DeskRules,
+        summary: ExecutorSummary,
+        observer: Observer,
+        on_published: Callable[[str], None],
+        *,
+        rng: random.Random | None = None,
+        spill: SpillPolicy | None = None,
+    ) -> JobDesk:
+        transient = TransientPolicy(
+            patience_s=rules.transient_patience_s, rng=rng or random.Random()
+        )
+        return cls(ledger, run_id, rules, summary, observer, on_published, transient, spill)
 
     # ------------------------------------------------------------------ claims
 

@@ -41,9 +41,8 @@ from songbatch.executors.publishing import ExecutorSummary
 from songbatch.executors.transport import PoolContext, WorkerLink, WorkerTransport
 from songbatch.executors.worker import spec_id
 from songbatch.fsutil import remove_quietly
-from songbatch.jobdesk import DeskRules, JobDesk
+from songbatch.jobdesk import JobDesk
 from songbatch.ledger import Lease, Ledger, Publication, Route
-from songbatch.ratelimit import TransientPolicy
 from songbatch.scheduler import FINISHED, Waitable, drive
 from songbatch.window import JobTimes
 from songbatch.workspace import Workspace
@@ -110,20 +109,8 @@ class LocalExecutor:
         self.on_published = on_published
         self.summary = ExecutorSummary()
         self._workers: list[_Worker] = []
-        self.desk = JobDesk(
-            ledger,
-            run_id,
-            DeskRules(
-                settings.lease_s,
-                settings.max_failures,
-                settings.deadline,
-                settings.transient_patience_s,
-            ),
-            self.summary,
-            observer,
-            on_published,
-            TransientPolicy(patience_s=settings.transient_patience_s),
-            spill=spill,
+        self.desk = JobDesk.over(
+            ledger, run_id, settings, self.summary, observer, on_published, spill=spill
         )
         self._made_dirs: set[Path] = set()
         self._finished_jobs: list[tuple[str, Lease, RenderedFile]] = []
