@@ -259,6 +259,35 @@ def test_a_signal_just_after_a_claim_gives_the_leases_back_and_creates_nothing(
         assert reservations(tmp_path) == []
 
 
+def test_kill_9_just_after_a_claim_then_resume_creates_each_once(tmp_path: Path) -> None:
+    """The crash point every backend's claim has (jobdesk.py): killed with leases committed
+    and nothing reserved or created, the next run takes the dead run's leases back and
+    renders each job once."""
+    remote_profile(tmp_path, poll_s=0.2)
+    manifest = book_manifest(
+        tmp_path, chapters=1, sentences=3, formats="[flac]", profile="remote.yaml"
+    )
+    with FakeReplicate(latency_s=0.1) as fake:
+        killed = run_songbatch(
+            "render",
+            str(manifest),
+            "--workspace",
+            str(tmp_path),
+            cwd=tmp_path,
+            env={**fake.env(), "SONGBATCH_CRASH_AT": "after-claim"},
+        )
+        assert killed.returncode == -9
+        assert fake.state.predictions == {} and reservations(tmp_path) == []
+        assert job_states(tmp_path) == {"leased": 3}
+        resumed = run_songbatch(
+            "render", str(manifest), "--workspace", str(tmp_path), cwd=tmp_path, env=fake.env()
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        assert max(fake.creates_by_input().values()) == 1
+        assert len(fake.state.predictions) == 3
+    assert job_states(tmp_path) == {"done": 3}
+
+
 @pytest.mark.parametrize("crash", ["after-create", "after-reserve"])
 def test_kill_9_between_reserve_create_and_record_then_resume_pays_once(
     tmp_path: Path, crash: str

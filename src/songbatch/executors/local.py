@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from songbatch.crashpoints import crash_point, pause_point
 from songbatch.engines.base import EngineSpec
 from songbatch.errors import EngineUnavailable, SongbatchError
 from songbatch.events import Observer, RunEvent, ignore
@@ -38,14 +37,14 @@ from songbatch.executors.messages import (
     Stop,
     Ticket,
 )
-from songbatch.executors.publishing import ExecutorSummary, publish_and_report
+from songbatch.executors.publishing import ExecutorSummary
 from songbatch.executors.transport import PoolContext, WorkerLink, WorkerTransport
 from songbatch.executors.worker import spec_id
 from songbatch.fsutil import remove_quietly
-from songbatch.ledger import JobState, Lease, Ledger, Publication, Route
-from songbatch.ratelimit import TransientPolicy
+from songbatch.jobdesk import JobDesk
+from songbatch.ledger import Lease, Ledger, Publication, Route
 from songbatch.scheduler import FINISHED, Waitable, drive
-from songbatch.window import JobTimes, room
+from songbatch.window import JobTimes
 from songbatch.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -110,15 +109,13 @@ class LocalExecutor:
         self.on_published = on_published
         self.summary = ExecutorSummary()
         self._workers: list[_Worker] = []
-        self._stopping = False
-        # Set when a claim comes back short; cleared whenever a job goes back to pending.
-        self._drained = False
+        self.desk = JobDesk.over(
+            ledger, run_id, settings, self.summary, observer, on_published, spill=spill
+        )
         self._made_dirs: set[Path] = set()
         self._finished_jobs: list[tuple[str, Lease, RenderedFile]] = []
         self._pool: deque[Lease] = deque()
         self._device_of: dict[str, str] = {}
-        self.transient = TransientPolicy(patience_s=settings.transient_patience_s)
-        self._retry_at: float | None = None  # epoch time a job set aside comes due
         # Sticky device errors per slot since it last rendered a job (see worker.poisons).
         self._device_losses: dict[str, int] = {}
         self.job_times = JobTimes()  # device seconds per job, for the deadline (window.py)
@@ -127,9 +124,10 @@ class LocalExecutor:
         # Hybrid runs (spill.py): jobs sent to the spill-over backend are not this pool's, and
         # kinds whose engine does not import here are never claimed.
         self.spill = spill
-        self._kinds = sorted({spec.kind for spec in specs.values()}) if spill else None
+        kinds: list[str] | None = sorted({spec.kind for spec in specs.values()}) if spill else None
+        self._own = self.desk.source(self.manifest_ids, Route.OWN if spill else None, kinds)
         if spill is not None:
-            spill.link.on_back(self._wake)
+            spill.link.on_back(self.desk.undrain)  # jobs came back from the spill-over
 
     @property
     def name(self) -> str:
@@ -160,26 +158,25 @@ class LocalExecutor:
         self.transport.collect(self._links())
         for worker in self._workers:
             self._drain(worker)
-        if self._retry_at is not None and time.time() >= self._retry_at:
-            self._retry_at = None
-            self._drained = False  # a job set aside is claimable again
+        self.desk.wake_set_aside()
         self._publish_finished()
         self._reap_dead()
         if time.monotonic() >= self._next_beat:
             self._heartbeat()
             self._next_beat = time.monotonic() + self._tick
         self._check_deadline()
-        if self.spill is not None and not self._stopping:
+        if self.spill is not None and not self.desk.stopping:
             self.spill.check_deadline(self._capacity(), len(self._pool))
-        if not self._stopping:
+        if not self.desk.stopping:
             self._fill()
         if self._all_done():
             if self.spill is not None:
                 self.spill.finished()
             return FINISHED
         timeout = max(0.0, self._next_beat - time.monotonic())
-        if self._retry_at is not None:
-            timeout = min(timeout, max(0.0, self._retry_at - time.time()))
+        due = self.desk.set_aside_due() if self.desk.drained else None
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - self.ledger.clock()))
         return self.transport.delay(self._links(), timeout)
 
     def wait(self, timeout_s: float) -> None:
@@ -220,7 +217,7 @@ class LocalExecutor:
     def _all_done(self) -> bool:
         if any(w.queue for w in self._workers):
             return False
-        if self._stopping:
+        if self.desk.stopping:
             self._release_pool("stopped")
             return True
         if not self._workers:
@@ -228,18 +225,16 @@ class LocalExecutor:
         # No worker has a job and a claim found nothing more to hand out. A worker still
         # starting is not waited for: it has no job (only a ready one is handed any), and on
         # a cluster at its cap its actor may never be placed.
-        if not self._drained or self._pool:
+        if not self.desk.drained or self._pool:
             return False
         # Jobs set aside after a transient fault come due later in this run: wait for them.
-        self._retry_at = self.ledger.next_deferred(self.manifest_ids)
-        return self._retry_at is None
+        return self.desk.set_aside_due() is None
 
     def _check_deadline(self) -> None:
-        deadline = self.settings.deadline
-        if deadline is not None and not self._stopping and time.monotonic() >= deadline:
-            self._stopping = True
-            self.summary.stopped_at_deadline = True
-            self.observer(RunEvent("deadline", "time limit reached: finishing jobs in flight"))
+        if not self.desk.stopping and self.desk.past_deadline(time.monotonic()):
+            self.desk.stop(
+                "deadline", "time limit reached: finishing jobs in flight", at_deadline=True
+            )
 
     def _fill(self) -> None:
         refused = 0
@@ -253,16 +248,13 @@ class LocalExecutor:
                 if not batch:
                     return
                 self._send(worker, batch)
-        if refused and refused == len(self._workers) and not self._stopping:
+        if refused and refused == len(self._workers) and not self.desk.stopping:
             # No device can take another job and finish it in time: stop handing out now, so
             # what is in flight ends by the deadline instead of past it.
-            self._stopping = True
-            self.summary.stopped_at_deadline = True
-            self.observer(
-                RunEvent(
-                    "deadline",
-                    "stopping early: the jobs in flight take what is left of the time limit",
-                )
+            self.desk.stop(
+                "deadline",
+                "stopping early: the jobs in flight take what is left of the time limit",
+                at_deadline=True,
             )
 
     def _capacity(self) -> int | None:
@@ -273,15 +265,10 @@ class LocalExecutor:
             return None
         return sum(r for r in rooms if r is not None)
 
-    def _wake(self) -> None:
-        """Jobs came back from the spill-over backend: claim again."""
-        self._drained = False
-
     def _room(self, worker: _Worker) -> int | None:
         """Jobs this worker can still take and finish before the deadline (window.room)."""
-        return room(
+        return self.desk.room(
             time.monotonic(),
-            self.settings.deadline,
             ahead=len(worker.queue),
             per_job_s=self.job_times.per_job(worker.slot.name),
         )
@@ -303,7 +290,7 @@ class LocalExecutor:
         size = self._batch_size(worker, spec_id(first.kind, first.engine, first.model))
         if fits is not None:
             size = max(1, min(size, fits))
-        if len(self._pool) < size - 1 and not self._drained:
+        if len(self._pool) < size - 1 and not self._own.drained:
             self._claim_pool()  # a size reported since the last claim may want more than it got
         for lease in list(self._pool):
             if len(batch) >= size:
@@ -327,29 +314,13 @@ class LocalExecutor:
 
     def _next_lease(self) -> Lease | None:
         """From a pool of leases claimed together: one transaction serves many jobs."""
-        if not self._pool and not self._drained:
+        if not self._pool and not self._own.drained:
             self._claim_pool()
         return self._pool.popleft() if self._pool else None
 
     def _claim_pool(self) -> None:
-        if self._kinds == []:  # every engine of a hybrid pool went across
-            self._drained = True
-            return
         want = max(1, len(self._workers) * self.settings.depth * self._widest_batch())
-        leases = self.ledger.claim(
-            limit=want,
-            worker="coordinator",
-            device="pool",
-            lease_s=self.settings.lease_s,
-            run_id=self.run_id,
-            manifest_ids=self.manifest_ids,
-            kinds=self._kinds,
-            route=Route.OWN if self.spill is not None else None,
-        )
-        crash_point("after-claim")
-        pause_point("claimed")
-        self._drained = len(leases) < want
-        self._pool.extend(leases)
+        self._pool.extend(self.desk.claim(self._own, want, worker="coordinator", device="pool"))
 
     def _send(self, worker: _Worker, batch: list[Lease]) -> None:
         tickets = [self._ticket(lease) for lease in batch]
@@ -434,18 +405,19 @@ class LocalExecutor:
         """A hybrid pool whose engine for `kind` does not load: those jobs go to the
         spill-over backend, and the pool claims no more of them. The worker exits after a
         failed load; its leases go back first, so that they can go across."""
-        assert self.spill is not None and self._kinds is not None
+        kinds = self._own.kinds
+        assert self.spill is not None and kinds is not None
         worker.kill_reason = f"its {kind} engine did not load ({error})"
         for lease in worker.queue:
-            self.ledger.release(lease, "requeued")
+            self.desk.requeue(lease)
         worker.queue.clear()
         worker.batches.clear()
         for lease in [lease for lease in self._pool if lease.kind == kind]:
             self._pool.remove(lease)
-            self.ledger.release(lease, "requeued")
-        if kind in self._kinds:
-            self._kinds.remove(kind)
-        self._drained = False
+            self.desk.requeue(lease)
+        if kind in kinds:
+            kinds.remove(kind)  # the pool claims no more of them
+        self.desk.undrain()
         self.observer(
             RunEvent(
                 "warning",
@@ -495,65 +467,17 @@ class LocalExecutor:
                 info=written.info or None,
             )
             items.append((publication, asdict(written)))
-        publish_and_report(self.ledger, items, self.summary, self.observer, self.on_published)
+        self.desk.publish(items)
 
     def _failed(
         self, worker: _Worker, lease: Lease, error: str, retryable: bool, transient: bool
     ) -> None:
         remove_quietly(self.workspace.tmp_path(lease.key, lease.token))
+        slot = worker.slot
         if transient:
-            self._set_aside(worker, lease, error)
-            return
-        state = self.ledger.fail(
-            lease,
-            error,
-            retryable=retryable,
-            max_failures=self.settings.max_failures,
-            worker=worker.slot.name,
-            device=worker.slot.device,
-        )
-        if self.spill is not None and state is not None:
-            failures = self.ledger.failures(lease.key)
-            if self.spill.after_failure(lease.key, failures, for_good=state == JobState.FAILED):
-                state = JobState.PENDING  # it goes on, on the spill-over backend
-        self._count_failure(worker, lease, error, state)
-
-    def _set_aside(self, worker: _Worker, lease: Lease, error: str) -> None:
-        """Not the job's fault: back to pending uncharged, after a growing delay, or for the
-        next run once this run's patience with it is spent."""
-        delay = self.transient.delay(self.ledger.deferrals(lease.key) + 1)
-        self.ledger.defer(
-            lease, error, delay_s=delay, worker=worker.slot.name, device=worker.slot.device
-        )
-        self.summary.set_aside += 1
-        state = "pending" if delay is not None else "left for the next run"
-        self.observer(
-            RunEvent(
-                "job-set-aside",
-                error,
-                worker=worker.slot.name,
-                job=lease.key,
-                data={"state": state, "delay_s": delay},
-            )
-        )
-
-    def _count_failure(
-        self, worker: _Worker, lease: Lease, error: str, state: JobState | None
-    ) -> None:
-        if state == JobState.FAILED:
-            self.summary.failed += 1
-        elif state == JobState.PENDING:
-            self.summary.retried += 1
-            self._drained = False
-        self.observer(
-            RunEvent(
-                "job-failed",
-                error,
-                worker=worker.slot.name,
-                job=lease.key,
-                data={"state": state},
-            )
-        )
+            self.desk.set_aside(lease, error, worker=slot.name, device=slot.device)
+        else:
+            self.desk.fail(lease, error, retryable=retryable, worker=slot.name, device=slot.device)
 
     # ------------------------------------------------------------------ deaths and heartbeats
 
@@ -585,21 +509,16 @@ class LocalExecutor:
         for lease in worker.queue:
             remove_quietly(self.workspace.tmp_path(lease.key, lease.token))
             if lease.token in worker.rendering:
-                error = worker.kill_reason or "worker died while rendering"
-                outcome = "expired" if worker.kill_reason else "lost"
-                state = self.ledger.fail(
+                self.desk.fail(
                     lease,
-                    error,
+                    worker.kill_reason or "worker died while rendering",
                     retryable=True,
-                    max_failures=self.settings.max_failures,
-                    outcome=outcome,
+                    outcome="expired" if worker.kill_reason else "lost",
                     worker=worker.slot.name,
                     device=worker.slot.device,
                 )
-                self._count_failure(worker, lease, error, state)
             else:
-                self.ledger.release(lease, "requeued")
-                self._drained = False
+                self.desk.requeue(lease)
         worker.queue.clear()
         worker.batches.clear()
         worker.rendering.clear()
@@ -614,11 +533,11 @@ class LocalExecutor:
                 continue
             tokens.extend(lease.token for lease in worker.queue)
         tokens.extend(lease.token for lease in self._pool)
-        self.ledger.heartbeat(tokens, self.settings.lease_s)
+        self.desk.renew(tokens)
 
     def _release_pool(self, outcome: str) -> None:
         while self._pool:
-            self.ledger.release(self._pool.popleft(), outcome)
+            self.desk.release(self._pool.popleft(), outcome)
 
     def _abandon_all(self, outcome: str) -> None:
         """Stop now: kill the workers, keep what finished, give every other lease back."""
@@ -631,11 +550,11 @@ class LocalExecutor:
             for worker in self._workers:
                 for lease in worker.queue:
                     remove_quietly(self.workspace.tmp_path(lease.key, lease.token))
-                    self.ledger.release(lease, outcome)
+                    self.desk.release(lease, outcome)
                 worker.queue.clear()
             # Leases a signal caught between two of the lists above (just claimed, on their
             # way to a worker, just published): known only to the ledger.
-            self.ledger.release_run(self.run_id, outcome)
+            self.desk.release_run(outcome)
         except Exception:
             pass  # the ledger is unreachable; the next run recovers these leases
 

@@ -36,14 +36,15 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from songbatch import audio
 from songbatch.cost import Reservation, remote_model_name, settled_cost, worst_case
-from songbatch.crashpoints import crash_point, pause_point
+from songbatch.crashpoints import crash_point
 from songbatch.errors import EngineError, RemoteRefused
 from songbatch.events import Observer, RunEvent, ignore
-from songbatch.executors.publishing import ExecutorSummary, publish_and_report
+from songbatch.executors.publishing import ExecutorSummary
 from songbatch.fsutil import remove_quietly
-from songbatch.ledger import CapReached, JobState, Lease, Ledger, Publication, Route, SpendCaps
+from songbatch.jobdesk import ClaimSource, JobDesk
+from songbatch.ledger import CapReached, Lease, Ledger, Publication, Route, SpendCaps
 from songbatch.profiles import RemoteModel, ReplicateConfig
-from songbatch.ratelimit import Backoff, RateLimiter, TransientPolicy, hint_jitter
+from songbatch.ratelimit import Backoff, RateLimiter, hint_jitter
 from songbatch.remote.calls import (
     CallPool,
     Calls,
@@ -57,7 +58,7 @@ from songbatch.remote.client import Api, CallFailed, PredictionState, ReplicateA
 from songbatch.remote.mapping import InputError, model_input
 from songbatch.remote.reconcile import Adopted, find_prediction, reconcile_open
 from songbatch.scheduler import FINISHED, Waitable, drive
-from songbatch.window import JobTimes, room
+from songbatch.window import JobTimes
 from songbatch.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -220,9 +221,6 @@ class RemoteExecutor:
         self.backoff = Backoff(
             policy.base_s, policy.cap_s, policy.max_attempts, policy.max_total_s, self.hooks.rng
         )
-        self.transient = TransientPolicy(
-            patience_s=settings.transient_patience_s, rng=self.hooks.rng
-        )
         # A cancelled prediction should end within the cancel's grace; past this it is let go.
         self.cancel_wait_s = config.cancel_grace_s + policy.max_attempts * config.poll_s
         self.caps = SpendCaps(
@@ -231,16 +229,16 @@ class RemoteExecutor:
             hour_usd=config.max_spend_per_hour,
         )
         self.summary = RemoteSummary()
+        self.desk = JobDesk.over(
+            ledger, run_id, settings, self.summary, observer, on_published, rng=self.hooks.rng
+        )
+        self._own = self.desk.source(self.manifest_ids)
         self._flights: list[_Flight] = []
         self._finished: list[tuple[Publication, dict[str, Any]]] = []
         # Paid predictions whose job awaits publication, by lease token: (reservation, usd, s).
         self._unsettled: dict[int, tuple[int, float, float | None]] = {}
         self._resume: dict[str, _Resume] = {}
-        self._stopping = False
-        self._drained = False
         self._next_beat = 0.0
-        self._retry_at: float | None = None  # when the next job set aside in this run is due
-        self._set_aside_changed = False
         # A 401/403 came back: nothing more is sent; the calls on the wire come back first.
         self._refused: RemoteRefused | None = None
         self._list_failures = 0  # failed lists in a row: lists back off, polls go one by one
@@ -253,7 +251,7 @@ class RemoteExecutor:
         # Hybrid runs (spill.py): jobs the local pools send here, claimed apart from this
         # backend's own manifests' (their leases name the spill-over profile's model).
         self.spill = spill
-        self._spill_drained = spill is None
+        self._routed = None if spill is None else self.desk.source(spill.manifest_ids, Route.SPILL)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -281,12 +279,12 @@ class RemoteExecutor:
 
     def step(self) -> float | None:
         now = self.clock()
-        if self.spill is not None and self.spill.take_fresh():
-            self._spill_drained = False
+        if self._routed is not None and self.spill is not None and self.spill.take_fresh():
+            self._routed.drained = False
         if self._refused is None:
             self._check_deadline(now)
-            self._wake_set_aside(now)
-            if not self._stopping:
+            self.desk.wake_set_aside()
+            if not self.desk.stopping:
                 self._fill()
             self._dispatch(now)
         self._publish()
@@ -351,51 +349,35 @@ class RemoteExecutor:
         time limit (and they end within the patience, after which they are parked)."""
         # A flight waiting for a free connection waits for a reply, not for a time.
         times = [f.due for f in self._flights if not f.busy] if self.calls.free else []
-        if not self._stopping and len(self._flights) < self.concurrency:
-            if not (self._drained and self._spill_drained):
+        if not self.desk.stopping and len(self._flights) < self.concurrency:
+            if not self.desk.drained:
                 times.append(now)  # a claim may find more at once
             else:
-                retry = self._next_set_aside()
+                retry = self.desk.set_aside_due()
                 if retry is not None:
                     # Due times are stored to the microsecond: wake just past, never just before.
                     times.append(retry + 1e-3)
         waiting = times or self.calls.busy
-        if waiting and not self._stopping and self.settings.deadline is not None:
+        if waiting and not self.desk.stopping and self.settings.deadline is not None:
             times.append(self.settings.deadline)
         if self.calls.busy and self._flights:
             times.append(self._next_beat)  # leases are renewed while replies are awaited too
         return min(times) if times else None
 
-    def _next_set_aside(self) -> float | None:
-        if self._set_aside_changed:
-            self._set_aside_changed = False
-            self._retry_at = self.ledger.next_deferred(self._all_ids())
-        return self._retry_at
-
-    def _wake_set_aside(self, now: float) -> None:
-        if self._retry_at is not None and now >= self._retry_at:
-            self._retry_at = None
-            self._undrain()
-            self._set_aside_changed = True  # once these are claimed, look for the next due
-
     def _check_deadline(self, now: float) -> None:
-        if not self._stopping and self._past_deadline(now):
-            self._stop("deadline", "time limit reached: finishing predictions in flight")
-            self.summary.stopped_at_deadline = True
+        if not self.desk.stopping and self.desk.past_deadline(now):
+            self._stop(
+                "deadline", "time limit reached: finishing predictions in flight", at_deadline=True
+            )
             for flight in self._flights:
                 if flight.poll_failures or flight.phase == "reconcile":
                     # Waiting out a backoff now would overrun the limit: one more look, and
                     # past the limit a failure lets go (_gives_up).
                     flight.due = min(flight.due, now)
 
-    def _past_deadline(self, now: float) -> bool:
-        deadline = self.settings.deadline
-        return deadline is not None and now >= deadline
-
-    def _stop(self, kind: str, message: str) -> None:
+    def _stop(self, kind: str, message: str, *, at_deadline: bool = False) -> None:
         """No new creates; jobs not yet created go back to pending, created ones finish."""
-        self._stopping = True
-        self.observer(RunEvent(kind, message))
+        self.desk.stop(kind, message, at_deadline=at_deadline)
         for flight in [f for f in self._flights if f.prediction_id is None and not f.busy]:
             if flight.phase == "reconcile":
                 continue  # a create may have happened: find out before letting go
@@ -405,64 +387,45 @@ class RemoteExecutor:
         """Surely not created (no create on the wire, none that may have happened): its
         reservation closes at zero and its lease goes back, uncharged."""
         self._settle(flight, 0.0, None, "not-created")
-        self.ledger.release(flight.lease, "stopped")
+        self.desk.release(flight.lease, "stopped")
         self._drop(flight)
 
     # ------------------------------------------------------------------ claiming
 
     def _fill(self) -> None:
         free = self.concurrency - len(self._flights)
-        if free <= 0 or (self._drained and self._spill_drained):
+        if free <= 0 or self.desk.drained:
             return
-        fits = room(
-            self.clock(), self.settings.deadline, ahead=0, per_job_s=self.job_times.per_job()
-        )
+        fits = self.desk.room(self.clock(), ahead=0, per_job_s=self.job_times.per_job())
         if fits == 0:
             # A prediction created now would end past the deadline: what is in flight ends
             # before it, and nothing new starts.
-            self._stop("deadline", "stopping early: a new prediction would end past the time limit")
-            self.summary.stopped_at_deadline = True
+            self._stop(
+                "deadline",
+                "stopping early: a new prediction would end past the time limit",
+                at_deadline=True,
+            )
             return
         leases = []
-        if not self._drained:
-            leases = self._claim(free, self.manifest_ids, None)
-            self._drained = len(leases) < free
-        if self.spill is not None and not self._spill_drained and len(leases) < free:
-            want = free - len(leases)
-            routed = self._claim(want, self.spill.manifest_ids, Route.SPILL)
-            self._spill_drained = len(routed) < want
-            leases += [self.spill.remote_lease(lease) for lease in routed]
+        if not self._own.drained:
+            leases = self._claim(self._own, free)
+        routed, spill = self._routed, self.spill
+        if routed is not None and spill is not None and not routed.drained and len(leases) < free:
+            sent = self._claim(routed, free - len(leases))
+            leases += [spill.remote_lease(lease) for lease in sent]
         for index, lease in enumerate(leases):
             try:
                 flight = self._flight(lease)
             except BaseException:
                 # Refused, interrupted: these leases are no flight yet, so _interrupt misses them.
                 for left in leases[index:]:
-                    self.ledger.release(left, "interrupted")
+                    self.desk.release(left, "interrupted")
                 raise
             if flight is not None:
                 self._flights.append(flight)
 
-    def _claim(self, limit: int, manifest_ids: list[int], route: Route | None) -> list[Lease]:
-        leases = self.ledger.claim(
-            limit=limit,
-            worker=WORKER,
-            device="api",
-            lease_s=self.settings.lease_s,
-            run_id=self.run_id,
-            manifest_ids=manifest_ids,
-            route=route,
-        )
-        pause_point("claimed")
-        return leases
-
-    def _undrain(self) -> None:
-        """A job went back to pending: the next fill claims again, on both sides."""
-        self._drained = False
-        self._spill_drained = self.spill is None
-
-    def _all_ids(self) -> list[int]:
-        return self.manifest_ids + (self.spill.manifest_ids if self.spill is not None else [])
+    def _claim(self, source: ClaimSource, limit: int) -> list[Lease]:
+        return self.desk.claim(source, limit, worker=WORKER, device="api")
 
     def _flight(self, lease: Lease) -> _Flight | None:
         model = self._model_for(lease)
@@ -540,7 +503,7 @@ class RemoteExecutor:
             self._poll(flight)
 
     def _create(self, flight: _Flight) -> None:
-        if self._stopping:
+        if self.desk.stopping:
             # Its create failed after the run stopped handing out work (it was on the wire
             # then, so _stop kept it): surely not created, so it goes as _stop's others did.
             self._let_go(flight)
@@ -667,7 +630,7 @@ class RemoteExecutor:
             self.summary.reconciled += 1
             self._created(flight, found.id)
             return
-        if self._stopping:
+        if self.desk.stopping:
             self._let_go(flight)
             return
         now = self.clock()
@@ -995,7 +958,7 @@ class RemoteExecutor:
 
     def _gives_up(self, tries: int, elapsed_s: float, now: float) -> bool:
         """The retry policy's bound; past the time limit nothing is waited for any more."""
-        return self.backoff.gives_up(tries, elapsed_s) or self._past_deadline(now)
+        return self.backoff.gives_up(tries, elapsed_s) or self.desk.past_deadline(now)
 
     # ------------------------------------------------------------------ ledger writes
 
@@ -1040,40 +1003,10 @@ class RemoteExecutor:
         self._set_aside(flight.lease, error)
 
     def _fail(self, lease: Lease, error: str, retryable: bool) -> None:
-        state = self.ledger.fail(
-            lease,
-            error,
-            retryable=retryable,
-            max_failures=self.settings.max_failures,
-            worker=WORKER,
-        )
-        if state == JobState.FAILED:
-            self.summary.failed += 1
-        elif state == JobState.PENDING:
-            self.summary.retried += 1
-            self._undrain()
-        self.observer(
-            RunEvent("job-failed", error, worker=WORKER, job=lease.key, data={"state": state})
-        )
+        self.desk.fail(lease, error, retryable=retryable, worker=WORKER)
 
     def _set_aside(self, lease: Lease, error: str) -> None:
-        """Not the job's fault: back to pending uncharged, after a growing delay, or for the
-        next run once this run's patience with it is spent."""
-        delay = self.transient.delay(self.ledger.deferrals(lease.key) + 1)
-        if self.ledger.defer(lease, error, delay_s=delay, worker=WORKER) is None:
-            return
-        self.summary.set_aside += 1
-        self._set_aside_changed = True
-        state = "pending" if delay is not None else "left for the next run"
-        self.observer(
-            RunEvent(
-                "job-set-aside",
-                error,
-                worker=WORKER,
-                job=lease.key,
-                data={"state": state, "delay_s": delay},
-            )
-        )
+        self.desk.set_aside(lease, error, worker=WORKER)
 
     def _drop(self, flight: _Flight) -> None:
         flight.gone = True
@@ -1084,7 +1017,7 @@ class RemoteExecutor:
         if not self._finished:
             return
         batch, self._finished = self._finished, []
-        publish_and_report(self.ledger, batch, self.summary, self.observer, self.on_published)
+        self.desk.publish(batch)
         for publication, _ in batch:  # published or discarded, the prediction was paid for
             token = publication.lease.token
             unsettled = self._unsettled.pop(token, None)
@@ -1097,7 +1030,7 @@ class RemoteExecutor:
         if now < self._next_beat:
             return
         self._next_beat = now + self.settings.lease_s / 4
-        self.ledger.heartbeat([f.lease.token for f in self._flights], self.settings.lease_s)
+        self.desk.renew([f.lease.token for f in self._flights])
 
     def _note(self, kind: str, message: str) -> None:
         if kind == "unreconciled":
@@ -1124,10 +1057,10 @@ class RemoteExecutor:
             for flight in list(self._flights):
                 if not flight.creating and flight.phase == "create":  # surely not created
                     self._settle(flight, 0.0, None, "not-created")
-                self.ledger.release(flight.lease, "interrupted")
+                self.desk.release(flight.lease, "interrupted")
             self._flights.clear()
             # Leases a signal caught before they became flights (see Ledger.release_run).
-            self.ledger.release_run(self.run_id, "interrupted")
+            self.desk.release_run("interrupted")
         except Exception:
             pass  # the ledger or the API is unreachable; the next run reconciles
 
