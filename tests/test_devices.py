@@ -105,8 +105,11 @@ def test_plain_reporter_writes_timestamped_lines() -> None:
                 data={"duration_ms": 2500, "render_ms": 400},
             )
         )
+        fast = {"duration_ms": 5400, "render_ms": 12}  # the offline engine's
+        reporter.observe(RunEvent("job-done", worker="cpu1", job="b" * 64, data=fast))
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 2  # job-started is too chatty for a log
+    assert len(lines) == 3  # job-started is too chatty for a log
     stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
     assert re.fullmatch(stamp + r" run-started 3 job\(s\) on 2 worker\(s\)", lines[0])
     assert re.fullmatch(stamp + r" job-done cpu0 aaaaaaaaaaaa 2\.5 s audio in 0\.4 s", lines[1])
+    assert re.fullmatch(stamp + r" job-done cpu1 bbbbbbbbbbbb 5\.4 s audio in 12 ms", lines[2])

@@ -157,10 +157,15 @@ class JsonReporter(_LineReporter):
         self._line(json.dumps(record, ensure_ascii=False, default=str))
 
 
+def _took(ms: int) -> str:
+    """A fast engine's chunk takes milliseconds: "in 0.0 s" would read as nothing done."""
+    return f"{ms} ms" if ms < 100 else f"{ms / 1000:.1f} s"
+
+
 def _details(event: RunEvent) -> list[str]:
     data = event.data
     if event.kind == "job-done":
-        return [f"{data['duration_ms'] / 1000:.1f} s audio in {data['render_ms'] / 1000:.1f} s"]
+        return [f"{data['duration_ms'] / 1000:.1f} s audio in {_took(data['render_ms'])}"]
     if event.kind == "planned":
         return [
             f"new={data['new']} reused={data['reused']} unchanged={data['unchanged']}"
