@@ -18,7 +18,7 @@ from helpers.examples import example_book
 from songbatch import sections
 from songbatch.audio import Segment, assemble_master, segment_frames, write_chunk
 from songbatch.engines.base import RenderResult
-from songbatch.errors import EngineError
+from songbatch.errors import EngineError, Interrupted
 from songbatch.ledger import Ledger
 from songbatch.manifest import load_manifest
 from songbatch.planner import plan_manifest
@@ -210,3 +210,46 @@ def render_held(folder: Path, wait_s: float) -> tuple[int, list[tuple[str, int]]
 def found_sections(workspace: Workspace) -> list[Path]:
     folder = workspace.sections_dir
     return sorted(folder.glob("*.aac")) if folder.is_dir() else []
+
+
+def test_a_stopped_renders_sections_are_kept_and_used_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped at the last job (Ctrl-C) once sections are on disk: each left there is whole
+    (its count beside it, no temp file), and the next render joins them without encoding any
+    again."""
+    monkeypatch.setattr("songbatch.streams.MIN_SECTION_S", 3.0)
+    book = example_book(tmp_path, formats="[m4b]")
+    workspace = Workspace(tmp_path)
+    plan = plan_manifest(
+        load_manifest(book), resolve_profile("offline", None, workspace), workspace
+    )
+
+    def stop_once_sections_are_there(_seen: set[str]) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not found_sections(workspace):
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    options = RenderOptions(workspace, profile="offline", devices="cpu:1")
+    with pytest.raises(Interrupted):
+        render([book], options, at_the_last_job(len(plan.jobs), stop_once_sections_are_there))
+    left = found_sections(workspace)
+    assert left
+    assert sorted(p.name for p in workspace.sections_dir.iterdir()) == sorted(
+        [p.name for p in left] + [p.name + ".json" for p in left]
+    )
+    assert all(load_stream(p, FMT) is not None for p in left)
+
+    encoded: list[Path] = []
+    real = sections.encode_section
+
+    def counted(*args: object, **kwargs: object) -> object:
+        encoded.append(args[2])  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sections, "encode_section", counted)
+    report = render([book], options)
+    assert report.exit_code == 0, report.assembly_errors
+    assert not set(left) & set(encoded)
+    assert found_sections(workspace) == []

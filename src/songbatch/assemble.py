@@ -330,6 +330,7 @@ class Assembler:
         # chunk that arrives after it. Dropped as the unit's streams are made.
         self._frames: dict[tuple[Path, str, int], int] = {}
         self._misfits: set[str] = set()  # sections that did not come to whole frames
+        self._sections: dict[Path, streams.ChapterStream] = {}  # on disk, as last seen
 
     # ------------------------------------------------------------------ units
 
@@ -669,6 +670,7 @@ class Assembler:
         stream = sections.join_sections(parts, path, fmt, self.owner)
         for part in parts:
             sections.remove_section(part.path)
+            self._sections.pop(part.path, None)
         for piece in layout.pieces:  # the unit is done with: its cache entries go
             if piece.segment.path is not None:
                 self._frames.pop((piece.segment.path, piece.ident, layout.rate), None)
@@ -685,8 +687,10 @@ class Assembler:
         if key in self._misfits:
             raise sections.SectionMisfit(f"section {key[:12]} did not fit", retryable=False)
         path = streams.stream_path(self.workspace.sections_dir, key, fmt)
-        found = streams.load_stream(path, fmt)
+        known = self._sections.get(path)  # asked again at every chunk that arrives after it
+        found = known if known is not None and path.exists() else streams.load_stream(path, fmt)
         if found is not None:
+            self._sections[path] = found
             return found, False
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -703,6 +707,7 @@ class Assembler:
         except sections.SectionMisfit:
             self._misfits.add(key)
             raise
+        self._sections[path] = made
         return made, True
 
     def _chunk_layout(self, info: ManifestInfo, jobs: list[UnitJob], done: int) -> ChunkLayout:
