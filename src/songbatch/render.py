@@ -462,6 +462,8 @@ class _Run:
         try:
             for info, unit in tracker.complete_units():
                 assembly.submit(info, unit)
+            for info, unit in tracker.lead_grown():
+                assembly.submit_arrived(info, unit)
             self._render_jobs(tracker, assembly)
             assembly.close()
             assembler = Assembler(
@@ -684,9 +686,10 @@ class UnitTracker:
                     else:
                         self._left.setdefault((info.id, unit), 0)
                         self._done.add(job.key)
-                if self._left[(info.id, unit)]:
+                if self._left[(info.id, unit)]:  # begun by an earlier run: its sections too
                     self._order[(info.id, unit)] = [job.key for job in jobs]
-                    self._advance((info.id, unit))
+                    if self._advance((info.id, unit)):
+                        self._grown.append((info.id, unit))
 
     def pending_of(self, manifest_ids: Sequence[int]) -> int:
         """Distinct jobs these manifests still have to render in this run."""
