@@ -331,6 +331,7 @@ class Assembler:
         self._frames: dict[tuple[Path, str, int], int] = {}
         self._misfits: set[str] = set()  # sections that did not come to whole frames
         self._sections: dict[Path, streams.ChapterStream] = {}  # on disk, as last seen
+        self._cut_ms: dict[tuple[int, int], int] = {}  # where a unit's last section ended
 
     # ------------------------------------------------------------------ units
 
@@ -630,6 +631,8 @@ class Assembler:
         done = next((n for n, job in enumerate(jobs) if job.state != JobState.DONE), len(jobs))
         if not done or done == len(jobs):  # a whole unit: its assembly makes its streams
             return 0
+        if not self._may_close_section(info, unit, jobs[:done]):
+            return 0
         layout = self._chunk_layout(info, jobs, done)
         made = 0
         for fmt in formats:
@@ -641,7 +644,22 @@ class Assembler:
                     made += self._section(info, layout, section, fmt)[1]
                 except sections.SectionMisfit:
                     break  # the unit's assembly finds it again and encodes from the master
+            if cuts:  # the formats share one layout, and so their cuts
+                self._cut_ms[(info.id, unit)] = round(cuts[-1].end * 1000 / layout.rate)
         return made
+
+    def _may_close_section(self, info: ManifestInfo, unit: int, arrived: list[UnitJob]) -> bool:
+        """Whether the arrived chunks may reach a section's length past the last cut this
+        assembler made: from the ledger's durations, so that most arrivals cost one query and
+        no chunk header (the assembly shares the coordinator's interpreter while it renders)."""
+        if any(job.duration_ms is None for job in arrived):
+            return True
+        lead_in_ms, pauses = self._unit_silences(info, arrived)
+        heard_ms = lead_in_ms + sum(job.duration_ms or 0 for job in arrived) + sum(pauses)
+        # A second's slack: the durations are rounded to ms, the cut lands inside a pause.
+        return (
+            heard_ms - self._cut_ms.get((info.id, unit), 0) >= streams.MIN_SECTION_S * 1000 - 1000
+        )
 
     def _stream_from_chunks(
         self, info: ManifestInfo, unit: int, fmt: str

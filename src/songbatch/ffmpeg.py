@@ -105,7 +105,7 @@ def run_ffmpeg(
     args: Sequence[str],
     *,
     cancel: threading.Event | None = None,
-    feed: Iterable[bytes] | None = None,
+    feed: Iterable[bytes | memoryview] | None = None,
 ) -> None:
     """Run ffmpeg with `args` (an encode: only errors are logged); raise FfmpegFailed with its
     last stderr lines. `feed`: what ffmpeg reads on its standard input (`-i pipe:0`).
@@ -123,7 +123,7 @@ def ffmpeg_lines(
     level: Literal["error", "info"] = "info",
     cancel: threading.Event | None = None,
     doing: str = "encoding",
-    feed: Iterable[bytes] | None = None,
+    feed: Iterable[bytes | memoryview] | None = None,
 ) -> Iterator[str]:
     """ffmpeg run with `args`, its stderr (logged at `level`) a line at a time; FfmpegFailed
     with its last lines when it exits non-zero. ffmpeg never outlives the generator (closed,
@@ -173,12 +173,14 @@ class _Feeder:
     raises, the process is killed first: closing its stdin would tell ffmpeg the input ended
     there, and it would finish a file cut short."""
 
-    def __init__(self, process: subprocess.Popen[bytes], feed: Iterable[bytes]) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], feed: Iterable[bytes | memoryview]
+    ) -> None:
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(process, feed), daemon=True)
         self._thread.start()
 
-    def _run(self, process: subprocess.Popen[bytes], feed: Iterable[bytes]) -> None:
+    def _run(self, process: subprocess.Popen[bytes], feed: Iterable[bytes | memoryview]) -> None:
         assert process.stdin is not None
         try:
             for data in feed:

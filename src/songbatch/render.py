@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import math
 import os
 import queue
@@ -785,7 +786,11 @@ class AssemblyPool:
         self._report = report
         self._run_id = run_id
         # (manifest, unit, part): part None is a unit whose master comes first.
-        self._queue: queue.Queue[tuple[ManifestInfo, int, str | None] | None] = queue.Queue()
+        # Whole units and their parts before ARRIVED items: a head start must not hold back the
+        # work it is a head start on (when devices outrun the assembly, ARRIVED items queue up
+        # behind the render, and the units they name are whole by the time they come up).
+        self._queue: queue.PriorityQueue[_Item] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._threads = [
             threading.Thread(
                 target=self._serve,
@@ -813,7 +818,7 @@ class AssemblyPool:
     def submit(self, info: ManifestInfo, unit: int) -> None:
         """A unit whose every job is done: its master, then its parts."""
         self._pending_add(1)
-        self._queue.put((info, unit, None))
+        self._put(info, unit, None)
 
     def submit_arrived(self, info: ManifestInfo, unit: int) -> None:
         """A unit whose leading run of done chunks grew: its streams' sections that those
@@ -823,7 +828,7 @@ class AssemblyPool:
                 return
             self._queued.add((info.id, unit))
         self._pending_add(1)
-        self._queue.put((info, unit, ARRIVED))
+        self._put(info, unit, ARRIVED)
 
     def close(self) -> None:
         """Assemble what was submitted, then stop."""
@@ -838,7 +843,7 @@ class AssemblyPool:
         signal that lands while `close` waits calls `abort`, which must still wait for the
         workers to remove their temp files before the process exits."""
         for _ in self._threads:
-            self._queue.put(None)
+            self._queue.put(_Item(2, next(self._order)))
         for thread in self._threads:
             thread.join()
 
@@ -864,7 +869,7 @@ class AssemblyPool:
         yield_cpu_to_devices()
         assembler = Assembler(ledger, self._workspace, run_id=self._run_id, cancel=self.cancel)
         try:
-            while (item := self._queue.get()) is not None:
+            while (item := self._queue.get().work) is not None:
                 try:
                     self._assemble(assembler, *item)
                 finally:
@@ -917,7 +922,11 @@ class AssemblyPool:
     def _queue_items(self, info: ManifestInfo, unit: int, parts: list[str]) -> None:
         self._pending_add(len(parts))
         for part in parts:
-            self._queue.put((info, unit, part))
+            self._put(info, unit, part)
+
+    def _put(self, info: ManifestInfo, unit: int, part: str | None) -> None:
+        rank = 1 if part == ARRIVED else 0
+        self._queue.put(_Item(rank, next(self._order), (info, unit, part)))
 
     def _unit_lock(self, info: ManifestInfo, unit: int) -> threading.Lock:
         with self._guard:
@@ -951,6 +960,16 @@ class AssemblyPool:
 
 # An assembly item for a unit still rendering: encode the sections its done chunks decide.
 ARRIVED = "arrived"
+
+
+@dataclass(order=True)
+class _Item:
+    """An assembly pool's queue entry: by rank (0 units and parts, 1 ARRIVED, 2 stop), then
+    in the order queued; `work` None stops a worker."""
+
+    rank: int
+    seq: int
+    work: tuple[ManifestInfo, int, str | None] | None = field(default=None, compare=False)
 
 
 @dataclass

@@ -165,7 +165,9 @@ def encode_section(
     last did not come out in exactly whole frames."""
     source = ["-f", "f32le", "-ar", str(rate), "-ac", str(channels), "-i", "pipe:0"]
     output = streams.output_args(fmt, encoding, channels)
-    feed = (b.tobytes() for b in section_blocks(pieces, section, rate, channels, cancel))
+    # The blocks' own memory, not a copy: the feed runs in the coordinator's interpreter.
+    blocks = section_blocks(pieces, section, rate, channels, cancel)
+    feed = (block.data.cast("B") for block in blocks)
     tmp = temp_sibling(out, owner)
     try:
         run_ffmpeg([*source, *output, str(tmp)], cancel=cancel, feed=feed)
