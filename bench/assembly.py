@@ -8,11 +8,18 @@ With --master PRESET each chapter is also mastered (mastering.master_to: measure
 limiter, resample, measure again) before the m4b is encoded from the mastered chapters, and
 its time is printed against the rest of the assembly (issue 12's goal: at most 25 % more).
 
-With --pipelined the book is built as a render builds it now: each chapter's master and then
-its AAC stream (streams.py) as the chapter "finishes", one after another, then the .m4b joined
+With --pipelined the book is built as a render builds it: each chapter's master and then its
+AAC stream (streams.py) as the chapter "finishes", one after another, then the .m4b joined
 from the streams (mp4.py); printed beside ffmpeg's join of the same streams (the join before
-mp4.py) and the encode from the masters, with the tail a render has after its last job: the
-last chapter's master and stream, then the join (issue 12's goal: <= 5 s for a 10-hour book).
+mp4.py) and the encode from the masters (--skip-full-encode leaves that out), with the tail a
+render has after its last job: the last chapter's master and stream, then the join (issue 12's
+goal: <= 5 s for a 10-hour book). In the same run, each chapter's stream is also made as a
+render without a mastering preset makes it now (sections.py): its chunks arrive one by one in
+text order (as a small claim frontier delivers them; arrival is instant, as on a GPU box where
+rendering a chunk takes longer than encoding it), the sections they decide are encoded as they
+arrive, and at the chapter's last job the rest is encoded and joined while its master is built
+beside it. A third tail is printed for the last chapter arriving all at once, as a wide
+frontier (every chunk of it claimed together, longest first) may deliver it.
 
     .venv/bin/python bench/assembly.py --hours 10
     .venv/bin/python bench/assembly.py --hours 0.5 --master acx
@@ -29,10 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from songbatch import sections
 from songbatch.audio import (
     Segment,
     assemble_master,
@@ -46,7 +55,14 @@ from songbatch.engines.base import RenderResult
 from songbatch.ffmpeg import ffmpeg_exe
 from songbatch.mastering import master_to
 from songbatch.presets import Encoding, preset
-from songbatch.streams import ChapterStream, book_marks, encode_stream, join_streams
+from songbatch.streams import (
+    MIN_SECTION_S,
+    ChapterStream,
+    book_marks,
+    encode_stream,
+    join_streams,
+    stream_path,
+)
 from songbatch.tagging import Tags, read_chapters
 
 TARGET_MB = 300
@@ -94,8 +110,16 @@ def build_chunks(folder: Path, count: int, seconds: float) -> list[Path]:
 
 
 def chapter_segments(chunks: list[Path]) -> list[Segment]:
-    segments = [Segment(path, silence_s=PAUSE_S) for path in chunks]
-    return [*segments, Segment(silence_s=CHAPTER_END_S)]
+    return [segment for segment, _ident in named_segments(chunks)]
+
+
+def named_segments(chunks: list[Path]) -> list[tuple[Segment, str]]:
+    """A chapter's segments as the Assembler lays them out (each chunk, then its pause as a
+    segment of its own: where sections are cut), each with what decides its samples."""
+    named: list[tuple[Segment, str]] = []
+    for path in chunks:
+        named += [(Segment(path), path.name), (Segment(silence_s=PAUSE_S), "")]
+    return [*named[:-1], (Segment(silence_s=PAUSE_S + CHAPTER_END_S), "")]
 
 
 def main() -> int:
@@ -106,12 +130,17 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp folder")
     parser.add_argument("--master", default=None, help="a mastering preset: acx, podcast...")
     parser.add_argument("--pipelined", action="store_true", help="streams, then the join")
+    parser.add_argument(
+        "--skip-full-encode", action="store_true", help="--pipelined: no encode from masters"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="songbatch-bench-", dir=args.workdir))
     try:
         if args.pipelined:
-            return pipelined(args.hours, args.chunk_seconds, args.chapter_minutes, work)
+            minutes = args.chapter_minutes
+            full = not args.skip_full_encode
+            return pipelined(args.hours, args.chunk_seconds, minutes, work, full_encode=full)
         return run(args.hours, args.chunk_seconds, args.chapter_minutes, work, args.master)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -135,9 +164,7 @@ def run(
         master = work / "masters" / f"chapter-{number:03d}.flac"
         segments = chapter_segments(chunks[first : first + per_chapter])
         durations.append(
-            assemble_master(
-                segments, master, sample_rate=SAMPLE_RATE, channels=1, owner="00000000000be0c0"
-            )
+            assemble_master(segments, master, sample_rate=SAMPLE_RATE, channels=1, owner=OWNER)
         )
         masters.append(master)
     assembled = time.perf_counter()
@@ -193,73 +220,164 @@ def pauses_in(segments: list[Segment]) -> list[int]:
     return quiet
 
 
-def pipelined(hours: float, chunk_s: float, chapter_min: float, work: Path) -> int:
-    """The book built chapter by chapter as a render does (master, then its stream), the
-    .m4b joined from the streams; against one encode from the masters, in the same run."""
+OWNER = "00000000000be0c0"
+
+
+def pipelined(
+    hours: float, chunk_s: float, chapter_min: float, work: Path, *, full_encode: bool = True
+) -> int:
+    """The book built chapter by chapter as a render does, the .m4b joined from the streams;
+    each chapter's stream made both ways (from its master; in sections as its chunks arrive),
+    against one encode from the masters, in the same run."""
     count = max(1, round(hours * 3600 / chunk_s))
     per_chapter = max(1, round(chapter_min * 60 / chunk_s))
     (work / "chunks").mkdir()
     (work / "masters").mkdir()
     chunks = build_chunks(work / "chunks", count, chunk_s)
+    chapters = [chunks[first : first + per_chapter] for first in range(0, count, per_chapter)]
     masters, streams, master_s, stream_s = [], [], [], []
-    for number, first in enumerate(range(0, count, per_chapter), start=1):
+    arrived, during_s, arriving_tail_s = [], [], []
+    for number, chapter in enumerate(chapters, start=1):
         master = work / "masters" / f"chapter-{number:03d}.flac"
-        started = time.perf_counter()
-        segments = chapter_segments(chunks[first : first + per_chapter])
-        assemble_master(
-            segments, master, sample_rate=SAMPLE_RATE, channels=1, owner="00000000000be0c0"
-        )
-        mastered = time.perf_counter()
-        stream = encode_stream(
-            master,
-            master.with_suffix(".aac"),
-            "m4b",
-            Encoding(),
-            owner="00000000000be0c0",
-            quiet_at=pauses_in(segments),
-            sections=os.cpu_count() or 1,
-        )
-        streamed = time.perf_counter()
+        made, timings = stream_from_master(chapter, master)
         masters.append(master)
-        streams.append(stream)
-        master_s.append(mastered - started)
-        stream_s.append(streamed - mastered)
+        streams.append(made)
+        master_s.append(timings[0])
+        stream_s.append(timings[1])
+        folder = work / f"arriving-{number:03d}"
+        during, tail, stream = arriving_stream(named_segments(chapter), folder, in_order=True)
+        arrived.append(stream)
+        during_s.append(during)
+        arriving_tail_s.append(tail)
+    _d, at_once_s, _s = arriving_stream(
+        named_segments(chapters[-1]), work / "at-once", in_order=False
+    )
+    assert [s.samples for s in arrived] == [s.samples for s in streams]  # one timeline
     titles = [f"Chapter {n}" for n in range(1, len(masters) + 1)]
     tags = Tags(title="Benchmark Book", album="Benchmark Book", narrator="espeak-ng")
-    started = time.perf_counter()
-    join_streams(
-        streams, work / "joined.m4b", "m4b", tags=tags, chapters=book_marks(titles, streams, "m4b")
-    )
-    join_s = time.perf_counter() - started
+    join_s = timed_join(streams, work / "joined.m4b", titles, tags)
+    arrived_join_s = timed_join(arrived, work / "arrived.m4b", titles, tags)
     started = time.perf_counter()
     ffmpeg_join(streams, work / "ffmpeg-joined.m4b")
     ffmpeg_join_s = time.perf_counter() - started
+    encode_s = encode_from_masters(masters, streams, work, titles, tags) if full_encode else None
+    audio_s = sum(s.samples for s in streams) / SAMPLE_RATE
+    assert len(read_chapters(work / "joined.m4b")) == len(masters)
+    tail_s = master_s[-1] + stream_s[-1] + join_s
+    rows = {
+        "book": f"{len(masters)} chapters, {audio_s / 3600:.2f} h",
+        "per chapter, from its master": f"master {mean(master_s):.1f} s,"
+        f" AAC stream {mean(stream_s):.1f} s in {os.cpu_count()} sections (mean)",
+        "per chapter, as chunks arrive": f"sections {mean(during_s):.1f} s while it renders,"
+        f" then {mean(arriving_tail_s):.1f} s: the rest and the join, its master beside (mean)",
+        "join the m4b": f"{join_s:.1f} s ({audio_s / join_s:.0f}x realtime; songbatch's"
+        f" own writer, mp4.py); from the arrived streams {arrived_join_s:.1f} s",
+        "before: ffmpeg's join": f"{ffmpeg_join_s:.1f} s (the same streams copied by ffmpeg,"
+        f" no tags; {ffmpeg_join_s / join_s:.1f}x the writer's)",
+        "tail, stream from the master": f"{tail_s:.1f} s (last master {master_s[-1]:.1f} s"
+        f" + its stream {stream_s[-1]:.1f} s + join {join_s:.1f} s; goal <= 5 s)",
+        "tail, sections as chunks arrive": f"{arriving_tail_s[-1] + arrived_join_s:.1f} s"
+        f" (the rest of the last chapter, its master beside, {arriving_tail_s[-1]:.1f} s"
+        f" + join {arrived_join_s:.1f} s; goal <= 5 s)",
+        "tail, last chapter all at once": f"{at_once_s + arrived_join_s:.1f} s (every section"
+        f" after the last job, one per core, its master beside, {at_once_s:.1f} s + join)",
+    }
+    if encode_s is not None:
+        rows["before: m4b from the masters"] = f"{encode_s:.1f} s, all of it after the last job"
+    report(rows)
+    return 0
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def stream_from_master(chapter: list[Path], master: Path) -> tuple[ChapterStream, list[float]]:
+    """The chapter's master, then its stream from it in a section per core, as a render with a
+    mastering preset still makes it; (stream, [master s, stream s])."""
+    started = time.perf_counter()
+    segments = chapter_segments(chapter)
+    assemble_master(segments, master, sample_rate=SAMPLE_RATE, channels=1, owner=OWNER)
+    mastered = time.perf_counter()
+    stream = encode_stream(
+        master,
+        master.with_suffix(".aac"),
+        "m4b",
+        Encoding(),
+        owner=OWNER,
+        quiet_at=pauses_in(segments),
+        sections=os.cpu_count() or 1,
+    )
+    return stream, [mastered - started, time.perf_counter() - mastered]
+
+
+def arriving_stream(
+    named: list[tuple[Segment, str]], folder: Path, *, in_order: bool
+) -> tuple[float, float, ChapterStream]:
+    """The chapter's stream as `Assembler` makes it without a mastering preset: with
+    `in_order`, its chunks arrive one by one and the sections they decide are encoded at once;
+    at its last job the rest are encoded, one per core, and joined while its master is built
+    beside them. (seconds while it renders, seconds after its last job, the stream)."""
+    folder.mkdir()
+    pieces = sections.place(named, lambda segment, _ident: segment_frames(segment, SAMPLE_RATE))
+    done: dict[sections.Section, ChapterStream] = {}
+    started = time.perf_counter()
+    for arrived in range(2, len(pieces) + 1, 2) if in_order else ():  # a chunk and its pause
+        for section in cut(pieces[:arrived], whole=False):
+            if section not in done:
+                done[section] = encode_one(pieces, section, folder)
+    during = time.perf_counter() - started
+    started = time.perf_counter()
+    segments = [segment for segment, _ident in named]
+    with ThreadPoolExecutor(1) as beside:
+        master = beside.submit(
+            assemble_master,
+            segments,
+            folder / "master.flac",
+            sample_rate=SAMPLE_RATE,
+            channels=1,
+            owner=OWNER,
+        )
+        cuts = cut(pieces, whole=True)
+        rest = [s for s in cuts if s not in done]
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            made = pool.map(lambda s: encode_one(pieces, s, folder), rest)
+            done |= dict(zip(rest, made, strict=True))
+        stream = sections.join_sections(
+            [done[s] for s in cuts], stream_path(folder, "chapter", "m4b"), "m4b", OWNER
+        )
+        master.result()
+    return during, time.perf_counter() - started, stream
+
+
+def cut(pieces: list[sections.Piece], *, whole: bool) -> list[sections.Section]:
+    return sections.cut(pieces, "m4b", SAMPLE_RATE, MIN_SECTION_S, whole=whole)
+
+
+def encode_one(
+    pieces: list[sections.Piece], section: sections.Section, folder: Path
+) -> ChapterStream:
+    out = folder / f"section-{section.start}.aac"
+    return sections.encode_section(
+        pieces, section, out, "m4b", Encoding(), rate=SAMPLE_RATE, channels=1, owner=OWNER
+    )
+
+
+def timed_join(streams: list[ChapterStream], out: Path, titles: list[str], tags: Tags) -> float:
+    started = time.perf_counter()
+    join_streams(streams, out, "m4b", tags=tags, chapters=book_marks(titles, streams, "m4b"))
+    return time.perf_counter() - started
+
+
+def encode_from_masters(
+    masters: list[Path], streams: list[ChapterStream], work: Path, titles: list[str], tags: Tags
+) -> float:
     started = time.perf_counter()
     durations = [round(s.samples * 1000 / s.sample_rate) for s in streams]
     encode(
         masters, work / "encoded.m4b", "m4b", tags=tags, chapters=chapter_marks(titles, durations)
     )
-    encode_s = time.perf_counter() - started
-    audio_s = sum(s.samples for s in streams) / SAMPLE_RATE
-    assert len(read_chapters(work / "joined.m4b")) == len(masters)
-    tail_s = master_s[-1] + stream_s[-1] + join_s
-    report(
-        {
-            "book": f"{len(masters)} chapters, {audio_s / 3600:.2f} h",
-            "per chapter": f"master {sum(master_s) / len(masters):.1f} s,"
-            f" AAC stream {sum(stream_s) / len(masters):.1f} s (mean)",
-            "join the m4b": f"{join_s:.1f} s ({audio_s / join_s:.0f}x realtime; songbatch's"
-            f" own writer, mp4.py)",
-            "before: ffmpeg's join": f"{ffmpeg_join_s:.1f} s (the same streams copied by ffmpeg,"
-            f" no tags; {ffmpeg_join_s / join_s:.1f}x the writer's)",
-            "tail after the last job": f"{tail_s:.1f} s (last master {master_s[-1]:.1f} s"
-            f" + its stream {stream_s[-1]:.1f} s + join {join_s:.1f} s; goal <= 5 s)",
-            "before: m4b from the masters": f"{encode_s:.1f} s, all of it after the last job",
-            "m4b sizes": f"joined {(work / 'joined.m4b').stat().st_size / 1e6:.0f} MB,"
-            f" encoded {(work / 'encoded.m4b').stat().st_size / 1e6:.0f} MB",
-        }
-    )
-    return 0
+    return time.perf_counter() - started
 
 
 def ffmpeg_join(streams: list[ChapterStream], out: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,21 @@ def stream_encodes(workspace: Path) -> dict[str, int]:
         return {s.fmt: s.count for s in ledger.encode_samples()}
 
 
+def at_the_last_job(jobs: int, then: Callable[[set[str]], None]) -> Callable[[RunEvent], None]:
+    """An observer that calls `then` (with the jobs seen) at the last of `jobs` jobs' job-done
+    event: in the coordinator's thread, which it holds there, before the tracker hears of the
+    job; the assembly workers go on."""
+    seen: set[str] = set()
+
+    def observe(event: RunEvent) -> None:
+        if event.kind == "job-done" and event.job is not None:
+            seen.add(event.job)
+            if len(seen) == jobs:
+                then(seen)
+
+    return observe
+
+
 def test_chapters_are_streamed_while_later_ones_render(tmp_path: Path) -> None:
     """By the last job, every chapter finished before it has its .m4b and book .mp3 streams:
     the coordinator is held at that job's event (the assembly workers go on), and the streams
@@ -199,15 +215,9 @@ def test_chapters_are_streamed_while_later_ones_render(tmp_path: Path) -> None:
     plan = plan_manifest(loaded, resolve_profile("offline", None, workspace), workspace)
     last_unit = max(row.unit for row in plan.rows)
     earlier = {row.key for row in plan.rows if row.unit < last_unit}
-    seen: set[str] = set()
     found: list[int] = []
 
-    def hold_at_the_last_job(event: RunEvent) -> None:
-        if event.kind != "job-done" or event.job is None:
-            return
-        seen.add(event.job)
-        if len(seen) < len(plan.jobs):
-            return
+    def wait_for_streams(seen: set[str]) -> None:
         assert earlier <= seen  # whole files first: the last job is the last chapter's
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -218,7 +228,7 @@ def test_chapters_are_streamed_while_later_ones_render(tmp_path: Path) -> None:
         found.append(len(made))
 
     options = RenderOptions(workspace, profile="offline")
-    report = render([book], options, hold_at_the_last_job)
+    report = render([book], options, at_the_last_job(len(plan.jobs), wait_for_streams))
     assert report.exit_code == 0, report.assembly_errors
     assert found == [2 * last_unit]
     units = last_unit + 1

@@ -21,13 +21,14 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import soundfile
 
-from songbatch import audio, layers, streams, subtitles
+from songbatch import audio, layers, sections, streams, subtitles
 from songbatch.assemblyspec import AssemblySpec, UnitSpec
 from songbatch.crashpoints import pause_point
 from songbatch.errors import Interrupted, SongbatchError
@@ -80,6 +81,16 @@ class FileOutcome:
     path: Path
     written: bool  # False: already current (or a failure)
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """A unit's master as pieces (its chunks and silences, where it puts them), known for its
+    first done chunks or all of them: what its streams' sections are cut from."""
+
+    pieces: list[sections.Piece]
+    rate: int
+    channels: int
 
 
 @dataclass(frozen=True)
@@ -315,6 +326,12 @@ class Assembler:
         self.owner = workspace.owner_id()
         self.run_id = run_id
         self.cancel = cancel or threading.Event()
+        # A chunk's frames by (path, sha256): its header is read once per unit, not once per
+        # chunk that arrives after it. Dropped as the unit's streams are made.
+        self._frames: dict[tuple[Path, str, int], int] = {}
+        self._misfits: set[str] = set()  # sections that did not come to whole frames
+        self._sections: dict[Path, streams.ChapterStream] = {}  # on disk, as last seen
+        self._cut_ms: dict[tuple[int, int], int] = {}  # where a unit's last section ended
 
     # ------------------------------------------------------------------ units
 
@@ -378,7 +395,12 @@ class Assembler:
 
     def chapter_stream(self, info: ManifestInfo, unit: int, fmt: str) -> streams.ChapterStream:
         """The unit's master encoded once as `fmt`'s raw stream (streams.py), keyed by the
-        master and the format's encoding."""
+        master and the format's encoding: joined from sections encoded from its chunks as they
+        arrived where it can be (`streams_from_chunks`), else encoded from the master."""
+        if fmt in self.streams_from_chunks(info, unit):
+            made = self._stream_from_chunks(info, unit, fmt)
+            if made is not None:
+                return made
         master = self.master(info, unit)
         encoding = self._encoding(info, fmt)
         key = stream_key(master.inputs_sha256, fmt, encoding)
@@ -565,11 +587,18 @@ class Assembler:
     def _segments(
         self, jobs: list[UnitJob], lead_in_ms: int, pauses: list[int]
     ) -> list[audio.Segment]:
-        segments = [audio.Segment(silence_s=lead_in_ms / 1000)] if lead_in_ms else []
-        for job, pause_ms in zip(jobs, pauses, strict=True):
-            segments.append(audio.Segment(path=self._chunk_path(job)))
+        return [segment for segment, _ident in self._named_segments(jobs, lead_in_ms, pauses)]
+
+    def _named_segments(
+        self, jobs: Sequence[UnitJob], lead_in_ms: int, pauses: Sequence[int]
+    ) -> list[tuple[audio.Segment, str]]:
+        """The master's segments, each with what decides its samples: a chunk's recorded
+        sha256, "" for silence."""
+        segments = [(audio.Segment(silence_s=lead_in_ms / 1000), "")] if lead_in_ms else []
+        for job, pause_ms in zip(jobs, pauses, strict=False):
+            segments.append((audio.Segment(path=self._chunk_path(job)), job.sha256 or ""))
             if pause_ms:
-                segments.append(audio.Segment(silence_s=pause_ms / 1000))
+                segments.append((audio.Segment(silence_s=pause_ms / 1000), ""))
         return segments
 
     def _chunk_path(self, job: UnitJob) -> Path:
@@ -579,6 +608,143 @@ class Assembler:
         if not path.exists():
             raise AssemblyError(f"chunk {path} is missing; the next run renders it again")
         return path
+
+    # ------------------------------------------------------------------ sections as chunks arrive
+
+    def streams_from_chunks(self, info: ManifestInfo, unit: int) -> list[str]:
+        """The book formats whose stream for this unit is encoded from its chunk files, in
+        sections as they arrive (sections.py), rather than from its master: a format cut in
+        sections, for a unit whose master is only its chunks and silence (no mastering preset,
+        which must measure the whole chapter first; no fades, no layers)."""
+        spec = info.assembly
+        meta = spec.units[unit]
+        if preset(spec.master).masters or meta.layered or meta.fade_in_ms or meta.fade_out_ms:
+            return []
+        return [f for f in self._joined_formats(info) if streams.STREAM_FORMATS[f].sections]
+
+    def encode_arrived_sections(self, info: ManifestInfo, unit: int) -> int:
+        """Every section of the unit's streams that its leading run of done chunks decides,
+        encoded unless it is on disk (the render calls this as chunks arrive); how many were
+        encoded. What cannot be done now is left to the unit's own assembly."""
+        formats = self.streams_from_chunks(info, unit)
+        jobs = self.ledger.unit_jobs(info.id, unit) if formats else []
+        done = next((n for n, job in enumerate(jobs) if job.state != JobState.DONE), len(jobs))
+        if not done or done == len(jobs):  # a whole unit: its assembly makes its streams
+            return 0
+        if not self._may_close_section(info, unit, jobs[:done]):
+            return 0
+        layout = self._chunk_layout(info, jobs, done)
+        made = 0
+        for fmt in formats:
+            if self._encoding(info, fmt).sample_rate not in (None, layout.rate):
+                continue
+            cuts = sections.cut(layout.pieces, fmt, layout.rate, streams.MIN_SECTION_S, whole=False)
+            for section in cuts:
+                try:
+                    made += self._section(info, layout, section, fmt)[1]
+                except sections.SectionMisfit:
+                    break  # the unit's assembly finds it again and encodes from the master
+            if cuts:  # the formats share one layout, and so their cuts
+                self._cut_ms[(info.id, unit)] = round(cuts[-1].end * 1000 / layout.rate)
+        return made
+
+    def _may_close_section(self, info: ManifestInfo, unit: int, arrived: list[UnitJob]) -> bool:
+        """Whether the arrived chunks may reach a section's length past the last cut this
+        assembler made: from the ledger's durations, so that most arrivals cost one query and
+        no chunk header (the assembly shares the coordinator's interpreter while it renders)."""
+        if any(job.duration_ms is None for job in arrived):
+            return True
+        lead_in_ms, pauses = self._unit_silences(info, arrived)
+        heard_ms = lead_in_ms + sum(job.duration_ms or 0 for job in arrived) + sum(pauses)
+        # A second's slack: the durations are rounded to ms, the cut lands inside a pause.
+        return (
+            heard_ms - self._cut_ms.get((info.id, unit), 0) >= streams.MIN_SECTION_S * 1000 - 1000
+        )
+
+    def _stream_from_chunks(
+        self, info: ManifestInfo, unit: int, fmt: str
+    ) -> streams.ChapterStream | None:
+        """The unit's `fmt` stream joined from its sections, those not encoded yet encoded at
+        once, one per core; None where they cannot make it (the master's encode then does)."""
+        jobs = self.ledger.unit_jobs(info.id, unit)
+        for job in jobs:
+            self._chunk_path(job)  # every chunk rendered and there, as its master would need
+        encoding = self._encoding(info, fmt)
+        key = stream_key(raw_master_key(info.assembly, unit, jobs), fmt, encoding)
+        path = streams.stream_path(self.workspace.work_dir, key, fmt)
+        found = streams.load_stream(path, fmt)
+        if found is not None:
+            return found
+        layout = self._chunk_layout(info, jobs, len(jobs))
+        if encoding.sample_rate not in (None, layout.rate):
+            return None
+        started = time.monotonic()
+        cuts = sections.cut(layout.pieces, fmt, layout.rate, streams.MIN_SECTION_S, whole=True)
+        try:
+            with ThreadPoolExecutor(max(1, min(len(cuts), os.cpu_count() or 1))) as pool:
+                parts = list(pool.map(lambda s: self._section(info, layout, s, fmt)[0], cuts))
+        except (sections.SectionMisfit, soundfile.LibsndfileError, RuntimeError):
+            return None  # a damaged chunk is found, and requeued, by the master's build
+        stream = sections.join_sections(parts, path, fmt, self.owner)
+        for part in parts:
+            sections.remove_section(part.path)
+            self._sections.pop(part.path, None)
+        for piece in layout.pieces:  # the unit is done with: its cache entries go
+            if piece.segment.path is not None:
+                self._frames.pop((piece.segment.path, piece.ident, layout.rate), None)
+        self._timed(fmt, round(layout.pieces[-1].end * 1000 / layout.rate), started)
+        return stream
+
+    def _section(
+        self, info: ManifestInfo, layout: ChunkLayout, section: sections.Section, fmt: str
+    ) -> tuple[streams.ChapterStream, bool]:
+        """The section's stream, from the sections folder or encoded now (then True)."""
+        encoding = self._encoding(info, fmt)
+        shape = {"rate": layout.rate, "channels": layout.channels}
+        key = sections.section_key(layout.pieces, section, fmt, encoding, **shape)
+        if key in self._misfits:
+            raise sections.SectionMisfit(f"section {key[:12]} did not fit", retryable=False)
+        path = streams.stream_path(self.workspace.sections_dir, key, fmt)
+        known = self._sections.get(path)  # asked again at every chunk that arrives after it
+        found = known if known is not None and path.exists() else streams.load_stream(path, fmt)
+        if found is not None:
+            self._sections[path] = found
+            return found, False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            made = sections.encode_section(
+                layout.pieces,
+                section,
+                path,
+                fmt,
+                encoding,
+                owner=self.owner,
+                cancel=self.cancel,
+                **shape,
+            )
+        except sections.SectionMisfit:
+            self._misfits.add(key)
+            raise
+        self._sections[path] = made
+        return made, True
+
+    def _chunk_layout(self, info: ManifestInfo, jobs: list[UnitJob], done: int) -> ChunkLayout:
+        """The unit's first `done` chunks (all rendered) and the silences around them, placed
+        as `_raw_master` places them, at the master's rate and channels (its first chunk's)."""
+        probe = soundfile.info(str(self._chunk_path(jobs[0])))
+        rate, channels = int(probe.samplerate), int(probe.channels)
+        lead_in_ms, pauses = self._unit_silences(info, jobs)
+        named = self._named_segments(jobs[:done], lead_in_ms, pauses[:done])
+        pieces = sections.place(named, lambda segment, ident: self._frames_of(segment, ident, rate))
+        return ChunkLayout(pieces, rate, channels)
+
+    def _frames_of(self, segment: audio.Segment, ident: str, rate: int) -> int:
+        if segment.path is None:
+            return audio.segment_frames(segment, rate)
+        key = (segment.path, ident, rate)
+        if key not in self._frames:
+            self._frames[key] = audio.segment_frames(segment, rate)
+        return self._frames[key]
 
     # ------------------------------------------------------------------ the book
 

@@ -11,6 +11,7 @@ say a failure.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import os
 import shutil
@@ -100,14 +101,19 @@ def ffmpeg_query(*args: str) -> str:
     return result.stdout
 
 
-def run_ffmpeg(args: Sequence[str], *, cancel: threading.Event | None = None) -> None:
+def run_ffmpeg(
+    args: Sequence[str],
+    *,
+    cancel: threading.Event | None = None,
+    feed: Iterable[bytes | memoryview] | None = None,
+) -> None:
     """Run ffmpeg with `args` (an encode: only errors are logged); raise FfmpegFailed with its
-    last stderr lines.
+    last stderr lines. `feed`: what ffmpeg reads on its standard input (`-i pipe:0`).
 
     ffmpeg never outlives the call: an exception here (Ctrl-C, SIGTERM) or `cancel` being set
     kills it, and `cancel` raises Interrupted.
     """
-    for _line in ffmpeg_lines(args, level="error", cancel=cancel):
+    for _line in ffmpeg_lines(args, level="error", cancel=cancel, feed=feed):
         pass
 
 
@@ -117,21 +123,26 @@ def ffmpeg_lines(
     level: Literal["error", "info"] = "info",
     cancel: threading.Event | None = None,
     doing: str = "encoding",
+    feed: Iterable[bytes | memoryview] | None = None,
 ) -> Iterator[str]:
     """ffmpeg run with `args`, its stderr (logged at `level`) a line at a time; FfmpegFailed
     with its last lines when it exits non-zero. ffmpeg never outlives the generator (closed,
     or an exception in it), and `cancel` being set kills it (Interrupted, "while `doing`"):
-    a measuring filter prints nothing until the end to wake on, so a thread watches."""
+    a measuring filter prints nothing until the end to wake on, so a thread watches.
+    `feed` is written to ffmpeg's stdin by a thread of its own (stderr is read here, so
+    neither pipe can fill while the other waits); an error in it kills ffmpeg and is raised."""
     command = [ffmpeg_exe(), *_BASE_ARGS, "-loglevel", level, *args]
+    stdin = subprocess.DEVNULL if feed is None else subprocess.PIPE
     try:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
     except OSError as exc:
         raise EngineError(f"cannot run ffmpeg: {exc}", retryable=False) from exc
     done = threading.Event()
     if cancel is not None:
         threading.Thread(target=_kill_on, args=(cancel, done, process), daemon=True).start()
+    feeding = None if feed is None else _Feeder(process, feed)
     last: collections.deque[str] = collections.deque(maxlen=_ERROR_LINES)
     try:
         assert process.stderr is not None
@@ -145,12 +156,46 @@ def ffmpeg_lines(
         if process.poll() is None:
             process.kill()
             process.wait()
+        if feeding is not None:
+            feeding.join()
         if process.stderr is not None:
             process.stderr.close()
     if cancel is not None and cancel.is_set():
         raise Interrupted(f"interrupted while {doing}")
+    if feeding is not None and feeding.error is not None:
+        raise feeding.error
     if returncode != 0:
         raise FfmpegFailed(returncode, _tail(last))
+
+
+class _Feeder:
+    """Writes `feed` to the process's stdin, then closes it (ffmpeg's end of input). If `feed`
+    raises, the process is killed first: closing its stdin would tell ffmpeg the input ended
+    there, and it would finish a file cut short."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], feed: Iterable[bytes | memoryview]
+    ) -> None:
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(process, feed), daemon=True)
+        self._thread.start()
+
+    def _run(self, process: subprocess.Popen[bytes], feed: Iterable[bytes | memoryview]) -> None:
+        assert process.stdin is not None
+        try:
+            for data in feed:
+                process.stdin.write(data)
+        except BrokenPipeError:
+            pass  # ffmpeg exited early: its exit code and log say why
+        except BaseException as exc:  # raised again in the caller's thread
+            self.error = exc
+            process.kill()
+        finally:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                process.stdin.close()
+
+    def join(self) -> None:
+        self._thread.join()
 
 
 def _tail(lines: Iterable[str]) -> str:

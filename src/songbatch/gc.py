@@ -155,6 +155,15 @@ def _collect_work(
     for info in ledger.manifests():
         if info.id not in forgotten:  # a dry run's forgotten manifests are still in the ledger
             live |= work_names(ledger, info)
+    _remove_work_files(folder, live, report)
+    # Sections outlive a render only when it was killed: they save the next render encoding
+    # them again, and no plan needs one, so gc (never run beside a render) takes them all.
+    _remove_work_files(workspace.sections_dir, set(), report)
+
+
+def _remove_work_files(folder: Path, live: set[str], report: GcReport) -> None:
+    if not folder.is_dir():
+        return
     for entry in sorted(folder.iterdir()):
         if (
             is_work_name(entry.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import math
 import os
 import queue
@@ -462,6 +463,8 @@ class _Run:
         try:
             for info, unit in tracker.complete_units():
                 assembly.submit(info, unit)
+            for info, unit in tracker.lead_grown():
+                assembly.submit_arrived(info, unit)
             self._render_jobs(tracker, assembly)
             assembly.close()
             assembler = Assembler(
@@ -597,6 +600,8 @@ class _Run:
 def _on_published(tracker: UnitTracker, assembly: AssemblyPool, key: str) -> None:
     for info, unit in tracker.job_done(key):
         assembly.submit(info, unit)
+    for info, unit in tracker.lead_grown():
+        assembly.submit_arrived(info, unit)
 
 
 def run_jobs(group: BackendGroup, manifest_ids: list[int], context: RunContext) -> ExecutorSummary:
@@ -613,7 +618,8 @@ def _sweep(workspace: Workspace, infos: list[ManifestInfo]) -> None:
             remove_quietly(entry)
     owner = workspace.owner_id()
     folders = {info.assembly.output_dir for info in infos}
-    folders |= {workspace.work_dir, workspace.voices_dir, workspace.covers_dir}
+    folders |= {workspace.work_dir, workspace.sections_dir}
+    folders |= {workspace.voices_dir, workspace.covers_dir}
     for folder in folders:
         sweep_temps(folder, owner)
 
@@ -663,9 +669,16 @@ class UnitTracker:
         self._left: dict[tuple[int, int], int] = {}
         self._units_of: dict[str, list[tuple[int, int]]] = defaultdict(list)
         self._pending: set[str] = set()
+        # Each unfinished unit's jobs in order and how many lead it done: a unit's leading run
+        # of done chunks is what its streams' sections can be encoded from (sections.py).
+        self._order: dict[tuple[int, int], list[str]] = {}
+        self._lead: dict[tuple[int, int], int] = {}
+        self._done: set[str] = set()
+        self._grown: list[tuple[int, int]] = []
         for info in infos:
             for unit in range(len(info.assembly.units)):
-                for job in ledger.unit_jobs(info.id, unit):
+                jobs = ledger.unit_jobs(info.id, unit)
+                for job in jobs:
                     if job.state == JobState.PENDING:
                         self._pending.add(job.key)
                     if job.state != JobState.DONE:
@@ -673,6 +686,11 @@ class UnitTracker:
                         self._units_of[job.key].append((info.id, unit))
                     else:
                         self._left.setdefault((info.id, unit), 0)
+                        self._done.add(job.key)
+                if self._left[(info.id, unit)]:  # begun by an earlier run: its sections too
+                    self._order[(info.id, unit)] = [job.key for job in jobs]
+                    if self._advance((info.id, unit)):
+                        self._grown.append((info.id, unit))
 
     def pending_of(self, manifest_ids: Sequence[int]) -> int:
         """Distinct jobs these manifests still have to render in this run."""
@@ -689,12 +707,31 @@ class UnitTracker:
         return [(self.infos[mid], unit) for (mid, unit), left in self._left.items() if left == 0]
 
     def job_done(self, key: str) -> list[tuple[ManifestInfo, int]]:
+        """The units this job's completion makes whole (each to be assembled now)."""
         finished = []
+        self._done.add(key)
         for mid, unit in self._units_of.pop(key, []):
             self._left[(mid, unit)] -= 1
             if self._left[(mid, unit)] == 0:
                 finished.append((self.infos[mid], unit))
+                self._order.pop((mid, unit), None)
+            elif self._advance((mid, unit)):
+                self._grown.append((mid, unit))
         return finished
+
+    def lead_grown(self) -> list[tuple[ManifestInfo, int]]:
+        """The unfinished units whose leading run of done jobs grew since last asked: their
+        streams may have a section more to encode."""
+        grown, self._grown = list(dict.fromkeys(self._grown)), []
+        return [(self.infos[mid], unit) for mid, unit in grown]
+
+    def _advance(self, unit: tuple[int, int]) -> bool:
+        order, lead = self._order[unit], self._lead.get(unit, 0)
+        start = lead
+        while lead < len(order) and order[lead] in self._done:
+            lead += 1
+        self._lead[unit] = lead
+        return lead > start
 
     def manifest_complete(self, info: ManifestInfo) -> bool:
         return all(left == 0 for (mid, _), left in self._left.items() if mid == info.id)
@@ -749,7 +786,11 @@ class AssemblyPool:
         self._report = report
         self._run_id = run_id
         # (manifest, unit, part): part None is a unit whose master comes first.
-        self._queue: queue.Queue[tuple[ManifestInfo, int, str | None] | None] = queue.Queue()
+        # Whole units and their parts before ARRIVED items: a head start must not hold back the
+        # work it is a head start on (when devices outrun the assembly, ARRIVED items queue up
+        # behind the render, and the units they name are whole by the time they come up).
+        self._queue: queue.PriorityQueue[_Item] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._threads = [
             threading.Thread(
                 target=self._serve,
@@ -763,13 +804,31 @@ class AssemblyPool:
         # only when none is left anywhere.
         self._pending = 0
         self._idle = threading.Condition()
+        # A unit's sections (ARRIVED, and its streams made from them) are encoded by one worker
+        # at a time: `_units` holds each unit's lock, `_queued` the units with an ARRIVED item
+        # waiting (one is enough), `_again` those that chunks reached while theirs ran.
+        self._guard = threading.Lock()
+        self._units: dict[tuple[int, int], threading.Lock] = {}
+        self._queued: set[tuple[int, int]] = set()
+        self._again: set[tuple[int, int]] = set()
         for thread in self._threads:
             thread.start()
         self._closed = False
 
     def submit(self, info: ManifestInfo, unit: int) -> None:
+        """A unit whose every job is done: its master, then its parts."""
         self._pending_add(1)
-        self._queue.put((info, unit, None))
+        self._put(info, unit, None)
+
+    def submit_arrived(self, info: ManifestInfo, unit: int) -> None:
+        """A unit whose leading run of done chunks grew: its streams' sections that those
+        decide are encoded while the rest renders, so that little is left after its last job."""
+        with self._guard:
+            if (info.id, unit) in self._queued:
+                return
+            self._queued.add((info.id, unit))
+        self._pending_add(1)
+        self._put(info, unit, ARRIVED)
 
     def close(self) -> None:
         """Assemble what was submitted, then stop."""
@@ -784,7 +843,7 @@ class AssemblyPool:
         signal that lands while `close` waits calls `abort`, which must still wait for the
         workers to remove their temp files before the process exits."""
         for _ in self._threads:
-            self._queue.put(None)
+            self._queue.put(_Item(2, next(self._order)))
         for thread in self._threads:
             thread.join()
 
@@ -810,7 +869,7 @@ class AssemblyPool:
         yield_cpu_to_devices()
         assembler = Assembler(ledger, self._workspace, run_id=self._run_id, cancel=self.cancel)
         try:
-            while (item := self._queue.get()) is not None:
+            while (item := self._queue.get().work) is not None:
                 try:
                     self._assemble(assembler, *item)
                 finally:
@@ -827,7 +886,14 @@ class AssemblyPool:
             if part is None:
                 self._queue_parts(assembler, info, unit)
                 return
-            outcomes = assembler.assemble_part(info, unit, part)
+            if part == ARRIVED:
+                self._encode_arrived(assembler, info, unit)
+                return
+            if part.removeprefix("stream ") in assembler.streams_from_chunks(info, unit):
+                with self._unit_lock(info, unit):  # after the section being encoded, if any
+                    outcomes = assembler.assemble_part(info, unit, part)
+            else:
+                outcomes = assembler.assemble_part(info, unit, part)
         except Interrupted:
             raise
         except Exception as exc:  # a bug: still reported, and the worker goes on
@@ -839,6 +905,10 @@ class AssemblyPool:
             self._report.add(info, outcome, self._observer)
 
     def _queue_parts(self, assembler: Assembler, info: ManifestInfo, unit: int) -> None:
+        # Streams made from the chunks' sections need no master: queued first, they are made
+        # by another worker while this one makes the master.
+        early = [f"stream {fmt}" for fmt in assembler.streams_from_chunks(info, unit)]
+        self._queue_items(info, unit, early)
         try:
             assembler.master(info, unit)
         except Interrupted:
@@ -847,10 +917,59 @@ class AssemblyPool:
             for outcome in assembler.unit_failed(info, unit, exc):
                 self._report.add(info, outcome, self._observer)
             return
-        parts = assembler.unit_parts(info)
+        self._queue_items(info, unit, [p for p in assembler.unit_parts(info) if p not in early])
+
+    def _queue_items(self, info: ManifestInfo, unit: int, parts: list[str]) -> None:
         self._pending_add(len(parts))
         for part in parts:
-            self._queue.put((info, unit, part))
+            self._put(info, unit, part)
+
+    def _put(self, info: ManifestInfo, unit: int, part: str | None) -> None:
+        rank = 1 if part == ARRIVED else 0
+        self._queue.put(_Item(rank, next(self._order), (info, unit, part)))
+
+    def _unit_lock(self, info: ManifestInfo, unit: int) -> threading.Lock:
+        with self._guard:
+            return self._units.setdefault((info.id, unit), threading.Lock())
+
+    def _encode_arrived(self, assembler: Assembler, info: ManifestInfo, unit: int) -> None:
+        """The unit's sections its arrived chunks decide; a worker that finds another at it
+        leaves it to that one, which goes round again for what arrived meanwhile."""
+        name = (info.id, unit)
+        lock = self._unit_lock(info, unit)
+        with self._guard:
+            self._queued.discard(name)
+        while True:
+            if not lock.acquire(blocking=False):
+                with self._guard:
+                    self._again.add(name)
+                return
+            try:
+                assembler.encode_arrived_sections(info, unit)
+            except Interrupted:
+                raise
+            except Exception:  # only a head start: the unit's own assembly says what fails
+                pass
+            finally:
+                lock.release()
+            with self._guard:
+                if name not in self._again:
+                    return
+                self._again.discard(name)
+
+
+# An assembly item for a unit still rendering: encode the sections its done chunks decide.
+ARRIVED = "arrived"
+
+
+@dataclass(order=True)
+class _Item:
+    """An assembly pool's queue entry: by rank (0 units and parts, 1 ARRIVED, 2 stop), then
+    in the order queued; `work` None stops a worker."""
+
+    rank: int
+    seq: int
+    work: tuple[ManifestInfo, int, str | None] | None = field(default=None, compare=False)
 
 
 @dataclass

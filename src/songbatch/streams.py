@@ -130,17 +130,8 @@ def encode_stream(
     begin, a pause between chunks), a long chapter is encoded in up to that many sections at
     once, split in its pauses, and the sections joined: what a decoder gives is the same
     timeline, sample for sample, as one encode's (`_sections` says how)."""
-    chosen = STREAM_FORMATS[fmt]
     info = soundfile.info(str(master))
-    channels = encoding.channels or int(info.channels)
-    args = encoder_args(
-        fmt,
-        channels,
-        bitrate=f"{encoding.bitrate_kbps}k" if encoding.bitrate_kbps else None,
-        sample_rate=encoding.sample_rate,
-        mode=encoding.mode,
-    )
-    output = [*args, *chosen.encoder_args, "-f", chosen.raw]
+    output = output_args(fmt, encoding, int(info.channels))
     tmp = temp_sibling(out, owner)
     try:
         rate = int(info.samplerate)
@@ -151,13 +142,33 @@ def encode_stream(
         if not cuts or not _encode_sections(master, tmp, fmt, output, cuts, rate, cancel):
             source = ["-i", str(master), "-map", "0:a", "-map_metadata", "-1"]
             run_ffmpeg([*source, *output, str(tmp)], cancel=cancel)
-        counted, lengths = _walk(tmp, fmt)
-        stream = dataclasses.replace(counted, path=out)
-        _write_count(stream, tmp.stat().st_size, lengths, owner)
-        fsync_file(tmp)
-        replace_durably(tmp, out)
+        return publish_stream(tmp, out, fmt, owner)
     finally:
         remove_quietly(tmp)
+
+
+def output_args(fmt: str, encoding: Encoding, channels: int) -> list[str]:
+    """ffmpeg's output arguments for `fmt`'s bare raw stream of audio with `channels`, as the
+    format's encoding asks (its own channel count first)."""
+    chosen = STREAM_FORMATS[fmt]
+    args = encoder_args(
+        fmt,
+        encoding.channels or channels,
+        bitrate=f"{encoding.bitrate_kbps}k" if encoding.bitrate_kbps else None,
+        sample_rate=encoding.sample_rate,
+        mode=encoding.mode,
+    )
+    return [*args, *chosen.encoder_args, "-f", chosen.raw]
+
+
+def publish_stream(tmp: Path, out: Path, fmt: str, owner: str) -> ChapterStream:
+    """The finished raw stream at `tmp` moved to `out`, counted: its frame count and lengths
+    beside it first (a stream on disk always has its count), then the stream, each synced."""
+    counted, lengths = _walk(tmp, fmt)
+    stream = dataclasses.replace(counted, path=out)
+    _write_count(stream, tmp.stat().st_size, lengths, owner)
+    fsync_file(tmp)
+    replace_durably(tmp, out)
     return stream
 
 
@@ -166,7 +177,8 @@ def encode_stream(
 QUIET_SAMPLES = 4096
 
 
-def _frame_samples(fmt: str, rate: int) -> int:
+def frame_samples(fmt: str, rate: int) -> int:
+    """Samples in one frame of `fmt`'s codec at `rate`."""
     if STREAM_FORMATS[fmt].demuxer == "aac":
         return 1024
     return 1152 if rate >= 32000 else 576
@@ -184,7 +196,7 @@ def _sections(
     count = min(sections, int(frames / rate // min_s))
     if count < 2 or not quiet_at or not STREAM_FORMATS[fmt].sections:
         return []
-    frame = _frame_samples(fmt, rate)
+    frame = frame_samples(fmt, rate)
     priming = STREAM_FORMATS[fmt].priming
     cuts: list[tuple[int, int]] = []
     start = 0
@@ -214,7 +226,7 @@ def _encode_sections(
     """Each section encoded at once into its own file, then joined into `out`. False (out
     untouched) if an encoder did not come to whole frames as `_sections` counted on."""
     priming = STREAM_FORMATS[fmt].priming
-    frame = _frame_samples(fmt, rate)
+    frame = frame_samples(fmt, rate)
     with tempfile.TemporaryDirectory(prefix="songbatch-sections-", dir=out.parent) as work:
         parts = [Path(work) / f"{n:03d}" for n in range(len(cuts))]
 

@@ -41,6 +41,13 @@ class Workspace:
         return self.state_dir / "work"
 
     @property
+    def sections_dir(self) -> Path:
+        """Sections of chapter streams encoded as their chunks arrive (sections.py): each is
+        removed once its chapter's stream is whole, so what is left is a killed run's, kept for
+        the next run to reuse."""
+        return self.work_dir / "sections"
+
+    @property
     def tmp_dir(self) -> Path:
         """Renders in progress; the same filesystem as chunks/, so publishing is a rename."""
         return self.state_dir / "tmp"
