@@ -109,3 +109,21 @@ def test_the_deadline_room_and_stop(tmp_path: Path) -> None:
         desk.stop("deadline", "time limit reached", at_deadline=True)
         assert desk.stopping and desk.summary.stopped_at_deadline
         assert [e.kind for e in events] == ["deadline"]
+
+
+def test_a_job_set_aside_by_another_backend_is_waited_for_once_it_comes_back(
+    tmp_path: Path,
+) -> None:
+    """A spill-over's set-aside, routed back when it stopped at a cap: the pool's desk did not
+    set it aside itself, and must still wait for it rather than end the run without it."""
+    clock = FakeClock()
+    with Ledger(tmp_path / "ledger.db", clock=clock) as ledger:
+        ledger.apply_plan(*make_plan(1))
+        desk = _desk(ledger, [])
+        desk.source([1])
+        assert desk.set_aside_due() is None
+        [lease] = ledger.claim(limit=1, worker="api", device="api", lease_s=60)
+        ledger.defer(lease, "network down", delay_s=30.0)  # the other backend's own desk
+        desk.undrain()  # the job came back to this backend's side
+        due = desk.set_aside_due()
+        assert due is not None and abs(due - (clock.now + 30.0)) < 1

@@ -127,7 +127,10 @@ class JobDesk:
         return all(source.drained for source in self.sources)
 
     def undrain(self) -> None:
-        """A job went back to pending: the next claim looks again, on every side."""
+        """A job went back to pending: the next claim looks again, on every side. It may be
+        one set aside by another backend (a spill-over's, routed back), so the set-aside due
+        time is looked up again too."""
+        self._set_aside_changed = True
         for source in self.sources:
             source.drained = False
 
