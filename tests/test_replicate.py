@@ -155,6 +155,15 @@ def _start(manifest: Path, workspace: Path, env: dict[str, str]) -> subprocess.P
     )
 
 
+def _render(
+    manifest: Path, workspace: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`songbatch render` in its own process, to completion or to the crash point `env` names."""
+    return run_songbatch(
+        "render", str(manifest), "--workspace", str(workspace), cwd=workspace, env=env
+    )
+
+
 def _wait_for(condition: object, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -178,10 +187,7 @@ def test_kill_9_around_a_paid_jobs_publish_then_resume_pays_once(
         tmp_path, chapters=1, sentences=4, formats="[flac]", profile="remote.yaml"
     )
     with FakeReplicate(latency_s=0.3) as fake:
-        env = {**fake.env(), "SONGBATCH_CRASH_AT": crash}
-        killed = run_songbatch(
-            "render", str(manifest), "--workspace", str(tmp_path), cwd=tmp_path, env=env
-        )
+        killed = _render(manifest, tmp_path, {**fake.env(), "SONGBATCH_CRASH_AT": crash})
         assert killed.returncode == -9
         with ledger(tmp_path) as db:
             done = {r[0] for r in db.conn.execute("SELECT key FROM jobs WHERE state = 'done'")}
@@ -194,9 +200,7 @@ def test_kill_9_around_a_paid_jobs_publish_then_resume_pays_once(
         else:  # killed at the first settle, which came after its job was published
             [first] = settled
             assert first["job_key"] in done and first["outcome"] == "succeeded"
-        resumed = run_songbatch(
-            "render", str(manifest), "--workspace", str(tmp_path), cwd=tmp_path, env=fake.env()
-        )
+        resumed = _render(manifest, tmp_path, fake.env())
         assert resumed.returncode == 0, resumed.stderr
         assert max(fake.creates_by_input().values()) == 1
         assert len(fake.state.predictions) == 4
@@ -268,20 +272,11 @@ def test_kill_9_just_after_a_claim_then_resume_creates_each_once(tmp_path: Path)
         tmp_path, chapters=1, sentences=3, formats="[flac]", profile="remote.yaml"
     )
     with FakeReplicate(latency_s=0.1) as fake:
-        killed = run_songbatch(
-            "render",
-            str(manifest),
-            "--workspace",
-            str(tmp_path),
-            cwd=tmp_path,
-            env={**fake.env(), "SONGBATCH_CRASH_AT": "after-claim"},
-        )
+        killed = _render(manifest, tmp_path, {**fake.env(), "SONGBATCH_CRASH_AT": "after-claim"})
         assert killed.returncode == -9
         assert fake.state.predictions == {} and reservations(tmp_path) == []
         assert job_states(tmp_path) == {"leased": 3}
-        resumed = run_songbatch(
-            "render", str(manifest), "--workspace", str(tmp_path), cwd=tmp_path, env=fake.env()
-        )
+        resumed = _render(manifest, tmp_path, fake.env())
         assert resumed.returncode == 0, resumed.stderr
         assert max(fake.creates_by_input().values()) == 1
         assert len(fake.state.predictions) == 3
@@ -302,14 +297,7 @@ def test_kill_9_between_reserve_create_and_record_then_resume_pays_once(
         tmp_path, chapters=1, sentences=4, formats="[flac]", profile="remote.yaml"
     )
     with FakeReplicate(latency_s=0.3) as fake:
-        killed = run_songbatch(
-            "render",
-            str(manifest),
-            "--workspace",
-            str(tmp_path),
-            cwd=tmp_path,
-            env={**fake.env(), "SONGBATCH_CRASH_AT": crash},
-        )
+        killed = _render(manifest, tmp_path, {**fake.env(), "SONGBATCH_CRASH_AT": crash})
         assert killed.returncode == -9
         opened = reservations(tmp_path)
         created = len(fake.state.predictions)
@@ -318,9 +306,7 @@ def test_kill_9_between_reserve_create_and_record_then_resume_pays_once(
         else:
             assert created == 0 and len(opened) == 1  # killed at the first reserve
         assert all(r["state"] == "open" and r["prediction_id"] is None for r in opened)
-        resumed = run_songbatch(
-            "render", str(manifest), "--workspace", str(tmp_path), cwd=tmp_path, env=fake.env()
-        )
+        resumed = _render(manifest, tmp_path, fake.env())
         assert resumed.returncode == 0, resumed.stderr
         assert max(fake.creates_by_input().values()) == 1
         assert len(fake.state.predictions) == 4
@@ -341,9 +327,7 @@ def test_kill_9_mid_run_then_resume_pays_for_no_job_twice(tmp_path: Path) -> Non
         _wait_for(lambda: len(fake.state.predictions) >= 10)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
-        resumed = run_songbatch(
-            "render", str(manifest), "--workspace", str(tmp_path), cwd=tmp_path, env=fake.env()
-        )
+        resumed = _render(manifest, tmp_path, fake.env())
         assert resumed.returncode == 0, resumed.stderr
         assert len(fake.state.predictions) == 20
         assert max(fake.creates_by_input().values()) == 1
@@ -371,9 +355,7 @@ def test_a_dead_runs_predictions_are_looked_up_side_by_side_when_the_next_run_st
         fake.state.max_in_flight_by.clear()
         for prediction in fake.state.predictions.values():
             prediction.latency_s = 0.0  # done by now: adopted and downloaded
-        resumed = run_songbatch(
-            "render", str(manifest), "--workspace", str(tmp_path), cwd=tmp_path, env=fake.env()
-        )
+        resumed = _render(manifest, tmp_path, fake.env())
         assert resumed.returncode == 0, resumed.stderr
         assert len(fake.state.predictions) == 8  # every one adopted, none created again
         assert fake.state.max_in_flight_by["get"] > 1
