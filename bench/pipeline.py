@@ -33,6 +33,7 @@ from songbatch.engines import EngineSpec, RenderRequest, load_engine
 from songbatch.events import RunEvent
 from songbatch.manifest import load_manifest
 from songbatch.planner import plan_manifest
+from songbatch.presets import preset
 from songbatch.profiles import resolve_profile
 from songbatch.render import RenderOptions, render
 from songbatch.tagging import Tags
@@ -42,20 +43,43 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "alice.txt"
 HEADING = re.compile(r"^CHAPTER ([IVXLC]+)\. (.+)$", re.MULTILINE)
 
 
-def write_book(folder: Path, chapters: int, formats: str) -> Path:
-    """A manifest of Alice's first `chapters` chapters, each its own text file."""
+def write_book(folder: Path, chapters: int, formats: str, master: str | None = None) -> Path:
+    """A manifest of Alice's first `chapters` chapters, each its own text file; mastered to
+    `master`, or with that preset's encodings and no mastering (master: -acx, say)."""
     text = CORPUS.read_text(encoding="utf-8")
     marks = list(HEADING.finditer(text))
     lines = ["kind: audiobook", "title: Alice (bench)", "author: Lewis Carroll"]
-    lines += ["language: en", f"formats: [{formats}]", "profile: offline", "chapters:"]
+    lines += ["language: en", f"formats: [{formats}]", "profile: offline"]
+    if master is not None:
+        lines += preset_lines(master, formats)
+    lines += ["chapters:"]
     for number, mark in enumerate(marks[:chapters], start=1):
         end = marks[number].start() if number < len(marks) else len(text)
         body = folder / f"{number:02d}.txt"
         body.write_text(text[mark.end() : end].strip() + "\n", encoding="utf-8")
         lines += [f"  - title: {mark.group(2)!r}", f"    text_file: {body.name}"]
-    manifest = folder / f"book-{formats.replace(', ', '-')}.yaml"
+    manifest = folder / f"book-{formats.replace(', ', '-')}{master or ''}.yaml"
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return manifest
+
+
+def preset_lines(master: str, formats: str) -> list[str]:
+    """`master: NAME`; for `-NAME`, no mastering but the preset's encoding of each format, so
+    a book with and one without differ in mastering alone."""
+    if not master.startswith("-"):
+        return [f"master: {master}"]
+    lines = ["encoding:"]
+    for fmt in formats.split(", "):
+        settings = preset(master[1:]).encoding(fmt)
+        fields = {
+            "bitrate": settings.bitrate_kbps,
+            "sample_rate": settings.sample_rate,
+            "channels": settings.channels,
+            "mode": settings.mode.value if settings.mode else None,
+        }
+        chosen = ", ".join(f"{name}: {value}" for name, value in fields.items() if value)
+        lines.append(f"  {fmt}: {{{chosen}}}")
+    return lines
 
 
 def planned_requests(manifest: Path, workspace: Workspace) -> list[RenderRequest]:
@@ -116,7 +140,15 @@ def main() -> int:
     parser.add_argument("--chapters", type=int, default=4)
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="rounds of all three, alternated")
+    parser.add_argument(
+        "--master",
+        default=None,
+        help="a preset (acx...): both books also rendered with it and without it at its"
+        " encodings, for what mastering adds (issue 12's goal: at most 25 %%)",
+    )
     args = parser.parse_args()
+    if args.master is not None:
+        return mastering_rounds(args.chapters, args.devices, args.repeat, args.master)
     if not CORPUS.is_file():
         raise SystemExit(f"{CORPUS} not found")
     root = Path(tempfile.mkdtemp(prefix="songbatch-pipeline-"))
@@ -148,6 +180,31 @@ def main() -> int:
                 f"  songbatch, mp3 + m4b             {second[0]:7.1f} s"
                 f"  {second[0] / baseline:.2f}x (goal <= 1.30)  tail {second[1]:.1f} s"
             )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def mastering_rounds(chapters: int, devices: int, repeat: int, master: str) -> int:
+    """Each book rendered without mastering (at the preset's encodings) and with it,
+    alternated; what mastering adds to the render's wall time and to its tail."""
+    root = Path(tempfile.mkdtemp(prefix="songbatch-pipeline-"))
+    try:
+        books = root / "books"
+        books.mkdir()
+        for formats in ("m4b", "mp3, m4b"):
+            plain = write_book(books, chapters, formats, f"-{master}")
+            mastered = write_book(books, chapters, formats, master)
+            for round_ in range(repeat):
+                tag = f"{formats.replace(', ', '-')}-{round_}"
+                without = songbatch(plain, root / f"plain-{tag}", devices)
+                with_ = songbatch(mastered, root / f"mastered-{tag}", devices)
+                print(
+                    f"{formats:<8} round {round_ + 1}: without {without[0]:6.1f} s"
+                    f" (tail {without[1]:.1f} s), {master} {with_[0]:6.1f} s"
+                    f" (tail {with_[1]:.1f} s): mastering adds"
+                    f" {with_[0] / without[0] - 1:.0%} (goal <= 25 %)"
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

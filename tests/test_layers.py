@@ -30,7 +30,7 @@ from helpers.layered import (
     voice_onset,
     without_voice,
 )
-from songbatch import layers
+from songbatch import audio, layers
 from songbatch.assemblyspec import MusicLayerSpec, SpeechLayerSpec, UnitSpec
 from songbatch.errors import ManifestError
 from songbatch.manifest import load_manifest
@@ -296,7 +296,8 @@ def test_the_mix_streams_in_flat_memory(tmp_path: Path, minutes: int) -> None:
     assert placed.total == minutes * 60 * RATE
     tracemalloc.start()
     try:
-        layers.write_mix(placed, tmp_path / "mix.flac", owner="0123abcd", fade_out_ms=3000)
+        mixed = layers.mix_audio(placed, fade_out_ms=3000)
+        audio.write_master(mixed, tmp_path / "mix.flac", owner="0123abcd")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -5,7 +5,9 @@ them: numpy for RMS and the noise floor, pyloudnorm for integrated loudness (ITU
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -79,6 +81,90 @@ def test_an_acx_book_meets_acx_rules_by_an_independent_meter(acx_book: Path) -> 
         assert -90.0 < floor <= -60.0, (path, floor)
         assert 0.5 <= silence_s(audio, rate, from_end=False) <= 1.0, path
         assert 1.0 <= silence_s(audio, rate, from_end=True) <= 5.0, path
+
+
+def test_an_acx_book_keeps_only_its_mastered_chapters_in_the_work_folder(acx_book: Path) -> None:
+    """Under a preset the chapters are mastered from their chunks: no unmastered FLAC of a
+    chapter is written to be decoded again (a 10-hour book's would be about 1.5 GB)."""
+    work = [p.name for p in (acx_book / ".songbatch" / "work").glob("*.flac")]
+    assert len(work) == 3, work
+    assert all(re.fullmatch(r"[0-9a-f]{64}-acx-m[0-9]+\.flac", name) for name in work), work
+
+
+def test_mastering_sums_the_rms_astats_reads(tmp_path: Path) -> None:
+    """The level mastering starts from is summed in Python as the chunks are read, where it
+    was an ffmpeg pass of its own: the figure `check`'s meter (astats) reads."""
+    from songbatch.audio import Segment, segments_audio
+    from songbatch.mastering import rms_db as mastering_rms
+    from songbatch.quality import level
+
+    rate = 22_050
+    rng = np.random.default_rng(7)
+    noise = rng.normal(0, 0.05, (rate * 20, 2)) * np.linspace(0.1, 1, rate * 20)[:, None]
+    path = tmp_path / "chapter.flac"
+    soundfile.write(str(path), noise.astype(np.float32), rate, subtype="PCM_24")
+    laid = segments_audio([Segment(path), Segment(silence_s=3.0)], sample_rate=rate, channels=2)
+    master = tmp_path / "master.flac"
+    soundfile.write(str(master), np.concatenate([noise, np.zeros((rate * 3, 2))]), rate, "PCM_24")
+    assert mastering_rms(laid.blocks()) == pytest.approx(level(master, "rms"), abs=0.001)
+
+
+def _chunk(path: Path, samples: npt.NDArray[np.float64], rate: int) -> Path:
+    from songbatch.audio import write_chunk
+    from songbatch.engines.base import RenderResult
+
+    write_chunk(path, RenderResult(samples.astype(np.float32), rate), key=path.stem)
+    return path
+
+
+def test_a_chapters_rms_is_known_from_its_chunks_power_without_reading_them(
+    tmp_path: Path,
+) -> None:
+    """Each chunk records its power as it is written, so the level ACX masters from needs no
+    read of the chapter; it is the figure reading every sample gives, and a chunk that
+    carries none (or is read changed) sends mastering back to reading."""
+    from songbatch.audio import Segment, segments_audio, tagged_rms_db
+    from songbatch.mastering import rms_db as read_rms
+
+    rate = 22_050
+    rng = np.random.default_rng(3)
+    first = _chunk(tmp_path / "a.flac", rng.normal(0, 0.1, rate * 3), rate)
+    second = _chunk(tmp_path / "b.flac", rng.normal(0, 0.02, rate * 2), rate)
+    segments = [Segment(first, silence_s=0.7), Segment(silence_s=1.5), Segment(second)]
+    for channels in (1, 2):  # mono chunks in a stereo master are repeated
+        laid = segments_audio(segments, sample_rate=rate, channels=channels)
+        assert laid.known_rms_db is not None
+        known = laid.known_rms_db()
+        assert known == pytest.approx(read_rms(laid.blocks()), abs=0.001)
+    untagged = tmp_path / "c.flac"
+    soundfile.write(str(untagged), rng.normal(0, 0.1, rate), rate, subtype="PCM_24")
+    assert tagged_rms_db([*segments, Segment(untagged)], rate, 1) is None
+    assert tagged_rms_db(segments, 44_100, 1) is None  # resampled as it is read
+
+
+def test_acx_masters_tagged_chunks_in_one_read_and_others_in_two(tmp_path: Path) -> None:
+    import dataclasses
+
+    from songbatch.audio import Segment, segments_audio
+    from songbatch.mastering import master_to
+
+    rate = 22_050
+    tone = 0.2 * np.sin(2 * np.pi * 180 * np.arange(rate * 4) / rate)
+    tagged = _chunk(tmp_path / "tagged.flac", tone, rate)
+    untagged = tmp_path / "untagged.flac"
+    soundfile.write(str(untagged), tone, rate, subtype="PCM_24")
+    for chunk, reads in ((tagged, 1), (untagged, 2)):
+        laid = segments_audio([Segment(chunk, silence_s=1.0)], sample_rate=rate, channels=1)
+        opened: list[int] = []
+
+        def counted(laid: Any = laid, opened: list[int] = opened) -> Any:
+            opened.append(1)
+            return laid.open_blocks()
+
+        out = tmp_path / f"{chunk.stem}-mastered.flac"
+        master_to(dataclasses.replace(laid, open_blocks=counted), out, preset("acx"), name="x")
+        assert len(opened) == reads, chunk.name
+        assert soundfile.info(str(out)).samplerate == 44_100
 
 
 def test_the_chapters_of_a_book_play_at_one_level(acx_book: Path) -> None:
@@ -191,6 +277,7 @@ def test_a_stop_ends_a_mastering_pass_and_its_ffmpeg(tmp_path: Path) -> None:
     nothing until the end, is killed rather than waited for."""
     import threading
 
+    from songbatch.audio import Segment, segments_audio
     from songbatch.errors import Interrupted
     from songbatch.mastering import master_to
 
@@ -199,6 +286,7 @@ def test_a_stop_ends_a_mastering_pass_and_its_ffmpeg(tmp_path: Path) -> None:
     source = tmp_path / "chapter.flac"
     soundfile.write(str(source), tone.astype(np.float32), rate, subtype="PCM_24")
     cancel = threading.Event()
+    laid = segments_audio([Segment(source)], sample_rate=rate, channels=1, cancel=cancel)
     cancel.set()
     with pytest.raises(Interrupted):
-        master_to(source, tmp_path / "mastered.flac", preset("acx"), cancel=cancel)
+        master_to(laid, tmp_path / "mastered.flac", preset("acx"), name="chapter", cancel=cancel)

@@ -422,11 +422,15 @@ def test_an_output_location_that_cannot_be_written_is_exit_2(tmp_path: Path) -> 
     assert not (root / "ws" / ".songbatch").exists()
 
 
+@pytest.mark.parametrize("master", ["none", "acx"])
 def test_a_chunk_that_no_longer_decodes_fails_its_files_and_is_rendered_next_run(
-    ws: Path,
+    ws: Path, master: str
 ) -> None:
-    """Bit rot that keeps size and mtime gets past the cheap check; decoding catches it."""
-    book = write_book(ws / "book.yaml", "Rotten", ["One", "Two"], formats="[flac]")
+    """Bit rot that keeps size and mtime gets past the cheap check; decoding catches it, in
+    a raw master's write or, under a preset, while the chunks are fed to mastering."""
+    book = write_book(
+        ws / "book.yaml", "Rotten", ["One", "Two"], formats="[flac]", extra=f"master: {master}"
+    )
     assert render(ws, book).exit_code == 0
     with Ledger(ws / ".songbatch" / "ledger.db") as ledger:
         [job] = ledger.unit_jobs(1, 0)

@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -425,7 +425,7 @@ class Assembler:
     def _quiet_at(self, info: ManifestInfo, unit: int, master: Master) -> list[int]:
         """Master samples where a silence of the unit (its lead-in, a pause between chunks)
         leaves room for a section cut (streams.QUIET_SAMPLES), counted over the segments
-        `_raw_master` lays out; _CUT_MARGIN_MS into each, for a master whose mastering moved
+        `_laid` lays out; _CUT_MARGIN_MS into each, for a master whose mastering moved
         it a little."""
         rate = int(soundfile.info(str(master.path)).samplerate)
         jobs = self.ledger.unit_jobs(info.id, unit)
@@ -479,84 +479,89 @@ class Assembler:
 
     def master(self, info: ManifestInfo, unit: int) -> Master:
         """The unit's master: its chunks and pauses in one FLAC, mastered to the manifest's
-        preset where it names one."""
+        preset where it names one (made from the chunks then, with no unmastered FLAC)."""
         chosen = preset(info.assembly.master)
-        raw = self._raw_master(info, unit, chosen)
-        return self._mastered(raw, chosen) if chosen.masters else raw
-
-    def _raw_master(self, info: ManifestInfo, unit: int, chosen: Preset) -> Master:
         jobs = self.ledger.unit_jobs(info.id, unit)
         inputs = raw_master_key(info.assembly, unit, jobs)
+        if not chosen.masters:
+            return self._built_master(inputs, jobs, lambda: self._laid(info, unit, jobs, chosen))
+        return self._mastered(inputs, jobs, lambda: self._laid(info, unit, jobs, chosen), chosen)
+
+    def _laid(
+        self, info: ManifestInfo, unit: int, jobs: list[UnitJob], chosen: Preset
+    ) -> audio.MasterAudio:
+        """The unit's audio as its master holds it: a chapter's chunks and pauses, or a
+        layered track's mix, with the unit's fades."""
         meta = info.assembly.units[unit]
+        fade_in_ms, fade_out_ms = meta.fade_in_ms, meta.fade_out_ms
         if meta.layered:
-            return self._mixed_master(inputs, jobs, meta)
-        lead_in_ms, pauses = self._unit_silences(info, jobs, chosen)
-        fade_in_ms, fade_out_ms = meta.fade_in_ms, meta.fade_out_ms
-
-        def write(path: Path) -> None:
-            probe = soundfile.info(str(self._chunk_path(jobs[0])))
-            audio.assemble_master(
-                self._segments(jobs, lead_in_ms, pauses),
-                path,
-                sample_rate=probe.samplerate,
-                channels=probe.channels,
-                owner=self.owner,
-                cancel=self.cancel,
-                fade_in_ms=fade_in_ms,
-                fade_out_ms=fade_out_ms,
-            )
-
-        return self._built_master(inputs, jobs, write)
-
-    def _mixed_master(self, inputs: str, jobs: list[UnitJob], meta: UnitSpec) -> Master:
-        """A layered track's master: its layers mixed and faded (layers.py)."""
-        fade_in_ms, fade_out_ms = meta.fade_in_ms, meta.fade_out_ms
-
-        def write(path: Path) -> None:
-            layers.write_mix(
+            return layers.mix_audio(
                 self._layout(jobs, meta),
-                path,
-                owner=self.owner,
                 cancel=self.cancel,
                 fade_in_ms=fade_in_ms,
                 fade_out_ms=fade_out_ms,
             )
-
-        return self._built_master(inputs, jobs, write)
+        lead_in_ms, pauses = self._unit_silences(info, jobs, chosen)
+        probe = soundfile.info(str(self._chunk_path(jobs[0])))
+        return audio.segments_audio(
+            self._segments(jobs, lead_in_ms, pauses),
+            sample_rate=probe.samplerate,
+            channels=probe.channels,
+            cancel=self.cancel,
+            fade_in_ms=fade_in_ms,
+            fade_out_ms=fade_out_ms,
+        )
 
     def _layout(self, jobs: list[UnitJob], meta: UnitSpec) -> layers.Layout:
         paths = [self._chunk_path(job) for job in jobs]
         return layers.layout(meta, paths, [job.pause_after_ms for job in jobs])
 
     def _built_master(
-        self, inputs: str, jobs: list[UnitJob], write: Callable[[Path], None]
+        self, inputs: str, jobs: list[UnitJob], laid: Callable[[], audio.MasterAudio]
     ) -> Master:
-        """The master of these inputs in the work folder, written by `write` unless there."""
+        """The master of these inputs in the work folder, written from `laid` unless there."""
         path = master_path(self.workspace.work_dir, inputs)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             started = time.monotonic()
-            try:
-                write(path)
-            except (soundfile.LibsndfileError, RuntimeError) as exc:
-                raise self._damaged_chunks(jobs, exc) from exc
+            with self._reading_chunks(jobs):
+                audio.write_master(laid(), path, owner=self.owner)
             self._timed("master", audio.audio_duration_ms(path), started)
         return Master(path=path, duration_ms=audio.audio_duration_ms(path), inputs_sha256=inputs)
 
-    def _mastered(self, raw: Master, chosen: Preset) -> Master:
-        """`raw` brought to the preset's level, peak limit and rate (mastering.py), beside it
-        and keyed by it: made once, whatever formats are encoded from it."""
-        key = mastered_key(raw.inputs_sha256, chosen)
+    def _mastered(
+        self,
+        inputs: str,
+        jobs: list[UnitJob],
+        laid: Callable[[], audio.MasterAudio],
+        chosen: Preset,
+    ) -> Master:
+        """The unit brought to the preset's level, peak limit and rate (mastering.py), keyed
+        by its raw master's key and the preset: made once, whatever formats are encoded from
+        it."""
+        key = mastered_key(inputs, chosen)
         path = master_path(self.workspace.work_dir, key)
         if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            started = time.monotonic()
             tmp = temp_sibling(path, self.owner)
             try:
-                master_to(raw.path, tmp, chosen, cancel=self.cancel)
+                with self._reading_chunks(jobs):
+                    master_to(laid(), tmp, chosen, name=path.name, cancel=self.cancel)
                 fsync_file(tmp)
                 replace_durably(tmp, path)
             finally:
                 remove_quietly(tmp)
+            self._timed("master", audio.audio_duration_ms(path), started)
         return Master(path=path, duration_ms=audio.audio_duration_ms(path), inputs_sha256=key)
+
+    @contextlib.contextmanager
+    def _reading_chunks(self, jobs: list[UnitJob]) -> Iterator[None]:
+        """A chunk that cannot be read, as the AssemblyError naming the damaged chunks."""
+        try:
+            yield
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            raise self._damaged_chunks(jobs, exc) from exc
 
     def _timed(self, fmt: str, audio_ms: int, started: float) -> None:
         """How long a build took, for `cost`'s estimate of the assembly a render still needs."""
@@ -730,7 +735,7 @@ class Assembler:
 
     def _chunk_layout(self, info: ManifestInfo, jobs: list[UnitJob], done: int) -> ChunkLayout:
         """The unit's first `done` chunks (all rendered) and the silences around them, placed
-        as `_raw_master` places them, at the master's rate and channels (its first chunk's)."""
+        as `_laid` places them, at the master's rate and channels (its first chunk's)."""
         probe = soundfile.info(str(self._chunk_path(jobs[0])))
         rate, channels = int(probe.samplerate), int(probe.channels)
         lead_in_ms, pauses = self._unit_silences(info, jobs)
@@ -1040,7 +1045,7 @@ class Assembler:
         return [round(sample * 1000 / rate) for sample in streams.heard_at(joined, fmt)]
 
     def _chapter_cues(self, info: ManifestInfo, unit: int) -> tuple[list[subtitles.Cue], int]:
-        """The unit's cues and length, timed as `_raw_master` lays the audio out (the same
+        """The unit's cues and length, timed as `_laid` lays the audio out (the same
         held lead-in and last pause), each chunk's text from its job's request."""
         jobs = self.ledger.unit_jobs(info.id, unit)
         meta = info.assembly.units[unit]

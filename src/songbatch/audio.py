@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,10 +32,13 @@ from songbatch.fsutil import (
     write_synced,
 )
 from songbatch.presets import BitrateMode
-from songbatch.tagging import Tags, set_vorbis_comment, write_tags
+from songbatch.tagging import Tags, flac_header, set_vorbis_comments, write_tags
 
 CHUNK_SUBTYPE = "PCM_24"
 KEY_TAG = "SONGBATCH_KEY"
+# Every sample of a chunk squared and summed (repr of a float): a chapter's RMS, the level the
+# ACX preset masters from, is then known from its chunks' tags without reading their audio.
+POWER_TAG = "SONGBATCH_POWER"
 BLOCK_FRAMES = 65536
 
 # `mp3-book` is the whole book in one MP3 (chapters as ID3 CTOC/CHAP frames): an MP3 to ffmpeg
@@ -68,8 +72,14 @@ def encode_chunk(result: RenderResult, *, key: str) -> bytes:
     audio = np.clip(audio, -1.0, 1.0)
     buffer = io.BytesIO()
     sf.write(buffer, audio, result.sample_rate, subtype=CHUNK_SUBTYPE, format="FLAC")
-    set_vorbis_comment(buffer, KEY_TAG, key)
+    set_vorbis_comments(buffer, {KEY_TAG: key, POWER_TAG: repr(power_of(audio))})
     return buffer.getvalue()
+
+
+def power_of(samples: npt.NDArray[np.float32]) -> float:
+    """Every sample of every channel squared and summed, in double (as astats sums)."""
+    flat = samples.astype(np.float64).ravel()
+    return float(flat @ flat)
 
 
 def audio_duration_ms(path: Path) -> int:
@@ -97,6 +107,81 @@ class Segment:
     silence_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class MasterAudio:
+    """A master's samples as the assembly lays them out, before any file holds them: read
+    block by block, as many times as a caller needs (written to a FLAC master once; measured,
+    then fed to mastering, under a preset). `frames`: what the blocks must come to, where it
+    is known before they are read (a fade-out placed by a wrong count would cut the end)."""
+
+    sample_rate: int
+    channels: int
+    open_blocks: Callable[[], Iterator[npt.NDArray[np.float32]]]
+    frames: int | None = None
+    # The samples' RMS in dBFS without reading them (`tagged_rms_db`), where it can be known.
+    known_rms_db: Callable[[], float | None] | None = None
+
+    def blocks(self) -> Iterator[npt.NDArray[np.float32]]:
+        """The samples from the start, (frames, channels) float32 blocks; EngineError when
+        they come to other than `frames`."""
+        count = 0
+        for block in self.open_blocks():
+            count += block.shape[0]
+            yield block
+        if self.frames is not None and count != self.frames:
+            raise EngineError(f"assembled {count} frames where the files say {self.frames}")
+
+
+def segments_audio(
+    segments: Iterable[Segment],
+    *,
+    sample_rate: int,
+    channels: int,
+    cancel: threading.Event | None = None,
+    fade_in_ms: int = 0,
+    fade_out_ms: int = 0,
+) -> MasterAudio:
+    """Segments laid end to end, as `assemble_master` writes them."""
+    segments = list(segments)
+    if fade_in_ms <= 0 and fade_out_ms <= 0:
+        return MasterAudio(
+            sample_rate,
+            channels,
+            lambda: stream_segments(segments, sample_rate, channels, cancel),
+            known_rms_db=lambda: tagged_rms_db(segments, sample_rate, channels),
+        )
+    total = sum(segment_frames(s, sample_rate) for s in segments)
+    fade_in = fade_frames(fade_in_ms, sample_rate, total)
+    fade_out = fade_frames(fade_out_ms, sample_rate, total)
+
+    def faded() -> Iterator[npt.NDArray[np.float32]]:
+        blocks = stream_segments(segments, sample_rate, channels, cancel)
+        return apply_fades(blocks, total=total, fade_in=fade_in, fade_out=fade_out)
+
+    return MasterAudio(sample_rate, channels, faded, frames=total)
+
+
+def tagged_rms_db(segments: Sequence[Segment], sample_rate: int, channels: int) -> float | None:
+    """The RMS of `segments` laid end to end (dBFS; -inf for silence), from the power each
+    chunk file carries in its POWER_TAG: only headers are read. None where a chunk carries no
+    power (rendered before it was recorded) or would be read changed (another rate, channels
+    mixed down)."""
+    power, frames = 0.0, 0
+    for segment in segments:
+        silence = round(segment.silence_s * sample_rate)
+        if segment.path is None:
+            frames += silence
+            continue
+        chunk = flac_header(segment.path, POWER_TAG)
+        if not chunk.comment or chunk.sample_rate != sample_rate:
+            return None
+        if chunk.channels not in (1, channels):
+            return None
+        power += float(chunk.comment[0]) * channels / chunk.channels  # mono repeated
+        frames += chunk.frames + (silence if segment.silence_s > 0 else 0)
+    return 10 * math.log10(power / (frames * channels)) if power > 0 else -math.inf
+
+
 def assemble_master(
     segments: Iterable[Segment],
     out_path: Path,
@@ -117,52 +202,39 @@ def assemble_master(
     first). Written under a temporary name of workspace `owner`, fsynced, then renamed.
     `cancel` set stops it between segments (Interrupted).
     """
-    segments = list(segments)
-    faded = fade_in_ms > 0 or fade_out_ms > 0
-    total = sum(segment_frames(s, sample_rate) for s in segments) if faded else None
-    blocks = stream_segments(segments, sample_rate, channels, cancel)
-    if total is not None:
-        fade_in = fade_frames(fade_in_ms, sample_rate, total)
-        fade_out = fade_frames(fade_out_ms, sample_rate, total)
-        blocks = apply_fades(blocks, total=total, fade_in=fade_in, fade_out=fade_out)
-    return write_master(
-        blocks, out_path, sample_rate=sample_rate, channels=channels, owner=owner, total=total
+    laid = segments_audio(
+        segments,
+        sample_rate=sample_rate,
+        channels=channels,
+        cancel=cancel,
+        fade_in_ms=fade_in_ms,
+        fade_out_ms=fade_out_ms,
     )
+    return write_master(laid, out_path, owner=owner)
 
 
-def write_master(
-    blocks: Iterable[npt.NDArray[np.float32]],
-    out_path: Path,
-    *,
-    sample_rate: int,
-    channels: int,
-    owner: str,
-    total: int | None = None,
-) -> int:
-    """Stream `blocks` into a FLAC PCM_24 master at `out_path` (a temp name of workspace
-    `owner`, fsynced, renamed); its duration in ms. `total`: the frames the blocks must
-    come to (a fade-out placed by a wrong count would cut the end)."""
+def write_master(laid: MasterAudio, out_path: Path, *, owner: str) -> int:
+    """Stream `laid` into a FLAC PCM_24 master at `out_path` (a temp name of workspace
+    `owner`, fsynced, renamed); its duration in ms."""
     tmp = temp_sibling(out_path, owner)
     frames = 0
     try:
         with sf.SoundFile(
             tmp,
             "w",
-            samplerate=sample_rate,
-            channels=channels,
+            samplerate=laid.sample_rate,
+            channels=laid.channels,
             subtype=CHUNK_SUBTYPE,
             format="FLAC",
         ) as out:
-            for block in blocks:
+            for block in laid.blocks():
                 out.write(block)
                 frames += block.shape[0]
-        if total is not None and frames != total:
-            raise EngineError(f"assembled {frames} frames where the files say {total}")
         fsync_file(tmp)
         replace_durably(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
-    return round(frames * 1000 / sample_rate)
+    return round(frames * 1000 / laid.sample_rate)
 
 
 def stream_segments(
@@ -175,6 +247,18 @@ def stream_segments(
         if cancel is not None and cancel.is_set():
             raise Interrupted("interrupted while assembling")
         yield from _segment_blocks(segment, sample_rate, channels)
+
+
+def piped_input(sample_rate: int, channels: int) -> list[str]:
+    """ffmpeg's input arguments for blocks fed on its stdin by `feed_of`."""
+    return ["-f", "f32le", "-ar", str(sample_rate), "-ac", str(channels), "-i", "pipe:0"]
+
+
+def feed_of(blocks: Iterable[npt.NDArray[np.float32]]) -> Iterator[memoryview]:
+    """Blocks as the bytes `piped_input` reads: their own memory where it is already
+    little-endian float32 in order, not a copy (a feed runs in the coordinator's
+    interpreter)."""
+    return (np.ascontiguousarray(block, dtype="<f4").data.cast("B") for block in blocks)
 
 
 def segment_frames(segment: Segment, sample_rate: int) -> int:

@@ -357,30 +357,24 @@ def mixed_blocks(placed: Layout, cancel: threading.Event | None = None) -> Itera
             yield np.clip(mix, -1.0, 1.0)
 
 
-def write_mix(
+def mix_audio(
     placed: Layout,
-    out_path: Path,
     *,
-    owner: str,
     cancel: threading.Event | None = None,
     fade_in_ms: int = 0,
     fade_out_ms: int = 0,
-) -> int:
-    """The mixed track as a FLAC master at `out_path`, with the track's fades; its length in
-    ms."""
-    blocks = mixed_blocks(placed, cancel)
-    if fade_in_ms or fade_out_ms:
-        blocks = apply_fades(
-            blocks,
+) -> audio.MasterAudio:
+    """The mixed track with its fades, to be written as a master or fed to mastering."""
+
+    def blocks() -> Iterator[Block]:
+        mixed = mixed_blocks(placed, cancel)
+        if not (fade_in_ms or fade_out_ms):
+            return mixed
+        return apply_fades(
+            mixed,
             total=placed.total,
             fade_in=fade_frames(fade_in_ms, placed.rate, placed.total),
             fade_out=fade_frames(fade_out_ms, placed.rate, placed.total),
         )
-    return audio.write_master(
-        blocks,
-        out_path,
-        sample_rate=placed.rate,
-        channels=placed.channels,
-        owner=owner,
-        total=placed.total,
-    )
+
+    return audio.MasterAudio(placed.rate, placed.channels, blocks, frames=placed.total)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -198,29 +198,34 @@ def level(
     """One figure in one light pass: the whole file's unweighted RMS (astats) or its integrated
     loudness (ebur128 without true peak, which oversamples 4x and costs most of `measure`)."""
     path = Path(path)
-    args = ["-i", str(path), "-map", "0:a:0", "-af", level_filter(how), "-f", "null", "-"]
-    return run_measuring(path, args, how, cancel=cancel)
+    args = ["-i", str(path), "-map", "0:a:0", "-af", LEVEL_METERS[how].filter, "-f", "null", "-"]
+    return run_meter(path, args, LEVEL_METERS[how], cancel=cancel)
 
 
-def level_filter(how: Literal["rms", "lufs"]) -> str:
-    """The filter that reports `how`'s level; it passes audio through, so it can end any
-    graph (mastering measures what it writes in the pass that writes it)."""
-    return _LEVEL_FILTERS[how][0]
+@dataclass(frozen=True)
+class Meter:
+    """An ffmpeg filter that reports a level and passes audio through, so it can end any
+    graph (mastering measures what it writes in the pass that writes it), and how to read
+    the figure from ffmpeg's log."""
+
+    filter: str
+    reading: re.Pattern[str]
 
 
-def run_measuring(
-    path: Path,
+def run_meter(
+    source: Path | str,
     args: Sequence[str],
-    how: Literal["rms", "lufs"],
+    meter: Meter,
     *,
     cancel: threading.Event | None = None,
+    feed: Iterable[bytes | memoryview] | None = None,
 ) -> float:
-    """Run ffmpeg with `args`, whose graph ends in `level_filter(how)`; the level it reports."""
-    pattern = _LEVEL_FILTERS[how][1]
-    lines = _ffmpeg_lines(path, args, cancel=cancel)
-    found = [float(match[1]) for line in lines if (match := pattern.search(line))]
+    """Run ffmpeg with `args`, whose graph holds `meter`; the level it reports. `feed`: what
+    ffmpeg reads on stdin. `source` names what is measured in an error."""
+    lines = _ffmpeg_lines(source, args, cancel=cancel, feed=feed)
+    found = [float(match[1]) for line in lines if (match := meter.reading.search(line))]
     if not found:
-        raise InputError(f"{path}: ffmpeg gave no {how} level for it")
+        raise InputError(f"{source}: ffmpeg gave no level for it")
     return found[-1]
 
 
@@ -267,14 +272,18 @@ def _tags(path: Path) -> dict[str, str | None]:
 
 
 def _ffmpeg_lines(
-    path: Path, args: Sequence[str], *, cancel: threading.Event | None = None
+    source: Path | str,
+    args: Sequence[str],
+    *,
+    cancel: threading.Event | None = None,
+    feed: Iterable[bytes | memoryview] | None = None,
 ) -> Iterator[str]:
     """ffmpeg's stderr a line at a time, at the info level (where the meters print);
-    InputError naming `path` with its last lines when it fails."""
+    InputError naming `source` with its last lines when it fails."""
     try:
-        yield from ffmpeg_lines(args, level="info", cancel=cancel, doing="measuring")
+        yield from ffmpeg_lines(args, level="info", cancel=cancel, doing="measuring", feed=feed)
     except FfmpegFailed as exc:
-        raise InputError(f"{path}: ffmpeg cannot decode it: {exc.tail}") from None
+        raise InputError(f"{source}: ffmpeg cannot decode it: {exc.tail}") from None
 
 
 _NUMBER = r"(-?inf|[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
@@ -282,10 +291,14 @@ _RMS = re.compile(r"lavfi\.astats\.Overall\.RMS_level=" + _NUMBER)
 _COUNT = re.compile(r"lavfi\.astats\.Overall\.Number_of_samples=" + _NUMBER)
 _INTEGRATED = re.compile(r"^\s+I:\s+" + _NUMBER + r" LUFS")
 _RMS_SUMMARY = re.compile(r"\] RMS level dB: " + _NUMBER)
-_LEVEL_FILTERS = {
-    "rms": ("astats=measure_perchannel=none:measure_overall=RMS_level", _RMS_SUMMARY),
-    "lufs": ("ebur128=framelog=verbose", _INTEGRATED),
+# The meters `check` reads a file's level with.
+LEVEL_METERS = {
+    "rms": Meter("astats=measure_perchannel=none:measure_overall=RMS_level", _RMS_SUMMARY),
+    "lufs": Meter("ebur128=framelog=verbose", _INTEGRATED),
 }
+# The RMS of a whole stream to 0.1 dB, for a decision rather than a report: volumedetect costs
+# almost nothing where astats, at 44.1 kHz, costs as much as a mastering pass's limiter.
+QUICK_RMS = Meter("volumedetect", re.compile(r"mean_volume: " + _NUMBER + r" dB"))
 _PEAK = re.compile(r"^\s+Peak:\s+" + _NUMBER + r" dBFS")
 _SILENCE_START = re.compile(r"silence_start: " + _NUMBER)
 _SILENCE_END = re.compile(r"silence_end: " + _NUMBER)

@@ -163,11 +163,9 @@ def encode_section(
     """The section's samples, read from its chunk files and fed to the encoder, as `fmt`'s raw
     stream at `out` (temp, count, fsync, rename). SectionMisfit if a section that is not the
     last did not come out in exactly whole frames."""
-    source = ["-f", "f32le", "-ar", str(rate), "-ac", str(channels), "-i", "pipe:0"]
+    source = audio.piped_input(rate, channels)
     output = streams.output_args(fmt, encoding, channels)
-    # The blocks' own memory, not a copy: the feed runs in the coordinator's interpreter.
-    blocks = section_blocks(pieces, section, rate, channels, cancel)
-    feed = (block.data.cast("B") for block in blocks)
+    feed = audio.feed_of(section_blocks(pieces, section, rate, channels, cancel))
     tmp = temp_sibling(out, owner)
     try:
         run_ffmpeg([*source, *output, str(tmp)], cancel=cancel, feed=feed)

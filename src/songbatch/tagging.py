@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -455,16 +455,17 @@ def _write_opus(path: Path, tags: Tags) -> None:
     opus.save()
 
 
-def set_vorbis_comment(target: Path | io.BytesIO, name: str, value: str) -> None:
-    """Set one Vorbis comment in a FLAC file, or a FLAC file's bytes in memory (chunk files carry
-    their job key this way)."""
+def set_vorbis_comments(target: Path | io.BytesIO, comments: Mapping[str, str]) -> None:
+    """Set Vorbis comments in a FLAC file, or a FLAC file's bytes in memory (chunk files carry
+    their job key and their power this way)."""
     if isinstance(target, io.BytesIO):
         target.seek(0)
     flac = FLAC(target)
     if flac.tags is None:
         flac.add_tags()
-    comments: Any = flac.tags
-    comments[name] = [value]
+    tags: Any = flac.tags
+    for name, value in comments.items():
+        tags[name] = [value]
     if isinstance(target, io.BytesIO):
         target.seek(0)
         flac.save(target)
@@ -476,6 +477,23 @@ def vorbis_comment(path: Path, name: str) -> list[str]:
     """The values of one Vorbis comment of a FLAC file (a chunk's job key)."""
     tags = FLAC(path).tags
     return [] if tags is None else [str(value) for value in tags.get(name, [])]  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class FlacHeader:
+    sample_rate: int
+    channels: int
+    frames: int
+    comment: list[str]  # the values of the one Vorbis comment asked for
+
+
+def flac_header(path: Path, comment: str) -> FlacHeader:
+    """A FLAC file's stream info and one Vorbis comment, from one read of its header."""
+    flac = FLAC(path)
+    tags = flac.tags
+    values = [] if tags is None else [str(value) for value in tags.get(comment, [])]  # type: ignore[union-attr]
+    info = flac.info
+    return FlacHeader(int(info.sample_rate), int(info.channels), int(info.total_samples), values)
 
 
 # --- Reading back ----------------------------------------------------------------------------
