@@ -85,6 +85,7 @@ def test_migrations_apply_once(tmp_path: Path) -> None:
             "m006_window",
             "m007_timings",
             "m008_routes",
+            "m009_written",
         ]
         assert ledger.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

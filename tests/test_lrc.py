@@ -59,6 +59,14 @@ def test_lrc_lines_start_where_the_voice_says_them(tmp_path: Path) -> None:
     assert recorded[str(lrc_path(tmp_path))].fmt == "lrc"
 
 
+def test_lrc_lines_and_the_lyrics_tag_show_the_words_as_written(tmp_path: Path) -> None:
+    poem = ("Dr. Reed lit lamp 3.", "It cost $4 in 1998.")
+    render_offline(tmp_path, layered_album(tmp_path, poem=poem))
+    assert [text for _, text in parse_lrc(lrc_path(tmp_path))] == list(poem)
+    flac = FLAC(tmp_path / "outputs" / ALBUM_DIR / f"{TRACK}.flac")
+    assert flac["LYRICS"] == ["\n".join(poem)]
+
+
 def test_lrc_files_follow_the_manifest(tmp_path: Path) -> None:
     render_offline(tmp_path, layered_album(tmp_path))
     flac = tmp_path / "outputs" / ALBUM_DIR / f"{TRACK}.flac"

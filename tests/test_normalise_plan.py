@@ -128,6 +128,61 @@ def test_turning_normalisation_off_changes_only_the_keys_of_chunks_it_changed(
     assert (changed, unchanged) == (3, 5)
 
 
+def _written(plan: Plan) -> dict[int, list[str | None]]:
+    """Each chapter's rows' written words, in order."""
+    written: dict[int, list[str | None]] = {}
+    for row in sorted(plan.rows, key=lambda r: (r.unit, r.seq)):
+        written.setdefault(row.unit, []).append(row.written)
+    return written
+
+
+def test_each_row_keeps_the_written_words_its_chunk_says(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, _book(tmp_path, LEXICON))
+    texts, written = _texts(plan), _written(plan)
+    assert texts[1][1] == "Doctor AR-mi-tij paid four dollars fifty cents for the book."
+    # Only where the words differ: a chunk said as written keeps none (its text is them).
+    assert written == {
+        0: ["Chapter I", "Cthulhu sleeps beneath the waves.", None],
+        1: [None, "Dr. Armitage paid $4.50 for the book.", None],
+        2: [None, "In 1928 the cult of CTHULHU rose."],
+    }
+    # Not in any job: the keys are the spoken text's.
+    assert all("Dr." not in job.request.text for job in plan.jobs)
+
+
+def test_a_book_read_as_written_keeps_no_written_words(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, _book(tmp_path, "normalise: false"))
+    assert {row.written for row in plan.rows} == {None}
+
+
+def test_a_rewrite_cut_over_two_chunks_is_written_whole_in_the_first(tmp_path: Path) -> None:
+    folder = _mkdir(tmp_path / "profiles")
+    (folder / "short.yaml").write_text(
+        "name: short\nspeech: {engine: offline, model: espeak-ng, max_chars: 40}\n"
+        "music: {engine: offline, model: sketch}\ndevices: cpu\n",
+        encoding="utf-8",
+    )
+    manifest = tmp_path / "book.yaml"
+    manifest.write_text(
+        "kind: audiobook\ntitle: T\nauthor: A\nformats: [mp3]\nspeak_titles: false\n"
+        "chapters:\n  - title: One\n    text: It cost $1,234,567.89 in all.\n",
+        encoding="utf-8",
+    )
+    plan = _plan(tmp_path, manifest, "short")
+    texts, written = _texts(plan)[0], _written(plan)[0]
+    assert len(texts) == 4 and texts[1].startswith("thirty-four thousand")
+    # The amount is the chunk's that starts saying it; the next says none of what was written.
+    assert written == ["It cost $1,234,567.89", "", "in", None]
+
+
+def test_a_respelling_with_stray_spaces_is_traced_through_the_tidying(tmp_path: Path) -> None:
+    lexicon = 'lexicon:\n  Armitage: {say: "  AR  mi tij "}\n  Cthulhu: " kuh THOO"\n'
+    plan = _plan(tmp_path, _book(tmp_path, lexicon))
+    assert _texts(plan)[1][1] == "Doctor AR mi tij paid four dollars fifty cents for the book."
+    assert _written(plan)[1][1] == "Dr. Armitage paid $4.50 for the book."
+    assert _written(plan)[0][1] == "Cthulhu sleeps beneath the waves."
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path

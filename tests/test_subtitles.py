@@ -5,6 +5,7 @@ length and the .m4b's chapter marks; then the cue builder on its own."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -275,6 +276,69 @@ def test_check_on_a_manifest_with_subtitles_measures_its_audio(book: Path) -> No
     result = invoke("check", str(manifest), "--workspace", str(book), "--json")
     assert result.exit_code == 0, result.output
     assert ".srt" not in result.output and ".mp3" in result.output
+
+
+WRITTEN_BOOK = """\
+kind: audiobook
+title: Written Words
+author: A. Writer
+profile: offline
+formats: [mp3]
+subtitles: [srt, vtt]
+{extra}
+chapters:
+  - title: The Bill
+    text: |
+      Dr. Smith paid $12 on 4 July 1998. He read chapter XIV twice.
+
+      Nothing here is said another way.
+"""
+
+WRITTEN_CUES = [
+    "The Bill",
+    "Dr. Smith paid $12 on 4 July 1998.",
+    "He read chapter XIV twice.",
+    "Nothing here is said another way.",
+]
+
+
+def _written_book(workspace: Path, extra: str = "") -> Path:
+    path = workspace / "book.yaml"
+    path.write_text(WRITTEN_BOOK.format(extra=extra), encoding="utf-8")
+    return path
+
+
+def _cue_texts(workspace: Path) -> list[str]:
+    return [
+        " ".join(text.split())
+        for *_, text in read_both(workspace / "outputs" / "written-words" / "01 - The Bill")
+    ]
+
+
+@pytest.mark.parametrize("extra", ["", "lexicon:\n  Smith: Smyth", "normalise: false"])
+def test_cues_show_the_books_own_words_not_the_voiced_ones(tmp_path: Path, extra: str) -> None:
+    render_offline(tmp_path, _written_book(tmp_path, extra))
+    assert _cue_texts(tmp_path) == WRITTEN_CUES
+
+
+def test_a_ledger_planned_before_written_words_were_kept_gets_them_without_a_render(
+    tmp_path: Path,
+) -> None:
+    manifest = _written_book(tmp_path)
+    render_offline(tmp_path, manifest)
+    # The ledger as an older songbatch left it: no column, its migration not applied.
+    path = Workspace(tmp_path).ledger_path
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("ALTER TABLE manifest_jobs DROP COLUMN written")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm009_written'")
+    conn.close()
+    with Ledger(path) as ledger:  # migrated: the old rows have no written words
+        [info] = ledger.manifests()
+        assert all(job.written is None for job in ledger.unit_jobs(info.id, 0))
+    again = render_offline(tmp_path, manifest)
+    assert "rendered 0 job(s)" in again.output
+    assert _cue_texts(tmp_path) == WRITTEN_CUES
 
 
 # ---------------------------------------------------------------------- the cue builder

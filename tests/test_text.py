@@ -13,6 +13,7 @@ from songbatch.text import (
     chunk_text,
     estimate_seconds,
     normalize,
+    normalize_mapped,
     split_paragraphs,
     split_sentences,
 )
@@ -405,6 +406,28 @@ _NOISY = st.text(
 @given(_NOISY, st.integers(20, 60))
 def test_chunks_of_any_text_keep_every_letter(text: str, limit: int) -> None:
     _assert_chunk_invariants(text, chunk_text(text, limit), limit, exact=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_prose(), st.integers(20, 400))
+def test_a_chunk_is_where_it_says_in_the_text_and_traces_back_to_it(text: str, limit: int) -> None:
+    tidy, back = normalize_mapped(text)
+    for chunk in chunk_text(tidy, limit):
+        assert tidy[chunk.start : chunk.end] == chunk.text
+        start, end = back.source_span(chunk.start, chunk.end)
+        # The text it came from, less the whitespace and invisible marks normalize drops.
+        assert _squeeze(normalize(text[start:end])) == _squeeze(chunk.text)
+
+
+def test_normalize_mapped_traces_collapsed_spaces_and_dropped_marks() -> None:
+    raw = "  One\u200b  two.\n\n\n Three\tfour. "
+    tidy, back = normalize_mapped(raw)
+    assert tidy == "One two.\n\nThree four."
+    three = tidy.index("Three")
+    assert raw[slice(*back.source_span(0, 8))] == "One\u200b  two."
+    assert raw[slice(*back.source_span(three, len(tidy)))] == "Three\tfour."
+    assert normalize_mapped(tidy) == (tidy, normalize_mapped(tidy)[1])
+    assert normalize_mapped(tidy)[1].edits == ()
 
 
 # --- the real novel --------------------------------------------------------------------------

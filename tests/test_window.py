@@ -146,7 +146,11 @@ def test_priority_orders_manifests_and_units_with_a_failed_job_go_last(tmp_path:
         assert ledger.fail(rest, "bad", retryable=False, max_failures=1) == "failed"
         other = plan(ledger, "/other.yaml", [[1], [1]], "o")
         # A unit that cannot be written this run (a failed job) waits behind a whole one.
-        ledger.conn.execute("INSERT INTO manifest_jobs VALUES (?, 0, 9, 'l000001', 0)", (other,))
+        ledger.conn.execute(
+            "INSERT INTO manifest_jobs (manifest_id, unit, seq, job_key, pause_after_ms)"
+            " VALUES (?, 0, 9, 'l000001', 0)",
+            (other,),
+        )
         assert claim(ledger, 1, [other]) == ["o001000"]
 
 

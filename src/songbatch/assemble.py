@@ -1046,7 +1046,7 @@ class Assembler:
 
     def _chapter_cues(self, info: ManifestInfo, unit: int) -> tuple[list[subtitles.Cue], int]:
         """The unit's cues and length, timed as `_laid` lays the audio out (the same
-        held lead-in and last pause), each chunk's text from its job's request."""
+        held lead-in and last pause), each chunk's text as written (`_job_texts`)."""
         jobs = self.ledger.unit_jobs(info.id, unit)
         meta = info.assembly.units[unit]
         if meta.layered:  # a line per cue, where the mix places it (the .lrc's)
@@ -1054,9 +1054,9 @@ class Assembler:
             length_ms = round(placed.total * 1000 / placed.rate)
             return layers.lyric_cues(placed, self._job_texts(jobs)), length_ms
         lead_in_ms, pauses = self._unit_silences(info, jobs)
-        requests = self.ledger.job_requests([job.key for job in jobs])
+        texts = self._job_texts(jobs)
         chunks: list[tuple[str, int, int, dict[str, Any] | None]] = []
-        for job, pause_ms in zip(jobs, pauses, strict=True):
+        for job, pause_ms, text in zip(jobs, pauses, texts, strict=True):
             row = self.ledger.job(job.key)
             if row is None or job.state != JobState.DONE:
                 raise AssemblyError(f"job {job.key[:12]} is not rendered yet")
@@ -1066,7 +1066,7 @@ class Assembler:
             info_value = json.loads(row["info"]) if row.get("info") else None
             chunks.append(
                 (
-                    requests[job.key].text,
+                    text,
                     duration_ms,
                     pause_ms,
                     info_value if isinstance(info_value, dict) else None,
@@ -1076,9 +1076,11 @@ class Assembler:
         return subtitles.clamp(subtitles.chapter_cues(timed), length_ms), length_ms
 
     def _job_texts(self, jobs: list[UnitJob]) -> list[str]:
-        """Each job's text as its request has it (a chunk's words, a music job's prompt)."""
+        """Each job's words as the book or the lyrics wrote them (its plan row's), else as
+        its request has them (a music job's prompt, a row planned before rows kept them)."""
         requests = self.ledger.job_requests([job.key for job in jobs])
-        return [requests[job.key].text if job.key in requests else "" for job in jobs]
+        spoken = {key: request.text for key, request in requests.items()}
+        return [spoken.get(job.key, "") if job.written is None else job.written for job in jobs]
 
     def _encoding(self, info: ManifestInfo, fmt: str) -> Encoding:
         return spec_encoding(info.assembly, fmt)

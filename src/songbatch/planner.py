@@ -198,10 +198,10 @@ def _plan_book(
         if chapter.voice.reference is not None:
             voice_sha = file_sha256(chapter.voice.reference)
             voices[voice_sha] = chapter.voice.reference
-        for seq, (chunk_text, pause_ms) in enumerate(_chapter_chunks(book, chapter, spec, spoken)):
-            job = _speech_job(spec, book, chapter, chunk_text, voice_sha, chars_per_second)
+        for seq, piece in enumerate(_chapter_chunks(book, chapter, spec, spoken)):
+            job = _speech_job(spec, book, chapter, piece.text, voice_sha, chars_per_second)
             jobs.append(job)
-            rows.append(PlanRow(unit=unit, seq=seq, key=job.key, pause_after_ms=pause_ms))
+            rows.append(PlanRow(unit, seq, job.key, piece.pause_after_ms, piece.written))
     return jobs, rows, voices
 
 
@@ -218,38 +218,65 @@ def book_voicing(book: Audiobook, spec: EngineSpec) -> Voicing:
     )
 
 
+@dataclass(frozen=True)
+class _Piece:
+    """A planned chunk: what the engine reads, the pause after it, and the written words it
+    says where they differ (None where they are the same, so the row falls back to the text)."""
+
+    text: str
+    pause_after_ms: int
+    written: str | None
+
+
+def _voiced_chunks(
+    written: str, say: Voicing, max_chars: int, *, by_sentence: bool = False
+) -> list[tuple[textlib.Chunk, str | None]]:
+    """`written` said by `say` and chunked, each chunk with the written words it came from
+    (whitespace tidied), None where they are the chunk's own. Traced through the voicing's
+    edits and the chunker's clean-up, so a chunk of "doctor Smith paid twelve dollars" says
+    it came from "Dr. Smith paid $12"; the job still holds only the spoken text."""
+    voiced, from_written = say.mapped(written)
+    tidy, from_voiced = textlib.normalize_mapped(voiced)
+    found = []
+    for chunk in textlib.chunk_text(tidy, max_chars, by_sentence=by_sentence):
+        start, end = from_written.source_span(*from_voiced.source_span(chunk.start, chunk.end))
+        words = " ".join(written[start:end].split())
+        # "" where the chunk only goes on saying a rewrite the chunk before it holds.
+        found.append((chunk, None if words == chunk.text else words))
+    return found
+
+
 def _chapter_chunks(
     book: Audiobook, chapter: Chapter, spec: EngineSpec, spoken: Voicing
-) -> list[tuple[str, int]]:
+) -> list[_Piece]:
     pauses = chapter.pauses
     sentence, paragraph = round(pauses.sentence * 1000), round(pauses.paragraph * 1000)
-    pieces: list[tuple[str, int]] = []
+    pieces: list[_Piece] = []
     # A text that opens with its own heading ("CHAPTER I." then the text) already says it.
     # Credits have no heading: "Opening Credits" names their file and chapter mark only.
     heading = book.speak_titles and chapter.credits is None
     if heading and not textlib.starts_with_title(chapter.text, chapter.title):
-        title = spoken(textlib.normalize(chapter.title))
-        pieces.extend((c.text, paragraph) for c in textlib.chunk_text(title, spec.max_chars))
+        title = _voiced_chunks(textlib.normalize(chapter.title), spoken, spec.max_chars)
+        pieces.extend(_Piece(c.text, paragraph, words) for c, words in title)
     # An engine cannot pause inside one call, so a sentence pause the manifest asks for means
     # one sentence per chunk, with the pause after each. A book that does not set it keeps
     # sentences packed into chunks (and its job keys), pausing only between chunks.
     by_sentence = "sentence" in pauses.model_fields_set and sentence > 0
     # Chunked after voicing: the limit holds for the words the engine reads ("$1,250,000"
     # is 30 characters said), and an abbreviation said in full cannot end a sentence.
-    text = spoken(textlib.normalize(chapter.text))
-    for chunk in textlib.chunk_text(text, spec.max_chars, by_sentence=by_sentence):
+    text = textlib.normalize(chapter.text)
+    for chunk, words in _voiced_chunks(text, spoken, spec.max_chars, by_sentence=by_sentence):
         if chunk.paragraph_end:
             pause = paragraph
         elif by_sentence and not chunk.sentence_end:
             pause = 0  # the pieces of one over-long sentence run on
         else:
             pause = sentence
-        pieces.append((chunk.text, pause))
+        pieces.append(_Piece(chunk.text, pause, words))
     if not pieces:  # manifest.py refuses such chapters; never an IndexError here
         raise InputError(f"chapter {chapter.title!r} (line {chapter.line}) has nothing to speak")
     # The chapter pause closes the chapter file; in the m4b it is the gap before the next one.
-    last_text, _ = pieces[-1]
-    pieces[-1] = (last_text, round(pauses.chapter * 1000))
+    pieces[-1] = _paused(pieces[-1], round(pauses.chapter * 1000))
     return pieces
 
 
@@ -485,7 +512,7 @@ def _plan_layers(track: Track, unit: int, profile: Profile) -> _Layered:
     """Each spoken layer's chunks as speech jobs, each music layer as one music job as long
     as the voices are estimated to need (layers.fitted_bed_ms), unless it sets `duration`."""
     speech = profile.engine_spec("speech")
-    spoken: dict[int, list[tuple[JobRow, int, bool]]] = {}
+    spoken: dict[int, list[tuple[JobRow, _Piece, bool]]] = {}
     voices: dict[str, Path] = {}
     voice_ends: list[int] = []
     for index, layer in enumerate(track.layers):
@@ -500,10 +527,10 @@ def _plan_layers(track: Track, unit: int, profile: Profile) -> _Layered:
         # Said as a book's text is (numbers, dates... in words), for the engine it goes to.
         say = voicing(layer.language, normalise=True, notation=phoneme_notation(speech.engine))
         spoken[index] = [
-            (_spoken_job(speech, text, params, voice_sha, layer.seed, cps), pause, opens_line)
-            for text, pause, opens_line in _layer_chunks(layer, speech.max_chars, say)
+            (_spoken_job(speech, piece.text, params, voice_sha, layer.seed, cps), piece, opens)
+            for piece, opens in _layer_chunks(layer, speech.max_chars, say)
         ]
-        said = sum(job.est_ms + pause for job, pause, _ in spoken[index])
+        said = sum(job.est_ms + piece.pause_after_ms for job, piece, _ in spoken[index])
         voice_ends.append(round(layer.start * 1000) + said + round(layer.tail * 1000))
     min_ms = round(track.duration * 1000)
     bed_ms = fitted_bed_ms(voice_ends, min_ms)
@@ -520,11 +547,11 @@ def _plan_layers(track: Track, unit: int, profile: Profile) -> _Layered:
             layers.append(_music_layer_meta(layer, first))
             continue
         lines = []
-        for job, pause, opens_line in spoken[index]:
+        for job, piece, opens_line in spoken[index]:
             if opens_line:
                 lines.append(len(rows))
             jobs.append(job)
-            rows.append(PlanRow(unit=unit, seq=len(rows), key=job.key, pause_after_ms=pause))
+            rows.append(PlanRow(unit, len(rows), job.key, piece.pause_after_ms, piece.written))
         layers.append(_speech_layer_meta(layer, first, len(rows), lines))
     return _Layered(jobs, rows, voices, tuple(layers), min_ms)
 
@@ -546,26 +573,30 @@ def _speech_layer_meta(
     return SpeechLayerSpec((first, stop), layer.gain_db, start_ms, tail_ms, tuple(lines))
 
 
-def _layer_chunks(layer: SpeechLayer, max_chars: int, say: Voicing) -> list[tuple[str, int, bool]]:
-    """(text, pause after it in ms, whether it opens a written line) of each chunk: every
-    written line is spoken on its own, a chunk per sentence, so a lyric line's time is its
-    first chunk's start; a blank line is a paragraph pause; nothing after the last."""
+def _layer_chunks(layer: SpeechLayer, max_chars: int, say: Voicing) -> list[tuple[_Piece, bool]]:
+    """Each chunk and whether it opens a written line: every written line is spoken on its
+    own, a chunk per sentence, so a lyric line's time is its first chunk's start; a blank line
+    is a paragraph pause; nothing after the last."""
     sentence = round(layer.pauses.sentence * 1000)
     paragraph = round(layer.pauses.paragraph * 1000)
-    pieces: list[tuple[str, int, bool]] = []
+    pieces: list[tuple[_Piece, bool]] = []
     for block in textlib.split_paragraphs(layer.text.replace("\r\n", "\n")):
         for line in block.split("\n"):
-            chunks = textlib.chunk_text(say(line), max_chars, by_sentence=True)
+            chunks = _voiced_chunks(line, say, max_chars, by_sentence=True)
             pieces += [
-                (chunk.text, sentence if chunk.sentence_end else 0, k == 0)
-                for k, chunk in enumerate(chunks)
+                (_Piece(chunk.text, sentence if chunk.sentence_end else 0, words), k == 0)
+                for k, (chunk, words) in enumerate(chunks)
             ]
         if pieces:
-            pieces[-1] = (pieces[-1][0], paragraph, pieces[-1][2])
+            pieces[-1] = (_paused(pieces[-1][0], paragraph), pieces[-1][1])
     if not pieces:  # manifest.py refuses such layers; never an IndexError here
         raise InputError(f"a spoken layer has nothing to speak: {layer.text[:40]!r}")
-    pieces[-1] = (pieces[-1][0], 0, pieces[-1][2])  # the layer's tail follows
+    pieces[-1] = (_paused(pieces[-1][0], 0), pieces[-1][1])  # the layer's tail follows
     return pieces
+
+
+def _paused(piece: _Piece, pause_ms: int) -> _Piece:
+    return dataclasses.replace(piece, pause_after_ms=pause_ms)
 
 
 # ---------------------------------------------------------------------- shared
@@ -647,6 +678,8 @@ def _spec_tags(manifest: Audiobook | Album, profile: Profile) -> SpecTags:
 
 
 def _row(row: PlanRow) -> tuple[int, int, str, int]:
+    # Not the written words: the plan hash is the audio's plan; the ledger compares the
+    # written words itself (`Ledger.diff_plan`), so changing them alone re-renders nothing.
     return (row.unit, row.seq, row.key, row.pause_after_ms)
 
 

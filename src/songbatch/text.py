@@ -5,7 +5,9 @@ chapter is cut into chunks of whole sentences where possible. Chunks never span 
 so the renderer can put a longer pause after `Chunk.paragraph_end` chunks.
 
 Everything below works on *spans* (start, end) into one normalised paragraph string: a chunk
-is a slice of its paragraph, so no text is rebuilt piecewise and the cost stays linear.
+is a slice of its paragraph, so no text is rebuilt piecewise and the cost stays linear. A chunk
+keeps its span in the normalised text (`Chunk.start`, `Chunk.end`), and `normalize_mapped`
+says where the normalised text came from, so a chunk can be traced back to what was written.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+from songbatch.textmap import Edit, TextMap
+
 __all__ = [
     "Chunk",
     "chunk_text",
@@ -22,6 +26,7 @@ __all__ = [
     "has_visible_text",
     "is_speakable",
     "normalize",
+    "normalize_mapped",
     "split_paragraphs",
     "split_sentences",
     "starts_with_title",
@@ -85,6 +90,34 @@ def normalize(text: str) -> str:
     return unicodedata.normalize("NFC", body)
 
 
+def normalize_mapped(text: str) -> tuple[str, TextMap]:
+    """`normalize(text)` and where its characters came from in `text`."""
+    tidy = normalize(text)
+    return tidy, (TextMap() if tidy == text else _aligned(text, tidy))
+
+
+def _aligned(raw: str, tidy: str) -> TextMap:
+    """`tidy` (normalize's) against `raw`, in one walk: normalize only drops, collapses or
+    replaces whitespace and invisible characters, so where the two differ, raw's run of those
+    and tidy's whitespace are one edit; anything else (a character NFC composed) is one for
+    one."""
+    edits: list[Edit] = []
+    i = j = 0
+    while i < len(raw) or j < len(tidy):
+        if i < len(raw) and j < len(tidy) and raw[i] == tidy[j]:
+            i, j = i + 1, j + 1
+            continue
+        first = (i, j)
+        while i < len(raw) and (raw[i].isspace() or _replacement(raw[i]) is not None):
+            i += 1
+        while j < len(tidy) and tidy[j].isspace():
+            j += 1
+        if (i, j) == first:
+            i, j = min(i + 1, len(raw)), min(j + 1, len(tidy))
+        edits.append(Edit(first[0], i, first[1], j))
+    return TextMap(tuple(edits))
+
+
 # --- paragraphs and sentences ----------------------------------------------------------------
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
@@ -122,7 +155,20 @@ _DOTTED_LETTERS = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")  # e.g, i.e, U.S, J.R.R
 
 def split_paragraphs(text: str) -> list[str]:
     """Paragraphs of normalised text (blank-line separated), without empty ones."""
-    return [p for p in (part.strip() for part in _PARAGRAPH_BREAK.split(text)) if p]
+    return [text[start:end] for start, end in _paragraph_spans(text)]
+
+
+def _paragraph_spans(text: str) -> list[Span]:
+    """Where `split_paragraphs`'s paragraphs are in `text`, each stripped."""
+    bounds = [0, *(i for m in _PARAGRAPH_BREAK.finditer(text) for i in m.span()), len(text)]
+    spans = []
+    for start, end in zip(bounds[::2], bounds[1::2], strict=True):
+        piece = text[start:end]
+        start += len(piece) - len(piece.lstrip())
+        end -= len(piece) - len(piece.rstrip())
+        if start < end:
+            spans.append((start, end))
+    return spans
 
 
 def split_sentences(paragraph: str) -> list[str]:
@@ -202,11 +248,14 @@ def _merge_unspeakable(text: str, spans: list[Span]) -> list[Span]:
 @dataclass(frozen=True)
 class Chunk:
     """One TTS request. `paragraph_end`: pause for a paragraph after it, else for a sentence.
-    `sentence_end`: it ends a sentence (False only for a piece of an over-long sentence)."""
+    `sentence_end`: it ends a sentence (False only for a piece of an over-long sentence).
+    `start`, `end`: where `text` is in the normalised text it was cut from."""
 
     text: str
     paragraph_end: bool
     sentence_end: bool = field(default=True, compare=False)
+    start: int = field(default=0, compare=False)
+    end: int = field(default=0, compare=False)
 
 
 # Where an over-long sentence may be cut: after , ; : (when a space follows, so "1,000" stays),
@@ -227,15 +276,17 @@ def chunk_text(text: str, max_chars: int, *, by_sentence: bool = False) -> list[
     if max_chars < MIN_MAX_CHARS:
         raise ValueError(f"max_chars must be at least {MIN_MAX_CHARS}, got {max_chars}")
     chunks: list[Chunk] = []
-    for paragraph in split_paragraphs(normalize(text)):
+    tidy = normalize(text)
+    for start, end in _paragraph_spans(tidy):
+        paragraph = tidy[start:end]
         # A dropped scene break needs no flag: every paragraph's last chunk already has
         # paragraph_end=True, so the chunk before the break gets the paragraph pause.
         if _HAS_ALNUM.search(paragraph):
-            chunks.extend(_chunk_paragraph(paragraph, max_chars, by_sentence))
+            chunks.extend(_chunk_paragraph(paragraph, max_chars, by_sentence, start))
     return chunks
 
 
-def _chunk_paragraph(paragraph: str, max_chars: int, by_sentence: bool) -> list[Chunk]:
+def _chunk_paragraph(paragraph: str, max_chars: int, by_sentence: bool, offset: int) -> list[Chunk]:
     units: list[Span] = []
     sentence_ends: set[int] = set()
     for start, end in _sentence_spans(paragraph):
@@ -248,7 +299,7 @@ def _chunk_paragraph(paragraph: str, max_chars: int, by_sentence: bool) -> list[
     spans = _absorb_unspeakable(paragraph, packed, max_chars)
     last = len(spans) - 1
     return [
-        Chunk(paragraph[s:e], paragraph_end=i == last, sentence_end=e in sentence_ends)
+        Chunk(paragraph[s:e], i == last, e in sentence_ends, offset + s, offset + e)
         for i, (s, e) in enumerate(spans)
     ]
 

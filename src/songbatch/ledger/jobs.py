@@ -423,8 +423,8 @@ class JobsQueries(LedgerBase):
 
     def unit_jobs(self, manifest_id: int, unit: int) -> list[UnitJob]:
         cursor = self.conn.execute(
-            "SELECT mj.seq, mj.job_key, mj.pause_after_ms, j.state, j.out_path, j.sha256,"
-            " j.duration_ms FROM manifest_jobs mj JOIN jobs j ON j.key = mj.job_key"
+            "SELECT mj.seq, mj.job_key, mj.pause_after_ms, mj.written, j.state, j.out_path,"
+            " j.sha256, j.duration_ms FROM manifest_jobs mj JOIN jobs j ON j.key = mj.job_key"
             " WHERE mj.manifest_id = ? AND mj.unit = ? ORDER BY mj.seq",
             (manifest_id, unit),
         )
@@ -437,6 +437,7 @@ class JobsQueries(LedgerBase):
                 out_path=row["out_path"],
                 sha256=row["sha256"],
                 duration_ms=row["duration_ms"],
+                written=row["written"],
             )
             for row in cursor
         ]

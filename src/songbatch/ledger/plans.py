@@ -25,12 +25,15 @@ class PlansQueries(LedgerBase):
         old = self.conn.execute(
             "SELECT plan_sha256 FROM manifests WHERE id = ?", (manifest_id,)
         ).fetchone()
+        # The written words are outside the plan hash (the audio's), so they are compared
+        # here: a ledger planned before they were kept gets them at its next plan.
+        changed = old is None or old["plan_sha256"] != record.plan_sha256
         return PlanDiff(
             new=len(fresh - known),
             reused=len(fresh & known),
             unchanged=len(new_keys & old_keys),
             dropped=len(old_keys - new_keys),
-            manifest_changed=old is None or old["plan_sha256"] != record.plan_sha256,
+            manifest_changed=changed or self._written(manifest_id) != _written(rows),
         )
 
     def apply_plan(
@@ -63,9 +66,9 @@ class PlansQueries(LedgerBase):
             manifest_id = self._upsert_manifest(record, now)
             conn.execute("DELETE FROM manifest_jobs WHERE manifest_id = ?", (manifest_id,))
             conn.executemany(
-                "INSERT INTO manifest_jobs (manifest_id, unit, seq, job_key, pause_after_ms)"
-                " VALUES (?, ?, ?, ?, ?)",
-                ((manifest_id, r.unit, r.seq, r.key, r.pause_after_ms) for r in rows),
+                "INSERT INTO manifest_jobs (manifest_id, unit, seq, job_key, pause_after_ms,"
+                " written) VALUES (?, ?, ?, ?, ?, ?)",
+                ((manifest_id, r.unit, r.seq, r.key, r.pause_after_ms, r.written) for r in rows),
             )
             self._event(conn, "plan", manifest_id=manifest_id, detail=diff.__dict__)
             return diff
@@ -99,6 +102,16 @@ class PlansQueries(LedgerBase):
             "SELECT job_key FROM manifest_jobs WHERE manifest_id = ?", (manifest_id,)
         )
         return {row[0] for row in cursor}
+
+    def _written(self, manifest_id: int | None) -> dict[tuple[int, int], str]:
+        if manifest_id is None:
+            return {}
+        cursor = self.conn.execute(
+            "SELECT unit, seq, written FROM manifest_jobs"
+            " WHERE manifest_id = ? AND written IS NOT NULL",
+            (manifest_id,),
+        )
+        return {(row[0], row[1]): row[2] for row in cursor}
 
     def set_priorities(self, priorities: dict[int, int]) -> None:
         """Each manifest's `priority:` as its YAML says now (scheduling, not part of the plan:
@@ -173,3 +186,8 @@ class PlansQueries(LedgerBase):
             (manifest_id,),
         ).fetchone()
         return int(row[0] or 0), int(row[1] or 0)
+
+
+def _written(rows: Sequence[PlanRow]) -> dict[tuple[int, int], str]:
+    """The rows' written words by place, as `PlansQueries._written` reads them back."""
+    return {(r.unit, r.seq): r.written for r in rows if r.written is not None}

@@ -88,6 +88,11 @@ class PlanRow:
     seq: int
     key: str
     pause_after_ms: int
+    # The book's own words this chunk says, for its subtitles, where they differ from the
+    # job's text ("Dr. Smith paid $12" for "Doctor Smith paid twelve dollars"); "" where it
+    # only goes on saying what the chunk before holds; None: the job's text is what was
+    # written (or the row was planned before songbatch kept them).
+    written: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,7 @@ class UnitJob:
     out_path: str | None
     sha256: str | None
     duration_ms: int | None
+    written: str | None = None  # its plan row's (PlanRow.written)
 
 
 @dataclass(frozen=True)

@@ -227,3 +227,11 @@ def m008_routes(db: Database) -> None:
         ALTER TABLE jobs ADD COLUMN route_reason TEXT;
         """
     )
+
+
+@migrations()
+def m009_written(db: Database) -> None:
+    """A plan row's written words where its job's text says them another way (subtitles show
+    the book's text). NULL in rows planned before: their subtitles fall back to the job's text
+    until the next plan writes the column."""
+    db.execute("ALTER TABLE manifest_jobs ADD COLUMN written TEXT")

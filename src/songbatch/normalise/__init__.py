@@ -19,7 +19,8 @@ from songbatch.normalise.english import english
 from songbatch.normalise.german import german
 from songbatch.normalise.language import Language
 from songbatch.normalise.lexicon import ESPEAK, NOTATIONS, LexiconEntry, lexicon_rules
-from songbatch.normalise.scan import Rule, rewrite
+from songbatch.normalise.scan import Rule, rewrite, rewrite_mapped
+from songbatch.textmap import TextMap
 
 __all__ = [
     "ESPEAK",
@@ -66,6 +67,10 @@ class Voicing:
 
     def __call__(self, text: str) -> str:
         return rewrite(text, self.rules) if self.rules else text
+
+    def mapped(self, text: str) -> tuple[str, TextMap]:
+        """The spoken text and where its words came from in `text`."""
+        return rewrite_mapped(text, self.rules) if self.rules else (text, TextMap())
 
 
 def voicing(

@@ -5,6 +5,8 @@ earliest match of any rule wins (ties go to the rule listed first), its words re
 the scan goes on after it: what one rule wrote is never read again by another, so "2024-03-15"
 said as a date cannot then be read as three numbers, and a respelling from the lexicon is never
 normalised. Rules see the original text around their match (look-behinds reach before it).
+`rewrite_mapped` also says where each rewrite came from (textmap.py), for the written words of
+a chunk of what it wrote.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Rule", "rewrite"]
+from songbatch.textmap import Edit, TextMap
+
+__all__ = ["Rule", "rewrite", "rewrite_mapped"]
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,13 @@ class Rule:
 
 
 def rewrite(text: str, rules: Sequence[Rule]) -> str:
+    return rewrite_mapped(text, rules)[0]
+
+
+def rewrite_mapped(text: str, rules: Sequence[Rule]) -> tuple[str, TextMap]:
     pieces: list[str] = []
-    pos = 0
+    edits: list[Edit] = []
+    pos = written = 0  # in the text, and in what is written of it so far
     upcoming = [rule.pattern.search(text) for rule in rules]
     while True:
         best = _earliest(text, rules, upcoming, pos)
@@ -40,9 +49,22 @@ def rewrite(text: str, rules: Sequence[Rule]) -> str:
             upcoming[index] = rules[index].pattern.search(text, match.start() + 1)
             continue
         pieces += [text[pos : match.start()], spoken]
+        written += match.start() - pos
+        edits += _edits(match.start(), match.end(), written, spoken)
+        written += len(spoken)
         pos = match.end()
     pieces.append(text[pos:])
-    return "".join(pieces)
+    return "".join(pieces), TextMap(tuple(edits))
+
+
+def _edits(start: int, end: int, at: int, spoken: str) -> list[Edit]:
+    """text[start:end] said as `spoken` from `at` on. Its leading and trailing spaces are
+    edits of their own, written from nothing: the chunker drops them, and a chunk that
+    starts after them starts at the rewrite, not inside it (textmap.py)."""
+    words = spoken.strip()
+    first = at + (spoken.find(words) if words else len(spoken))
+    said = Edit(start, end, first, first + len(words))
+    return [Edit(start, start, at, first), said, Edit(end, end, said.target_end, at + len(spoken))]
 
 
 def _earliest(
