@@ -244,14 +244,15 @@ def master_book(
     mastering_s = time.perf_counter() - started
     encode_book(mastered, durations, work / "mastered.m4b", encoding)
     mastered_encode_s = time.perf_counter() - started - mastering_s
-    without = assemble_s + encode_s
+    # Against the encode the mastered book gets: the one from the unmastered masters is no
+    # fair base (AAC at 44.1 kHz runs about 2x slower from 22.05 kHz masters than from 44.1).
+    without = assemble_s + mastered_encode_s
     added = mastering_s - assemble_s
     return {
+        "encode m4b, mastered": f"{mastered_encode_s:.1f} s",
         f"master ({preset_name})": f"{mastering_s:.1f} s, in place of the masters' "
         f"{assemble_s:.1f} s: adds {added / without:.2f} of assembling and encoding "
-        "without it (goal <= 0.25)",
-        "encode m4b, mastered": f"{mastered_encode_s:.1f} s; with it, the book takes "
-        f"{(mastering_s + mastered_encode_s) / without:.2f}x",
+        "(goal <= 0.25)",
     }
 
 
