@@ -178,7 +178,8 @@ def suffixes(names: set[str]) -> list[str]:
 
 @pytest.mark.parametrize(
     ("extra", "masters"),
-    [("", [".flac"]), ("\nmaster: acx", [".flac", ".flac"])],  # acx: raw and mastered
+    # acx: the mastered master alone (mastered from the chunks, no raw one written)
+    [("", [".flac"]), ("\nmaster: acx", [".flac"])],
     ids=["unmastered", "acx"],
 )
 def test_gc_clears_an_edited_chapters_old_master_and_streams_and_keeps_the_current_ones(
