@@ -17,7 +17,7 @@ from sqlite_utils import Database
 
 from songbatch.errors import LedgerDamaged, LedgerOutdated, LedgerUnavailable
 from songbatch.fsutil import create_private
-from songbatch.ledger.records import Clock, _dumps, utc_iso
+from songbatch.ledger.records import Clock, dumps_json, utc_iso
 from songbatch.ledger.schema import migrations
 
 
@@ -122,7 +122,13 @@ class LedgerBase:
     ) -> None:
         conn.execute(
             "INSERT INTO events (utc, kind, job_key, manifest_id, detail) VALUES (?, ?, ?, ?, ?)",
-            (self.now(), kind, job_key, manifest_id, None if detail is None else _dumps(detail)),
+            (
+                self.now(),
+                kind,
+                job_key,
+                manifest_id,
+                None if detail is None else dumps_json(detail),
+            ),
         )
 
     def _existing_keys(self, keys: set[str]) -> set[str]:

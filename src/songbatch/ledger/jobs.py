@@ -17,8 +17,8 @@ from songbatch.engines.base import JobRequest
 from songbatch.fsutil import FileStamp, fsync_dir, remove_quietly
 from songbatch.ledger.core import LedgerBase
 from songbatch.ledger.records import (
-    _ISO,
-    _NOT_THIS_RUN,
+    ISO_FORMAT,
+    NOT_THIS_RUN,
     AdoptedChunk,
     ChunkRecord,
     JobState,
@@ -27,10 +27,10 @@ from songbatch.ledger.records import (
     Route,
     StateCount,
     UnitJob,
-    _json,
-    _request,
-    _stamp,
+    file_stamp,
+    json_or_null,
     route_filter,
+    stored_request,
     utc_iso,
 )
 
@@ -144,7 +144,7 @@ class JobsQueries(LedgerBase):
                         kind=row["kind"],
                         engine=row["engine"],
                         model=row["model"],
-                        request=_request(row["request"]),
+                        request=stored_request(row["request"]),
                         est_ms=int(row["est_ms"]),
                     )
                 )
@@ -233,7 +233,7 @@ class JobsQueries(LedgerBase):
                         i.sha256,
                         i.duration_ms,
                         now,
-                        _json(i.info),
+                        json_or_null(i.info),
                         stamp.size,
                         stamp.mtime_ns,
                         i.lease.key,
@@ -253,7 +253,7 @@ class JobsQueries(LedgerBase):
                         i.cost_usd,
                         i.worker,
                         i.device,
-                        _json(i.info),
+                        json_or_null(i.info),
                         i.lease.token,
                     )
                     for i in done
@@ -352,7 +352,7 @@ class JobsQueries(LedgerBase):
             if not self._holds(conn, lease):
                 return None
             now = self.clock()
-            not_before = utc_iso(now + delay_s) if delay_s is not None else _NOT_THIS_RUN
+            not_before = utc_iso(now + delay_s) if delay_s is not None else NOT_THIS_RUN
             row = conn.execute(
                 "UPDATE jobs SET state = 'pending', lease_token = NULL, lease_expires_utc = NULL,"
                 " error = ?, not_before_utc = ?, deferrals = deferrals + 1 WHERE key = ?"
@@ -385,11 +385,11 @@ class JobsQueries(LedgerBase):
             "SELECT MIN(j.not_before_utc) FROM jobs j WHERE j.state = 'pending'"
             " AND j.not_before_utc IS NOT NULL AND j.not_before_utc < ? AND EXISTS (SELECT 1"
             f" FROM manifest_jobs mj WHERE mj.job_key = j.key AND mj.manifest_id IN ({marks}))",
-            (_NOT_THIS_RUN, *manifest_ids),
+            (NOT_THIS_RUN, *manifest_ids),
         ).fetchone()
         if row[0] is None:
             return None
-        return datetime.strptime(row[0], _ISO).replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(row[0], ISO_FORMAT).replace(tzinfo=timezone.utc).timestamp()
 
     def _holds(self, conn: sqlite3.Connection, lease: Lease) -> bool:
         row = conn.execute(
@@ -473,7 +473,7 @@ class JobsQueries(LedgerBase):
         for key in dict.fromkeys(keys):
             row = self.conn.execute("SELECT request FROM jobs WHERE key = ?", (key,)).fetchone()
             if row is not None:
-                found[key] = _request(row[0])
+                found[key] = stored_request(row[0])
         return found
 
     def done_chunks(self, manifest_ids: Sequence[int]) -> list[ChunkRecord]:
@@ -490,7 +490,7 @@ class JobsQueries(LedgerBase):
                 key=row["key"],
                 path=self.resolve(row["out_path"]),
                 sha256=row["sha256"],
-                stamp=_stamp(row["size"], row["mtime_ns"]),
+                stamp=file_stamp(row["size"], row["mtime_ns"]),
             )
             for row in cursor
         ]

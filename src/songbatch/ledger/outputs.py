@@ -6,13 +6,13 @@ from collections.abc import Sequence
 
 from songbatch.fsutil import FileStamp
 from songbatch.ledger.core import LedgerBase
-from songbatch.ledger.records import OutputFailure, OutputRecord, _output_record
+from songbatch.ledger.records import OutputFailure, OutputRecord, output_record
 
 
 class OutputsQueries(LedgerBase):
     def output(self, path: str) -> OutputRecord | None:
         row = self.conn.execute("SELECT * FROM outputs WHERE path = ?", (path,)).fetchone()
-        return None if row is None else _output_record(row)
+        return None if row is None else output_record(row)
 
     def record_output(
         self,
@@ -63,7 +63,7 @@ class OutputsQueries(LedgerBase):
         cursor = self.conn.execute(
             "SELECT * FROM outputs WHERE manifest_id = ? ORDER BY unit, format", (manifest_id,)
         )
-        return [_output_record(row) for row in cursor]
+        return [output_record(row) for row in cursor]
 
     def record_output_failure(
         self,

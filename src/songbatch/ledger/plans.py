@@ -7,7 +7,14 @@ from collections.abc import Sequence
 
 from songbatch.assemblyspec import AssemblySpec
 from songbatch.ledger.core import LedgerBase
-from songbatch.ledger.records import JobRow, ManifestInfo, ManifestRecord, PlanDiff, PlanRow, _dumps
+from songbatch.ledger.records import (
+    JobRow,
+    ManifestInfo,
+    ManifestRecord,
+    PlanDiff,
+    PlanRow,
+    dumps_json,
+)
 
 
 class PlansQueries(LedgerBase):
@@ -55,7 +62,7 @@ class PlansQueries(LedgerBase):
                         j.kind,
                         j.engine,
                         j.model,
-                        _dumps(j.request.to_dict()),
+                        dumps_json(j.request.to_dict()),
                         j.chars,
                         j.est_ms,
                         now,
@@ -81,7 +88,7 @@ class PlansQueries(LedgerBase):
             record.source_sha256,
             record.profile,
             record.plan_sha256,
-            _dumps(record.assembly.to_dict()),
+            dumps_json(record.assembly.to_dict()),
             now,
         )
         row = self.conn.execute(

@@ -18,14 +18,14 @@ from songbatch.fsutil import FileStamp
 Clock = Callable[[], float]
 
 
-_ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 HOUR_S = 3600.0  # the hourly spend cap's window
 
 
 # Later than any real time: a job deferred "until the next run", which start_run clears.
-_NOT_THIS_RUN = "9999-12-31T23:59:59.999999Z"
+NOT_THIS_RUN = "9999-12-31T23:59:59.999999Z"
 
 
 class JobState(str, Enum):
@@ -68,7 +68,7 @@ def route_filter(route: Route) -> str:
 
 def utc_iso(at: float) -> str:
     """Fixed-width ISO text, so string comparison in SQL is time comparison."""
-    return datetime.fromtimestamp(at, tz=timezone.utc).strftime(_ISO)
+    return datetime.fromtimestamp(at, tz=timezone.utc).strftime(ISO_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -361,11 +361,11 @@ class StaleLease(Exception):
     """The lease's token is no longer the job's: its output must be discarded."""
 
 
-def _stamp(size: int | None, mtime_ns: int | None) -> FileStamp | None:
+def file_stamp(size: int | None, mtime_ns: int | None) -> FileStamp | None:
     return None if size is None or mtime_ns is None else FileStamp(size, mtime_ns)
 
 
-def _output_record(row: sqlite3.Row) -> OutputRecord:
+def output_record(row: sqlite3.Row) -> OutputRecord:
     return OutputRecord(
         path=row["path"],
         manifest_id=row["manifest_id"],
@@ -374,18 +374,20 @@ def _output_record(row: sqlite3.Row) -> OutputRecord:
         inputs_sha256=row["inputs_sha256"],
         sha256=row["sha256"],
         duration_ms=row["duration_ms"],
-        stamp=_stamp(row["size"], row["mtime_ns"]),
+        stamp=file_stamp(row["size"], row["mtime_ns"]),
     )
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else _dumps(value)
+def json_or_null(value: Any) -> str | None:
+    return None if value is None else dumps_json(value)
 
 
-def _dumps(value: Any) -> str:
+def dumps_json(value: Any) -> str:
+    """JSON as the ledger stores it: keys sorted, compact, Unicode kept (stored specs and
+    requests are hashed as these bytes)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _request(text: str) -> JobRequest:
-    """A `jobs.request` as stored (JobRequest.to_dict's JSON, by `_dumps`)."""
+def stored_request(text: str) -> JobRequest:
+    """A `jobs.request` as stored (JobRequest.to_dict's JSON, by `dumps_json`)."""
     return JobRequest.from_dict(json.loads(text))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from songbatch.engines.base import JobRequest
 from songbatch.ledger.core import LedgerBase
-from songbatch.ledger.records import SpillReason, _request
+from songbatch.ledger.records import SpillReason, stored_request
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class RoutesQueries(LedgerBase):
             )
             if all(job.key != row["key"] for job in unit.jobs):  # a chunk repeated in a unit
                 unit.jobs.append(
-                    SpillJob(row["key"], row["kind"], _request(row["request"]), row["est_ms"])
+                    SpillJob(row["key"], row["kind"], stored_request(row["request"]), row["est_ms"])
                 )
         return list(units.values())
 

@@ -21,7 +21,7 @@ from songbatch.ledger.records import (
     PredictSamples,
     RenderSamples,
     RunRecord,
-    _dumps,
+    dumps_json,
 )
 
 
@@ -49,7 +49,7 @@ class RunsQueries(LedgerBase):
             conn.execute("UPDATE runs SET finished_utc = ? WHERE finished_utc IS NULL", (now,))
             row = conn.execute(
                 "INSERT INTO runs (pid, host, argv, started_utc) VALUES (?, ?, ?, ?) RETURNING id",
-                (os.getpid(), socket.gethostname(), _dumps(list(argv)), now),
+                (os.getpid(), socket.gethostname(), dumps_json(list(argv)), now),
             ).fetchone()
             return int(row["id"])
 

@@ -9,7 +9,14 @@ import sqlite3
 from typing import Any
 
 from songbatch.ledger.core import LedgerBase
-from songbatch.ledger.records import HOUR_S, CapReached, OpenReservation, SpendCaps, _dumps, utc_iso
+from songbatch.ledger.records import (
+    HOUR_S,
+    CapReached,
+    OpenReservation,
+    SpendCaps,
+    dumps_json,
+    utc_iso,
+)
 
 
 class SpendQueries(LedgerBase):
@@ -48,7 +55,7 @@ class SpendQueries(LedgerBase):
                     job_key,
                     token,
                     model,
-                    _dumps(model_input),
+                    dumps_json(model_input),
                     usd,
                     seconds,
                     day,
