@@ -140,6 +140,9 @@ def test_a_chapters_rms_is_known_from_its_chunks_power_without_reading_them(
     soundfile.write(str(untagged), rng.normal(0, 0.1, rate), rate, subtype="PCM_24")
     assert tagged_rms_db([*segments, Segment(untagged)], rate, 1) is None
     assert tagged_rms_db(segments, 44_100, 1) is None  # resampled as it is read
+    broken = tmp_path / "d.flac"
+    broken.write_bytes(b"not a flac file at all")
+    assert tagged_rms_db([*segments, Segment(broken)], rate, 1) is None  # the read says why
 
 
 def test_acx_masters_tagged_chunks_in_one_read_and_others_in_two(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
+from mutagen import MutagenError
 
 from songbatch.engines.base import RenderResult
 from songbatch.errors import EngineError, Interrupted
@@ -172,7 +173,10 @@ def tagged_rms_db(segments: Sequence[Segment], sample_rate: int, channels: int) 
         if segment.path is None:
             frames += silence
             continue
-        chunk = flac_header(segment.path, POWER_TAG)
+        try:
+            chunk = flac_header(segment.path, POWER_TAG)
+        except (OSError, MutagenError):
+            return None  # reading the samples finds it damaged, and says so
         if not chunk.comment or chunk.sample_rate != sample_rate:
             return None
         if chunk.channels not in (1, channels):
