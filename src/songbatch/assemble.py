@@ -483,9 +483,13 @@ class Assembler:
         chosen = preset(info.assembly.master)
         jobs = self.ledger.unit_jobs(info.id, unit)
         inputs = raw_master_key(info.assembly, unit, jobs)
+
+        def laid() -> audio.MasterAudio:  # only read when the file is not there yet
+            return self._laid(info, unit, jobs, chosen)
+
         if not chosen.masters:
-            return self._built_master(inputs, jobs, lambda: self._laid(info, unit, jobs, chosen))
-        return self._mastered(inputs, jobs, lambda: self._laid(info, unit, jobs, chosen), chosen)
+            return self._built_master(inputs, jobs, laid)
+        return self._mastered(inputs, jobs, laid, chosen)
 
     def _laid(
         self, info: ManifestInfo, unit: int, jobs: list[UnitJob], chosen: Preset

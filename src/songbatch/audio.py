@@ -83,6 +83,12 @@ def power_of(samples: npt.NDArray[np.float32]) -> float:
     return float(flat @ flat)
 
 
+def power_db(power: float, samples: int) -> float:
+    """The RMS in dBFS of `samples` samples whose squares sum to `power` (-inf for silence):
+    what astats calls the overall RMS level."""
+    return 10 * math.log10(power / samples) if power > 0 else -math.inf
+
+
 def audio_duration_ms(path: Path) -> int:
     """Duration of any file soundfile can read; other formats (m4b) through mutagen."""
     try:
@@ -183,7 +189,7 @@ def tagged_rms_db(segments: Sequence[Segment], sample_rate: int, channels: int) 
             return None
         power += float(chunk.comment[0]) * channels / chunk.channels  # mono repeated
         frames += chunk.frames + (silence if segment.silence_s > 0 else 0)
-    return 10 * math.log10(power / (frames * channels)) if power > 0 else -math.inf
+    return power_db(power, frames * channels)
 
 
 def assemble_master(

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from songbatch.audio import MasterAudio, feed_of, piped_input
+from songbatch.audio import MasterAudio, feed_of, piped_input, power_db, power_of
 from songbatch.errors import EngineError
 from songbatch.presets import Preset
 from songbatch.quality import LEVEL_METERS, QUICK_RMS, run_meter
@@ -110,10 +110,9 @@ def rms_db(blocks: Iterable[npt.NDArray[np.float32]]) -> float:
     astats calls the overall RMS level. Summed in double, as astats sums."""
     power, count = 0.0, 0
     for block in blocks:
-        flat = block.astype(np.float64).ravel()
-        power += float(flat @ flat)
-        count += flat.size
-    return 10 * math.log10(power / count) if power > 0 else -math.inf
+        power += power_of(block)
+        count += block.size
+    return power_db(power, count)
 
 
 def _finite_gain(gain: float, name: str) -> float:

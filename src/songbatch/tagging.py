@@ -475,8 +475,7 @@ def set_vorbis_comments(target: Path | io.BytesIO, comments: Mapping[str, str]) 
 
 def vorbis_comment(path: Path, name: str) -> list[str]:
     """The values of one Vorbis comment of a FLAC file (a chunk's job key)."""
-    tags = FLAC(path).tags
-    return [] if tags is None else [str(value) for value in tags.get(name, [])]  # type: ignore[union-attr]
+    return flac_header(path, name).comment
 
 
 @dataclass(frozen=True)
